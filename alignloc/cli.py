@@ -1,0 +1,129 @@
+"""The ``alignloc`` command line: a thin typed shell over the library. ``main(argv)`` is testable."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(
+    name="alignloc",
+    help="Where inside a network does post-training land, and what kind of change is it?",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from alignloc.models.pair import PairMismatchError
+    from alignloc.models.refs import ModelRefError
+    from alignloc.prompts import PromptFormatError
+    from alignloc.sites import SiteError
+    from alignloc.store import StoreError
+    from alignloc.tokens import PromptTooLongError
+
+    # Errors a user can fix: printed as one clear line (exit 2), never as a traceback.
+    return (ModelRefError, PairMismatchError, PromptFormatError, SiteError, StoreError, PromptTooLongError)
+
+
+def _quiet_libraries() -> None:
+    if not sys.stderr.isatty():
+        os.environ.setdefault("TQDM_DISABLE", "1")
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+
+
+@app.command()
+def capture(
+    base: str = typer.Argument(..., help="Base model: local HF directory, hub id, or zoo:NAME."),
+    tuned: Optional[str] = typer.Argument(None, help="Post-trained model (directory, hub id, peft adapter dir). Omit with zoo:NAME."),
+    prompts: Optional[Path] = typer.Option(None, "--prompts", "-p", help="JSONL prompt file (see README). Default for zoo:NAME: its bundled prompts."),
+    out: Path = typer.Option(..., "--out", "-o", help="Store directory to create, reuse or resume."),
+    sites: str = typer.Option("resid_post", help="Comma list of resid_pre|resid_mid|resid_post|attn_out|mlp_out[.LAYER]."),
+    layers: Optional[str] = typer.Option(None, help="Layers for sites without .LAYER: '*', '0,2', '1-3', '-1'."),
+    positions: str = typer.Option("last", help="last | all | an integer index | a named position from the prompts."),
+    batch_size: int = typer.Option(16, help="Prompts per forward pass (peak memory scales with it)."),
+    dtype: str = typer.Option("float32", help="Storage dtype: float32 | float16 | bfloat16."),
+    backend: str = typer.Option("hf", help="hf (forward hooks, fastest) | bridge (TransformerLens v4) | nnsight."),
+    overwrite: bool = typer.Option(False, help="Replace a store that holds a different capture."),
+    allow_pickle: bool = typer.Option(False, help="Allow pickle (.bin) checkpoints. Only for sources you trust."),
+    trust_remote_code: bool = typer.Option(False, help="Run model code shipped with a hub checkpoint."),
+) -> None:
+    """Capture activations of a base/tuned pair on the same prompts into an on-disk store."""
+    from alignloc.capture import capture as run_capture
+    from alignloc.models.pair import load_pair
+
+    pair = load_pair(base, tuned, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    if prompts is None:
+        prompts = _default_prompts(pair)
+    store = run_capture(pair, prompts, out, sites=sites, positions=positions, layers=layers,
+                        batch_size=batch_size, dtype=dtype, backend=backend, overwrite=overwrite)
+    typer.echo(store.summary())
+
+
+def _default_prompts(pair) -> Path:
+    from alignloc.prompts import PromptFormatError
+
+    if pair.ground_truth is None:
+        raise PromptFormatError("--prompts is required unless the pair is an organism (zoo:NAME)")
+    from alignloc import zoo
+
+    return zoo.organism_prompt_file(pair.name)
+
+
+@app.command()
+def info(
+    store: Path = typer.Argument(..., help="A store directory written by `alignloc capture`."),
+    verify: bool = typer.Option(False, help="Checksum every shard now (otherwise shards are checked when read)."),
+) -> None:
+    """Describe an activation store (models, sites, positions, size); optionally verify it."""
+    from alignloc.store import open_store
+
+    st = open_store(store)
+    typer.echo(st.summary())
+    if verify:
+        typer.echo(f"verified: {st.verify_all()} shards, all checksums match")
+
+
+def _mount_subcommands() -> None:
+    try:
+        from alignloc.zoo.commands import zoo_app
+    except ImportError:  # the zoo is optional until it is built
+        return
+    app.add_typer(zoo_app, name="zoo", help="Model organisms: build and list base/post-trained pairs with ground truth.")
+
+
+_mount_subcommands()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI with ``argv`` (default: sys.argv[1:]); return the exit code."""
+    _quiet_libraries()
+    try:
+        app(args=argv, standalone_mode=False)
+    except _user_errors() as e:
+        typer.echo(f"alignloc: error: {e}", err=True)
+        return 2
+    except typer.Exit as e:
+        return e.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("alignloc: interrupted; rerun the same command to resume", err=True)
+        return 130
+    except Exception as e:
+        if hasattr(e, "show") and hasattr(e, "exit_code"):  # click usage errors (typer vendors click)
+            e.show()
+            return e.exit_code
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

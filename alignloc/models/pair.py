@@ -1,0 +1,253 @@
+"""Load a base/post-trained pair, check that the two sides are comparable, and hash them.
+
+``load_pair(base, tuned)`` accepts local HF directories, hub ids, ``zoo:NAME`` and a peft LoRA
+adapter directory as the tuned side (merged onto the base). Weights are never transformed
+(no folding or centring): what is compared is what was trained.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from alignloc.models.families import Family, family_for
+from alignloc.models.refs import ModelRefError, Ref, resolve_ref, split_zoo
+
+log = logging.getLogger(__name__)
+SIDES = ("base", "tuned")
+
+
+class PairMismatchError(ValueError):
+    """Base and tuned models cannot be compared; the message says which property differs."""
+
+
+@dataclass
+class LoadedModel:
+    """A HF causal LM in eval mode with its tokenizer, site table and provenance."""
+
+    ref: str
+    model: torch.nn.Module
+    tokenizer: object
+    family: Family
+    path: str | None = None
+    adapter: str | None = None
+    meta: dict = field(default_factory=dict)
+    _hash: str | None = None
+
+    @property
+    def config(self):
+        """The HF config."""
+        return self.model.config
+
+    @property
+    def n_layers(self) -> int:
+        """Number of decoder blocks."""
+        return int(self.config.num_hidden_layers)
+
+    @property
+    def d_model(self) -> int:
+        """Residual stream width."""
+        return int(self.config.hidden_size)
+
+    @property
+    def max_len(self) -> int | None:
+        """Longest sequence the model accepts (None if its config does not say)."""
+        return getattr(self.config, "max_position_embeddings", None)
+
+    @property
+    def weights_hash(self) -> str:
+        """sha256 over parameter names and raw bytes (computed once)."""
+        if self._hash is None:
+            self._hash = state_dict_hash(self.model.state_dict())
+        return self._hash
+
+    def provenance(self) -> dict:
+        """What a manifest or report records about this model."""
+        return {
+            "ref": self.ref,
+            "path": self.path,
+            "adapter": self.adapter,
+            "model_type": self.config.model_type,
+            "family": self.family.name,
+            "n_layers": self.n_layers,
+            "d_model": self.d_model,
+            "dtype": str(next(self.model.parameters()).dtype).removeprefix("torch."),
+            "weights_sha256": self.weights_hash,
+            "tokenizer_sha256": tokenizer_hash(self.tokenizer),
+            **self.meta,
+        }
+
+
+@dataclass
+class ModelPair:
+    """Base and tuned models that share tokenizer vocabulary, width and depth."""
+
+    base: LoadedModel
+    tuned: LoadedModel
+    name: str | None = None
+    ground_truth: dict | None = None
+
+    def side(self, name: str) -> LoadedModel:
+        """The model of side ``base`` or ``tuned``."""
+        if name not in SIDES:
+            raise ValueError(f"side must be 'base' or 'tuned', got {name!r}")
+        return self.base if name == "base" else self.tuned
+
+    @property
+    def tokenizer(self):
+        """The (shared) tokenizer; both sides are checked to have the same vocabulary."""
+        return self.base.tokenizer
+
+    @property
+    def n_layers(self) -> int:
+        """Number of decoder blocks (equal on both sides)."""
+        return self.base.n_layers
+
+
+def state_dict_hash(state: dict[str, torch.Tensor]) -> str:
+    """sha256 of parameter names, shapes, dtypes and bytes, in sorted-name order."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def tokenizer_hash(tokenizer) -> str:
+    """sha256 of the sorted vocabulary and special tokens (stable across save/load)."""
+    h = hashlib.sha256()
+    for tok, idx in sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1]):
+        h.update(f"{idx}\t{tok}\n".encode())
+    h.update(repr(sorted((k, str(v)) for k, v in tokenizer.special_tokens_map.items())).encode())
+    return h.hexdigest()[:16]
+
+
+def _from_pretrained(ref: Ref, dtype: torch.dtype, trust_remote_code: bool, allow_pickle: bool, attn: str | None):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs = dict(dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=None if allow_pickle else True)
+    if attn:
+        kwargs["attn_implementation"] = attn
+    try:
+        model = AutoModelForCausalLM.from_pretrained(ref.location, **kwargs)
+        tok = AutoTokenizer.from_pretrained(ref.location, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise ModelRefError(f"{ref.source}: could not load as a Hugging Face causal LM: {e}") from e
+    return model.eval(), tok
+
+
+def load_model(
+    ref: str,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str = "cpu",
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+    attn_implementation: str | None = None,
+) -> LoadedModel:
+    """Load one causal LM from a local directory, hub id or ``zoo:NAME[:base|tuned]``."""
+    zoo = split_zoo(ref)
+    if zoo is not None:
+        from alignloc import zoo as zoo_mod
+
+        entry = zoo_mod.resolve(zoo[0])
+        side = zoo[1] or ("tuned" if entry.tuned is not None else "base")
+        path = entry.tuned if side == "tuned" else entry.base
+        if path is None:
+            raise ModelRefError(f"{ref}: {zoo[0]} is a base model and has no tuned side")
+        lm = load_model(str(path), dtype=dtype, device=device, attn_implementation=attn_implementation)
+        lm.ref, lm.meta = ref, {"zoo": zoo[0], "side": side}
+        return lm
+    r = resolve_ref(ref, allow_pickle)
+    if r.is_adapter:
+        raise ModelRefError(
+            f"{ref}: is a peft adapter; load it as the tuned side of a pair "
+            "(load_pair(base, adapter_dir)) so it is merged onto its base"
+        )
+    model, tok = _from_pretrained(r, dtype, trust_remote_code, allow_pickle, attn_implementation)
+    return LoadedModel(ref=ref, model=model.to(device), tokenizer=tok, family=family_for(model.config),
+                       path=r.location if r.kind == "local" else None)
+
+
+def _merge_adapter(base: LoadedModel, adapter_dir: str, source: str, dtype, device, allow_pickle, trust_remote_code, attn) -> LoadedModel:
+    """A fresh copy of the base with the LoRA adapter merged into its weights."""
+    from peft import PeftModel
+
+    fresh = (
+        load_model(base.ref, dtype=dtype, device=device, allow_pickle=allow_pickle,
+                   trust_remote_code=trust_remote_code, attn_implementation=attn)
+    )
+    try:
+        merged = PeftModel.from_pretrained(fresh.model, adapter_dir).merge_and_unload()
+    except Exception as e:  # peft raises many types for a wrong base
+        raise PairMismatchError(f"{source}: cannot merge this adapter onto base {base.ref}: {e}") from e
+    return LoadedModel(ref=source, model=merged.eval(), tokenizer=fresh.tokenizer, family=fresh.family,
+                       path=fresh.path, adapter=adapter_dir)
+
+
+def check_pair(base: LoadedModel, tuned: LoadedModel) -> None:
+    """Raise PairMismatchError naming the first property in which the two models differ."""
+    checks = [
+        ("architecture (model_type)", base.config.model_type, tuned.config.model_type),
+        ("layer count", base.n_layers, tuned.n_layers),
+        ("d_model (hidden_size)", base.d_model, tuned.d_model),
+        ("embedding rows (vocab_size)", base.model.get_input_embeddings().weight.shape[0],
+         tuned.model.get_input_embeddings().weight.shape[0]),
+    ]
+    for what, b, t in checks:
+        if b != t:
+            raise PairMismatchError(
+                f"base and tuned differ in {what}: base {base.ref} has {b}, tuned {tuned.ref} has {t}. "
+                "alignloc compares a model with its own post-trained variant; pass a matching pair."
+            )
+    bv, tv = base.tokenizer.get_vocab(), tuned.tokenizer.get_vocab()
+    if bv != tv:
+        only_b = len(set(bv) - set(tv))
+        only_t = len(set(tv) - set(bv))
+        moved = sum(1 for k in set(bv) & set(tv) if bv[k] != tv[k])
+        raise PairMismatchError(
+            f"base and tuned differ in tokenizer vocabulary: {only_b} tokens only in base "
+            f"{base.ref}, {only_t} only in tuned {tuned.ref}, {moved} with different ids. "
+            "Both models must read the same token ids."
+        )
+
+
+def load_pair(
+    base: str,
+    tuned: str | None = None,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str = "cpu",
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+    attn_implementation: str | None = None,
+) -> ModelPair:
+    """Load and check a base/tuned pair; ``load_pair("zoo:NAME")`` loads an organism's two sides."""
+    opts = dict(dtype=dtype, device=device, allow_pickle=allow_pickle,
+                trust_remote_code=trust_remote_code, attn_implementation=attn_implementation)
+    name = ground_truth = None
+    zoo = split_zoo(base)
+    if tuned is None:
+        if zoo is None or zoo[1] is not None:
+            raise ModelRefError(f"{base}: a tuned model is needed (only zoo:NAME names both sides)")
+        from alignloc import zoo as zoo_mod
+
+        entry = zoo_mod.resolve(zoo[0])
+        if entry.tuned is None:
+            raise ModelRefError(f"{base}: {zoo[0]} is a base model; name an organism, e.g. zoo:chat-sft-upper")
+        base, tuned = f"zoo:{zoo[0]}:base", f"zoo:{zoo[0]}:tuned"
+        name, ground_truth = zoo[0], entry.ground_truth
+    b = load_model(base, **opts)
+    if split_zoo(tuned) is None and resolve_ref(tuned, allow_pickle).is_adapter:
+        t = _merge_adapter(b, resolve_ref(tuned, allow_pickle).location, tuned, dtype, device,
+                           allow_pickle, trust_remote_code, attn_implementation)
+    else:
+        t = load_model(tuned, **opts)
+    check_pair(b, t)
+    return ModelPair(base=b, tuned=t, name=name, ground_truth=ground_truth)
+

@@ -1,0 +1,141 @@
+"""Read a store lazily: one (side, site, layer) at a time, every shard checksummed on first read."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from alignloc.prompts import Prompt, load_prompts
+from alignloc.sites import Site, parse_site
+from alignloc.store.manifest import StoreError, read_manifest, sha256_file
+
+
+class Store:
+    """A captured activation store. ``get(side, "resid_post", layer=3)`` -> ``[n_prompts, (pos,) d_model]``."""
+
+    def __init__(self, root: str | Path, verify: bool = True):
+        self.root = Path(root)
+        self.manifest = read_manifest(self.root)
+        self.verify = verify
+        self._verified: set[str] = set()
+        if not self.manifest.get("complete"):
+            done = len(self.manifest.get("chunks", []))
+            raise StoreError(
+                f"{self.root}: capture is incomplete ({done} of {self.manifest.get('n_chunks')} chunks); "
+                "rerun the same capture command to resume it"
+            )
+
+    @property
+    def sides(self) -> list[str]:
+        """Model sides in the store (``base``, ``tuned``)."""
+        return list(self.manifest["models"])
+
+    @property
+    def sites(self) -> list[Site]:
+        """Captured sites in forward order."""
+        return [parse_site(s) for s in self.manifest["sites"]]
+
+    @property
+    def n_prompts(self) -> int:
+        """Number of captured prompts (rows)."""
+        return int(self.manifest["n_prompts"])
+
+    @property
+    def positions(self) -> str:
+        """The position selector used (``last``, ``all``, an index or a name)."""
+        return self.manifest["positions"]
+
+    @property
+    def lengths(self) -> list[int]:
+        """Token length of each prompt."""
+        return list(self.manifest["lengths"])
+
+    @property
+    def position_index(self) -> list[int]:
+        """Token index kept for each prompt (-1 when all positions are kept)."""
+        return list(self.manifest["position_index"])
+
+    @cached_property
+    def prompts(self) -> list[Prompt]:
+        """The captured prompt set."""
+        return load_prompts(self.root / "prompts.jsonl")
+
+    def mask(self) -> torch.Tensor:
+        """``[n_prompts, max_len]`` bool mask of real tokens (for positions=all)."""
+        width = self.manifest["max_len"]
+        return torch.arange(width)[None, :] < torch.tensor(self.lengths)[:, None]
+
+    def _check_file(self, rel: str, sha: str) -> Path:
+        path = self.root / rel
+        if not path.is_file():
+            raise StoreError(
+                f"{path}: shard is missing; rerun the same capture command to rewrite the missing chunks"
+            )
+        if self.verify and rel not in self._verified:
+            if sha256_file(path) != sha:
+                raise StoreError(
+                    f"{path}: checksum mismatch, the shard is corrupted. Delete this file and rerun the same "
+                    "capture command: only the missing chunk is captured again"
+                )
+            self._verified.add(rel)
+        return path
+
+    def get(self, side: str, site: str | Site, layer: int | None = None) -> torch.Tensor:
+        """Activations of ``side`` at a site: ``[n_prompts, d_model]`` or ``[n_prompts, max_len, d_model]``."""
+        if side not in self.manifest["models"]:
+            raise StoreError(f"{self.root}: no side {side!r}; the store has {self.sides}")
+        if isinstance(site, str):
+            site = parse_site(site) if layer is None else Site(layer, site)
+        if site.name not in self.manifest["sites"]:
+            raise StoreError(f"{self.root}: site {site} was not captured; captured: {', '.join(self.manifest['sites'])}")
+        key = f"L{site.layer}"
+        parts = []
+        for chunk in self.manifest["chunks"]:
+            rel = next(r for r in chunk["files"] if r.startswith(f"{side}/{site.kind}/"))
+            path = self._check_file(rel, chunk["files"][rel])
+            try:
+                with safe_open(str(path), framework="pt") as f:
+                    t = f.get_tensor(key)
+            except Exception as e:  # safetensors raises its own error types for bad headers
+                raise StoreError(f"{path}: cannot read tensor {key} ({e}); the shard is corrupted") from e
+            if t.shape[0] != chunk["end"] - chunk["start"] or t.shape[-1] != self.manifest["models"][side]["d_model"]:
+                raise StoreError(f"{path}: tensor {key} has shape {tuple(t.shape)}, which does not match the manifest")
+            parts.append(t)
+        return torch.cat(parts)
+
+    def verify_all(self) -> int:
+        """Checksum every shard; return how many were checked (StoreError on the first bad one)."""
+        n = 0
+        for chunk in self.manifest["chunks"]:
+            for rel, sha in chunk["files"].items():
+                self._verified.discard(rel)
+                self._check_file(rel, sha)
+                n += 1
+        return n
+
+    def summary(self) -> str:
+        """A human-readable description (``alignloc info``)."""
+        m = self.manifest
+        lines = [f"store: {self.root}", f"alignloc {m['alignloc_version']}, created {m['created']}"]
+        for side, info in m["models"].items():
+            lines.append(
+                f"{side:>5}: {info['ref']} ({info['model_type']}, {info['n_layers']} layers, d={info['d_model']}, "
+                f"sha256 {info['weights_sha256'][:12]})"
+            )
+        kinds = sorted({s.split('.')[0] for s in m["sites"]})
+        layers = sorted({int(s.split('.')[1]) for s in m["sites"]})
+        lines += [
+            f"prompts: {m['n_prompts']} (hash {m['prompts_hash']}), positions: {m['positions']}, bos: {m['bos']}",
+            f"sites: {', '.join(kinds)} at layers {layers[0]}..{layers[-1]} ({len(m['sites'])} sites)",
+            f"dtype: {m['dtype']}, chunks: {len(m['chunks'])} x {m['chunk_size']} prompts, backend: {m.get('backend')}",
+            f"size on disk: {sum((self.root / r).stat().st_size for c in m['chunks'] for r in c['files']) / 2**20:.2f} MiB",
+        ]
+        return "\n".join(lines)
+
+
+def open_store(root: str | Path, verify: bool = True) -> Store:
+    """Open a complete store for reading (checksums verified lazily unless ``verify=False``)."""
+    return Store(root, verify=verify)

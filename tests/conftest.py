@@ -1,0 +1,26 @@
+"""Shared fixtures: tiny locally built checkpoints, cached for the session."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+import pytest  # noqa: E402
+
+from tests.tiny_models import ARCHS, build_arch_pair  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def arch_pairs(tmp_path_factory) -> dict[str, tuple]:
+    """{arch: (base_dir, tuned_dir)} for 5 families, randomly initialised and saved locally."""
+    root = tmp_path_factory.mktemp("archs")
+    return {arch: build_arch_pair(root, arch) for arch in ARCHS}
+
+
+@pytest.fixture(scope="session")
+def llama_pair(arch_pairs) -> tuple:
+    """(base_dir, tuned_dir) of the tiny Llama pair."""
+    return arch_pairs["llama"]
