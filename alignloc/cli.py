@@ -6,7 +6,6 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -44,11 +43,11 @@ def _quiet_libraries() -> None:
 @app.command()
 def capture(
     base: str = typer.Argument(..., help="Base model: local HF directory, hub id, or zoo:NAME."),
-    tuned: Optional[str] = typer.Argument(None, help="Post-trained model (directory, hub id, peft adapter dir). Omit with zoo:NAME."),
-    prompts: Optional[Path] = typer.Option(None, "--prompts", "-p", help="JSONL prompt file (see README). Default for zoo:NAME: its bundled prompts."),
+    tuned: str | None = typer.Argument(None, help="Post-trained model (directory, hub id, peft adapter dir). Omit with zoo:NAME."),
+    prompts: Path | None = typer.Option(None, "--prompts", "-p", help="JSONL prompt file (see README). Default for zoo:NAME: its bundled prompts."),
     out: Path = typer.Option(..., "--out", "-o", help="Store directory to create, reuse or resume."),
     sites: str = typer.Option("resid_post", help="Comma list of resid_pre|resid_mid|resid_post|attn_out|mlp_out[.LAYER]."),
-    layers: Optional[str] = typer.Option(None, help="Layers for sites without .LAYER: '*', '0,2', '1-3', '-1'."),
+    layers: str | None = typer.Option(None, help="Layers for sites without .LAYER: '*', '0,2', '1-3', '-1'."),
     positions: str = typer.Option("last", help="last | all | an integer index | a named position from the prompts."),
     batch_size: int = typer.Option(16, help="Prompts per forward pass (peak memory scales with it)."),
     dtype: str = typer.Option("float32", help="Storage dtype: float32 | float16 | bfloat16."),
@@ -58,7 +57,7 @@ def capture(
     trust_remote_code: bool = typer.Option(False, help="Run model code shipped with a hub checkpoint."),
 ) -> None:
     """Capture activations of a base/tuned pair on the same prompts into an on-disk store."""
-    from alignloc.capture import capture as run_capture
+    from alignloc.capturing import capture as run_capture
     from alignloc.models.pair import load_pair
 
     pair = load_pair(base, tuned, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)

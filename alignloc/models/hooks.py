@@ -139,7 +139,7 @@ def edit(model: torch.nn.Module, family: Family, site: Site, fn: ActFn) -> Itera
 
 
 def count_hooks(model: torch.nn.Module) -> int:
-    """Number of forward (pre-)hooks attached anywhere in ``model`` (0 after every scope exits)."""
+    """Number of forward (pre-)hooks attached anywhere in ``model`` (unchanged after a scope exits)."""
     return sum(
         len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()
     )

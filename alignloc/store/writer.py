@@ -58,6 +58,8 @@ class StoreWriter:
                 self._clear(old)
             else:
                 self.manifest = old
+                if len(self.done_chunks()) < old["n_chunks"]:  # a shard was deleted: redo its chunk
+                    self.manifest["complete"] = False
                 return
         elif self.root.exists() and any(self.root.iterdir()) and not overwrite:
             raise StoreError(
@@ -101,7 +103,9 @@ class StoreWriter:
                 kinds.setdefault(site.kind, {})[f"L{site.layer}"] = t.to(self.dtype).contiguous().cpu()
             for kind, tensors in kinds.items():
                 rel = shard_relpath(side, kind, index)
-                data = save(tensors, metadata={"rows": f"{start}:{end}", "side": side, "kind": kind})
+                # One metadata key: safetensors orders several keys arbitrarily, which would break
+                # byte-identical shards (and so checksum-equal stores) across runs.
+                data = save(tensors, metadata={"alignloc": f"{side}/{kind}/rows={start}:{end}"})
                 atomic_write_bytes(self.root / rel, data)
                 files[rel] = sha256_bytes(data)
         chunks = [c for c in self.manifest["chunks"] if c["index"] != index]
