@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from alignloc.models.backends import DEFAULT_BACKEND, make_backend
+from alignloc.models.backends import DEFAULT_BACKEND, check_backend, make_backend
 from alignloc.models.families import check_site
 from alignloc.models.pair import SIDES, ModelPair
 from alignloc.prompts import Prompt, load_prompts, prompts_hash
@@ -98,6 +98,7 @@ def capture(
         prompts = load_prompts(prompts)
     if dtype not in DTYPES:
         raise StoreError(f"--dtype {dtype!r}: use one of {', '.join(DTYPES)}")
+    check_backend(backend)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     site_list = parse_sites(sites, pair.n_layers, layers)

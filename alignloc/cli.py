@@ -19,6 +19,7 @@ app = typer.Typer(
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from alignloc.models.backends import BackendError
     from alignloc.models.pair import PairMismatchError
     from alignloc.models.refs import ModelRefError
     from alignloc.prompts import PromptFormatError
@@ -27,7 +28,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from alignloc.tokens import PromptTooLongError
 
     # Errors a user can fix: printed as one clear line (exit 2), never as a traceback.
-    return (ModelRefError, PairMismatchError, PromptFormatError, SiteError, StoreError, PromptTooLongError)
+    return (BackendError, ModelRefError, PairMismatchError, PromptFormatError, SiteError, StoreError, PromptTooLongError)
 
 
 def _quiet_libraries() -> None:

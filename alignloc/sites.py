@@ -55,17 +55,16 @@ def parse_layers(spec: str | None, n_layers: int) -> list[int]:
     for part in spec.split(","):
         part = part.strip()
         m = re.fullmatch(r"(\d+)-(\d+)", part)
-        try:
-            if m:
-                lo, hi = int(m.group(1)), int(m.group(2))
-                if lo > hi:
-                    raise SiteError(f"layer range {part!r} is empty")
-                chosen = range(lo, hi + 1)
-            else:
-                idx = int(part)
-                chosen = [idx + n_layers if idx < 0 else idx]
-        except ValueError:
-            raise SiteError(f"cannot parse layer {part!r}; use e.g. 3, 0,2,5, 2-5, -1 or *") from None
+        if m:
+            lo, hi = int(m.group(1)), int(m.group(2))
+            if lo > hi:
+                raise SiteError(f"layer range {part!r} is empty")
+            chosen = range(lo, hi + 1)
+        elif re.fullmatch(r"-?\d+", part):
+            idx = int(part)
+            chosen = [idx + n_layers if idx < 0 else idx]
+        else:
+            raise SiteError(f"cannot parse layer {part!r}; use e.g. 3, 0,2,5, 2-5, -1 or *")
         for layer in chosen:
             if not 0 <= layer < n_layers:
                 raise SiteError(f"layer {part} is out of range: the model has {n_layers} layers (0..{n_layers - 1})")

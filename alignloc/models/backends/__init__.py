@@ -22,6 +22,17 @@ BACKENDS = ("hf", "bridge", "nnsight")
 DEFAULT_BACKEND = "hf"
 
 
+class BackendError(ValueError):
+    """An unknown backend, or one that cannot run the requested model."""
+
+
+def check_backend(name: str) -> str:
+    """Return ``name`` if it is a known backend, else raise BackendError listing them."""
+    if name not in BACKENDS:
+        raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    return name
+
+
 class Backend(Protocol):
     """What capture needs from a backend."""
 
@@ -48,4 +59,4 @@ def make_backend(name: str, loaded: LoadedModel, **options) -> Backend:
         from alignloc.models.backends.nnsight_backend import NNsightBackend
 
         return NNsightBackend(loaded, **options)
-    raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")

@@ -1,0 +1,95 @@
+"""The CLI in-process through main(argv): capture, info, and one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from alignloc.cli import main
+from alignloc.store import open_store
+
+
+@pytest.fixture
+def prompt_file(tmp_path):
+    p = tmp_path / "prompts.jsonl"
+    recs = [
+        {"id": "a", "text": "Alice lives in Paris", "kind": "knowledge", "positions": {"subj": "Alice"}},
+        {"id": "b", "text": "The cat sat on the mat .", "kind": "other", "positions": {"subj": "cat"}},
+        {"id": "c", "text": "Bob", "kind": "other", "positions": {"subj": "Bob"}},
+    ]
+    p.write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+    return p
+
+
+@pytest.mark.parametrize("backend", ["hf", "bridge", "nnsight"])
+def test_capture_and_info(arch_pairs, prompt_file, tmp_path, capsys, backend):
+    base, tuned = arch_pairs["gpt2"]
+    out = tmp_path / f"acts-{backend}"
+    rc = main(["capture", str(base), str(tuned), "--prompts", str(prompt_file), "--sites",
+               "resid_post,attn_out,mlp_out", "--positions", "subj", "--out", str(out), "--backend", backend])
+    assert rc == 0
+    st = open_store(out)
+    assert st.get("tuned", "resid_post", layer=2).shape == (3, 64)
+    assert st.manifest["backend"] == backend
+    capsys.readouterr()
+    assert main(["info", str(out), "--verify"]) == 0
+    text = capsys.readouterr().out
+    assert "attn_out, mlp_out, resid_post at layers 0..2" in text and "verified: 6 shards" in text
+
+
+def test_backends_write_equal_stores(arch_pairs, prompt_file, tmp_path):
+    base, tuned = arch_pairs["qwen2"]
+    stores = {}
+    for backend in ("hf", "bridge", "nnsight"):
+        out = tmp_path / backend
+        assert main(["capture", str(base), str(tuned), "-p", str(prompt_file), "--sites", "resid_post,mlp_out",
+                     "--positions", "all", "-o", str(out), "--backend", backend]) == 0
+        stores[backend] = open_store(out)
+    for side in ("base", "tuned"):
+        for site in stores["hf"].sites:
+            ref = stores["hf"].get(side, site)
+            for other in ("bridge", "nnsight"):
+                assert (stores[other].get(side, site) - ref).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--sites", "resid_middle"], "unknown site"),
+        (["--positions", "nope"], "no position named 'nope'"),
+        (["--dtype", "int8"], "--dtype 'int8'"),
+        (["--backend", "jax"], "unknown backend 'jax'"),
+    ],
+)
+def test_user_errors_are_one_line(arch_pairs, prompt_file, tmp_path, capsys, args, message):
+    base, tuned = arch_pairs["llama"]
+    rc = main(["capture", str(base), str(tuned), "-p", str(prompt_file), "-o", str(tmp_path / "o"), *args])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert err.startswith("alignloc: error:") and message in err and "Traceback" not in err
+
+
+def test_mismatched_pair_and_malformed_prompts(arch_pairs, prompt_file, tmp_path, capsys):
+    rc = main(["capture", str(arch_pairs["llama"][0]), str(arch_pairs["gemma2"][1]), "-p", str(prompt_file),
+               "-o", str(tmp_path / "o")])
+    assert rc == 2 and "differ in architecture" in capsys.readouterr().err
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "a", "text": "x"}\n{"id": "b", "text": "y", "kind": 5}\n')
+    rc = main(["capture", *map(str, arch_pairs["llama"]), "-p", str(bad), "-o", str(tmp_path / "o")])
+    assert rc == 2 and "bad.jsonl:2: field 'kind' must be str" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_prompt_longer_than_context(arch_pairs, tmp_path, capsys):
+    long = tmp_path / "long.jsonl"
+    long.write_text(json.dumps({"id": "big", "text": "the cat " * 80}) + "\n")
+    rc = main(["capture", *map(str, arch_pairs["llama"]), "-p", str(long), "-o", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "prompt 'big' has" in err and "context of 64" in err
+
+
+def test_help_and_usage_errors(capsys):
+    assert main(["--help"]) == 0
+    assert "capture" in capsys.readouterr().out
+    assert main(["capture"]) == 2
