@@ -69,14 +69,30 @@ def capture(
     typer.echo(store.summary())
 
 
-def _default_prompts(pair) -> Path:
+def _default_prompts(pair) -> list:
+    """An organism's bundled prompt sets, concatenated (ids prefixed by the set on collisions)."""
     from alignloc.prompts import PromptFormatError
 
-    if pair.ground_truth is None:
+    if pair.name is None:
         raise PromptFormatError("--prompts is required unless the pair is an organism (zoo:NAME)")
-    from alignloc import zoo
+    return organism_prompts(pair.name)
 
-    return zoo.organism_prompt_file(pair.name)
+
+def organism_prompts(name: str, size: str = "tiny") -> list:
+    """All prompts an organism ships (every file under its prompts/), with unique ids."""
+    import dataclasses
+
+    from alignloc import zoo
+    from alignloc.prompts import load_prompts
+
+    out, seen = [], set()
+    for stem, path in sorted(zoo.resolve(name, size=size).prompts.items()):
+        for p in load_prompts(path):
+            if p.id in seen:
+                p = dataclasses.replace(p, id=f"{stem}/{p.id}")
+            seen.add(p.id)
+            out.append(p)
+    return out
 
 
 @app.command()
@@ -91,6 +107,32 @@ def info(
     typer.echo(st.summary())
     if verify:
         typer.echo(f"verified: {st.verify_all()} shards, all checksums match")
+
+
+@app.command()
+def demo(
+    organism: str | None = typer.Option(None, help="Organism name (default: the zoo's default, chat-sft-upper)."),
+    out: Path = typer.Option(Path("alignloc-demo"), "--out", "-o", help="Where the demo writes its store."),
+    size: str = typer.Option("tiny", help="Zoo size: tiny (CPU minutes) | small."),
+) -> None:
+    """Build (or reuse) the default organism, capture both sides, and show where they differ."""
+    from alignloc import zoo
+    from alignloc.analyses.shift import layer_shift
+    from alignloc.capturing import capture as run_capture
+    from alignloc.models.pair import load_pair
+
+    name = organism or zoo.DEFAULT_ORGANISM
+    typer.echo(f"[1/3] organism {name} ({size}): building or reusing under {zoo.zoo_root()}", err=True)
+    entry = zoo.resolve(name, size=size)
+    pair = load_pair(str(entry.base), str(entry.tuned))
+    typer.echo(f"[2/3] capturing resid_post, attn_out, mlp_out of both models -> {out / 'acts'}", err=True)
+    store = run_capture(pair, organism_prompts(name, size), out / "acts", sites="resid_post,attn_out,mlp_out")
+    typer.echo(store.summary())
+    typer.echo(f"[3/3] base -> tuned shift of the last-token residual stream (planted layers: {entry.ground_truth.get('layers')})")
+    typer.echo("layer  1-cos     rel.L2")
+    for row in layer_shift(store):
+        bar = "#" * round(40 * min(1.0, row["relative_l2"]))
+        typer.echo(f"{row['layer']:>5}  {row['one_minus_cos']:.4f}  {row['relative_l2']:.4f}  {bar}")
 
 
 def _mount_subcommands() -> None:
