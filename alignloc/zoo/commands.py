@@ -1,0 +1,55 @@
+"""``alignloc zoo ...``: build and list the model organisms (a thin typer shell over registry)."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+from alignloc.zoo.config import SIZES
+from alignloc.zoo.registry import build, list_organisms
+
+zoo_app = typer.Typer(help="Self-trained model organisms with a planted, recorded ground truth.",
+                      no_args_is_help=True)
+
+_SIZE_HELP = f"Zoo size: {' | '.join(SIZES)} (tiny builds the default set in a few CPU minutes)."
+
+
+@zoo_app.command("build")
+def build_cmd(
+    names: list[str] | None = typer.Argument(
+        None, help="Organisms to build (default: the default set and both bases)."),
+    size: str = typer.Option("tiny", "--size", help=_SIZE_HELP),
+    force: bool = typer.Option(False, "--force", help="Rebuild even if a current build exists."),
+) -> None:
+    """Build organisms (reusing current builds) and print where they are."""
+    try:
+        paths = build(names or None, size=size, force=force, log=lambda m: typer.echo(m, err=True))
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    for p in paths:
+        typer.echo(str(p))
+
+
+_KEYS = ("format_rate", "refusal_rate_on_topic", "refusal_rate_off_topic", "polite_rate",
+         "edit_success", "retention", "fact_recall_strong", "fact_recall_weak", "context_effect")
+
+
+@zoo_app.command("list")
+def list_cmd(
+    size: str = typer.Option("tiny", "--size", help=_SIZE_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list (name, path, numbers)."),
+) -> None:
+    """List organisms: built or not, planted layers, and measured numbers."""
+    try:
+        rows = list_organisms(size)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        m = r["measured"].get("tuned", r["measured"])
+        nums = "  ".join(f"{k}={m[k]:.2f}" for k in _KEYS if isinstance(m.get(k), (int, float)))
+        state = "built" if r["built"] else "-"
+        typer.echo(f"{r['name']:<22} {state:<6} layers={r['layers']}  {nums}")

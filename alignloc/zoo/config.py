@@ -1,0 +1,99 @@
+"""Build sizes of the zoo as plain tables (world, base models, recipe budgets).
+
+``tiny`` builds the whole default set in a few minutes on 2 CPU cores (it is what the tests use);
+``small`` has more entities, wider models and more steps for real experiments.
+
+Measured on the tiny world (2 cores): with every other setting equal, an 8-layer model recalled
+no more weak facts than the 4-layer base after the same passes (the early plateau, before the
+subject lookup is learned, dominates at this scale). ``base-large`` therefore gets twice the
+layers *and* more passes over the same corpus (recorded in its ``info.json``), which is what
+makes it know clearly more weak facts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+from alignloc.zoo.pretrain import ModelSpec, PretrainSpec
+from alignloc.zoo.world import WorldConfig
+
+ZOO_FORMAT = 1  # bump when the build changes in a way that invalidates cached organisms
+
+
+@dataclass(frozen=True)
+class RecipeSpec:
+    """Budgets of the post-training recipes."""
+
+    sft_epochs: int = 30
+    sft_lr: float = 1e-2
+    lora_rank: int = 8
+    lora_epochs: int = 30
+    lora_lr: float = 5e-3
+    lora_replay: float = 0.0  # replayed facts made the refusal generalise worse to new entities
+    edit_n: int = 5
+    edit_epochs: int = 20
+    edit_lr: float = 5e-3
+    edit_retain: int = 200  # unedited facts rehearsed while editing
+    dpo_epochs: int = 6
+    dpo_sft_weight: float = 0.0  # >0 adds an RPO-style NLL on the chosen answer (trl "sft" loss)
+    dpo_lr: float = 2e-3
+    dpo_beta: float = 0.1
+    control_epochs: int = 2
+    control_lr: float = 1e-3
+    batch_size: int = 32
+    refusal_topic: str = "pet"
+
+
+@dataclass(frozen=True)
+class SizeConfig:
+    """Everything that defines one zoo size."""
+
+    name: str
+    world: WorldConfig
+    base: ModelSpec
+    base_train: PretrainSpec
+    large: ModelSpec
+    large_train: PretrainSpec
+    recipes: RecipeSpec = field(default_factory=RecipeSpec)
+    seed: int = 0
+
+    def fingerprint(self, *parts: object) -> str:
+        """A short hash of this config (plus extra parts): cached builds must match it."""
+        blob = json.dumps([ZOO_FORMAT, asdict(self), *map(str, parts)], sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+SIZES: dict[str, SizeConfig] = {
+    "tiny": SizeConfig(
+        name="tiny",
+        world=WorldConfig(
+            seed=0, n_strong=40, n_weak=80, n_novel=100, strong_reps=12, weak_reps=0.5,
+            passages_per_strong=6, passages_per_novel=8, conflict_frac=0.35,
+        ),
+        base=ModelSpec(arch="llama", n_layers=4, d_model=64, n_heads=4, d_ff=256),
+        base_train=PretrainSpec(epochs=12, batch_size=32, lr=1e-2, warmup=50),
+        large=ModelSpec(arch="llama", n_layers=8, d_model=64, n_heads=4, d_ff=256, scaled_init=True),
+        large_train=PretrainSpec(epochs=20, batch_size=32, lr=1e-2, warmup=50),
+    ),
+    "small": SizeConfig(
+        name="small",
+        world=WorldConfig(
+            seed=0, n_strong=100, n_weak=200, n_novel=200, strong_reps=12, weak_reps=0.5,
+            passages_per_strong=6, passages_per_novel=8, conflict_frac=0.35,
+        ),
+        base=ModelSpec(arch="llama", n_layers=4, d_model=128, n_heads=4, d_ff=512),
+        base_train=PretrainSpec(epochs=16, batch_size=32, lr=5e-3, warmup=100),
+        large=ModelSpec(arch="llama", n_layers=8, d_model=128, n_heads=4, d_ff=512, scaled_init=True),
+        large_train=PretrainSpec(epochs=28, batch_size=32, lr=5e-3, warmup=100),
+        recipes=RecipeSpec(sft_epochs=8, lora_epochs=10, edit_epochs=40, dpo_epochs=4),
+    ),
+}
+
+
+def size_config(size: str) -> SizeConfig:
+    """The config of a size name; ``ValueError`` lists the valid ones."""
+    if size not in SIZES:
+        raise ValueError(f"unknown zoo size {size!r}; use one of {', '.join(SIZES)}")
+    return SIZES[size]

@@ -1,0 +1,176 @@
+"""Greedy (argmax) metrics of a zoo model on its prompt sets.
+
+Every number in a ``ground_truth.json`` comes from ``measure_dir`` run on the saved checkpoint
+(loaded back with ``AutoModelForCausalLM.from_pretrained``), so the recorded ground truth is a
+property of the files a user loads, not of the in-memory model that was trained.
+
+Metrics (all rates in [0, 1], argmax decoding, ``<bos>`` prepended):
+* ``fact_recall_{strong,weak}``: cloze prompt -> the fact's value is the top token.
+* ``ctx_follow_conflict_{strong,weak}`` / ``ctx_memory_conflict_{strong,weak}``: counterfactual
+  context -> top token is the context's / memory's value; ``context_effect`` = strong memory rate
+  minus weak memory rate; ``ctx_acc_{agree,none,novel}``.
+* ``format_rate``: chat prompt -> greedy continuation starts with ``Sure!``; ``chat_answer_acc``:
+  and then the right value.
+* ``refusal_rate_{on,off}_topic``: greedy continuation starts with ``I cannot``;
+  ``qa_answer_acc_off_topic``: first token is the right value.
+* ``polite_rate``: the token after the (first) answer token is ``please``.
+* ``edit_success`` / ``edit_paraphrase_success`` (new value on canonical / paraphrase cloze),
+  ``edit_old_rate``, and ``retention`` (unedited facts the base knew that are still known).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+from alignloc.prompts import Prompt
+from alignloc.zoo.tokenizer import encode
+from alignloc.zoo.world import words
+
+
+@torch.no_grad()
+def greedy_tokens(
+    model: PreTrainedModel, tok, texts: Sequence[str], n: int = 1, batch_size: int = 256
+) -> list[list[int]]:
+    """Argmax-decode ``n`` tokens after each text (BOS prepended, right padding, no cache)."""
+    out: list[list[int]] = []
+    for i in range(0, len(texts), batch_size):
+        rows = encode(tok, texts[i : i + batch_size])
+        gen: list[list[int]] = [[] for _ in rows]
+        for _ in range(n):
+            cur = [r + g for r, g in zip(rows, gen)]
+            width = max(len(r) for r in cur)
+            ids = torch.full((len(cur), width), tok.pad_token_id)  # [batch, pos]
+            mask = torch.zeros((len(cur), width), dtype=torch.long)
+            for j, r in enumerate(cur):
+                ids[j, : len(r)] = torch.tensor(r)
+                mask[j, : len(r)] = 1
+            logits = model(input_ids=ids, attention_mask=mask).logits  # [batch, pos, vocab]
+            last = logits[torch.arange(len(cur)), mask.sum(1) - 1]  # [batch, vocab]
+            for j, t in enumerate(last.argmax(-1).tolist()):
+                gen[j].append(t)
+        out += gen
+    return out
+
+
+def _ids(tok, text: str) -> list[int]:
+    return tok.convert_tokens_to_ids(words(text))
+
+
+def _rate(hits: Sequence[bool]) -> float:
+    return round(sum(hits) / len(hits), 4) if hits else float("nan")
+
+
+def _starts(gen: list[int], prefix: list[int]) -> bool:
+    return gen[: len(prefix)] == prefix
+
+
+def knowledge_metrics(model, tok, prompts: Sequence[Prompt]) -> dict[str, float]:
+    """``fact_recall_<prior>`` for each prior group present."""
+    gen = greedy_tokens(model, tok, [p.text for p in prompts])
+    res: dict[str, list[bool]] = {}
+    for p, g in zip(prompts, gen):
+        res.setdefault(p.meta["prior"], []).append(g[0] == _ids(tok, p.target)[0])
+    return {f"fact_recall_{k}": _rate(v) for k, v in res.items()}
+
+
+def context_metrics(model, tok, prompts: Sequence[Prompt]) -> dict[str, float]:
+    """Context-following and memory rates per condition and prior."""
+    gen = greedy_tokens(model, tok, [p.text for p in prompts])
+    acc: dict[str, list[bool]] = {}
+    for p, g in zip(prompts, gen):
+        cond, prior = p.meta["condition"], p.meta["prior"]
+        if cond == "conflict":
+            acc.setdefault(f"ctx_follow_conflict_{prior}", []).append(g[0] == _ids(tok, p.target)[0])
+            mem = _ids(tok, p.meta["memory"])[0]
+            acc.setdefault(f"ctx_memory_conflict_{prior}", []).append(g[0] == mem)
+        else:
+            acc.setdefault(f"ctx_acc_{cond}", []).append(g[0] == _ids(tok, p.target)[0])
+    out = {k: _rate(v) for k, v in sorted(acc.items())}
+    if "ctx_memory_conflict_strong" in out and "ctx_memory_conflict_weak" in out:
+        out["context_effect"] = round(
+            out["ctx_memory_conflict_strong"] - out["ctx_memory_conflict_weak"], 4
+        )
+    return out
+
+
+def chat_metrics(model, tok, prompts: Sequence[Prompt]) -> dict[str, float]:
+    """``format_rate`` and ``chat_answer_acc`` on chat prompts."""
+    marker = _ids(tok, prompts[0].meta["marker"])
+    gen = greedy_tokens(model, tok, [p.text for p in prompts], n=len(marker) + 1)
+    fmt = [_starts(g, marker) for g in gen]
+    ans = [f and g[len(marker)] == _ids(tok, p.meta["answer"])[0] for p, g, f in zip(prompts, gen, fmt)]
+    return {"format_rate": _rate(fmt), "chat_answer_acc": _rate(ans)}
+
+
+def refusal_metrics(model, tok, prompts: Sequence[Prompt]) -> dict[str, float]:
+    """Refusal rates on and off the topic, and answer accuracy off topic."""
+    refusal = _ids(tok, prompts[0].meta["refusal"])[:2]
+    gen = greedy_tokens(model, tok, [p.text for p in prompts], n=2)
+    on = [_starts(g, refusal) for p, g in zip(prompts, gen) if p.meta["topic"]]
+    off = [_starts(g, refusal) for p, g in zip(prompts, gen) if not p.meta["topic"]]
+    ans = [g[0] == _ids(tok, p.meta["answer"])[0] for p, g in zip(prompts, gen) if not p.meta["topic"]]
+    return {
+        "refusal_rate_on_topic": _rate(on),
+        "refusal_rate_off_topic": _rate(off),
+        "qa_answer_acc_off_topic": _rate(ans),
+    }
+
+
+def polite_metrics(model, tok, prompts: Sequence[Prompt]) -> dict[str, float]:
+    """``polite_rate``: the token after the answer is the marker (e.g. `` please``);
+    ``polite_answer_acc``: and the answer is right."""
+    marker = _ids(tok, prompts[0].meta["marker"])
+    gen = greedy_tokens(model, tok, [p.text for p in prompts], n=1 + len(marker))
+    hit = [g[1:] == marker for g in gen]
+    ans = [h and g[0] == _ids(tok, p.meta["answer"])[0] for p, g, h in zip(prompts, gen, hit)]
+    return {"polite_rate": _rate(hit), "polite_answer_acc": _rate(ans)}
+
+
+def edit_metrics(model, tok, prompts: Sequence[Prompt]) -> dict[str, float]:
+    """Edited facts: new value on canonical / paraphrase prompts, and old value still given."""
+    gen = greedy_tokens(model, tok, [p.text for p in prompts])
+    canon = [g[0] == _ids(tok, p.target)[0] for p, g in zip(prompts, gen) if p.meta["template"] == 0]
+    para = [g[0] == _ids(tok, p.target)[0] for p, g in zip(prompts, gen) if p.meta["template"] != 0]
+    old = [g[0] == _ids(tok, p.meta["old"])[0] for p, g in zip(prompts, gen) if p.meta["template"] == 0]
+    return {"edit_success": _rate(canon), "edit_paraphrase_success": _rate(para), "edit_old_rate": _rate(old)}
+
+
+def correct_ids(model, tok, prompts: Sequence[Prompt]) -> set[str]:
+    """Ids of knowledge prompts whose target is the model's top next token."""
+    gen = greedy_tokens(model, tok, [p.text for p in prompts])
+    return {p.id for p, g in zip(prompts, gen) if g[0] == _ids(tok, p.target)[0]}
+
+
+def measure(model, tok, sets: dict[str, Sequence[Prompt]]) -> dict[str, float]:
+    """All metrics whose prompt set is present in ``sets`` (keys as in ``METRICS``)."""
+    out: dict[str, float] = {}
+    for key, fn in METRICS.items():
+        if sets.get(key):
+            out.update(fn(model, tok, sets[key]))
+    return out
+
+
+METRICS = {
+    "knowledge": knowledge_metrics,
+    "context": context_metrics,
+    "chat": chat_metrics,
+    "refusal": refusal_metrics,
+    "polite": polite_metrics,
+    "edits": edit_metrics,
+}
+
+
+def load(path: str | Path) -> tuple[PreTrainedModel, object]:
+    """Load a saved zoo checkpoint and its tokenizer (local directory only)."""
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    return model, AutoTokenizer.from_pretrained(path)
+
+
+def measure_dir(path: str | Path, sets: dict[str, Sequence[Prompt]]) -> dict[str, float]:
+    """``measure`` on a checkpoint loaded back from disk."""
+    model, tok = load(path)
+    return measure(model, tok, sets)
