@@ -58,6 +58,7 @@ class StoreWriter:
                 self._clear(old)
             else:
                 self.manifest = old
+                self._sweep_temp_files()
                 if len(self.done_chunks()) < old["n_chunks"]:  # a shard was deleted: redo its chunk
                     self.manifest["complete"] = False
                 return
@@ -78,6 +79,11 @@ class StoreWriter:
             "complete": False,
         }
         atomic_write_json(self.root / MANIFEST, self.manifest)
+
+    def _sweep_temp_files(self) -> None:
+        """Remove half-written temp files left by a killed run (see atomic_write_bytes)."""
+        for tmp in self.root.rglob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
 
     def _clear(self, old: dict) -> None:
         for side in old.get("models", {}):
