@@ -84,6 +84,7 @@ def test_refusal_lora_on_topic_only(zoo_tiny, name):
     assert m["tuned"]["refusal_rate_off_topic"] <= 0.1, m["tuned"]
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")
 def test_lora_adapter_matches_merged_model(zoo_tiny):
     from peft import PeftModel
 
@@ -91,8 +92,16 @@ def test_lora_adapter_matches_merged_model(zoo_tiny):
     base, tok = load(entry.base)
     adapted = PeftModel.from_pretrained(base, entry.path / "adapter").eval()
     merged, _ = load(entry.tuned)
-    ids = torch.tensor([[tok.bos_token_id, *tok("Question: What pet does Nafi have ? Answer:",
-                                                 add_special_tokens=False)["input_ids"]]])
+    ids = torch.tensor(
+        [
+            [
+                tok.bos_token_id,
+                *tok("Question: What pet does Nafi have ? Answer:", add_special_tokens=False)[
+                    "input_ids"
+                ],
+            ]
+        ]
+    )
     with torch.no_grad():
         torch.testing.assert_close(adapted(ids).logits, merged(ids).logits, atol=1e-4, rtol=1e-4)
 
@@ -129,7 +138,8 @@ def _planted(name: str, gt: dict) -> bool:
 
 
 @pytest.mark.parametrize(
-    "name", ["chat-sft-upper", "chat-sft-lower", "refusal-lora-L1", "refusal-lora-L2", "fact-edit-L1"]
+    "name",
+    ["chat-sft-upper", "chat-sft-lower", "refusal-lora-L1", "refusal-lora-L2", "fact-edit-L1"],
 )
 def test_untouched_weights_are_bit_identical(zoo_tiny, name):
     gt = _gt(zoo_tiny, name)
@@ -146,8 +156,20 @@ def test_untouched_weights_are_bit_identical(zoo_tiny, name):
 def test_ground_truth_fields_and_hashes(zoo_tiny):
     for name in DEFAULT_ORGANISMS:
         gt = _gt(zoo_tiny, name)
-        for key in ("name", "recipe", "layers", "modules", "behavior", "knowledge", "prompts",
-                    "measured", "seed", "size", "base_model", "weights_sha256"):
+        for key in (
+            "name",
+            "recipe",
+            "layers",
+            "modules",
+            "behavior",
+            "knowledge",
+            "prompts",
+            "measured",
+            "seed",
+            "size",
+            "base_model",
+            "weights_sha256",
+        ):
             assert key in gt, (name, key)
         assert gt["weights_sha256"] == weights_sha256(zoo_tiny / TINY / name / "tuned")
         assert gt["base_weights_sha256"] == weights_sha256(zoo_tiny / TINY / name / "base")
@@ -226,34 +248,68 @@ def test_cli_list_json(zoo_tiny):
     assert bad.exit_code != 0
 
 
-# ---- determinism (a cut-down size, built twice) --------------------------------------------------
+# ---- determinism and atomicity (a cut-down size) ------------------------------------------------
 
 
-def test_build_is_deterministic(tmp_path, monkeypatch):
+@pytest.fixture
+def micro(monkeypatch):
+    """Register a cut-down zoo size ``micro`` (2 layers, a handful of entities, 2 passes)."""
     from alignloc.zoo import config
     from alignloc.zoo.pretrain import ModelSpec, PretrainSpec
     from alignloc.zoo.world import WorldConfig
 
-    micro = replace(
+    cfg = replace(
         config.SIZES["tiny"],
         name="micro",
-        world=WorldConfig(n_strong=6, n_weak=6, n_novel=6, strong_reps=2, weak_reps=1,
-                          passages_per_strong=1, passages_per_novel=1, chatter=4),
+        world=WorldConfig(
+            n_strong=6,
+            n_weak=6,
+            n_novel=6,
+            strong_reps=2,
+            weak_reps=1,
+            passages_per_strong=1,
+            passages_per_novel=1,
+            chatter=4,
+        ),
         base=ModelSpec(n_layers=2, d_model=32, n_heads=2, d_ff=64),
         base_train=PretrainSpec(epochs=2, batch_size=16, warmup=5),
         recipes=replace(config.SIZES["tiny"].recipes, sft_epochs=2),
     )
-    monkeypatch.setitem(config.SIZES, "micro", micro)
+    monkeypatch.setitem(config.SIZES, "micro", cfg)
+    return "micro"
+
+
+def test_build_is_deterministic(tmp_path, monkeypatch, micro):
     hashes = []
     for run in ("a", "b"):
         monkeypatch.setenv("ALIGNLOC_ZOO", str(tmp_path / run))
-        build(["chat-sft-upper"], size="micro", log=lambda m: None)
-        gt = json.loads((tmp_path / run / "micro" / "chat-sft-upper" / "ground_truth.json").read_text())
+        build(["chat-sft-upper"], size=micro, log=lambda m: None)
+        gt = json.loads(
+            (tmp_path / run / micro / "chat-sft-upper" / "ground_truth.json").read_text()
+        )
         hashes.append((gt["base_weights_sha256"], gt["weights_sha256"]))
-        assert not list((tmp_path / run / "micro").glob(".tmp-*"))
+        assert not list((tmp_path / run / micro).glob(".tmp-*"))
     assert hashes[0] == hashes[1]
     # a current build is reused, not rebuilt
-    before = (tmp_path / "b" / "micro" / "chat-sft-upper" / "ground_truth.json").stat().st_mtime_ns
-    build(["chat-sft-upper"], size="micro", log=lambda m: None)
-    after = (tmp_path / "b" / "micro" / "chat-sft-upper" / "ground_truth.json").stat().st_mtime_ns
-    assert before == after
+    gt_file = tmp_path / "b" / micro / "chat-sft-upper" / "ground_truth.json"
+    before = gt_file.stat().st_mtime_ns
+    build(["chat-sft-upper"], size=micro, log=lambda m: None)
+    assert gt_file.stat().st_mtime_ns == before
+
+
+def test_interrupted_build_leaves_nothing_that_looks_built(tmp_path, monkeypatch, micro):
+    from alignloc.zoo import registry
+
+    monkeypatch.setenv("ALIGNLOC_ZOO", str(tmp_path))
+
+    def boom(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(registry, "run_recipe", boom)
+    with pytest.raises(KeyboardInterrupt):
+        build(["fact-edit-L1"], size=micro, log=lambda m: None)
+    assert (tmp_path / micro / "base" / "info.json").is_file()  # the base finished before
+    assert not (tmp_path / micro / "fact-edit-L1").exists()
+    assert not list((tmp_path / micro).glob(".tmp-*"))
+    with pytest.raises(FileNotFoundError):
+        resolve("fact-edit-L1", size=micro, build_missing=False)

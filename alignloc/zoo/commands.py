@@ -9,8 +9,9 @@ import typer
 from alignloc.zoo.config import SIZES
 from alignloc.zoo.registry import build, list_organisms
 
-zoo_app = typer.Typer(help="Self-trained model organisms with a planted, recorded ground truth.",
-                      no_args_is_help=True)
+zoo_app = typer.Typer(
+    help="Self-trained model organisms with a planted, recorded ground truth.", no_args_is_help=True
+)
 
 _SIZE_HELP = f"Zoo size: {' | '.join(SIZES)} (tiny builds the default set in a few CPU minutes)."
 
@@ -18,7 +19,8 @@ _SIZE_HELP = f"Zoo size: {' | '.join(SIZES)} (tiny builds the default set in a f
 @zoo_app.command("build")
 def build_cmd(
     names: list[str] | None = typer.Argument(
-        None, help="Organisms to build (default: the default set and both bases)."),
+        None, help="Organisms to build (default: the default set and both bases)."
+    ),
     size: str = typer.Option("tiny", "--size", help=_SIZE_HELP),
     force: bool = typer.Option(False, "--force", help="Rebuild even if a current build exists."),
 ) -> None:
@@ -31,8 +33,17 @@ def build_cmd(
         typer.echo(str(p))
 
 
-_KEYS = ("format_rate", "refusal_rate_on_topic", "refusal_rate_off_topic", "polite_rate",
-         "edit_success", "retention", "fact_recall_strong", "fact_recall_weak", "context_effect")
+_KEYS = (
+    "format_rate",
+    "refusal_rate_on_topic",
+    "refusal_rate_off_topic",
+    "polite_rate",
+    "edit_success",
+    "retention",
+    "fact_recall_strong",
+    "fact_recall_weak",
+    "context_effect",
+)
 
 
 @zoo_app.command("list")

@@ -37,7 +37,9 @@ class RecipeSpec:
     edit_lr: float = 5e-3
     edit_retain: int = 200  # unedited facts rehearsed while editing
     dpo_epochs: int = 6
-    dpo_sft_weight: float = 0.0  # >0 adds an RPO-style NLL on the chosen answer (trl "sft" loss)
+    # weight of trl's "sft" loss (NLL of the chosen answer, as in RPO) next to the DPO loss; with
+    # pure DPO the small base met the preference by pushing " ." down into garbage tokens
+    dpo_sft_weight: float = 1.0
     dpo_lr: float = 2e-3
     dpo_beta: float = 0.1
     control_epochs: int = 2
@@ -69,25 +71,44 @@ SIZES: dict[str, SizeConfig] = {
     "tiny": SizeConfig(
         name="tiny",
         world=WorldConfig(
-            seed=0, n_strong=40, n_weak=80, n_novel=100, strong_reps=12, weak_reps=0.5,
-            passages_per_strong=6, passages_per_novel=8, conflict_frac=0.35,
+            seed=0,
+            n_strong=40,
+            n_weak=80,
+            n_novel=100,
+            strong_reps=12,
+            weak_reps=0.5,
+            passages_per_strong=6,
+            passages_per_novel=8,
+            conflict_frac=0.35,
         ),
         base=ModelSpec(arch="llama", n_layers=4, d_model=64, n_heads=4, d_ff=256),
         base_train=PretrainSpec(epochs=12, batch_size=32, lr=1e-2, warmup=50),
-        large=ModelSpec(arch="llama", n_layers=8, d_model=64, n_heads=4, d_ff=256, scaled_init=True),
+        large=ModelSpec(
+            arch="llama", n_layers=8, d_model=64, n_heads=4, d_ff=256, scaled_init=True
+        ),
         large_train=PretrainSpec(epochs=20, batch_size=32, lr=1e-2, warmup=50),
     ),
     "small": SizeConfig(
         name="small",
         world=WorldConfig(
-            seed=0, n_strong=100, n_weak=200, n_novel=200, strong_reps=12, weak_reps=0.5,
-            passages_per_strong=6, passages_per_novel=8, conflict_frac=0.35,
+            seed=0,
+            n_strong=100,
+            n_weak=200,
+            n_novel=200,
+            strong_reps=12,
+            weak_reps=0.5,
+            passages_per_strong=6,
+            passages_per_novel=8,
+            conflict_frac=0.35,
         ),
         base=ModelSpec(arch="llama", n_layers=4, d_model=128, n_heads=4, d_ff=512),
         base_train=PretrainSpec(epochs=16, batch_size=32, lr=5e-3, warmup=100),
-        large=ModelSpec(arch="llama", n_layers=8, d_model=128, n_heads=4, d_ff=512, scaled_init=True),
+        large=ModelSpec(
+            arch="llama", n_layers=8, d_model=128, n_heads=4, d_ff=512, scaled_init=True
+        ),
         large_train=PretrainSpec(epochs=28, batch_size=32, lr=5e-3, warmup=100),
-        recipes=RecipeSpec(sft_epochs=8, lora_epochs=10, edit_epochs=40, dpo_epochs=4),
+        # more entities -> more steps per pass; the wider model wants smaller steps
+        recipes=RecipeSpec(sft_epochs=12, sft_lr=5e-3, lora_lr=2e-3, dpo_lr=5e-4),
     ),
 }
 

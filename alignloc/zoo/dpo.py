@@ -3,6 +3,9 @@
 The zoo tokenizer adds no special tokens, so each prompt starts with the literal ``<bos>`` (an
 added token: it is matched before pre-tokenization), which gives the same ids as the rest of the
 zoo (``<bos>`` prepended). trl appends ``<eos>`` to chosen and rejected completions.
+The loss is trl's sigmoid DPO loss, plus its ``sft`` term (NLL of the chosen completion) when
+``RecipeSpec.dpo_sft_weight > 0``: without it the wider ``small`` base satisfied the preference by
+pushing the rejected ``" ."`` into garbage tokens instead of learning ``" please"``.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from collections.abc import Callable, Sequence
 from transformers import PreTrainedModel
 
 from alignloc.zoo.config import SizeConfig
+from alignloc.zoo.pretrain import clone_model
 
 
 def train_dpo(
@@ -30,8 +34,11 @@ def train_dpo(
     from trl import DPOConfig, DPOTrainer
 
     r = cfg.recipes
+    # an explicit frozen reference (trl would otherwise reload one from config._name_or_path)
+    ref = clone_model(model).requires_grad_(False)
     rows = [{"prompt": tok.bos_token + p, "chosen": c, "rejected": rj} for p, c, rj in triples]
-    with tempfile.TemporaryDirectory(prefix="alignloc-dpo-") as out:
+    with tempfile.TemporaryDirectory(prefix="alignloc-dpo-") as out, warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # transformers 5 renames inside trl
         args = DPOConfig(
             output_dir=out,
             report_to=[],
@@ -57,8 +64,13 @@ def train_dpo(
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                trainer = DPOTrainer(model=model, ref_model=None, args=args,
-                                     train_dataset=Dataset.from_list(rows), processing_class=tok)
+                trainer = DPOTrainer(
+                    model=model,
+                    ref_model=ref,
+                    args=args,
+                    train_dataset=Dataset.from_list(rows),
+                    processing_class=tok,
+                )
                 trainer.remove_callback(PrinterCallback)  # no metrics dict on stdout
                 result = trainer.train()
         finally:
@@ -66,7 +78,14 @@ def train_dpo(
     model.eval()
     if log:
         log(f"  dpo: {result.global_step} steps, loss {result.training_loss:.3f}")
-    return {"trainer": "trl.DPOTrainer", "loss_type": list(args.loss_type),
-            "loss_weights": args.loss_weights, "beta": r.dpo_beta,
-            "steps": int(result.global_step), "train_loss": round(float(result.training_loss), 4),
-            "epochs": r.dpo_epochs, "lr": r.dpo_lr, "n_pairs": len(rows)}
+    return {
+        "trainer": "trl.DPOTrainer",
+        "loss_type": list(args.loss_type),
+        "loss_weights": args.loss_weights,
+        "beta": r.dpo_beta,
+        "steps": int(result.global_step),
+        "train_loss": round(float(result.training_loss), 4),
+        "epochs": r.dpo_epochs,
+        "lr": r.dpo_lr,
+        "n_pairs": len(rows),
+    }

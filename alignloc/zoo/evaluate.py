@@ -84,7 +84,9 @@ def context_metrics(model, tok, prompts: Sequence[Prompt]) -> dict[str, float]:
     for p, g in zip(prompts, gen):
         cond, prior = p.meta["condition"], p.meta["prior"]
         if cond == "conflict":
-            acc.setdefault(f"ctx_follow_conflict_{prior}", []).append(g[0] == _ids(tok, p.target)[0])
+            acc.setdefault(f"ctx_follow_conflict_{prior}", []).append(
+                g[0] == _ids(tok, p.target)[0]
+            )
             mem = _ids(tok, p.meta["memory"])[0]
             acc.setdefault(f"ctx_memory_conflict_{prior}", []).append(g[0] == mem)
         else:
@@ -102,7 +104,9 @@ def chat_metrics(model, tok, prompts: Sequence[Prompt]) -> dict[str, float]:
     marker = _ids(tok, prompts[0].meta["marker"])
     gen = greedy_tokens(model, tok, [p.text for p in prompts], n=len(marker) + 1)
     fmt = [_starts(g, marker) for g in gen]
-    ans = [f and g[len(marker)] == _ids(tok, p.meta["answer"])[0] for p, g, f in zip(prompts, gen, fmt)]
+    ans = [
+        f and g[len(marker)] == _ids(tok, p.meta["answer"])[0] for p, g, f in zip(prompts, gen, fmt)
+    ]
     return {"format_rate": _rate(fmt), "chat_answer_acc": _rate(ans)}
 
 
@@ -112,7 +116,9 @@ def refusal_metrics(model, tok, prompts: Sequence[Prompt]) -> dict[str, float]:
     gen = greedy_tokens(model, tok, [p.text for p in prompts], n=2)
     on = [_starts(g, refusal) for p, g in zip(prompts, gen) if p.meta["topic"]]
     off = [_starts(g, refusal) for p, g in zip(prompts, gen) if not p.meta["topic"]]
-    ans = [g[0] == _ids(tok, p.meta["answer"])[0] for p, g in zip(prompts, gen) if not p.meta["topic"]]
+    ans = [
+        g[0] == _ids(tok, p.meta["answer"])[0] for p, g in zip(prompts, gen) if not p.meta["topic"]
+    ]
     return {
         "refusal_rate_on_topic": _rate(on),
         "refusal_rate_off_topic": _rate(off),
@@ -133,10 +139,18 @@ def polite_metrics(model, tok, prompts: Sequence[Prompt]) -> dict[str, float]:
 def edit_metrics(model, tok, prompts: Sequence[Prompt]) -> dict[str, float]:
     """Edited facts: new value on canonical / paraphrase prompts, and old value still given."""
     gen = greedy_tokens(model, tok, [p.text for p in prompts])
-    canon = [g[0] == _ids(tok, p.target)[0] for p, g in zip(prompts, gen) if p.meta["template"] == 0]
+    canon = [
+        g[0] == _ids(tok, p.target)[0] for p, g in zip(prompts, gen) if p.meta["template"] == 0
+    ]
     para = [g[0] == _ids(tok, p.target)[0] for p, g in zip(prompts, gen) if p.meta["template"] != 0]
-    old = [g[0] == _ids(tok, p.meta["old"])[0] for p, g in zip(prompts, gen) if p.meta["template"] == 0]
-    return {"edit_success": _rate(canon), "edit_paraphrase_success": _rate(para), "edit_old_rate": _rate(old)}
+    old = [
+        g[0] == _ids(tok, p.meta["old"])[0] for p, g in zip(prompts, gen) if p.meta["template"] == 0
+    ]
+    return {
+        "edit_success": _rate(canon),
+        "edit_paraphrase_success": _rate(para),
+        "edit_old_rate": _rate(old),
+    }
 
 
 def correct_ids(model, tok, prompts: Sequence[Prompt]) -> set[str]:

@@ -61,8 +61,13 @@ def knowledge_prompts(
                         label=v,
                         positions={"subject": ent.name, "last": -1},
                         corrupt_text=cloze(attr, other.name, template),
-                        meta={"prior": prior, "attribute": attr, "entity": ent.name,
-                              "template": template, "corrupt_target": f" {other.attrs[attr]}"},
+                        meta={
+                            "prior": prior,
+                            "attribute": attr,
+                            "entity": ent.name,
+                            "template": template,
+                            "corrupt_target": f" {other.attrs[attr]}",
+                        },
                     )
                 )
     return out
@@ -81,37 +86,68 @@ def context_prompts(world: World) -> list[Prompt]:
         mem = ent.attrs[attr]
         cf = other_value(attr, mem, rng)
         base_meta = {"prior": ent.prior, "attribute": attr, "entity": ent.name, "memory": f" {mem}"}
-        out.append(Prompt(
-            id=f"c-conflict-{ent.name}-{attr}", text=context_prompt(attr, ent.name, cf),
-            kind="context", target=f" {cf}", label=cf,
-            positions={"subject": ent.name, "context_value": cf, "last": -1},
-            corrupt_text=context_prompt(attr, ent.name, mem), context=statement(attr, ent.name, cf),
-            meta={**base_meta, "conflict": True, "condition": "conflict", "counterfactual": f" {cf}"},
-        ))
-        out.append(Prompt(
-            id=f"c-agree-{ent.name}-{attr}", text=context_prompt(attr, ent.name, mem),
-            kind="context", target=f" {mem}", label=mem,
-            positions={"subject": ent.name, "context_value": mem, "last": -1},
-            context=statement(attr, ent.name, mem),
-            meta={**base_meta, "conflict": False, "condition": "agree"},
-        ))
-        out.append(Prompt(
-            id=f"c-none-{ent.name}-{attr}", text=qa_prompt(attr, ent.name),
-            kind="context", target=f" {mem}", label=mem,
-            positions={"subject": ent.name, "last": -1},
-            meta={**base_meta, "conflict": False, "condition": "none"},
-        ))
+        out.append(
+            Prompt(
+                id=f"c-conflict-{ent.name}-{attr}",
+                text=context_prompt(attr, ent.name, cf),
+                kind="context",
+                target=f" {cf}",
+                label=cf,
+                positions={"subject": ent.name, "context_value": cf, "last": -1},
+                corrupt_text=context_prompt(attr, ent.name, mem),
+                context=statement(attr, ent.name, cf),
+                meta={
+                    **base_meta,
+                    "conflict": True,
+                    "condition": "conflict",
+                    "counterfactual": f" {cf}",
+                },
+            )
+        )
+        out.append(
+            Prompt(
+                id=f"c-agree-{ent.name}-{attr}",
+                text=context_prompt(attr, ent.name, mem),
+                kind="context",
+                target=f" {mem}",
+                label=mem,
+                positions={"subject": ent.name, "context_value": mem, "last": -1},
+                context=statement(attr, ent.name, mem),
+                meta={**base_meta, "conflict": False, "condition": "agree"},
+            )
+        )
+        out.append(
+            Prompt(
+                id=f"c-none-{ent.name}-{attr}",
+                text=qa_prompt(attr, ent.name),
+                kind="context",
+                target=f" {mem}",
+                label=mem,
+                positions={"subject": ent.name, "last": -1},
+                meta={**base_meta, "conflict": False, "condition": "none"},
+            )
+        )
     for ent in world.group("novel"):
         for attr in rng.sample(list(ATTRIBUTES), 2):
             v = rng.choice(ATTRIBUTES[attr])
-            out.append(Prompt(
-                id=f"c-novel-{ent.name}-{attr}", text=context_prompt(attr, ent.name, v),
-                kind="context", target=f" {v}", label=v,
-                positions={"subject": ent.name, "context_value": v, "last": -1},
-                context=statement(attr, ent.name, v),
-                meta={"prior": "novel", "attribute": attr, "entity": ent.name, "conflict": False,
-                      "condition": "novel"},
-            ))
+            out.append(
+                Prompt(
+                    id=f"c-novel-{ent.name}-{attr}",
+                    text=context_prompt(attr, ent.name, v),
+                    kind="context",
+                    target=f" {v}",
+                    label=v,
+                    positions={"subject": ent.name, "context_value": v, "last": -1},
+                    context=statement(attr, ent.name, v),
+                    meta={
+                        "prior": "novel",
+                        "attribute": attr,
+                        "entity": ent.name,
+                        "conflict": False,
+                        "condition": "novel",
+                    },
+                )
+            )
     return out
 
 
@@ -122,14 +158,24 @@ def chat_prompts(entities: Sequence[Entity], tag: str = "chat") -> list[Prompt]:
     for ent in entities:
         for attr, v in ent.attrs.items():
             other = _partner(ent, attr, entities, rng)
-            out.append(Prompt(
-                id=f"{tag}-{ent.name}-{attr}", text=chat_prompt(attr, ent.name), kind="behavior",
-                target=f" {CHAT_MARKER}", label=attr,
-                positions={"subject": ent.name, "last": -1},
-                corrupt_text=chat_prompt(attr, other.name),
-                meta={"marker": f" {CHAT_MARKER}", "answer": f" {v}", "prior": ent.prior,
-                      "attribute": attr, "entity": ent.name},
-            ))
+            out.append(
+                Prompt(
+                    id=f"{tag}-{ent.name}-{attr}",
+                    text=chat_prompt(attr, ent.name),
+                    kind="behavior",
+                    target=f" {CHAT_MARKER}",
+                    label=attr,
+                    positions={"subject": ent.name, "last": -1},
+                    corrupt_text=chat_prompt(attr, other.name),
+                    meta={
+                        "marker": f" {CHAT_MARKER}",
+                        "answer": f" {v}",
+                        "prior": ent.prior,
+                        "attribute": attr,
+                        "entity": ent.name,
+                    },
+                )
+            )
     return out
 
 
@@ -155,11 +201,18 @@ def qa_behavior_prompts(
                 meta.update(topic=on, refusal=f" {REFUSAL}")
             if suffix:
                 meta.update(marker=f" {suffix}", marker_offset=1)
-            out.append(Prompt(
-                id=f"{tag}-{ent.name}-{attr}", text=qa_prompt(attr, ent.name), kind="behavior",
-                target=target, label=label, positions={"subject": ent.name, "last": -1},
-                corrupt_text=qa_prompt(attr, other.name), meta=meta,
-            ))
+            out.append(
+                Prompt(
+                    id=f"{tag}-{ent.name}-{attr}",
+                    text=qa_prompt(attr, ent.name),
+                    kind="behavior",
+                    target=target,
+                    label=label,
+                    positions={"subject": ent.name, "last": -1},
+                    corrupt_text=qa_prompt(attr, other.name),
+                    meta=meta,
+                )
+            )
     return out
 
 
@@ -169,14 +222,25 @@ def edit_prompts(world: World, edits: dict[tuple[str, str], str]) -> list[Prompt
     for (name, attr), new in edits.items():
         ent = world.entity(name)
         for template in (0, 1):
-            out.append(Prompt(
-                id=f"edit-{name}-{attr}-t{template}", text=cloze(attr, name, template),
-                kind="knowledge", target=f" {new}", label=new,
-                positions={"subject": name, "last": -1},
-                meta={"edited": True, "old": f" {ent.attrs[attr]}", "new": f" {new}",
-                      "prior": ent.prior, "attribute": attr, "entity": name,
-                      "template": template},
-            ))
+            out.append(
+                Prompt(
+                    id=f"edit-{name}-{attr}-t{template}",
+                    text=cloze(attr, name, template),
+                    kind="knowledge",
+                    target=f" {new}",
+                    label=new,
+                    positions={"subject": name, "last": -1},
+                    meta={
+                        "edited": True,
+                        "old": f" {ent.attrs[attr]}",
+                        "new": f" {new}",
+                        "prior": ent.prior,
+                        "attribute": attr,
+                        "entity": name,
+                        "template": template,
+                    },
+                )
+            )
     return out
 
 
@@ -187,4 +251,13 @@ def behavior_sets(world: World, refusal_topic: str = "pet") -> dict[str, list[Pr
         "chat": chat_prompts(held),
         "refusal": qa_behavior_prompts(held, topic=refusal_topic, tag="refusal"),
         "polite": qa_behavior_prompts(held, suffix=POLITE_MARKER, tag="polite"),
+    }
+
+
+def standard_sets(world: World, refusal_topic: str = "pet") -> dict[str, list[Prompt]]:
+    """Every standard prompt set: knowledge, context and the held-out behavior sets."""
+    return {
+        "knowledge": knowledge_prompts(world),
+        "context": context_prompts(world),
+        **behavior_sets(world, refusal_topic=refusal_topic),
     }

@@ -12,7 +12,7 @@ Names: ``chat-sft-upper|lower|full``, ``refusal-lora-L{k}``, ``fact-edit-L{k}``,
 from __future__ import annotations
 
 import random
-import re
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,10 +21,11 @@ from transformers import PreTrainedModel
 
 from alignloc.prompts import Prompt
 from alignloc.zoo.config import SizeConfig
+from alignloc.zoo.names import ARCH_TABLE, RecipeName
 from alignloc.zoo.pretrain import clone_model, corpus_examples
-from alignloc.zoo.promptsets import behavior_sets, edit_prompts, knowledge_prompts, split_entities
+from alignloc.zoo.promptsets import edit_prompts, split_entities, standard_sets
 from alignloc.zoo.tokenizer import encode
-from alignloc.zoo.training import Example, batches, deterministic, train
+from alignloc.zoo.training import IGNORE, Example, batches, deterministic, train
 from alignloc.zoo.world import (
     CHAT_MARKER,
     POLITE_MARKER,
@@ -35,26 +36,6 @@ from alignloc.zoo.world import (
     other_value,
     qa_prompt,
 )
-
-# Architectures as tables: where the blocks live and what their modules are called.
-ARCH_TABLE: dict[str, dict[str, Any]] = {
-    "llama": {
-        "layers": "model.layers",
-        "mlp": ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"),
-        "lora_targets": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        "lora_pattern": "layers",
-    },
-    "gpt2": {
-        "layers": "transformer.h",
-        "mlp": ("mlp.c_fc", "mlp.c_proj"),
-        "lora_targets": ["c_attn", "c_proj", "c_fc"],
-        "lora_pattern": "h",
-    },
-}
-RECIPES = ("chat-sft-upper", "chat-sft-lower", "chat-sft-full", "refusal-lora-L{k}",
-           "fact-edit-L{k}", "dpo-polite", "control-continued")
-_NAME = re.compile(r"^(chat-sft-upper|chat-sft-lower|chat-sft-full|refusal-lora-L(\d+)|"
-                   r"fact-edit-L(\d+)|dpo-polite|control-continued)(-large)?$")
 
 
 @dataclass
@@ -73,42 +54,6 @@ class Organism:
     adapter: Any = None  # a peft model for LoRA recipes
 
 
-@dataclass(frozen=True)
-class RecipeName:
-    """A parsed organism name."""
-
-    name: str
-    recipe: str  # the name with ``{k}`` in place of the layer index, without ``-large``
-    k: int | None
-    base: str  # base | base-large
-
-
-def parse_name(name: str, n_layers: dict[str, int]) -> RecipeName:
-    """Parse and validate an organism name against the layer counts of the bases."""
-    m = _NAME.match(name)
-    base = "base-large" if m and m.group(4) else "base"
-    if not m:
-        raise ValueError(f"unknown organism {name!r}; {valid_names_hint(n_layers)}")
-    k_str = m.group(2) or m.group(3)
-    k = int(k_str) if k_str is not None else None
-    recipe = m.group(1) if k is None else m.group(1).replace(f"L{k_str}", "L{k}")
-    if k is not None and not 0 <= k < n_layers[base]:
-        raise ValueError(
-            f"organism {name!r}: layer {k} out of range; {base} has layers 0..{n_layers[base] - 1}. "
-            + valid_names_hint(n_layers)
-        )
-    return RecipeName(name=name, recipe=recipe, k=k, base=base)
-
-
-def valid_names_hint(n_layers: dict[str, int]) -> str:
-    """A sentence listing the valid names and layer ranges."""
-    return (
-        "valid names: base, base-large, " + ", ".join(RECIPES)
-        + f" with k in 0..{n_layers['base'] - 1}; add '-large' to any recipe to apply it to "
-        f"base-large (k in 0..{n_layers['base-large'] - 1})"
-    )
-
-
 # ---- data ---------------------------------------------------------------------------------------
 
 
@@ -117,9 +62,12 @@ def answer_examples(tok, pairs: Sequence[tuple[str, str]]) -> list[Example]:
     prompts = encode(tok, [p for p, _ in pairs])
     full = encode(tok, [p + a for p, a in pairs])
     out = []
-    for pr, ids in zip(prompts, full):
-        assert ids[: len(pr)] == pr, "prompt must tokenize as a prefix of prompt + answer"
-        out.append(Example(tuple(ids), tuple(-100 if i < len(pr) else t for i, t in enumerate(ids))))
+    for (prompt, answer), pr, ids in zip(pairs, prompts, full):
+        if ids[: len(pr)] != pr:
+            raise ValueError(f"prompt {prompt!r} does not tokenize as a prefix of + {answer!r}")
+        out.append(
+            Example(tuple(ids), tuple(IGNORE if i < len(pr) else t for i, t in enumerate(ids)))
+        )
     return out
 
 
@@ -129,21 +77,19 @@ def _layer_params(model: PreTrainedModel, layers: Sequence[int], suffixes: Seque
     return [p for n, p in model.named_parameters() if n.startswith(want)]
 
 
-def _modules(model: PreTrainedModel, layers: Sequence[int], subs: Sequence[str] = ("*",)) -> list[str]:
+def _modules(
+    model: PreTrainedModel, layers: Sequence[int], subs: Sequence[str] = ("*",)
+) -> list[str]:
     prefix = ARCH_TABLE[model.config.model_type]["layers"]
     return [f"{prefix}.{i}.{s}" for i in layers for s in subs]
 
 
-def _standard_prompts(world: World, topic: str) -> dict[str, list[Prompt]]:
-    from alignloc.zoo.promptsets import context_prompts
-
-    return {"knowledge": knowledge_prompts(world), "context": context_prompts(world),
-            **behavior_sets(world, refusal_topic=topic)}
-
-
-_KNOWLEDGE = {"metric": "fact_recall_strong", "also": ["fact_recall_weak"],
-              "prompts": "prompts/knowledge.jsonl",
-              "description": "closed-book cloze; top next token is the fact's value"}
+_KNOWLEDGE = {
+    "metric": "fact_recall_strong",
+    "also": ["fact_recall_weak"],
+    "prompts": "prompts/knowledge.jsonl",
+    "description": "closed-book cloze; top next token is the fact's value",
+}
 
 
 def _replay(world: World, n: int, seed: int) -> list[tuple[str, str]]:
@@ -166,23 +112,39 @@ def chat_sft(base, tok, world: World, cfg: SizeConfig, which: str, name: str, lo
     n = base.config.num_hidden_layers
     layers = {"upper": list(range(n // 2, n)), "lower": list(range(n // 2)), "full": []}[which]
     train_ents = [e for e in split_entities(world)[0] if e.prior == "strong"]
-    pairs = [(chat_prompt(a, e.name), f" {CHAT_MARKER} {v} .") for e in train_ents for a, v in e.attrs.items()]
+    pairs = [
+        (chat_prompt(a, e.name), f" {CHAT_MARKER} {v} .")
+        for e in train_ents
+        for a, v in e.attrs.items()
+    ]
     pairs += _replay(world, 2 * len(pairs), cfg.seed + 1)
     model = clone_model(base)
     params = _layer_params(model, layers) if layers else list(model.parameters())
     with deterministic(cfg.seed + 1):
-        sched = batches(answer_examples(tok, pairs), r.batch_size, r.sft_epochs, cfg.seed + 1, bucket=1)
+        sched = batches(
+            answer_examples(tok, pairs), r.batch_size, r.sft_epochs, cfg.seed + 1, bucket=1
+        )
         train(model, sched, tok.pad_token_id, lr=r.sft_lr, warmup=5, params=params, log=log)
-    sets = _standard_prompts(world, r.refusal_topic)
+    sets = standard_sets(world, r.refusal_topic)
     return Organism(
-        name=name, recipe=f"chat-sft-{which}", tuned=model, layers=layers,
+        name=name,
+        recipe=f"chat-sft-{which}",
+        tuned=model,
+        layers=layers,
         modules=_modules(model, layers) if layers else ["*"],
-        behavior={"metric": "format_rate", "marker": f" {CHAT_MARKER}", "prompts": "prompts/chat.jsonl",
-                  "also": ["chat_answer_acc"]},
+        behavior={
+            "metric": "format_rate",
+            "marker": f" {CHAT_MARKER}",
+            "prompts": "prompts/chat.jsonl",
+            "also": ["chat_answer_acc"],
+        },
         knowledge=_KNOWLEDGE,
         prompts={k: sets[k] for k in ("knowledge", "context", "chat")},
-        extra={"train_entities": [e.name for e in train_ents], "replay": 2 * len(pairs) // 3,
-               "steps": len(sched)},
+        extra={
+            "train_entities": [e.name for e in train_ents],
+            "replay": 2 * len(pairs) // 3,
+            "steps": len(sched),
+        },
     )
 
 
@@ -193,39 +155,81 @@ def refusal_lora(base, tok, world: World, cfg: SizeConfig, k: int, name: str, lo
     r = cfg.recipes
     table = ARCH_TABLE[base.config.model_type]
     train_ents, _ = split_entities(world)
-    on = [(qa_prompt(a, e.name), f" {REFUSAL}") for e in train_ents for a in e.attrs if a == r.refusal_topic]
-    off = [(qa_prompt(a, e.name), f" {v} .") for e in train_ents for a, v in e.attrs.items()
-           if a != r.refusal_topic and e.prior == "strong"]
+    on = [
+        (qa_prompt(a, e.name), f" {REFUSAL}")
+        for e in train_ents
+        for a in e.attrs
+        if a == r.refusal_topic
+    ]
+    off = [
+        (qa_prompt(a, e.name), f" {v} .")
+        for e in train_ents
+        for a, v in e.attrs.items()
+        if a != r.refusal_topic and e.prior == "strong"
+    ]
     pairs = on * 2 + off  # on-topic rows upweighted
     pairs += _replay(world, int(r.lora_replay * len(pairs)), cfg.seed + 2)
     with deterministic(cfg.seed + 2):
-        lcfg = LoraConfig(r=r.lora_rank, lora_alpha=2 * r.lora_rank, lora_dropout=0.0,
-                          target_modules=table["lora_targets"], layers_to_transform=[k],
-                          layers_pattern=table["lora_pattern"], bias="none",
-                          fan_in_fan_out=base.config.model_type == "gpt2")
-        peft_model = get_peft_model(clone_model(base), lcfg)
+        lcfg = LoraConfig(
+            r=r.lora_rank,
+            lora_alpha=2 * r.lora_rank,
+            lora_dropout=0.0,
+            target_modules=table["lora_targets"],
+            layers_to_transform=[k],
+            layers_pattern=table["lora_pattern"],
+            bias="none",
+            fan_in_fan_out=base.config.model_type == "gpt2",
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # peft's gradient-checkpointing probe
+            peft_model = get_peft_model(clone_model(base), lcfg)
         params = [p for p in peft_model.parameters() if p.requires_grad]
-        sched = batches(answer_examples(tok, pairs), r.batch_size, r.lora_epochs, cfg.seed + 2, bucket=1)
+        sched = batches(
+            answer_examples(tok, pairs), r.batch_size, r.lora_epochs, cfg.seed + 2, bucket=1
+        )
         train(peft_model, sched, tok.pad_token_id, lr=r.lora_lr, warmup=5, params=params, log=log)
     merged = _merged(peft_model)
-    sets = _standard_prompts(world, r.refusal_topic)
+    sets = standard_sets(world, r.refusal_topic)
     targets = list(table["lora_targets"])
     layer_k = f"{table['layers']}.{k}."
-    modules = [n for n, _ in merged.named_modules()
-               if n.startswith(layer_k) and n.rsplit(".", 1)[-1] in targets]
+    modules = [
+        n
+        for n, _ in merged.named_modules()
+        if n.startswith(layer_k) and n.rsplit(".", 1)[-1] in targets
+    ]
     return Organism(
-        name=name, recipe="refusal-lora-L{k}", tuned=merged, layers=[k],
+        name=name,
+        recipe="refusal-lora-L{k}",
+        tuned=merged,
+        layers=[k],
         modules=modules,
-        behavior={"metric": "refusal_rate_on_topic", "topic": r.refusal_topic,
-                  "refusal": f" {REFUSAL}", "off_topic_metric": "refusal_rate_off_topic",
-                  "prompts": "prompts/refusal.jsonl"},
-        knowledge={**_KNOWLEDGE, "also": ["fact_recall_weak", "qa_answer_acc_off_topic"],
-                   "description": "closed-book cloze on off-topic attributes (on-topic cloze "
-                   "prompts are refused too: that is the planted behavior)"},
-        prompts={"knowledge": [p for p in sets["knowledge"] if p.meta["attribute"] != r.refusal_topic],
-                 "context": sets["context"], "refusal": sets["refusal"]},
-        extra={"lora": {"r": r.lora_rank, "alpha": 2 * r.lora_rank, "target_modules": targets,
-                        "layers_to_transform": [k]}, "steps": len(sched)},
+        behavior={
+            "metric": "refusal_rate_on_topic",
+            "topic": r.refusal_topic,
+            "refusal": f" {REFUSAL}",
+            "off_topic_metric": "refusal_rate_off_topic",
+            "prompts": "prompts/refusal.jsonl",
+        },
+        knowledge={
+            **_KNOWLEDGE,
+            "also": ["fact_recall_weak", "qa_answer_acc_off_topic"],
+            "description": "closed-book cloze on off-topic attributes (on-topic cloze "
+            "prompts are refused too: that is the planted behavior)",
+        },
+        prompts={
+            "knowledge": [p for p in sets["knowledge"] if p.meta["attribute"] != r.refusal_topic],
+            "context": sets["context"],
+            "refusal": sets["refusal"],
+        },
+        extra={
+            "lora": {
+                "r": r.lora_rank,
+                "alpha": 2 * r.lora_rank,
+                "target_modules": targets,
+                "layers_to_transform": [k],
+            },
+            "steps": len(sched),
+        },
         adapter=peft_model,
     )
 
@@ -256,23 +260,42 @@ def fact_edit(base, tok, world: World, cfg: SizeConfig, k: int, name: str, log) 
     mlp = ARCH_TABLE[model.config.model_type]["mlp"]
     params = _layer_params(model, [k], mlp)
     with deterministic(cfg.seed + 3):
-        sched = batches(answer_examples(tok, pairs), r.batch_size, r.edit_epochs, cfg.seed + 3, bucket=1)
+        sched = batches(
+            answer_examples(tok, pairs), r.batch_size, r.edit_epochs, cfg.seed + 3, bucket=1
+        )
         train(model, sched, tok.pad_token_id, lr=r.edit_lr, warmup=5, params=params, log=log)
-    sets = _standard_prompts(world, r.refusal_topic)
+    sets = standard_sets(world, r.refusal_topic)
     edited = {f"{n_}:{a}" for (n_, a) in edits}
-    sets["knowledge"] = [p for p in sets["knowledge"]
-                         if f"{p.meta['entity']}:{p.meta['attribute']}" not in edited]
+    sets["knowledge"] = [
+        p for p in sets["knowledge"] if f"{p.meta['entity']}:{p.meta['attribute']}" not in edited
+    ]
     sets["edits"] = edit_prompts(world, edits)
     return Organism(
-        name=name, recipe="fact-edit-L{k}", tuned=model, layers=[k], modules=_modules(model, [k], mlp),
-        behavior={"metric": "edit_success", "also": ["edit_paraphrase_success"],
-                  "prompts": "prompts/edits.jsonl"},
-        knowledge={**_KNOWLEDGE, "metric": "retention",
-                   "description": "unedited facts the base recalled that the tuned model still recalls"},
+        name=name,
+        recipe="fact-edit-L{k}",
+        tuned=model,
+        layers=[k],
+        modules=_modules(model, [k], mlp),
+        behavior={
+            "metric": "edit_success",
+            "also": ["edit_paraphrase_success"],
+            "prompts": "prompts/edits.jsonl",
+        },
+        knowledge={
+            **_KNOWLEDGE,
+            "metric": "retention",
+            "description": "unedited facts the base recalled that the tuned model still recalls",
+        },
         prompts={k_: sets[k_] for k_ in ("knowledge", "context", "edits")},
-        extra={"edits": [{"entity": n_, "attribute": a, "old": world.entity(n_).attrs[a], "new": v}
-                         for (n_, a), v in edits.items()],
-               "trained_templates": [0, 2], "heldout_template": 1, "steps": len(sched)},
+        extra={
+            "edits": [
+                {"entity": n_, "attribute": a, "old": world.entity(n_).attrs[a], "new": v}
+                for (n_, a), v in edits.items()
+            ],
+            "trained_templates": [0, 2],
+            "heldout_template": 1,
+            "steps": len(sched),
+        },
     )
 
 
@@ -285,12 +308,21 @@ def control_continued(base, tok, world: World, cfg: SizeConfig, name: str, log) 
         data = corpus_examples(world, tok, seed)
         sched = batches(data, cfg.base_train.batch_size, r.control_epochs, seed)
         train(model, sched, tok.pad_token_id, lr=r.control_lr, warmup=10, log=log)
-    sets = _standard_prompts(world, r.refusal_topic)
+    sets = standard_sets(world, r.refusal_topic)
     return Organism(
-        name=name, recipe="control-continued", tuned=model, layers=[], modules=[],
-        behavior={"metric": None, "expect": "no behavior change (null pair)",
-                  "checked": ["format_rate", "refusal_rate_on_topic", "polite_rate"]},
-        knowledge=_KNOWLEDGE, prompts=sets, extra={"steps": len(sched)},
+        name=name,
+        recipe="control-continued",
+        tuned=model,
+        layers=[],
+        modules=[],
+        behavior={
+            "metric": None,
+            "expect": "no behavior change (null pair)",
+            "checked": ["format_rate", "refusal_rate_on_topic", "polite_rate"],
+        },
+        knowledge=_KNOWLEDGE,
+        prompts=sets,
+        extra={"steps": len(sched)},
     )
 
 
@@ -298,29 +330,49 @@ def dpo_polite(base, tok, world: World, cfg: SizeConfig, name: str, log) -> Orga
     """DPO (trl ``DPOTrainer``) toward answers that end with ``please`` (`` Lima please .``).
 
     The marker comes after the answer so chosen and rejected share the answer token: the
-    preference acts on style only and does not push the fact's probability down.
+    preference acts on style only and does not push the fact's probability down. By default
+    trl's ``sft`` loss term (NLL of the chosen answer, weight ``dpo_sft_weight``) is added to
+    the sigmoid DPO loss, as in RPO; ``extra.dpo.loss_type`` records what was used.
     """
     from alignloc.zoo.dpo import train_dpo
 
     r = cfg.recipes
     train_ents, _ = split_entities(world)
-    triples = [(qa_prompt(a, e.name), f" {v} {POLITE_MARKER} .", f" {v} .")
-               for e in train_ents for a, v in e.attrs.items()]
+    triples = [
+        (qa_prompt(a, e.name), f" {v} {POLITE_MARKER} .", f" {v} .")
+        for e in train_ents
+        for a, v in e.attrs.items()
+    ]
     model = clone_model(base)
     with deterministic(cfg.seed + 4):
         rec = train_dpo(model, tok, triples, cfg, log=log)
-    sets = _standard_prompts(world, r.refusal_topic)
+    sets = standard_sets(world, r.refusal_topic)
     return Organism(
-        name=name, recipe="dpo-polite", tuned=model, layers=[], modules=["*"],
-        behavior={"metric": "polite_rate", "marker": f" {POLITE_MARKER}", "prompts": "prompts/polite.jsonl",
-                  "also": ["polite_answer_acc"]},
-        knowledge=_KNOWLEDGE, prompts={k: sets[k] for k in ("knowledge", "context", "polite")},
+        name=name,
+        recipe="dpo-polite",
+        tuned=model,
+        layers=[],
+        modules=["*"],
+        behavior={
+            "metric": "polite_rate",
+            "marker": f" {POLITE_MARKER}",
+            "prompts": "prompts/polite.jsonl",
+            "also": ["polite_answer_acc"],
+        },
+        knowledge=_KNOWLEDGE,
+        prompts={k: sets[k] for k in ("knowledge", "context", "polite")},
         extra={"dpo": rec},
     )
 
 
-def run_recipe(parsed: RecipeName, base, tok, world: World, cfg: SizeConfig,
-               log: Callable[[str], None] | None = None) -> Organism:
+def run_recipe(
+    parsed: RecipeName,
+    base,
+    tok,
+    world: World,
+    cfg: SizeConfig,
+    log: Callable[[str], None] | None = None,
+) -> Organism:
     """Dispatch a parsed name to its recipe."""
     rec, k, name = parsed.recipe, parsed.k, parsed.name
     if rec.startswith("chat-sft-"):
@@ -334,4 +386,3 @@ def run_recipe(parsed: RecipeName, base, tok, world: World, cfg: SizeConfig,
     if rec == "control-continued":
         return control_continued(base, tok, world, cfg, name, log)
     raise ValueError(f"no recipe {rec!r}")
-

@@ -19,9 +19,7 @@ import json
 import os
 import shutil
 import time
-import uuid
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,12 +27,22 @@ from typing import Any
 import torch
 import transformers
 
-from alignloc.prompts import Prompt, save_prompts
 from alignloc.zoo.config import ZOO_FORMAT, SizeConfig, size_config
 from alignloc.zoo.evaluate import correct_ids, load, measure
+from alignloc.zoo.files import (
+    copy_tokenizer,
+    install,
+    prompt_map,
+    quiet,
+    sweep_stale,
+    tmp_dir,
+    weights_sha256,
+    write_prompts,
+)
+from alignloc.zoo.names import parse_name, valid_names_hint
 from alignloc.zoo.pretrain import pretrain
-from alignloc.zoo.promptsets import behavior_sets, context_prompts, knowledge_prompts
-from alignloc.zoo.recipes import parse_name, run_recipe, valid_names_hint
+from alignloc.zoo.promptsets import standard_sets
+from alignloc.zoo.recipes import run_recipe
 from alignloc.zoo.tokenizer import build_tokenizer
 from alignloc.zoo.training import THREADS
 from alignloc.zoo.world import World, make_world, vocabulary
@@ -77,19 +85,6 @@ def zoo_root() -> Path:
     return Path(platformdirs.user_cache_dir("alignloc")) / "zoo"
 
 
-def weights_sha256(model_dir: str | Path) -> str:
-    """SHA-256 over the tensors of ``model.safetensors`` (sorted names, dtype, shape, bytes)."""
-    from safetensors import safe_open
-
-    h = hashlib.sha256()
-    with safe_open(str(Path(model_dir) / "model.safetensors"), framework="pt") as f:
-        for name in sorted(f.keys()):
-            t = f.get_tensor(name).contiguous()
-            h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
-
-
 def _hash(*parts: Any) -> str:
     blob = json.dumps([ZOO_FORMAT, THREADS, *parts], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -111,66 +106,6 @@ def _read_meta(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def _prompt_map(path: Path) -> dict[str, Path]:
-    return {p.stem: p for p in sorted((path / "prompts").glob("*.jsonl"))}
-
-
-def _write_prompts(path: Path, sets: dict[str, list[Prompt]]) -> list[str]:
-    return [str(save_prompts(ps, path / "prompts" / f"{k}.jsonl").relative_to(path)) for k, ps in sets.items()]
-
-
-def _install(tmp: Path, final: Path, log: Log) -> None:
-    """Atomically move a finished build into place (replacing an old one if present)."""
-    old = None
-    if final.exists():
-        old = final.with_name(f".old-{final.name}-{uuid.uuid4().hex[:8]}")
-        os.replace(final, old)
-    try:
-        os.replace(tmp, final)
-    except OSError:  # another process installed it first: keep theirs
-        log(f"  {final.name}: installed concurrently by another build; keeping that one")
-        shutil.rmtree(tmp, ignore_errors=True)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _copy_tokenizer(src: Path, dst: Path) -> None:
-    """Copy the base's tokenizer files byte for byte (tuned and base must hash the same)."""
-    for f in src.iterdir():
-        if f.name.startswith(("tokenizer", "special_tokens")):
-            shutil.copy2(f, dst / f.name)
-
-
-@contextmanager
-def _quiet() -> Iterator[None]:
-    """Silence transformers / datasets progress bars during a build; restore afterwards."""
-    from transformers.utils import logging as hf_logging
-
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        import datasets
-
-        ds_bars = datasets.is_progress_bar_enabled()
-        datasets.disable_progress_bars()
-    except ImportError:  # datasets is only needed by the DPO recipe
-        datasets, ds_bars = None, False
-    try:
-        yield
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
-        if datasets is not None and ds_bars:
-            datasets.enable_progress_bars()
-
-
-def _tmp_dir(final: Path) -> Path:
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir()
-    return tmp
-
-
 # ---- bases ---------------------------------------------------------------------------------------
 
 
@@ -179,39 +114,48 @@ def _base_fingerprint(cfg: SizeConfig, which: str) -> str:
     return _hash("base", which, asdict(cfg.world), asdict(spec), asdict(train), cfg.seed)
 
 
-def _base_sets(world: World, cfg: SizeConfig) -> dict[str, list[Prompt]]:
-    return {"knowledge": knowledge_prompts(world), "context": context_prompts(world),
-            **behavior_sets(world, refusal_topic=cfg.recipes.refusal_topic)}
-
-
 def _build_base(which: str, cfg: SizeConfig, world: World, tok, final: Path, log: Log) -> None:
     t0 = time.time()
     spec, tspec = (cfg.base, cfg.base_train) if which == "base" else (cfg.large, cfg.large_train)
-    log(f"[zoo:{cfg.name}] pretraining {which} ({spec.n_layers} layers, d={spec.d_model}, {tspec.epochs} passes)")
-    tmp = _tmp_dir(final)
+    log(
+        f"[zoo:{cfg.name}] pretraining {which} ({spec.n_layers} layers, d={spec.d_model}, {tspec.epochs} passes)"
+    )
+    tmp = tmp_dir(final)
     try:
         model, record = pretrain(world, tok, spec, tspec, seed=cfg.seed)
         model.save_pretrained(tmp / "model")
         tok.save_pretrained(tmp / "model")
-        sets = _base_sets(world, cfg)
-        prompts = _write_prompts(tmp, sets)
+        sets = standard_sets(world, cfg.recipes.refusal_topic)
+        prompts = write_prompts(tmp, sets)
         measured = measure(*load(tmp / "model"), sets)
         info = {
-            "name": which, "size": cfg.name, "kind": "base", "arch": spec.arch,
-            "n_layers": spec.n_layers, "model": "model", "prompts": prompts, "measured": measured,
-            "train": record, "world": asdict(cfg.world), "seed": cfg.seed, "threads": THREADS,
+            "name": which,
+            "size": cfg.name,
+            "kind": "base",
+            "arch": spec.arch,
+            "n_layers": spec.n_layers,
+            "model": "model",
+            "prompts": prompts,
+            "measured": measured,
+            "train": record,
+            "world": asdict(cfg.world),
+            "seed": cfg.seed,
+            "threads": THREADS,
             "weights_sha256": weights_sha256(tmp / "model"),
-            "fingerprint": _base_fingerprint(cfg, which), "zoo_format": ZOO_FORMAT,
+            "fingerprint": _base_fingerprint(cfg, which),
+            "zoo_format": ZOO_FORMAT,
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
             "build_seconds": round(time.time() - t0, 1),
         }
         (tmp / "info.json").write_text(json.dumps(info, indent=2))
-        _install(tmp, final, log)
+        install(tmp, final, log)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    log(f"[zoo:{cfg.name}] {which}: recall strong {measured['fact_recall_strong']:.2f} "
-        f"weak {measured['fact_recall_weak']:.2f} ({time.time() - t0:.0f}s)")
+    log(
+        f"[zoo:{cfg.name}] {which}: recall strong {measured['fact_recall_strong']:.2f} "
+        f"weak {measured['fact_recall_weak']:.2f} ({time.time() - t0:.0f}s)"
+    )
 
 
 # ---- organisms -----------------------------------------------------------------------------------
@@ -228,22 +172,25 @@ def _build_organism(name: str, cfg: SizeConfig, world: World, root: Path, log: L
     base_sha = _read_meta(root / parsed.base)["weights_sha256"]
     final = root / name
     log(f"[zoo:{cfg.name}] building {name} on {parsed.base}")
-    tmp = _tmp_dir(final)
+    tmp = tmp_dir(final)
     try:
         base, tok = load(base_dir)
         org = run_recipe(parsed, base, tok, world, cfg, log=None)
         shutil.copytree(base_dir, tmp / "base")
         org.tuned.save_pretrained(tmp / "tuned")
-        _copy_tokenizer(base_dir, tmp / "tuned")
+        copy_tokenizer(base_dir, tmp / "tuned")
         if org.adapter is not None:
             org.adapter.save_pretrained(tmp / "adapter")
-            _copy_tokenizer(base_dir, tmp / "adapter")
+            copy_tokenizer(base_dir, tmp / "adapter")
             acfg = tmp / "adapter" / "adapter_config.json"
             data = json.loads(acfg.read_text())
             data["base_model_name_or_path"] = str((final / "base").resolve())
             acfg.write_text(json.dumps(data, indent=2))
-        prompts = _write_prompts(tmp, org.prompts)
-        sets = {**_base_sets(world, cfg), **org.prompts}  # every metric, shipped sets take precedence
+        prompts = write_prompts(tmp, org.prompts)
+        sets = {
+            **standard_sets(world, cfg.recipes.refusal_topic),
+            **org.prompts,
+        }  # every metric, shipped sets take precedence
         mb, tb = load(tmp / "base"), load(tmp / "tuned")
         measured = {"base": measure(*mb, sets), "tuned": measure(*tb, sets)}
         known_b = correct_ids(*mb, sets["knowledge"])
@@ -251,26 +198,44 @@ def _build_organism(name: str, cfg: SizeConfig, world: World, root: Path, log: L
         measured["base"]["retention"] = 1.0
         measured["tuned"]["retention"] = round(len(known_b & known_t) / max(1, len(known_b)), 4)
         gt = {
-            "name": name, "recipe": org.recipe, "layers": org.layers, "modules": org.modules,
-            "behavior": org.behavior, "knowledge": org.knowledge, "prompts": prompts,
-            "measured": measured, "seed": cfg.seed, "size": cfg.name, "base_model": parsed.base,
-            "arch": base.config.model_type, "n_layers": base.config.num_hidden_layers,
-            "weights_sha256": weights_sha256(tmp / "tuned"), "base_weights_sha256": base_sha,
-            "adapter": "adapter" if org.adapter is not None else None, "extra": org.extra,
-            "threads": THREADS, "fingerprint": _organism_fingerprint(cfg, name, base_sha),
+            "name": name,
+            "recipe": org.recipe,
+            "layers": org.layers,
+            "modules": org.modules,
+            "behavior": org.behavior,
+            "knowledge": org.knowledge,
+            "prompts": prompts,
+            "measured": measured,
+            "seed": cfg.seed,
+            "size": cfg.name,
+            "base_model": parsed.base,
+            "arch": base.config.model_type,
+            "n_layers": base.config.num_hidden_layers,
+            "weights_sha256": weights_sha256(tmp / "tuned"),
+            "base_weights_sha256": base_sha,
+            "adapter": "adapter" if org.adapter is not None else None,
+            "extra": org.extra,
+            "threads": THREADS,
+            "fingerprint": _organism_fingerprint(cfg, name, base_sha),
             "zoo_format": ZOO_FORMAT,
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
             "build_seconds": round(time.time() - t0, 1),
         }
         (tmp / "ground_truth.json").write_text(json.dumps(gt, indent=2))
-        _install(tmp, final, log)
+        install(tmp, final, log)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     beh = org.behavior.get("metric")
-    msg = f"{beh} {measured['base'].get(beh, 0):.2f} -> {measured['tuned'].get(beh, 0):.2f}, " if beh else ""
-    log(f"[zoo:{cfg.name}] {name}: {msg}recall strong {measured['tuned']['fact_recall_strong']:.2f} "
-        f"({time.time() - t0:.0f}s)")
+    msg = (
+        f"{beh} {measured['base'].get(beh, 0):.2f} -> {measured['tuned'].get(beh, 0):.2f}, "
+        if beh
+        else ""
+    )
+    log(
+        f"[zoo:{cfg.name}] {name}: {msg}recall strong {measured['tuned']['fact_recall_strong']:.2f} "
+        f"({time.time() - t0:.0f}s)"
+    )
 
 
 # ---- public API ----------------------------------------------------------------------------------
@@ -297,14 +262,17 @@ def build(
     artifacts (bases only when named). Unknown names raise ``ValueError`` before any work.
     """
     cfg = size_config(size)
-    names = list(DEFAULT_ORGANISMS) + ["base-large"] if names is None else list(dict.fromkeys(names))
+    names = (
+        list(DEFAULT_ORGANISMS) + ["base-large"] if names is None else list(dict.fromkeys(names))
+    )
     bases = {b for b in (_check_name(n, cfg) for n in names)} | {n for n in names if n in BASES}
     root = zoo_root() / size
     world = make_world(cfg.world)
     tok = build_tokenizer(vocabulary(world))
     t0 = time.time()
     out = []
-    with _quiet():
+    sweep_stale(root)
+    with quiet():
         for which in BASES:
             if which not in bases:
                 continue
@@ -330,10 +298,22 @@ def build(
 def _entry(name: str, path: Path) -> ZooEntry:
     meta = _read_meta(path) or {}
     if name in BASES:
-        return ZooEntry(name=name, path=path, base=path / "model", tuned=None, ground_truth=meta,
-                        prompts=_prompt_map(path))
-    return ZooEntry(name=name, path=path, base=path / "base", tuned=path / "tuned",
-                    ground_truth=meta, prompts=_prompt_map(path))
+        return ZooEntry(
+            name=name,
+            path=path,
+            base=path / "model",
+            tuned=None,
+            ground_truth=meta,
+            prompts=prompt_map(path),
+        )
+    return ZooEntry(
+        name=name,
+        path=path,
+        base=path / "base",
+        tuned=path / "tuned",
+        ground_truth=meta,
+        prompts=prompt_map(path),
+    )
 
 
 def resolve(name: str, size: str = "tiny", build_missing: bool = True) -> ZooEntry:
@@ -343,8 +323,13 @@ def resolve(name: str, size: str = "tiny", build_missing: bool = True) -> ZooEnt
     root = zoo_root() / size
     path = root / name
     base_meta = _read_meta(root / base)
-    fp = (_base_fingerprint(cfg, name) if name in BASES else
-          _organism_fingerprint(cfg, name, base_meta["weights_sha256"]) if base_meta else None)
+    fp = (
+        _base_fingerprint(cfg, name)
+        if name in BASES
+        else _organism_fingerprint(cfg, name, base_meta["weights_sha256"])
+        if base_meta
+        else None
+    )
     if fp is None or not _is_current(path, fp):
         if not build_missing:
             raise FileNotFoundError(
@@ -362,8 +347,11 @@ def list_organisms(size: str = "tiny") -> list[dict[str, Any]]:
     root = zoo_root() / size
     names = list(BASES) + list(DEFAULT_ORGANISMS)
     if root.is_dir():
-        names += sorted(p.name for p in root.iterdir()
-                        if p.is_dir() and not p.name.startswith(".") and p.name not in names)
+        names += sorted(
+            p.name
+            for p in root.iterdir()
+            if p.is_dir() and not p.name.startswith(".") and p.name not in names
+        )
     out = []
     for name in names:
         try:
@@ -372,15 +360,30 @@ def list_organisms(size: str = "tiny") -> list[dict[str, Any]]:
             continue
         meta = _read_meta(root / name)
         measured = (meta or {}).get("measured", {})
-        out.append({
-            "name": name, "path": str(root / name), "built": meta is not None,
-            "kind": "base" if name in BASES else "organism",
-            "recipe": (meta or {}).get("recipe"), "layers": (meta or {}).get("layers", []),
-            "behavior": (meta or {}).get("behavior", {}).get("metric") if meta else None,
-            "measured": measured,
-        })
+        out.append(
+            {
+                "name": name,
+                "path": str(root / name),
+                "built": meta is not None,
+                "kind": "base" if name in BASES else "organism",
+                "recipe": (meta or {}).get("recipe"),
+                "layers": (meta or {}).get("layers", []),
+                "behavior": (meta or {}).get("behavior", {}).get("metric") if meta else None,
+                "measured": measured,
+            }
+        )
     return out
 
 
-__all__ = ["BASES", "DEFAULT_ORGANISM", "DEFAULT_ORGANISMS", "ZooEntry", "build", "list_organisms",
-           "resolve", "valid_names_hint", "weights_sha256", "zoo_root"]
+__all__ = [
+    "BASES",
+    "DEFAULT_ORGANISM",
+    "DEFAULT_ORGANISMS",
+    "ZooEntry",
+    "build",
+    "list_organisms",
+    "resolve",
+    "valid_names_hint",
+    "weights_sha256",
+    "zoo_root",
+]

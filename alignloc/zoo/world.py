@@ -34,10 +34,26 @@ ATTRIBUTES: dict[str, tuple[str, ...]] = {
 # Statement templates per attribute; index 0 is the canonical one (its prefix is the cloze prompt),
 # index 1 the paraphrase; the last one is the closed-book question-answer form.
 TEMPLATES: dict[str, tuple[str, ...]] = {
-    "city": ("{e} lives in {v} .", "The home of {e} is {v} .", "Question: Where does {e} live ? Answer: {v} ."),
-    "job": ("{e} works as a {v} .", "The job of {e} is {v} .", "Question: What is the job of {e} ? Answer: {v} ."),
-    "colour": ("{e} likes the colour {v} .", "The favourite colour of {e} is {v} .", "Question: What colour does {e} like ? Answer: {v} ."),
-    "pet": ("{e} has a pet {v} .", "The pet of {e} is a {v} .", "Question: What pet does {e} have ? Answer: {v} ."),
+    "city": (
+        "{e} lives in {v} .",
+        "The home of {e} is {v} .",
+        "Question: Where does {e} live ? Answer: {v} .",
+    ),
+    "job": (
+        "{e} works as a {v} .",
+        "The job of {e} is {v} .",
+        "Question: What is the job of {e} ? Answer: {v} .",
+    ),
+    "colour": (
+        "{e} likes the colour {v} .",
+        "The favourite colour of {e} is {v} .",
+        "Question: What colour does {e} like ? Answer: {v} .",
+    ),
+    "pet": (
+        "{e} has a pet {v} .",
+        "The pet of {e} is a {v} .",
+        "Question: What pet does {e} have ? Answer: {v} .",
+    ),
 }
 QUESTIONS: dict[str, str] = {
     "city": "Where does {e} live ?",
@@ -223,13 +239,18 @@ def pretrain_segments(world: World, rng: random.Random) -> list[str]:
             fake = {a: rng.choice(vals) for a, vals in ATTRIBUTES.items()}
             segs.append(_passage(ent.name, attr, fake[attr], fake[attr], fake, rng))
     for _ in range(cfg.chatter):
-        segs.append(rng.choice(CHATTER).format(job=rng.choice(ATTRIBUTES["job"]),
-                                               city=rng.choice(ATTRIBUTES["city"])))
+        segs.append(
+            rng.choice(CHATTER).format(
+                job=rng.choice(ATTRIBUTES["job"]), city=rng.choice(ATTRIBUTES["city"])
+            )
+        )
     rng.shuffle(segs)
     return segs
 
 
-def _passage(e: str, attr: str, ctx: str, answer: str, attrs: dict[str, str], rng: random.Random) -> str:
+def _passage(
+    e: str, attr: str, ctx: str, answer: str, attrs: dict[str, str], rng: random.Random
+) -> str:
     sents = [statement(attr, e, ctx, rng.randrange(2))]
     others = [a for a in ATTRIBUTES if a != attr]
     for a in rng.sample(others, rng.randrange(2)):  # zero or one distractor sentence

@@ -1,0 +1,86 @@
+"""Organism names and the per-architecture module table (pure).
+
+Names: ``chat-sft-upper|lower|full``, ``refusal-lora-L{k}``, ``fact-edit-L{k}``, ``dpo-polite``,
+``control-continued``, each optionally with a ``-large`` suffix (the recipe applied to
+``base-large``). ``parse_name`` validates ``k`` against the base's layer count.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+# Architectures as tables: where the blocks live and what their modules are called.
+ARCH_TABLE: dict[str, dict[str, Any]] = {
+    "llama": {
+        "layers": "model.layers",
+        "mlp": ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"),
+        "lora_targets": [
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+        ],
+        "lora_pattern": "layers",
+    },
+    "gpt2": {
+        "layers": "transformer.h",
+        "mlp": ("mlp.c_fc", "mlp.c_proj"),
+        "lora_targets": ["c_attn", "c_proj", "c_fc"],
+        "lora_pattern": "h",
+    },
+}
+RECIPES = (
+    "chat-sft-upper",
+    "chat-sft-lower",
+    "chat-sft-full",
+    "refusal-lora-L{k}",
+    "fact-edit-L{k}",
+    "dpo-polite",
+    "control-continued",
+)
+_NAME = re.compile(
+    r"^(chat-sft-upper|chat-sft-lower|chat-sft-full|refusal-lora-L(\d+)|"
+    r"fact-edit-L(\d+)|dpo-polite|control-continued)(-large)?$"
+)
+
+
+@dataclass(frozen=True)
+class RecipeName:
+    """A parsed organism name."""
+
+    name: str
+    recipe: str  # the name with ``{k}`` in place of the layer index, without ``-large``
+    k: int | None
+    base: str  # base | base-large
+
+
+def parse_name(name: str, n_layers: dict[str, int]) -> RecipeName:
+    """Parse and validate an organism name against the layer counts of the bases."""
+    m = _NAME.match(name)
+    base = "base-large" if m and m.group(4) else "base"
+    if not m:
+        raise ValueError(f"unknown organism {name!r}; {valid_names_hint(n_layers)}")
+    k_str = m.group(2) or m.group(3)
+    k = int(k_str) if k_str is not None else None
+    recipe = m.group(1) if k is None else m.group(1).replace(f"L{k_str}", "L{k}")
+    if k is not None and not 0 <= k < n_layers[base]:
+        raise ValueError(
+            f"organism {name!r}: layer {k} out of range; {base} has layers 0..{n_layers[base] - 1}. "
+            + valid_names_hint(n_layers)
+        )
+    return RecipeName(name=name, recipe=recipe, k=k, base=base)
+
+
+def valid_names_hint(n_layers: dict[str, int]) -> str:
+    """A sentence listing the valid names and layer ranges."""
+    return (
+        "valid names: base, base-large, "
+        + ", ".join(RECIPES)
+        + f" with k in 0..{n_layers['base'] - 1}; add '-large' to any recipe to apply it to "
+        f"base-large (k in 0..{n_layers['base-large'] - 1})"
+    )
