@@ -112,27 +112,72 @@ def info(
 @app.command()
 def demo(
     organism: str | None = typer.Option(None, help="Organism name (default: the zoo's default, chat-sft-upper)."),
-    out: Path = typer.Option(Path("alignloc-demo"), "--out", "-o", help="Where the demo writes its store."),
+    out: Path = typer.Option(Path("alignloc-demo"), "--out", "-o", help="Where the demo writes its store and report."),
     size: str = typer.Option("tiny", help="Zoo size: tiny (CPU minutes) | small."),
 ) -> None:
-    """Build (or reuse) the default organism, capture both sides, and show where they differ."""
+    """Build (or reuse) the default organism and run layer-diff on it: where is the change, of what kind?"""
     from alignloc import zoo
-    from alignloc.analyses.shift import layer_shift
-    from alignloc.capturing import capture as run_capture
+    from alignloc.layerdiff.run import default_control, layer_diff
     from alignloc.models.pair import load_pair
 
     name = organism or zoo.DEFAULT_ORGANISM
     typer.echo(f"[1/3] organism {name} ({size}): building or reusing under {zoo.zoo_root()}", err=True)
     entry = zoo.resolve(name, size=size)
     pair = load_pair(str(entry.base), str(entry.tuned))
-    typer.echo(f"[2/3] capturing resid_post, attn_out, mlp_out of both models -> {out / 'acts'}", err=True)
-    store = run_capture(pair, organism_prompts(name, size), out / "acts", sites="resid_post,attn_out,mlp_out")
-    typer.echo(store.summary())
-    typer.echo(f"[3/3] base -> tuned shift of the last-token residual stream (planted layers: {entry.ground_truth.get('layers')})")
-    typer.echo("layer  1-cos     rel.L2")
-    for row in layer_shift(store):
-        bar = "#" * round(40 * min(1.0, row["relative_l2"]))
-        typer.echo(f"{row['layer']:>5}  {row['one_minus_cos']:.4f}  {row['relative_l2']:.4f}  {bar}")
+    pair.name, pair.ground_truth = name, entry.ground_truth
+    typer.echo(f"[2/3] layer-diff: capture -> {out / 'acts'}, weights, shift, lens, probes, verdict", err=True)
+    report = layer_diff(pair, organism_prompts(name, size), out, control=default_control(pair, size))
+    sh, w = report["measures"]["shift"], report["measures"]["weights"]["layers"]
+    typer.echo(f"[3/3] base -> tuned, per layer (planted layers: {entry.ground_truth.get('layers')})")
+    typer.echo("layer  weights  rel.L2   1-cos    CKA")
+    for layer in range(pair.n_layers):
+        rel = sh["relative_l2"]["mean"][layer]
+        typer.echo(f"{layer:>5}  {w[layer]['relative_frobenius']:.4f}   {rel:.4f}   {sh['one_minus_cos']['mean'][layer]:.4f}"
+                   f"   {sh['cka']['mean'][layer]:.3f}  " + "#" * round(40 * min(1.0, rel)))
+    for line in report["verdict"]["summary"]:
+        typer.echo(f"- {line}")
+    typer.echo(f"report: {out / 'index.html'}")
+
+
+@app.command("layer-diff")
+def layer_diff_cmd(
+    base: str = typer.Argument(..., help="Base model: local HF directory, hub id, or zoo:NAME (then omit TUNED)."),
+    tuned: str | None = typer.Argument(None, help="Post-trained model (directory, hub id, peft adapter dir)."),
+    prompts: Path | None = typer.Option(None, "--prompts", "-p", help="JSONL prompt file (see README). Default for zoo:NAME: its bundled prompts."),
+    out: Path = typer.Option(Path("layer-diff-report"), "--out", "-o", help="Report directory (index.html, report.json, summary.md)."),
+    control: str | None = typer.Option(None, help="Control checkpoint on the same base (e.g. continued pretraining) that sets "
+                                       "the noise floors; 'none' to disable. Default: the zoo's control for zoo:NAME, else none."),
+    store: Path | None = typer.Option(None, help="Activation store to create or reuse (default OUT/acts)."),
+    n_boot: int = typer.Option(1000, help="Bootstrap resamples over prompts for every interval."),
+    seed: int = typer.Option(0, help="Seed for bootstrap, folds and control tasks."),
+    probes: bool = typer.Option(True, help="Train per-layer linear probes (--no-probes to skip)."),
+    batch_size: int = typer.Option(16, help="Prompts per forward pass."),
+    backend: str = typer.Option("hf", help="hf | bridge | nnsight (same activations)."),
+    overwrite: bool = typer.Option(False, help="Replace a store that holds a different capture."),
+    allow_pickle: bool = typer.Option(False, help="Allow pickle (.bin) checkpoints. Only for sources you trust."),
+    trust_remote_code: bool = typer.Option(False, help="Run model code shipped with a hub checkpoint."),
+) -> None:
+    """Compare base and tuned layer by layer: where is the change, and is it knowledge or behavior?"""
+    from alignloc.layerdiff.run import default_control, layer_diff
+    from alignloc.models.pair import load_model, load_pair
+
+    pair = load_pair(base, tuned, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    prompt_list = _default_prompts(pair) if prompts is None else prompts
+    if not isinstance(prompt_list, list):
+        from alignloc.prompts import load_prompts
+
+        prompt_list = load_prompts(prompt_list)
+    if control is None:
+        ctrl = default_control(pair)
+    elif control.lower() == "none":
+        ctrl = None
+    else:
+        ctrl = load_model(control, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    report = layer_diff(pair, prompt_list, out, control=ctrl, store=store, n_boot=n_boot, seed=seed, probes=probes,
+                        batch_size=batch_size, backend=backend, overwrite=overwrite)
+    for line in report["verdict"]["summary"]:
+        typer.echo(f"- {line}")
+    typer.echo(f"report: {out / 'index.html'}  {out / 'report.json'}  {out / 'summary.md'}")
 
 
 def _mount_subcommands() -> None:

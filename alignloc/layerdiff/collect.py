@@ -1,0 +1,58 @@
+"""Everything layer-diff reads from the models, gathered once: activations (through the store),
+lens summaries, target log-probs and weights. The only part of layer-diff that runs models."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from alignloc.analyses.lens import lens_compare
+from alignloc.analyses.outputs import first_target_ids, target_logprobs
+from alignloc.analyses.weights import weight_diff
+from alignloc.capturing import capture
+from alignloc.models.pair import SIDES, ModelPair
+from alignloc.prompts import Prompt
+from alignloc.store import Store
+
+SITE_KINDS = ("resid_post", "attn_out", "mlp_out")
+
+
+@dataclass
+class PairData:
+    """Raw per-prompt material for one pair; every tensor is indexed like ``prompts``."""
+
+    prompts: list[Prompt]
+    acts: dict[str, dict[str, torch.Tensor]]  # acts[side][kind] -> [layer, n, d_model] at the last token (resid_pre: layer 0 only)
+    lens: dict[str, torch.Tensor]  # see lens_compare: [layer, n] each
+    target_lp: dict[str, torch.Tensor]  # [n] per side (NaN without a target)
+    weights: dict  # weight_diff(...)
+    store: Store
+
+
+def stacked(store: Store, side: str, kind: str) -> torch.Tensor:
+    """``[layer, n, d_model]`` of one site kind, all captured layers in order."""
+    layers = sorted(s.layer for s in store.sites if s.kind == kind)
+    return torch.stack([store.get(side, kind, layer=layer).float() for layer in layers])
+
+
+def collect(
+    pair: ModelPair,
+    prompts: list[Prompt],
+    store_dir: str | Path,
+    batch_size: int = 16,
+    backend: str = "hf",
+    overwrite: bool = False,
+) -> PairData:
+    """Capture (or reuse) last-token sites of both models into ``store_dir`` and compute the rest."""
+    # resid_pre.0 (the embeddings) is the baseline of layer 0's increment
+    store = capture(pair, prompts, store_dir, sites=",".join(("resid_pre.0", *SITE_KINDS)), positions="last",
+                    batch_size=batch_size, backend=backend, overwrite=overwrite)
+    acts = {side: {k: stacked(store, side, k) for k in ("resid_pre", *SITE_KINDS)} for side in SIDES}
+    bos = bool(store.manifest["bos"])
+    tids = first_target_ids(pair.tokenizer, prompts)
+    lens = lens_compare(pair.base, pair.tuned, acts["base"]["resid_post"], acts["tuned"]["resid_post"], tids)
+    target_lp = {side: target_logprobs(pair.side(side), prompts, bos, batch_size) for side in SIDES}
+    weights = weight_diff(pair.base.model.state_dict(), pair.tuned.model.state_dict(), pair.base.family, pair.n_layers)
+    return PairData(prompts=prompts, acts=acts, lens=lens, target_lp=target_lp, weights=weights, store=store)

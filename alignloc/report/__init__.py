@@ -1,0 +1,46 @@
+"""Reports read a layer-diff result (a JSON-ready dict) and never load models.
+
+``write_report(report, out)`` writes ``report.json``, ``summary.md`` and a self-contained
+``index.html`` (plotly.js inlined: it opens offline) under ``out``, each atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from alignloc.store.manifest import atomic_write_bytes
+
+
+def json_safe(obj):
+    """``obj`` with NaN/inf floats replaced by None (strict JSON has no NaN)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def write_report(report: dict, out: str | Path) -> dict[str, Path]:
+    """Write the three report files under ``out``; returns their paths by format."""
+    from alignloc.report.html import render_html
+    from alignloc.report.markdown import render_markdown
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    safe = json_safe(report)
+    paths = {"json": out / "report.json", "markdown": out / "summary.md", "html": out / "index.html"}
+    atomic_write_bytes(paths["json"], json.dumps(safe, indent=1, allow_nan=False).encode())
+    atomic_write_bytes(paths["markdown"], render_markdown(safe).encode())
+    atomic_write_bytes(paths["html"], render_html(safe).encode())
+    return paths
+
+
+def load_report(path: str | Path) -> dict:
+    """Read a ``report.json`` (or the directory holding one)."""
+    p = Path(path)
+    p = p / "report.json" if p.is_dir() else p
+    return json.loads(p.read_text())

@@ -1,0 +1,129 @@
+"""The pure parts of layer-diff against hand-computed answers, an identical pair, and a real browser."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+import torch
+
+from alignloc.analyses.lens import agreement_with_output, first_agreeing_layer
+from alignloc.analyses.shift import centered_gram, cka_from_grams, linear_cka
+from alignloc.analyses.stats import background, increments, mean_ci
+from alignloc.analyses.verdict import VerdictConfig, flagged, floors
+from alignloc.analyses.weights import module_of, weight_diff
+from alignloc.layerdiff.run import layer_diff
+from alignloc.models.families import FAMILIES
+from alignloc.models.pair import load_pair
+from alignloc.prompts import Prompt
+
+
+def test_module_of_llama_and_gpt2_names():
+    f = FAMILIES["llama"]
+    assert module_of("model.layers.3.self_attn.q_proj.weight", f) == (3, "attn")
+    assert module_of("model.layers.0.mlp.down_proj.weight", f) == (0, "mlp")
+    assert module_of("model.layers.1.input_layernorm.weight", f) == (1, "norm")
+    assert module_of("model.embed_tokens.weight", f) == (-1, "embed")
+    assert module_of("lm_head.weight", f) == (-1, "unembed")
+    assert module_of("transformer.h.2.ln_1.weight", FAMILIES["gpt2"]) == (2, "norm")
+
+
+def test_weight_diff_hand_computed():
+    f = FAMILIES["llama"]
+    base = {"model.layers.0.mlp.w.weight": torch.ones(2, 2), "model.layers.1.self_attn.w.weight": torch.ones(4)}
+    tuned = {"model.layers.0.mlp.w.weight": torch.ones(2, 2), "model.layers.1.self_attn.w.weight": torch.tensor([1.0, 1, 1, 3])}
+    d = weight_diff(base, tuned, f, n_layers=2)
+    assert d["identical_layers"] == [0] and d["changed_params"] == 1
+    assert d["layers"][1]["relative_frobenius"] == pytest.approx(2 / 2)  # ||(0,0,0,2)|| / ||(1,1,1,1)||
+    assert d["layers"][1]["modules"] == {"attn": pytest.approx(1.0)}
+    with pytest.raises(ValueError, match="different parameter names"):
+        weight_diff(base, {"x": torch.ones(1)}, f, 2)
+
+
+def test_cka_invariances():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 16, generator=g)
+    q, _ = torch.linalg.qr(torch.randn(16, 16, generator=g))
+    assert linear_cka(x, 5 * x @ q + 3) == pytest.approx(1.0, abs=1e-9)  # rotation, scale, shift
+    y = torch.randn(200, 16, generator=g)
+    assert linear_cka(x, y) < 0.2
+    assert cka_from_grams(centered_gram(x), centered_gram(y)) == pytest.approx(linear_cka(x, y), abs=1e-9)
+
+
+def test_lens_reductions():
+    top1 = torch.tensor([[5, 1, 2], [7, 1, 2], [7, 3, 2], [7, 1, 2]])  # [layer, n]
+    assert first_agreeing_layer(top1).tolist() == [1, 3, 0]
+    assert agreement_with_output(top1).tolist() == pytest.approx([2 / 3, 1.0, 2 / 3, 1.0])
+
+
+def test_stats_and_floors():
+    x = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    ci = mean_ci(x, n_boot=500)
+    assert ci["mean"] == 2.5 and 1.0 <= ci["lo"] < 2.5 < ci["hi"] <= 4.0
+    assert mean_ci(x, n_boot=500, seed=3) == mean_ci(x, n_boot=500, seed=3)
+    assert increments([1.0, 3.0, 3.5], start=0.5) == [0.5, 2.0, 0.5]
+    assert background([0.0, 0.0, 1.0, 1.0]) == 0.0
+    assert flagged({"lo": [0.2, -0.5, 0.0], "hi": [0.4, -0.3, 0.5]}, [0.1, 0.1, 0.1]) == [0, 1]
+    lines = {"weights": {"mean": [0.05, 0.05, 0.05, 0.06], "lo": [0] * 4, "hi": [0] * 4}}
+    # no control: a uniform change sets its own floor (3 x background), so no layer stands out
+    assert floors(lines, None, VerdictConfig())["weights"][0] == pytest.approx(0.15)
+    ctrl = {"weights": {"mean": [0.01] * 4, "lo": [0.01] * 4, "hi": [0.01] * 4}}
+    assert floors(lines, ctrl, VerdictConfig())["weights"] == pytest.approx([0.015] * 4)
+
+
+@pytest.fixture(scope="module")
+def identical_report(llama_pair, tmp_path_factory):
+    """layer-diff of a model against itself, with a prompt that tries to inject a script."""
+    base, _ = llama_pair
+    pair = load_pair(str(base), str(base))
+    prompts = [Prompt(id=f"k{i}", text=f"the cat number {i} sat on", kind="knowledge", target=" the", label=f"c{i % 2}")
+               for i in range(12)]
+    prompts.append(Prompt(id="evil", text="<script>document.title='PWNED'</script> hello", kind="behavior", target=" x"))
+    prompts.append(Prompt(id="b2", text="hello there friend", kind="behavior", target=" x"))
+    out = tmp_path_factory.mktemp("identical")
+    return layer_diff(pair, prompts, out, n_boot=100, probes=True), out
+
+
+def test_identical_pair_is_null(identical_report):
+    r, _ = identical_report
+    v, m = r["verdict"], r["measures"]
+    assert v["changed_layers"] == [] and v["kind"] == "none" and not v["distributed_weight_change"]
+    assert m["weights"]["identical_layers"] == list(range(r["pair"]["n_layers"]))
+    assert max(m["shift"]["relative_l2"]["mean"]) == 0.0 and max(m["lens"]["kl"]["mean"]) < 1e-6
+    assert m["outputs"]["knowledge"]["logprob_delta"]["mean"] == 0.0
+    assert m["probes"]["knowledge"]["base"] == m["probes"]["knowledge"]["tuned"]
+
+
+def test_prompt_text_is_escaped(identical_report):
+    _, out = identical_report
+    html = (out / "index.html").read_text()
+    assert "<script>document.title" not in html and "&lt;script&gt;document.title" in html
+    assert json.loads((out / "report.json").read_text())["prompts"]["n"] == 14
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def test_report_opens_in_headless_chromium(identical_report, tmp_path):
+    """The page renders its plotly figures with no JavaScript error, and the injected script never runs."""
+    browser = _chromium()
+    if browser is None:
+        if os.environ.get("ALIGNLOC_NO_BROWSER"):
+            pytest.skip("ALIGNLOC_NO_BROWSER set")
+        pytest.fail("headless Chromium is needed for this test: apt-get install chromium (see .ci/run)")
+    _, out = identical_report
+    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0",
+           "--virtual-time-budget=5000", "--dump-dom", (out / "index.html").resolve().as_uri()]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    console_errors = [ln for ln in r.stderr.splitlines() if "CONSOLE" in ln and ("Error" in ln or "Uncaught" in ln)]
+    assert not console_errors, console_errors
+    dom = r.stdout
+    assert dom.count('class="main-svg"') >= 5, "plotly drew the figures"
+    assert "PWNED" not in dom.split("<body")[0], "the prompt's script did not run"
