@@ -180,7 +180,8 @@ METRICS = {
 
 def load(path: str | Path) -> tuple[PreTrainedModel, object]:
     """Load a saved zoo checkpoint and its tokenizer (local directory only)."""
-    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    # eager attention: torch's CPU SDPA kernel is ~70x slower on these tiny models with 2 threads
+    model = AutoModelForCausalLM.from_pretrained(path, attn_implementation="eager").eval()
     return model, AutoTokenizer.from_pretrained(path)
 
 
