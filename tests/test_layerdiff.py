@@ -54,8 +54,9 @@ def test_chat_sft_upper_points_to_the_trained_top_layers(reports):
         assert set(v["flags"][line]) <= set(planted), line
     inc = m["shift"]["relative_l2_increment"]["mean"]
     assert inc[0] == inc[1] == 0.0 and min(inc[2], inc[3]) > 0.3
-    # knowledge preserved: no knowledge layer, recall within 5 points, probes keep their accuracy
-    assert v["knowledge_layers"] == [] and v["knowledge_preserved"] is True
+    # knowledge preserved: any fact movement stays inside the trained layers, recall within 5
+    # points, and probes keep their accuracy
+    assert set(v["knowledge_layers"]) <= set(planted) and v["knowledge_preserved"] is True
     assert abs(m["outputs"]["knowledge"]["accuracy_delta"]["mean"]) < 0.05
     assert m["outputs"]["behavior"]["logprob_delta"]["lo"] > 10
     kp = m["probes"]["knowledge"]

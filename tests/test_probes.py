@@ -37,13 +37,15 @@ def _one_thread():
 
 
 def make_acts(
-    strengths: list[float], n: int = N, d: int = D, k: int = K, seed: int = 0
+    strengths: list[float], n: int = N, d: int = D, k: int = K, seed: int = 0, shared: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``acts [layer, n, d]``, ``y [n]``: noise plus ``strength * class mean`` per layer, then an
+    """``acts [layer, n, d]``, ``y [n]``: noise (plus, with ``shared``, a rank-8 component common
+    to all features, as in residual streams) and ``strength * class mean`` per layer, then an
     offset and per-feature scales spanning 3 orders of magnitude (so standardisation matters)."""
     rng = np.random.default_rng(seed)
     y = rng.permutation(np.arange(n) % k)
     acts = rng.standard_normal((len(strengths), n, d))
+    acts += shared * rng.standard_normal((len(strengths), n, 8)) @ rng.standard_normal((8, d))
     for layer, s in enumerate(strengths):
         acts[layer] += s * rng.standard_normal((k, d))[y]
     scale = 10 ** rng.uniform(-1.5, 1.5, size=(len(strengths), 1, d))
@@ -66,12 +68,16 @@ def test_signal_layers_separable_noise_layers_at_chance():
 
 
 @pytest.mark.parametrize(
-    ("k", "C", "strengths"),
-    [(4, 1.0, [0.0, 0.25, 0.35, 0.5]), (2, 0.05, [0.0, 0.15, 0.2, 0.3])],
-    ids=["multinomial", "binary-strong-l2"],
+    ("k", "C", "strengths", "shared"),
+    [
+        (4, 1.0, [0.0, 0.25, 0.35, 0.5], 0.0),
+        (2, 0.05, [0.0, 0.15, 0.2, 0.3], 0.0),
+        (6, 1.0, [0.0, 0.3, 0.4, 0.6], 2.0),
+    ],
+    ids=["multinomial", "binary-strong-l2", "correlated-features"],
 )
-def test_torch_matches_sklearn_on_hard_data(k, C, strengths):
-    acts, y = make_acts(strengths, k=k, seed=1)
+def test_torch_matches_sklearn_on_hard_data(k, C, strengths, shared):
+    acts, y = make_acts(strengths, k=k, seed=1, shared=shared)
     folds = cv_folds(y)
     ref = probe_sklearn(acts, y, folds, C=C)
     # Not trivially separable: the comparison is about which borderline prompts flip.

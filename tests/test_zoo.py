@@ -38,7 +38,7 @@ def test_base_recalls_strong_facts(zoo_tiny):
 def test_base_large_recalls_more_weak_facts(zoo_tiny):
     small, large = _info(zoo_tiny, "base")["measured"], _info(zoo_tiny, "base-large")["measured"]
     assert large["fact_recall_strong"] >= 0.9
-    assert large["fact_recall_weak"] >= small["fact_recall_weak"] + 0.15, (small, large)
+    assert large["fact_recall_weak"] >= small["fact_recall_weak"] + 0.10, (small, large)
 
 
 def test_counterfactual_context_effect_in_base(zoo_tiny):

@@ -129,12 +129,12 @@ def verdict(m: dict, control: dict | None = None, cfg: VerdictConfig | None = No
         "config": asdict(cfg),
         "evidence": evidence,
         "summary": summary_lines(changed, behavior, knowledge, know, beh, flags, control is not None, cfg,
-                                 n_layers=len(lines["weights"]["mean"])),
+                                 n_layers=len(lines["weights"]["mean"]), moved=lines.get("knowledge")),
     }
 
 
 def summary_lines(changed, behavior, knowledge, know, beh, flags, has_control: bool, cfg: VerdictConfig,
-                  n_layers: int) -> list[str]:
+                  n_layers: int, moved: dict | None = None) -> list[str]:
     """Plain-language claims, each with its numbers."""
     s = []
     if not changed:
@@ -158,7 +158,11 @@ def summary_lines(changed, behavior, knowledge, know, beh, flags, has_control: b
         a = know["accuracy_delta"]
         verdict_k = "recall preserved" if (abs(100 * a["mean"]) <= cfg.preserve_points
                                             and know["logprob_delta"]["mean"] >= -cfg.preserve_nats) else "recall changed"
-        where = f"knowledge change at {_span(knowledge)}" if knowledge else "no layer changes knowledge above the floor"
+        if knowledge and moved is not None:
+            rates = ", ".join(f"{100 * moved['mean'][i]:.1f}% at layer {i}" for i in knowledge)
+            where = f"knowledge change at {_span(knowledge)} (facts moving by > 2 nats: {rates})"
+        else:
+            where = "no layer changes knowledge above the floor"
         s.append(f"{where}; fact {verdict_k} ({100 * a['mean']:+.1f} pt [{100 * a['lo']:+.1f}, {100 * a['hi']:+.1f}], "
                  f"log-prob {know['logprob_delta']['mean']:+.2f} nats)")
     return s
