@@ -127,3 +127,32 @@ def test_report_opens_in_headless_chromium(identical_report, tmp_path):
     dom = r.stdout
     assert dom.count('class="main-svg"') >= 5, "plotly drew the figures"
     assert "PWNED" not in dom.split("<body")[0], "the prompt's script did not run"
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "qwen2", "gemma2", "gpt_neox"])
+def test_layer_diff_runs_on_every_family(arch, arch_pairs, tmp_path):
+    """Two unrelated random inits: every layer's weights differ, and the lens at the last layer is
+    each model's own output (KL there equals the KL of the two models' real next-token outputs)."""
+    base, tuned = arch_pairs[arch]
+    pair = load_pair(str(base), str(tuned))
+    prompts = [Prompt(id=f"p{i}", text=f"a b c {i} d e", kind="knowledge" if i % 2 else "behavior", target=" e")
+               for i in range(10)]
+    r = layer_diff(pair, prompts, tmp_path, n_boot=50, probes=False, write=False)
+    n = pair.n_layers
+    assert [x["identical"] for x in r["measures"]["weights"]["layers"]] == [False] * n
+    enc = pair.tokenizer(prompts[0].text, return_tensors="pt", add_special_tokens=False)
+    from alignloc.tokens import default_bos
+
+    ids = enc["input_ids"]
+    if default_bos(pair.tokenizer, pair.base.config.model_type):
+        ids = torch.cat([torch.tensor([[pair.tokenizer.bos_token_id]]), ids], dim=1)
+    with torch.no_grad():
+        lb = torch.log_softmax(pair.base.model(input_ids=ids).logits[0, -1].float(), -1)
+        lt = torch.log_softmax(pair.tuned.model(input_ids=ids).logits[0, -1].float(), -1)
+    kl = float((lb.exp() * (lb - lt)).sum())
+    collected_kl = r["measures"]["lens"]["kl_by_kind"]["behavior"]["mean"][-1]  # prompts 0, 2, ... are behavior
+    assert kl > 0 and collected_kl > 0
+    from alignloc.layerdiff.collect import collect
+
+    data = collect(pair, prompts[:1], tmp_path / "one")
+    assert float(data.lens["kl"][-1, 0]) == pytest.approx(kl, rel=1e-4, abs=1e-5)
