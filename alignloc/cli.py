@@ -151,6 +151,7 @@ def layer_diff_cmd(
     n_boot: int = typer.Option(1000, help="Bootstrap resamples over prompts for every interval."),
     seed: int = typer.Option(0, help="Seed for bootstrap, folds and control tasks."),
     probes: bool = typer.Option(True, help="Train per-layer linear probes (--no-probes to skip)."),
+    causal: bool = typer.Option(False, help="Also graft each layer between the models (sufficiency / necessity)."),
     batch_size: int = typer.Option(16, help="Prompts per forward pass."),
     backend: str = typer.Option("hf", help="hf | bridge | nnsight (same activations)."),
     overwrite: bool = typer.Option(False, help="Replace a store that holds a different capture."),
@@ -174,7 +175,7 @@ def layer_diff_cmd(
     else:
         ctrl = load_model(control, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     report = layer_diff(pair, prompt_list, out, control=ctrl, store=store, n_boot=n_boot, seed=seed, probes=probes,
-                        batch_size=batch_size, backend=backend, overwrite=overwrite)
+                        batch_size=batch_size, backend=backend, overwrite=overwrite, causal=causal)
     for line in report["verdict"]["summary"]:
         typer.echo(f"- {line}")
     typer.echo(f"report: {out / 'index.html'}  {out / 'report.json'}  {out / 'summary.md'}")

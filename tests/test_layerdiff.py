@@ -111,8 +111,11 @@ def test_second_run_reuses_the_store(zoo_tiny, tmp_path):
 
 def test_cli_layer_diff_on_an_organism_without_prompt_file(zoo_tiny, tmp_path, capsys):
     out = tmp_path / "rep"
-    code = main(["layer-diff", "zoo:refusal-lora-L2", "--out", str(out), "--n-boot", "100", "--no-probes"])
+    code = main(["layer-diff", "zoo:refusal-lora-L2", "--out", str(out), "--n-boot", "100", "--no-probes", "--causal"])
     assert code == 0
     assert "layer 2" in capsys.readouterr().out
     rep = json.loads((out / "report.json").read_text())
     assert rep["verdict"]["changed_layers"] == [2] and rep["verdict"]["behavior_layers"] == [2]
+    g = rep["causal"]["graft"]["behavior"]
+    assert g["sufficiency"][2] >= 0.7 and max(abs(g["sufficiency"][i]) for i in (0, 1, 3)) < 0.05
+    assert "Weight grafting" in (out / "summary.md").read_text()

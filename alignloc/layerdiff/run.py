@@ -91,11 +91,13 @@ def layer_diff(
     config: VerdictConfig | None = None,
     overwrite: bool = False,
     write: bool = True,
+    causal: bool = False,
 ) -> dict:
     """Compare ``pair`` layer by layer on ``prompts``; write the report under ``out`` and return it.
 
     Activations go to ``store`` (default ``out/acts``) and are reused when it already holds the
     same capture. ``control`` (same base, trained without the edit) sets the noise floors.
+    ``causal`` adds per-layer weight grafting (``report["causal"]["graft"]``).
     """
     out = Path(out)
     torch.manual_seed(seed)
@@ -123,6 +125,10 @@ def layer_diff(
         "control": control_block,
         "verdict": verdict(m, cm, config),
     }
+    if causal:
+        from alignloc.causal.graft import graft_report
+
+        report["causal"] = {"graft": graft_report(pair, prompts, bool(data.store.manifest["bos"]))}
     if write:
         from alignloc.report import write_report
 

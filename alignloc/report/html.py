@@ -63,6 +63,11 @@ def figures(report: dict) -> list[tuple[str, go.Figure]]:
         fig.add_hline(y=p["majority"], line_dash="dot", annotation_text="majority")
         out.append((f"Linear probes for {kind} labels (cross-validated accuracy; control = shuffled-label task).",
                     _layout(fig, f"Probes: {kind}", "accuracy")))
+    for kind, g in ((report.get("causal") or {}).get("graft") or {}).items():
+        fig = go.Figure([go.Bar(x=g["layers"], y=g[k], name=k) for k in ("sufficiency", "necessity")])
+        out.append((f"Weight grafting, {kind} metric: fraction of the tuned-minus-base gap ({g['gap']:+.2f} nats) "
+                    "that one layer brings into the base (sufficiency) or removes from the tuned model (necessity).",
+                    _layout(fig, f"Grafting: {kind}", "fraction of gap")))
     ratio = [[(e["value"] / e["floor"]) if e["floor"] and e["value"] is not None else None
               for e in sorted((e for e in v["evidence"] if e["line"] == ln_), key=lambda e: e["layer"])] for ln_ in LINES
              if any(e["line"] == ln_ for e in v["evidence"])]

@@ -1,0 +1,1 @@
+"""Causal localization: which layers/modules of the tuned model carry the behavior gap."""

@@ -1,0 +1,55 @@
+"""Weight grafting on the organisms: the planted layer is sufficient and necessary, others are not."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from alignloc.analyses.outputs import target_logprobs
+from alignloc.causal.graft import graft_params, graft_sweep, grafted
+from alignloc.cli import organism_prompts
+from alignloc.models.pair import load_pair, state_dict_hash
+
+
+def behavior_metric(prompts):
+    beh = [p for p in prompts if p.kind == "behavior"]
+    return lambda m: float(target_logprobs(m, beh, bos=True).nanmean())
+
+
+@pytest.mark.parametrize("name", ["refusal-lora-L1", "refusal-lora-L2"])
+def test_grafting_the_planted_layer_restores_the_refusal_gap(zoo_tiny, name):
+    pair = load_pair(f"zoo:{name}")
+    k = pair.ground_truth["layers"][0]
+    before = (state_dict_hash(pair.base.model.state_dict()), state_dict_hash(pair.tuned.model.state_dict()))
+    r = graft_sweep(pair, behavior_metric(organism_prompts(name)))
+    assert r["gap"] > 1.0, "the tuned model prefers the refusal/answer targets"
+    assert r["sufficiency"][k] >= 0.7 and r["necessity"][k] >= 0.7
+    others = [i for i in r["layers"] if i != k]
+    assert all(abs(r["sufficiency"][i]) < 0.05 and abs(r["necessity"][i]) < 0.05 for i in others)
+    after = (state_dict_hash(pair.base.model.state_dict()), state_dict_hash(pair.tuned.model.state_dict()))
+    assert after == before, "every graft is undone"
+
+
+def test_two_layer_sft_needs_both_layers(zoo_tiny):
+    """chat-sft-upper trained layers 2 and 3 together: grafting either one alone is measured, and
+    grafting both recovers the whole gap exactly (layers 0-1 and the rest are identical)."""
+    pair = load_pair("zoo:chat-sft-upper")
+    metric = behavior_metric(organism_prompts("chat-sft-upper"))
+    r = graft_sweep(pair, metric)
+    assert r["sufficiency"][0] == r["sufficiency"][1] == 0.0
+    assert max(r["sufficiency"][2], r["sufficiency"][3]) > 0.1
+    with grafted(pair.base, pair.tuned, [2, 3]) as m:
+        assert metric(m) == pytest.approx(r["tuned"], abs=1e-4)
+
+
+def test_graft_modules_and_restore_on_error(llama_pair):
+    pair = load_pair(str(llama_pair[0]), str(llama_pair[1]))
+    names = graft_params(pair.base, [1], ("mlp",))
+    assert names and all(".layers.1.mlp." in n for n in names)
+    w = dict(pair.base.model.named_parameters())[names[0]].detach().clone()
+    with pytest.raises(RuntimeError, match="boom"), grafted(pair.base, pair.tuned, [1], ("mlp",)):
+        assert not torch.equal(dict(pair.base.model.named_parameters())[names[0]], w)
+        raise RuntimeError("boom")
+    assert torch.equal(dict(pair.base.model.named_parameters())[names[0]], w)
+    with pytest.raises(ValueError, match="no parameters"):
+        graft_params(pair.base, [99])
