@@ -25,24 +25,37 @@ def first_target_ids(tokenizer, prompts: list[Prompt]) -> Int[torch.Tensor, " n"
     return torch.tensor([t[0] if t else -1 for t in target_ids(tokenizer, prompts)], dtype=torch.long)
 
 
+def teacher_forced_batch(tokenizer, prompts: list[Prompt], bos: bool, max_len: int | None):
+    """``(input_ids [b, pos], attention_mask [b, pos], ctx_lens, target_ids)`` for ``text + target``."""
+    ctx = encode_prompts(tokenizer, prompts, bos=bos, max_len=max_len).ids
+    tgt = target_ids(tokenizer, prompts)
+    ids, mask = pad_batch([c + t for c, t in zip(ctx, tgt, strict=True)], pad_id(tokenizer))
+    return ids, mask, [len(c) for c in ctx], tgt
+
+
+def gather_target_logprobs(
+    logits: Float[torch.Tensor, "b pos d_vocab"], ctx_lens: list[int], tgt: list[list[int]]
+) -> Float[torch.Tensor, " b"]:
+    """``sum_j log p(target_j)`` per row, reading the logits at positions ``ctx_len - 1 + j``."""
+    logp = torch.log_softmax(logits.float(), -1)
+    out = torch.full((logits.shape[0],), torch.nan)
+    for b, (n_ctx, t) in enumerate(zip(ctx_lens, tgt, strict=True)):
+        if t:
+            out[b] = logp[b, n_ctx - 1 : n_ctx - 1 + len(t)].gather(1, torch.tensor(t)[:, None]).sum()
+    return out
+
+
 @torch.no_grad()
 def target_logprobs(
     model: LoadedModel, prompts: list[Prompt], bos: bool, batch_size: int = 16
 ) -> Float[torch.Tensor, " n"]:
     """``sum_t log p(target_t | text, target_<t)`` per prompt (NaN without a target)."""
-    tok = model.tokenizer
-    ctx = encode_prompts(tok, prompts, bos=bos, max_len=model.max_len).ids
-    tgt = target_ids(tok, prompts)
     out = torch.full((len(prompts),), torch.nan)
     dev = next(model.model.parameters()).device
-    rows = [i for i, t in enumerate(tgt) if t]
+    rows = [i for i, p in enumerate(prompts) if p.target]
     for s in range(0, len(rows), batch_size):
         idx = rows[s : s + batch_size]
-        seqs = [ctx[i] + tgt[i] for i in idx]
-        ids, mask = pad_batch(seqs, pad_id(tok))
-        logp = torch.log_softmax(model.model(input_ids=ids.to(dev), attention_mask=mask.to(dev)).logits.float(), -1).cpu()
-        for b, i in enumerate(idx):
-            n_ctx, t = len(ctx[i]), torch.tensor(tgt[i])
-            # logits at position n_ctx-1+j predict target token j
-            out[i] = logp[b, n_ctx - 1 : n_ctx - 1 + len(t)].gather(1, t[:, None]).sum()
+        ids, mask, ctx_lens, tgt = teacher_forced_batch(model.tokenizer, [prompts[i] for i in idx], bos, model.max_len)
+        logits = model.model(input_ids=ids.to(dev), attention_mask=mask.to(dev)).logits.cpu()
+        out[idx] = gather_target_logprobs(logits, ctx_lens, tgt)
     return out

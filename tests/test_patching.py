@@ -1,0 +1,59 @@
+"""Cross-model activation patching: batched sweep == one forward per cell, and it finds the planted layer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from alignloc.analyses.outputs import gather_target_logprobs, teacher_forced_batch
+from alignloc.causal.patching import patch_sweep
+from alignloc.cli import organism_prompts
+from alignloc.models.hooks import count_hooks, edit, run_recording
+from alignloc.models.pair import load_pair
+from alignloc.sites import Site
+
+
+def one_cell(pair, prompts, kind, layer, positions):
+    """Reference: patch one site with its own forward (no batching across layers)."""
+    ids, mask, ctx, tgt = teacher_forced_batch(pair.tokenizer, prompts, True, None)
+    site = Site(layer, kind)
+    donor = run_recording(pair.tuned.model, pair.tuned.family, [site], ids, mask, stop=False)[site]
+    last = torch.tensor([n - 1 for n in ctx])
+
+    def fn(act):
+        act = act.clone()
+        if positions == "all":
+            return donor.clone()
+        act[torch.arange(len(ctx)), last] = donor[torch.arange(len(ctx)), last]
+        return act
+
+    with torch.no_grad(), edit(pair.base.model, pair.base.family, site, fn):
+        logits = pair.base.model(input_ids=ids, attention_mask=mask).logits
+    return float(gather_target_logprobs(logits, ctx, tgt).mean())
+
+
+@pytest.mark.parametrize("positions", ["all", "last"])
+def test_batched_sweep_equals_one_forward_per_cell(zoo_tiny, positions):
+    pair = load_pair("zoo:chat-sft-upper")
+    prompts = [p for p in organism_prompts("chat-sft-upper") if p.kind == "behavior"][:12]
+    for kind in ("resid_post", "mlp_out"):
+        r = patch_sweep(pair, prompts, kind=kind, positions=positions, batch_size=12)
+        ref = [one_cell(pair, prompts, kind, layer, positions) for layer in range(pair.n_layers)]
+        assert r["patched"] == pytest.approx(ref, abs=1e-5)
+    assert count_hooks(pair.base.model) == 0
+
+
+@pytest.mark.parametrize("name", ["refusal-lora-L1", "refusal-lora-L2"])
+def test_patching_block_writes_finds_the_planted_layer(zoo_tiny, name):
+    pair = load_pair(f"zoo:{name}")
+    k = pair.ground_truth["layers"][0]
+    prompts = [p for p in organism_prompts(name) if p.kind == "behavior"][:48]
+    post = patch_sweep(pair, prompts, kind="resid_post")
+    # the residual after the planted layer carries everything; before it, nothing
+    assert all(abs(x) < 1e-4 for x in post["recovered"][:k])
+    assert all(x == pytest.approx(1.0, abs=1e-3) for x in post["recovered"][k:])
+    mlp = patch_sweep(pair, prompts, kind="mlp_out")
+    assert max(range(pair.n_layers), key=lambda i: mlp["recovered"][i]) == k
+    back = patch_sweep(pair, prompts, kind="resid_post", direction="base_into_tuned")
+    assert back["gap"] == pytest.approx(-post["gap"], rel=1e-5)
+    assert back["recovered"][k] == pytest.approx(1.0, abs=1e-3)
