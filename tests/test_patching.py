@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from alignloc.analyses.outputs import gather_target_logprobs, teacher_forced_batch
-from alignloc.causal.patching import patch_sweep
+from alignloc.causal.patching import attribution_sweep, patch_sweep
 from alignloc.cli import organism_prompts
 from alignloc.models.hooks import count_hooks, edit, run_recording
 from alignloc.models.pair import load_pair
@@ -57,3 +57,31 @@ def test_patching_block_writes_finds_the_planted_layer(zoo_tiny, name):
     back = patch_sweep(pair, prompts, kind="resid_post", direction="base_into_tuned")
     assert back["gap"] == pytest.approx(-post["gap"], rel=1e-5)
     assert back["recovered"][k] == pytest.approx(1.0, abs=1e-3)
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    """Rank correlation without ties handling (the cells here are distinct floats)."""
+    ra = torch.tensor(a).argsort().argsort().float()
+    rb = torch.tensor(b).argsort().argsort().float()
+    return float(torch.corrcoef(torch.stack([ra, rb]))[0, 1])
+
+
+@pytest.mark.parametrize("name", ["refusal-lora-L2", "chat-sft-lower"])
+def test_attribution_ranks_layers_like_exact_patching(zoo_tiny, name):
+    pair = load_pair(f"zoo:{name}")
+    planted = pair.ground_truth["layers"]
+    prompts = [p for p in organism_prompts(name) if p.kind == "behavior"][:24]
+    exact, approx = [], []
+    for kind in ("attn_out", "mlp_out", "resid_post"):
+        e = patch_sweep(pair, prompts, kind=kind, positions="all")
+        a = attribution_sweep(pair, prompts, kind=kind)
+        assert a["gap"] == pytest.approx(e["gap"], rel=1e-4)
+        assert len(a["by_position"]) == pair.n_layers
+        exact += e["recovered"]
+        approx += a["recovered"]
+        if kind == "mlp_out":
+            best = max(range(pair.n_layers), key=lambda i: a["recovered"][i])
+            assert best in planted and a["recovered"][best] > 0.3
+    assert spearman(exact, approx) >= 0.8
+    assert count_hooks(pair.base.model) == 0
+    assert all(p.grad is None for p in pair.base.model.parameters())
