@@ -7,8 +7,10 @@ One JSON object per line::
 
 Fields: ``id`` (str, unique), ``text`` (str, non-empty) are required. Optional: ``kind``
 (knowledge | behavior | context | other; default other), ``target`` (str: the expected
-continuation), ``label`` (str or int: a class for probes), ``positions`` (name -> int token index,
-negative from the end, or a substring of ``text`` whose last token is meant), ``corrupt_text``
+continuation), ``label`` (str or int: a class for probes), ``foil`` (str: a contrasting continuation,
+e.g. the fact's old value or the memorised answer, for logit-difference metrics), ``positions``
+(name -> int token index, negative from the end, or a substring of ``text`` whose last token is
+meant), ``corrupt_text``
 (str: a corrupted variant for within-model patching), ``context`` (str), and ``meta`` (object,
 free-form). Blank lines and lines starting with ``#`` are skipped. Unknown fields are an error,
 so that a typo (``taget``) is not silently ignored.
@@ -29,6 +31,7 @@ _FIELDS = {
     "text": str,
     "kind": str,
     "target": str,
+    "foil": str,
     "label": (str, int),
     "positions": dict,
     "corrupt_text": str,
@@ -49,6 +52,7 @@ class Prompt:
     text: str
     kind: str = "other"
     target: str | None = None
+    foil: str | None = None
     label: str | int | None = None
     positions: dict[str, int | str] = field(default_factory=dict)
     corrupt_text: str | None = None
@@ -107,6 +111,7 @@ def prompt_from_dict(rec: Any, src: str = "<prompts>", line: int | None = None) 
         text=rec["text"],
         kind=kind,
         target=rec.get("target"),
+        foil=rec.get("foil"),
         label=rec.get("label"),
         positions=dict(positions),
         corrupt_text=rec.get("corrupt_text"),

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from alignloc.analyses.outputs import gather_target_logprobs, teacher_forced_batch
-from alignloc.causal.patching import attribution_sweep, patch_sweep
+from alignloc.causal.attribution import attribution_sweep
+from alignloc.causal.patching import patch_sweep
 from alignloc.cli import organism_prompts
 from alignloc.models.hooks import count_hooks, edit, run_recording
 from alignloc.models.pair import load_pair
@@ -14,17 +15,21 @@ from alignloc.sites import Site
 
 
 def one_cell(pair, prompts, kind, layer, positions):
-    """Reference: patch one site with its own forward (no batching across layers)."""
+    """Reference: patch one site with its own forward (no batching across cells).
+
+    ``positions``: ``"all"``, ``"last"`` or an offset from the last context token.
+    """
     ids, mask, ctx, tgt = teacher_forced_batch(pair.tokenizer, prompts, True, None)
     site = Site(layer, kind)
     donor = run_recording(pair.tuned.model, pair.tuned.family, [site], ids, mask, stop=False)[site]
-    last = torch.tensor([n - 1 for n in ctx])
+    offset = 0 if positions == "last" else positions
+    where = torch.tensor([n - 1 for n in ctx]) + (0 if positions == "all" else offset)
 
     def fn(act):
-        act = act.clone()
         if positions == "all":
             return donor.clone()
-        act[torch.arange(len(ctx)), last] = donor[torch.arange(len(ctx)), last]
+        act = act.clone()
+        act[torch.arange(len(ctx)), where] = donor[torch.arange(len(ctx)), where]
         return act
 
     with torch.no_grad(), edit(pair.base.model, pair.base.family, site, fn):
@@ -41,6 +46,20 @@ def test_batched_sweep_equals_one_forward_per_cell(zoo_tiny, positions):
         ref = [one_cell(pair, prompts, kind, layer, positions) for layer in range(pair.n_layers)]
         assert r["patched"] == pytest.approx(ref, abs=1e-5)
     assert count_hooks(pair.base.model) == 0
+
+
+def test_layer_by_position_grid_equals_one_forward_per_cell(zoo_tiny):
+    pair = load_pair("zoo:chat-sft-upper")
+    prompts = [p for p in organism_prompts("chat-sft-upper") if p.kind == "behavior"][:8]
+    grid = patch_sweep(pair, prompts, kind="resid_pre", positions="each", window=5, max_rows=24)
+    assert grid["offsets"] == [-4, -3, -2, -1, 0] and len(grid["tokens"]) == 5
+    last = patch_sweep(pair, prompts, kind="resid_pre", positions="last")
+    assert [row[-1] for row in grid["patched"]] == pytest.approx(last["patched"], abs=1e-5)
+    for layer in (1, 3):
+        ref = [one_cell(pair, prompts, "resid_pre", layer, o) for o in grid["offsets"]]
+        assert grid["patched"][layer] == pytest.approx(ref, abs=1e-5)
+    # the prompts share their last tokens (" Assistant", ":"), named in the grid's labels
+    assert grid["tokens"][-1] == ":"
 
 
 @pytest.mark.parametrize("name", ["refusal-lora-L1", "refusal-lora-L2"])

@@ -25,9 +25,9 @@ def first_target_ids(tokenizer, prompts: list[Prompt]) -> Int[torch.Tensor, " n"
     return torch.tensor([t[0] if t else -1 for t in target_ids(tokenizer, prompts)], dtype=torch.long)
 
 
-def teacher_forced_batch(tokenizer, prompts: list[Prompt], bos: bool, max_len: int | None):
-    """``(input_ids [b, pos], attention_mask [b, pos], ctx_lens, target_ids)`` for ``text + target``."""
-    ctx = encode_prompts(tokenizer, prompts, bos=bos, max_len=max_len).ids
+def teacher_forced_batch(tokenizer, prompts: list[Prompt], bos: bool, max_len: int | None, field: str = "text"):
+    """``(input_ids [b, pos], attention_mask [b, pos], ctx_lens, target_ids)`` for ``<field> + target``."""
+    ctx = encode_prompts(tokenizer, prompts, bos=bos, max_len=max_len, field=field).ids
     tgt = target_ids(tokenizer, prompts)
     ids, mask = pad_batch([c + t for c, t in zip(ctx, tgt, strict=True)], pad_id(tokenizer))
     return ids, mask, [len(c) for c in ctx], tgt

@@ -1,14 +1,22 @@
-"""Cross-model activation patching, batched: which layer's activation carries the behavior gap?
+"""Activation patching, batched: which site's activation carries the gap between two runs?
 
-Run the *recipient* (default: base) with one site ``kind.L`` replaced by the *donor*'s (tuned)
-activation on the same tokens, and score the prompts' targets (teacher-forced log-prob).
-``recovered[L] = (M(recipient + patch_L) - M(recipient)) / (M(donor) - M(recipient))`` (means
-over prompts); with ``direction="base_into_tuned"`` the same formula tells how much the tuned
-model *keeps* (1 - it = what it loses).
+Two settings share one engine:
 
-All layers of a sweep share one forward per prompt batch: the batch is repeated once per layer
-(``[n_layers * b, pos]``) and layer ``L``'s hook patches only its own copy, so a full sweep costs
-one Python-level forward per batch, not one per cell.
+- **cross-model** (``patch_sweep``): the *recipient* model (default: base) runs on the same tokens
+  as the *donor* (tuned) with one site replaced by the donor's activation;
+- **within-model** (``within_sweep``): one model runs on a prompt's ``corrupt_text`` with one site
+  replaced by its own activation on the clean ``text`` (the ROME / TransformerLens setting), in
+  either model of a pair, so the two models' circuits for one task can be compared.
+
+Reported per cell: ``recovered = (M(recipient + patch) - M(recipient)) / (M(donor) - M(recipient))``
+(means over prompts; metrics in ``alignloc.causal.metrics``). With
+``direction="base_into_tuned"`` the same formula tells how much the tuned model *keeps*.
+
+Cells are layers (``positions="all"`` or ``"last"``) or layer x position (``"each"``: every
+position counted back from the last context token, for heatmaps). Many cells share one forward:
+the batch is repeated once per cell (``[n_cells * b, pos]``, at most ``max_rows`` rows per
+forward) and each cell's hook patches only its own copy, so a sweep does not cost one
+Python-level forward per cell.
 """
 
 from __future__ import annotations
@@ -17,137 +25,158 @@ from contextlib import ExitStack
 
 import torch
 
-from alignloc.analyses.outputs import gather_target_logprobs, teacher_forced_batch
-from alignloc.models.hooks import edit, run_recording
-from alignloc.models.pair import ModelPair
+from alignloc.causal.metrics import ScoredBatch, resolve_metric, score, scored_batch
+from alignloc.models.hooks import edit, record
+from alignloc.models.pair import LoadedModel, ModelPair
 from alignloc.prompts import Prompt
 from alignloc.sites import Site
+from alignloc.tokens import encode_prompts
 
 DIRECTIONS = ("tuned_into_base", "base_into_tuned")
+POSITIONS = ("all", "last", "each")
+Cell = tuple[Site, int | None]  # (site, offset from the last context token; None = all positions)
 
 
-def _patch_fn(donor_act: torch.Tensor, rows: slice, positions: str, last_ctx: list[int]):
-    """Hook body: overwrite ``rows`` of the activation with the donor's (all positions or the last context token)."""
+def _patch_fn(donor_act: torch.Tensor, items: list[tuple[int, int | None]], batch: ScoredBatch):
+    """Hook body: in copy ``i`` of the batch, overwrite the positions of its cell with the donor's."""
+    b, last = donor_act.shape[0], batch.last
+    rows = torch.arange(b)
 
     def fn(act: torch.Tensor) -> torch.Tensor:
         act = act.clone()
-        if positions == "all":
-            act[rows] = donor_act.to(act.dtype)
-        else:
-            b = torch.arange(donor_act.shape[0])
-            idx = torch.tensor(last_ctx)
-            act[rows][b, idx] = donor_act[b, idx].to(act.dtype)  # act[rows] is a view: writes through
+        for i, offset in items:
+            block = act[i * b : (i + 1) * b]  # a view: writes go through
+            if offset is None:
+                block[:] = donor_act.to(act.dtype)
+            else:
+                block[rows, last + offset] = donor_act[rows, last + offset].to(act.dtype)
         return act
 
     return fn
 
 
-@torch.no_grad()
-def patch_sweep(
-    pair: ModelPair,
-    prompts: list[Prompt],
-    kind: str = "resid_post",
-    layers: list[int] | None = None,
-    positions: str = "all",
-    direction: str = "tuned_into_base",
-    bos: bool = True,
-    batch_size: int = 8,
-) -> dict:
-    """Recovered fraction of the target log-prob gap per layer for ``kind`` patched from donor to recipient.
+def forward_recording(model: LoadedModel, ids: torch.Tensor, mask: torch.Tensor, sites: list[Site]):
+    """``(logits, {site: activation})`` from one forward."""
+    with record(model.model, model.family, sites, stop=False) as acts:
+        logits = model.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+    return logits, dict(acts)
 
-    ``positions``: ``all`` (every token of text + target) or ``last`` (the last context token,
-    the one that predicts the first target token). Returns JSON-ready per-layer lists and the means.
+
+def run_cells(recipient: LoadedModel, ids: torch.Tensor, batch: ScoredBatch, donor_acts: dict[Site, torch.Tensor],
+              cells: list[Cell], metric: str, ref_logprobs: torch.Tensor | None = None,
+              max_rows: int = 256) -> torch.Tensor:
+    """Metric ``[n_cells, b]`` of the recipient on ``ids`` with each cell patched from ``donor_acts``.
+
+    Cells are packed ``max_rows // b`` to a forward, each in its own copy of the batch.
     """
-    if direction not in DIRECTIONS:
-        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
-    if positions not in ("all", "last"):
-        raise ValueError(f"positions must be 'all' or 'last', got {positions!r}")
-    recipient, donor = (pair.base, pair.tuned) if direction == "tuned_into_base" else (pair.tuned, pair.base)
-    layers = list(range(pair.n_layers)) if layers is None else layers
-    sites = [Site(layer, kind) for layer in layers]
+    b = ids.shape[0]
+    per = max(1, max_rows // b)
+    out = []
+    for c0 in range(0, len(cells), per):
+        chunk = cells[c0 : c0 + per]
+        by_site: dict[Site, list[tuple[int, int | None]]] = {}
+        for i, (site, offset) in enumerate(chunk):
+            by_site.setdefault(site, []).append((i, offset))
+        with ExitStack() as stack:
+            for site, items in by_site.items():
+                stack.enter_context(edit(recipient.model, recipient.family, site, _patch_fn(donor_acts[site], items, batch)))
+            logits = recipient.model(input_ids=ids.repeat(len(chunk), 1), attention_mask=batch.mask.repeat(len(chunk), 1),
+                                     use_cache=False).logits
+        out.append(score(logits, batch, metric, ref_logprobs).view(len(chunk), b))
+    return torch.cat(out)
+
+
+def context_offsets(tokenizer, prompts: list[Prompt], bos: bool, max_len: int | None, window: int | None) -> list[int]:
+    """Offsets from the last context token that every prompt has (the ``window`` last ones if given)."""
+    shortest = min(len(x) for x in encode_prompts(tokenizer, prompts, bos=bos, max_len=max_len).ids)
+    n = shortest if window is None else min(window, shortest)
+    return list(range(-n + 1, 1))
+
+
+def _token_labels(tokenizer, batch: ScoredBatch, offsets: list[int]) -> list[str]:
+    """Each offset's token if all prompts share it there, else ``*``."""
+    out = []
+    for o in offsets:
+        toks = {int(batch.ids[r, n - 1 + o]) for r, n in enumerate(batch.ctx_lens)}
+        out.append(tokenizer.decode([toks.pop()]) if len(toks) == 1 else "*")
+    return out
+
+
+@torch.no_grad()
+def _sweep(recipient: LoadedModel, donor: LoadedModel, tokenizer, prompts: list[Prompt], kind: str,
+           layers: list[int], positions: str, metric: str, bos: bool, batch_size: int, corrupt: bool,
+           window: int | None, max_rows: int) -> dict:
+    """The shared body of ``patch_sweep`` and ``within_sweep``."""
+    if positions not in POSITIONS:
+        raise ValueError(f"positions must be one of {POSITIONS}, got {positions!r}")
     chosen = [p for p in prompts if p.target]
     if not chosen:
         raise ValueError("patching needs prompts with a 'target' to score")
-    m_rec, m_don, m_patch = [], [], []
+    metric = resolve_metric(metric, chosen)
+    sites = [Site(layer, kind) for layer in layers]
+    max_len = recipient.max_len
+    offsets = {"all": [None], "last": [0]}.get(positions) or context_offsets(tokenizer, chosen, bos, max_len, window)
+    cells = [(s, o) for s in sites for o in offsets]
+    m_rec, m_don, m_patch, labels = [], [], [], None
     for s in range(0, len(chosen), batch_size):
-        batch = chosen[s : s + batch_size]
-        ids, mask, ctx_lens, tgt = teacher_forced_batch(pair.tokenizer, batch, bos, recipient.max_len)
-        b = ids.shape[0]
-        donor_acts = run_recording(donor.model, donor.family, sites, ids, mask, stop=False)
-        m_don.append(gather_target_logprobs(donor.model(input_ids=ids, attention_mask=mask).logits, ctx_lens, tgt))
-        m_rec.append(gather_target_logprobs(recipient.model(input_ids=ids, attention_mask=mask).logits, ctx_lens, tgt))
-        big_ids, big_mask = ids.repeat(len(sites), 1), mask.repeat(len(sites), 1)  # [n_layers * b, pos]
-        last = [n - 1 for n in ctx_lens]
-        with ExitStack() as stack:
-            for i, site in enumerate(sites):
-                fn = _patch_fn(donor_acts[site], slice(i * b, (i + 1) * b), positions, last)
-                stack.enter_context(edit(recipient.model, recipient.family, site, fn))
-            logits = recipient.model(input_ids=big_ids, attention_mask=big_mask).logits
-        m_patch.append(gather_target_logprobs(logits, ctx_lens * len(sites), tgt * len(sites)).view(len(sites), b))
-    rec, don, patched = torch.cat(m_rec), torch.cat(m_don), torch.cat(m_patch, dim=1)  # [n], [n], [layer, n]
+        part = chosen[s : s + batch_size]
+        clean = scored_batch(tokenizer, part, bos, max_len)
+        rec_ids = scored_batch(tokenizer, part, bos, max_len, text="corrupt_text", like=clean).ids if corrupt else clean.ids
+        donor_logits, donor_acts = forward_recording(donor, clean.ids, clean.mask, sites)
+        ref = torch.log_softmax(donor_logits.float(), -1) if metric == "kl" else None
+        m_don.append(score(donor_logits, clean, metric, ref))
+        m_rec.append(score(recipient.model(input_ids=rec_ids, attention_mask=clean.mask, use_cache=False).logits,
+                           clean, metric, ref))
+        m_patch.append(run_cells(recipient, rec_ids, clean, donor_acts, cells, metric, ref, max_rows))
+        if labels is None and positions == "each":
+            labels = _token_labels(tokenizer, clean, offsets)
+    rec, don, patched = torch.cat(m_rec), torch.cat(m_don), torch.cat(m_patch, dim=1)  # [n], [n], [cell, n]
     gap = float(don.mean() - rec.mean())
     means = patched.mean(dim=1)
-    return {
-        "kind": kind, "positions": positions, "direction": direction, "layers": layers, "n": len(chosen),
-        "recipient": float(rec.mean()), "donor": float(don.mean()), "gap": gap,
-        "patched": means.tolist(),
-        "recovered": ((means - rec.mean()) / gap).tolist() if gap else [float("nan")] * len(layers),
-    }
+    recovered = (means - rec.mean()) / gap if gap else torch.full_like(means, float("nan"))
+    out = {"kind": kind, "positions": positions, "metric": metric, "layers": layers, "n": len(chosen),
+           "recipient": float(rec.mean()), "donor": float(don.mean()), "gap": gap}
+    if positions == "each":
+        grid = (len(layers), len(offsets))
+        out.update(offsets=offsets, tokens=labels, patched=means.view(grid).tolist(),
+                   recovered=recovered.view(grid).tolist())
+    else:
+        out.update(patched=means.tolist(), recovered=recovered.tolist())
+    return out
 
 
-def attribution_sweep(
-    pair: ModelPair,
-    prompts: list[Prompt],
-    kind: str = "resid_post",
-    layers: list[int] | None = None,
-    direction: str = "tuned_into_base",
-    bos: bool = True,
-    batch_size: int = 8,
-) -> dict:
-    """Attribution patching (first-order estimate of ``patch_sweep`` with ``positions="all"``).
+def patch_sweep(pair: ModelPair, prompts: list[Prompt], kind: str = "resid_post", layers: list[int] | None = None,
+                positions: str = "all", direction: str = "tuned_into_base", metric: str = "logprob",
+                bos: bool = True, batch_size: int = 8, window: int | None = None, max_rows: int = 256) -> dict:
+    """Cross-model patching: recovered fraction of the gap per layer (or layer x position) for ``kind``.
 
-    ``M(recipient + patch_L) - M(recipient) ~ sum_pos (a_donor - a_recipient) . dM/da_recipient``:
-    one forward and one backward of the recipient per batch give every layer (and position) at
-    once. Returns ``recovered`` per layer like ``patch_sweep`` and ``by_position [layer][pos]``
-    (mean over prompts, positions right-padded with zeros).
+    ``positions``: ``all`` (every token of text + target), ``last`` (the last context token, the
+    one that predicts the first target token) or ``each`` (a ``[layer][offset]`` grid over the
+    ``window`` last context tokens; all of them by default). ``metric``: ``logprob``,
+    ``logit_diff``, ``kl`` (to the donor's output) or ``auto``. Returns JSON-ready lists.
     """
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
     recipient, donor = (pair.base, pair.tuned) if direction == "tuned_into_base" else (pair.tuned, pair.base)
     layers = list(range(pair.n_layers)) if layers is None else layers
-    sites = [Site(layer, kind) for layer in layers]
-    chosen = [p for p in prompts if p.target]
-    if not chosen:
-        raise ValueError("attribution patching needs prompts with a 'target' to score")
-    est, m_rec, m_don, by_pos = [], [], [], []
-    for s in range(0, len(chosen), batch_size):
-        batch = chosen[s : s + batch_size]
-        ids, mask, ctx_lens, tgt = teacher_forced_batch(pair.tokenizer, batch, bos, recipient.max_len)
-        with torch.no_grad():
-            donor_acts = run_recording(donor.model, donor.family, sites, ids, mask, stop=False)
-            m_don.append(gather_target_logprobs(donor.model(input_ids=ids, attention_mask=mask).logits, ctx_lens, tgt))
-        seen: dict[Site, torch.Tensor] = {}
-        with ExitStack() as stack, torch.enable_grad():
-            for site in sites:
-                def keep(act, site=site, seen=seen):
-                    act.retain_grad()
-                    seen[site] = act
-                stack.enter_context(edit(recipient.model, recipient.family, site, keep))
-            metric = gather_target_logprobs(recipient.model(input_ids=ids, attention_mask=mask).logits, ctx_lens, tgt)
-            metric.sum().backward()
-        recipient.model.zero_grad(set_to_none=True)
-        m_rec.append(metric.detach())
-        cells = torch.stack([((donor_acts[site] - seen[site].detach()) * seen[site].grad).sum(-1) * mask
-                             for site in sites])  # [layer, b, pos]
-        est.append(cells.sum(-1))  # [layer, b]
-        by_pos.append(cells)
-    rec, don, total = torch.cat(m_rec), torch.cat(m_don), torch.cat(est, dim=1)
-    gap = float(don.mean() - rec.mean())
-    width = max(c.shape[-1] for c in by_pos)
-    pos = torch.cat([torch.nn.functional.pad(c, (0, width - c.shape[-1])) for c in by_pos], dim=1).mean(1)
-    return {
-        "kind": kind, "direction": direction, "layers": layers, "n": len(chosen), "gap": gap,
-        "estimated_delta": total.mean(1).tolist(),
-        "recovered": (total.mean(1) / gap).tolist() if gap else [float("nan")] * len(layers),
-        "by_position": pos.tolist(),
-    }
+    out = _sweep(recipient, donor, pair.tokenizer, prompts, kind, layers, positions, metric, bos, batch_size,
+                 corrupt=False, window=window, max_rows=max_rows)
+    return {"setting": "cross_model", "direction": direction, **out}
+
+
+def within_sweep(pair: ModelPair, prompts: list[Prompt], side: str = "base", kind: str = "resid_post",
+                 layers: list[int] | None = None, positions: str = "each", metric: str = "auto",
+                 bos: bool = True, batch_size: int = 8, window: int | None = None, max_rows: int = 256) -> dict:
+    """Within-model patching in one side of the pair: clean activations into the ``corrupt_text`` run.
+
+    ``recovered = (M(corrupt + clean patch) - M(corrupt)) / (M(clean) - M(corrupt))``, scored on
+    the clean ``target`` (``auto``: logit difference to the ``foil`` where prompts have one). Clean
+    and corrupted prompts must tokenize to the same length. Same cells and output as ``patch_sweep``.
+    """
+    if side not in ("base", "tuned"):
+        raise ValueError(f"side must be 'base' or 'tuned', got {side!r}")
+    model = pair.base if side == "base" else pair.tuned
+    layers = list(range(pair.n_layers)) if layers is None else layers
+    out = _sweep(model, model, pair.tokenizer, prompts, kind, layers, positions, metric, bos, batch_size,
+                 corrupt=True, window=window, max_rows=max_rows)
+    return {"setting": "within_model", "side": side, **out}

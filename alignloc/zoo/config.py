@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from alignloc.zoo.pretrain import ModelSpec, PretrainSpec
 from alignloc.zoo.world import WorldConfig
 
-ZOO_FORMAT = 2  # 2: eager attention (CPU SDPA was ~70x slower); bump when the build changes in a way that invalidates cached organisms
+ZOO_FORMAT = 3  # 2: eager attention (CPU SDPA was ~70x slower); 3: prompts carry a `foil`; bump when the build changes in a way that invalidates cached organisms
 
 
 @dataclass(frozen=True)

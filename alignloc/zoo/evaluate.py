@@ -144,7 +144,7 @@ def edit_metrics(model, tok, prompts: Sequence[Prompt]) -> dict[str, float]:
     ]
     para = [g[0] == _ids(tok, p.target)[0] for p, g in zip(prompts, gen) if p.meta["template"] != 0]
     old = [
-        g[0] == _ids(tok, p.meta["old"])[0] for p, g in zip(prompts, gen) if p.meta["template"] == 0
+        g[0] == _ids(tok, p.foil)[0] for p, g in zip(prompts, gen) if p.meta["template"] == 0
     ]
     return {
         "edit_success": _rate(canon),

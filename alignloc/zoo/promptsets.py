@@ -58,6 +58,7 @@ def knowledge_prompts(
                         text=cloze(attr, ent.name, template),
                         kind="knowledge",
                         target=f" {v}",
+                        foil=f" {other.attrs[attr]}",
                         label=v,
                         positions={"subject": ent.name, "last": -1},
                         corrupt_text=cloze(attr, other.name, template),
@@ -66,7 +67,6 @@ def knowledge_prompts(
                             "attribute": attr,
                             "entity": ent.name,
                             "template": template,
-                            "corrupt_target": f" {other.attrs[attr]}",
                         },
                     )
                 )
@@ -92,6 +92,7 @@ def context_prompts(world: World) -> list[Prompt]:
                 text=context_prompt(attr, ent.name, cf),
                 kind="context",
                 target=f" {cf}",
+                foil=f" {mem}",
                 label=cf,
                 positions={"subject": ent.name, "context_value": cf, "last": -1},
                 corrupt_text=context_prompt(attr, ent.name, mem),
@@ -228,11 +229,11 @@ def edit_prompts(world: World, edits: dict[tuple[str, str], str]) -> list[Prompt
                     text=cloze(attr, name, template),
                     kind="knowledge",
                     target=f" {new}",
+                    foil=f" {ent.attrs[attr]}",
                     label=new,
                     positions={"subject": name, "last": -1},
                     meta={
                         "edited": True,
-                        "old": f" {ent.attrs[attr]}",
                         "new": f" {new}",
                         "prior": ent.prior,
                         "attribute": attr,

@@ -1,0 +1,99 @@
+"""What a causal experiment measures on a teacher-forced batch: one number per prompt.
+
+- ``logprob``: ``sum_j log p(target_j | text, target_<j)`` (the default);
+- ``logit_diff``: ``logit(target) - logit(foil)`` at the last context token (first tokens of the
+  prompt's ``target`` and ``foil``: e.g. new vs old fact, context vs memorised answer);
+- ``kl``: ``-KL(reference || model)`` over the target positions, where the reference is the donor
+  (cross-model: the tuned model; within-model: the clean run), so 0 means "as the reference".
+
+``auto`` picks ``logit_diff`` when every prompt has a ``foil`` and ``logprob`` otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float, Int
+
+from alignloc.analyses.outputs import gather_target_logprobs, teacher_forced_batch
+from alignloc.prompts import Prompt
+
+METRICS = ("logprob", "logit_diff", "kl")
+
+
+@dataclass
+class ScoredBatch:
+    """Teacher-forced ``text + target`` tokens of a prompt batch, and what to score in them."""
+
+    ids: Int[torch.Tensor, "b pos"]
+    mask: Int[torch.Tensor, "b pos"]
+    ctx_lens: list[int]
+    tgt: list[list[int]]
+    foil: list[int]  # first foil token per prompt, -1 without a foil
+
+    @property
+    def last(self) -> Int[torch.Tensor, " b"]:
+        """Index of the last context token per prompt (the one predicting the first target token)."""
+        return torch.tensor([n - 1 for n in self.ctx_lens])
+
+
+def resolve_metric(metric: str, prompts: list[Prompt]) -> str:
+    """``auto`` -> ``logit_diff`` if every prompt has a foil else ``logprob``; check the name and the foils."""
+    if metric == "auto":
+        return "logit_diff" if all(p.foil for p in prompts) else "logprob"
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS} or 'auto', got {metric!r}")
+    missing = [p.id for p in prompts if metric == "logit_diff" and not p.foil]
+    if missing:
+        raise ValueError(f"metric 'logit_diff' needs a 'foil' in every prompt; missing in {missing[:3]}")
+    return metric
+
+
+def scored_batch(tokenizer, prompts: list[Prompt], bos: bool, max_len: int | None,
+                 text: str = "text", like: ScoredBatch | None = None) -> ScoredBatch:
+    """Tokenize ``prompt.<text> + target``; with ``like``, require the same token positions as that batch.
+
+    ``text="corrupt_text"`` with ``like=<the clean batch>`` gives the corrupted run of a
+    within-model patching experiment, whose tokens must line up with the clean ones.
+    """
+    missing = [p.id for p in prompts if getattr(p, text) is None]
+    if missing:
+        raise ValueError(f"prompts {missing[:3]} have no '{text}'; add it to the prompt file or drop them")
+    ids, mask, ctx_lens, tgt = teacher_forced_batch(tokenizer, prompts, bos, max_len, field=text)
+    if like is not None:
+        for p, n, m in zip(prompts, ctx_lens, like.ctx_lens, strict=True):
+            if n != m:
+                raise ValueError(
+                    f"prompt {p.id!r}: '{text}' has {n} tokens but 'text' has {m}; within-model "
+                    "patching needs clean and corrupted prompts of the same token length"
+                )
+    foil = [tokenizer.encode(p.foil, add_special_tokens=False)[0] if p.foil else -1 for p in prompts]
+    return ScoredBatch(ids, mask, ctx_lens, tgt, foil)
+
+
+def score(logits: Float[torch.Tensor, "b pos d_vocab"], batch: ScoredBatch, metric: str,
+          ref_logprobs: Float[torch.Tensor, "b pos d_vocab"] | None = None) -> Float[torch.Tensor, " b"]:
+    """The metric per prompt; ``logits`` may hold ``k`` stacked copies of the batch (``[k * b, ...]``).
+
+    ``ref_logprobs`` (log-softmax of the reference run, ``[b, pos, vocab]``) is needed for ``kl``.
+    """
+    k = logits.shape[0] // len(batch.ctx_lens)
+    if metric == "logprob":
+        return gather_target_logprobs(logits, batch.ctx_lens * k, batch.tgt * k)
+    rows = torch.arange(logits.shape[0])
+    if metric == "logit_diff":
+        last, tgt0 = batch.last.repeat(k), torch.tensor([t[0] for t in batch.tgt]).repeat(k)
+        at = logits[rows, last].float()
+        return at.gather(1, tgt0[:, None])[:, 0] - at.gather(1, torch.tensor(batch.foil).repeat(k)[:, None])[:, 0]
+    if metric == "kl":
+        if ref_logprobs is None:
+            raise ValueError("metric 'kl' needs the reference run's log-probs")
+        logp = torch.log_softmax(logits.float(), -1)
+        ref = ref_logprobs.repeat(k, 1, 1)
+        kl = (ref.exp() * (ref - logp)).sum(-1)  # [k*b, pos]
+        out = torch.zeros(logits.shape[0])
+        for r, (n, t) in enumerate(zip(batch.ctx_lens * k, batch.tgt * k, strict=True)):
+            out[r] = -kl[r, n - 1 : n - 1 + max(len(t), 1)].mean()
+        return out
+    raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
