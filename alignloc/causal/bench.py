@@ -1,0 +1,192 @@
+"""localize-bench: how often does each localization method point at the layer where the edit was planted?
+
+For every zoo organism whose ground truth plants the edit in some (not all) layers, each method
+scores every layer on the organism's own target metric (teacher-forced log-prob of the targets
+of its behavior prompt file: format marker, refusal, new fact); layers are ranked by score.
+
+- ``hit@1``: the top-ranked layer is a planted one (mean over organisms);
+- ``hit@k``: the share of planted layers among the top ``k = len(planted)``;
+- control false positives: the null pair (``control-continued``, continued pretraining with no
+  edit) goes through the same methods on each prompt file; a layer is *flagged* when a causal
+  method recovers >= ``flag_at`` of a gap of at least ``min_gap`` nats, or, for the weight
+  baseline, when its weights changed at all. Reported as flagged layers per control task.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from alignloc.causal.attribution import attribution_sweep
+from alignloc.causal.graft import graft_sweep
+from alignloc.models.pair import ModelPair
+from alignloc.prompts import Prompt, load_prompts
+
+MethodFn = Callable[[ModelPair, list[Prompt], bool], tuple[list[float], float]]  # -> (score per layer, gap)
+CONTROL = "control-continued"
+
+
+def _graft(which: str) -> MethodFn:
+    def run(pair: ModelPair, prompts: list[Prompt], bos: bool) -> tuple[list[float], float]:
+        from alignloc.analyses.outputs import target_logprobs
+
+        r = graft_sweep(pair, lambda m: float(target_logprobs(m, prompts, bos=bos).nanmean()))
+        return r[which], r["gap"]
+
+    return run
+
+
+def _patch(kind: str, increment: bool = False) -> MethodFn:
+    def run(pair: ModelPair, prompts: list[Prompt], bos: bool) -> tuple[list[float], float]:
+        from alignloc.causal.patching import patch_sweep
+
+        r = patch_sweep(pair, prompts, kind=kind, positions="all", bos=bos)
+        rec = r["recovered"]
+        return ([rec[0]] + [b - a for a, b in zip(rec, rec[1:])] if increment else rec), r["gap"]
+
+    return run
+
+
+def _attribution(kind: str) -> MethodFn:
+    def run(pair: ModelPair, prompts: list[Prompt], bos: bool) -> tuple[list[float], float]:
+        r = attribution_sweep(pair, prompts, kind=kind, bos=bos)
+        return r["recovered"], r["gap"]
+
+    return run
+
+
+def _weights(pair: ModelPair, prompts: list[Prompt], bos: bool) -> tuple[list[float], float]:
+    from alignloc.analyses.weights import weight_diff
+
+    w = weight_diff(pair.base.model.state_dict(), pair.tuned.model.state_dict(), pair.base.family, pair.n_layers)
+    return [row["relative_frobenius"] for row in w["layers"]], math.nan
+
+
+METHODS: dict[str, MethodFn] = {
+    "weight_diff": _weights,
+    "graft_sufficiency": _graft("sufficiency"),
+    "graft_necessity": _graft("necessity"),
+    "patch_resid_increment": _patch("resid_post", increment=True),
+    "patch_attn_out": _patch("attn_out"),
+    "patch_mlp_out": _patch("mlp_out"),
+    "attribution_attn_out": _attribution("attn_out"),
+    "attribution_mlp_out": _attribution("mlp_out"),
+}
+
+
+def rank_layers(scores: list[float]) -> list[int]:
+    """Layers by descending score (NaN last, ties by layer index)."""
+    return sorted(range(len(scores)), key=lambda i: (math.isnan(scores[i]), -scores[i] if not math.isnan(scores[i]) else 0, i))
+
+
+def hits(ranking: list[int], planted: list[int]) -> tuple[float, float]:
+    """``(hit@1, hit@k)`` of a layer ranking against the planted layers (``k = len(planted)``)."""
+    k = len(planted)
+    return float(ranking[0] in planted), len(set(ranking[:k]) & set(planted)) / k
+
+
+def flagged(method: str, scores: list[float], gap: float, min_gap: float, flag_at: float) -> list[int]:
+    """Layers a method would report as carrying an effect (see the module docstring)."""
+    if method == "weight_diff":
+        return [i for i, s in enumerate(scores) if s > 0]
+    if not abs(gap) >= min_gap:
+        return []
+    return [i for i, s in enumerate(scores) if s >= flag_at]
+
+
+def _task_prompts(entry, n: int) -> tuple[str, list[Prompt]]:
+    """The organism's behavior prompt file (relative path) and its first ``n`` prompts with a target."""
+    rel = entry.ground_truth["behavior"]["prompts"]
+    return rel, [p for p in load_prompts(entry.path / rel) if p.target][:n]
+
+
+def scored_organisms(size: str) -> tuple[list[str], dict[str, str]]:
+    """Organisms with a planted subset of layers, and the skipped ones with the reason."""
+    from alignloc import zoo
+
+    keep, skipped = [], {}
+    for name in zoo.DEFAULT_ORGANISMS:
+        if name == CONTROL:
+            continue
+        gt = zoo.resolve(name, size=size).ground_truth
+        layers, n = gt.get("layers") or [], gt.get("n_layers")
+        if not layers or len(layers) == n:
+            skipped[name] = "edit spans every layer: nothing to localize"
+        else:
+            keep.append(name)
+    return keep, skipped
+
+
+def localize_bench(size: str = "tiny", n_prompts: int = 48, methods: list[str] | None = None,
+                   min_gap: float = 1.0, flag_at: float = 0.5, log: Callable[[str], None] = lambda m: None) -> dict:
+    """Run every method on every scored organism and on the control; JSON-ready results."""
+    from alignloc import zoo
+    from alignloc.models.pair import load_pair
+
+    methods = list(METHODS) if methods is None else methods
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
+    names, skipped = scored_organisms(size)
+    organisms, tasks = {}, {}
+    for name in names:
+        entry = zoo.resolve(name, size=size)
+        pair = load_pair(str(entry.base), str(entry.tuned))
+        rel, prompts = _task_prompts(entry, n_prompts)
+        tasks.setdefault(rel, prompts)
+        planted = entry.ground_truth["layers"]
+        row = {"planted": planted, "prompts": rel, "n": len(prompts), "methods": {}}
+        for m in methods:
+            scores, gap = METHODS[m](pair, prompts, True)
+            ranking = rank_layers(scores)
+            h1, hk = hits(ranking, planted)
+            row["methods"][m] = {"scores": scores, "gap": gap, "ranking": ranking, "hit@1": h1, "hit@k": hk}
+        organisms[name] = row
+        log(f"{name}: planted {planted}; top-1 " + ", ".join(f"{m}={r['ranking'][0]}" for m, r in row["methods"].items()))
+    control = {}
+    if CONTROL in zoo.DEFAULT_ORGANISMS:
+        entry = zoo.resolve(CONTROL, size=size)
+        pair = load_pair(str(entry.base), str(entry.tuned))
+        for rel, prompts in tasks.items():
+            control[rel] = {}
+            for m in methods:
+                scores, gap = METHODS[m](pair, prompts, True)
+                control[rel][m] = {"scores": scores, "gap": gap,
+                                   "flagged": flagged(m, scores, gap, min_gap, flag_at)}
+        log(f"{CONTROL}: " + ", ".join(f"{m}={sum(len(t[m]['flagged']) for t in control.values())}" for m in methods))
+    single = [n for n in organisms if len(organisms[n]["planted"]) == 1]
+    summary = {}
+    for m in methods:
+        def mean(key: str, among: list[str], m: str = m) -> float:
+            return sum(organisms[n]["methods"][m][key] for n in among) / len(among) if among else math.nan
+
+        summary[m] = {"hit@1": mean("hit@1", list(organisms)), "hit@k": mean("hit@k", list(organisms)),
+                      "hit@1_single_layer": mean("hit@1", single),
+                      "control_false_positives": (sum(len(t[m]["flagged"]) for t in control.values()) / len(control)
+                                                  if control else math.nan)}
+    return {"size": size, "n_prompts": n_prompts, "min_gap": min_gap, "flag_at": flag_at,
+            "organisms_scored": list(organisms), "single_layer_organisms": single, "skipped": skipped,
+            "methods": summary, "organisms": organisms, "control": {"name": CONTROL, "tasks": control}}
+
+
+def render_bench_markdown(result: dict) -> str:
+    """The accuracy table (one row per method) and the per-organism rankings, as Markdown."""
+    lines = [f"# localize-bench ({result['size']} zoo, {result['n_prompts']} prompts per organism)", "",
+             f"Scored: {', '.join(result['organisms_scored'])}. Single-layer edits: "
+             f"{', '.join(result['single_layer_organisms'])}. Control: {result['control']['name']} "
+             f"(flagged layers per task; a causal method flags a layer that recovers >= {result['flag_at']} "
+             f"of a gap >= {result['min_gap']} nats).", "",
+             "| method | hit@1 | hit@1 (single-layer edits) | hit@k | control false positives |", "|---|---|---|---|---|"]
+    for m, s in result["methods"].items():
+        lines.append(f"| {m} | {s['hit@1']:.2f} | {s['hit@1_single_layer']:.2f} | {s['hit@k']:.2f} | "
+                     f"{s['control_false_positives']:.1f} |")
+    lines += ["", "| organism | planted | " + " | ".join(result["methods"]) + " |",
+              "|---|---|" + "---|" * len(result["methods"])]
+    for name, row in result["organisms"].items():
+        cells = [",".join(map(str, row["methods"][m]["ranking"][: max(2, len(row["planted"]))]))
+                 for m in result["methods"]]
+        lines.append(f"| {name} | {row['planted']} | " + " | ".join(cells) + " |")
+    lines += ["", "(per organism: the top-ranked layers of each method)"]
+    if result["skipped"]:
+        lines += [""] + [f"- skipped {n}: {why}" for n, why in result["skipped"].items()]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,47 @@
+"""localize-bench: each method's hit@1 against the planted layers, and the control's false positives."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from alignloc.causal.bench import flagged, hits, rank_layers
+from alignloc.cli import main
+
+
+def test_ranking_and_hits():
+    assert rank_layers([0.1, math.nan, 0.9, 0.9]) == [2, 3, 0, 1]
+    assert hits([2, 3, 0, 1], [3]) == (0.0, 0.0)
+    assert hits([2, 3, 0, 1], [3, 2]) == (1.0, 1.0)
+    assert hits([2, 0, 3, 1], [3, 2]) == (1.0, 0.5)
+    assert flagged("patch_mlp_out", [0.9, 0.1], gap=0.2, min_gap=1.0, flag_at=0.5) == []  # no gap: nothing to find
+    assert flagged("patch_mlp_out", [0.9, 0.1], gap=-3.0, min_gap=1.0, flag_at=0.5) == [0]
+    assert flagged("weight_diff", [0.0, 1e-4], gap=math.nan, min_gap=1.0, flag_at=0.5) == [1]
+
+
+def test_localize_bench_on_the_tiny_zoo(zoo_tiny, tmp_path, capsys):
+    out, md = tmp_path / "bench.json", tmp_path / "bench.md"
+    assert main(["localize-bench", "--json", str(out), "--markdown", str(md), "--n-prompts", "24"]) == 0
+    printed = capsys.readouterr().out
+    r = json.loads(out.read_text())
+    assert set(r["organisms_scored"]) == {"chat-sft-upper", "chat-sft-lower", "refusal-lora-L1", "refusal-lora-L2", "fact-edit-L1"}
+    assert set(r["skipped"]) == {"chat-sft-full", "dpo-polite"}
+    assert set(r["single_layer_organisms"]) == {"refusal-lora-L1", "refusal-lora-L2", "fact-edit-L1"}
+    m = r["methods"]
+    assert all("hit@1" in s for s in m.values())
+    assert max(s["hit@1_single_layer"] for s in m.values()) >= 0.9
+    for causal in ("graft_sufficiency", "graft_necessity", "patch_mlp_out", "attribution_mlp_out"):
+        assert m[causal]["hit@1_single_layer"] == 1.0
+        assert m[causal]["control_false_positives"] == 0.0
+    # weights moved in every layer of the null pair: the weight baseline cannot tell it from an edit
+    assert m["weight_diff"]["control_false_positives"] == 4.0
+    # in chat-sft-lower both trained layers are found, and grafting says layer 0 carries the format
+    lower = r["organisms"]["chat-sft-lower"]["methods"]
+    assert lower["graft_sufficiency"]["ranking"][0] == 0 and lower["graft_sufficiency"]["hit@k"] == 1.0
+    assert "| patch_mlp_out | 1.00 |" in printed and md.read_text() in printed + "\n"
+
+
+def test_unknown_method_is_a_clear_error(capsys):
+    assert main(["localize-bench", "--methods", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "--methods" in err and "nope" in err and "patch_mlp_out" in err
