@@ -151,7 +151,7 @@ def layer_diff_cmd(
     n_boot: int = typer.Option(1000, help="Bootstrap resamples over prompts for every interval."),
     seed: int = typer.Option(0, help="Seed for bootstrap, folds and control tasks."),
     probes: bool = typer.Option(True, help="Train per-layer linear probes (--no-probes to skip)."),
-    causal: bool = typer.Option(False, help="Also graft each layer between the models (sufficiency / necessity)."),
+    causal: bool = typer.Option(False, help="Also run the causal tests: grafting, cross-/within-model patching with layer x position grids, attribution."),
     batch_size: int = typer.Option(16, help="Prompts per forward pass."),
     backend: str = typer.Option("hf", help="hf | bridge | nnsight (same activations)."),
     overwrite: bool = typer.Option(False, help="Replace a store that holds a different capture."),
@@ -179,6 +179,36 @@ def layer_diff_cmd(
     for line in report["verdict"]["summary"]:
         typer.echo(f"- {line}")
     typer.echo(f"report: {out / 'index.html'}  {out / 'report.json'}  {out / 'summary.md'}")
+
+
+@app.command("localize-bench")
+def localize_bench_cmd(
+    size: str = typer.Option("tiny", help="Zoo size to build or reuse: tiny | small."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the full results (per method: hit@1, hit@k, ...) as JSON."),
+    markdown: Path | None = typer.Option(None, "--markdown", help="Write the tables as Markdown."),
+    n_prompts: int = typer.Option(48, help="Prompts per organism (the first N of its behavior prompt file)."),
+    methods: str | None = typer.Option(None, help="Comma-separated subset of methods (default: all)."),
+) -> None:
+    """Rank layers by each localization method on every organism with a planted edit: hit@1, hit@k, control false positives."""
+    import json
+
+    from alignloc.causal.bench import METHODS, localize_bench, render_bench_markdown
+    from alignloc.report import json_safe
+    from alignloc.store.manifest import atomic_write_bytes
+
+    chosen = methods.split(",") if methods else None
+    if chosen and set(chosen) - set(METHODS):
+        raise typer.BadParameter(f"unknown {sorted(set(chosen) - set(METHODS))}; choose from {', '.join(METHODS)}",
+                                 param_hint="--methods")
+    result = localize_bench(size=size, n_prompts=n_prompts, methods=chosen,
+                            log=lambda m: typer.echo(m, err=True))
+    text = render_bench_markdown(result)
+    typer.echo(text)
+    if json_out is not None:
+        atomic_write_bytes(json_out, json.dumps(json_safe(result), indent=1, allow_nan=False).encode())
+        typer.echo(f"json: {json_out}", err=True)
+    if markdown is not None:
+        atomic_write_bytes(markdown, text.encode())
 
 
 def _mount_subcommands() -> None:

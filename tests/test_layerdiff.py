@@ -9,6 +9,7 @@ import pytest
 from alignloc.cli import main, organism_prompts
 from alignloc.layerdiff.run import default_control, layer_diff
 from alignloc.models.pair import load_pair
+from tests.test_layerdiff_units import dom_in_chromium
 
 N_BOOT = 300
 
@@ -119,3 +120,16 @@ def test_cli_layer_diff_on_an_organism_without_prompt_file(zoo_tiny, tmp_path, c
     g = rep["causal"]["graft"]["behavior"]
     assert g["sufficiency"][2] >= 0.7 and max(abs(g["sufficiency"][i]) for i in (0, 1, 3)) < 0.05
     assert "Weight grafting" in (out / "summary.md").read_text()
+    c = rep["causal"]["patch"]["behavior"]
+    mlp, kept = c["patch"]["per_layer"]["mlp_out"], c["patch"]["kept"]["mlp_out"]
+    assert max(range(4), key=lambda i: mlp["recovered"][i]) == 2 and mlp["recovered"][2] > 0.9
+    assert kept["recovered"][2] < 0.9 and kept["gap"] == pytest.approx(-mlp["gap"], rel=1e-5)  # reverting it loses the most
+    assert c["attribution"]["spearman_vs_exact"] >= 0.8
+    grid = c["patch"]["grid"]
+    assert grid["tokens"][-1] == ":" and max(map(abs, sum(grid["recovered"][:3], []))) < 0.05  # nothing before layer 2
+    for side in ("base", "tuned"):  # clean-vs-corrupt entity: layer 0 reads the entity, later layers the last token
+        w = c["within"][side]["recovered"]
+        assert w[-1][-1] == pytest.approx(1.0, abs=0.1) and abs(w[-1][0]) < 0.01
+    assert "resid_pre, within tuned" in (out / "summary.md").read_text()
+    dom = dom_in_chromium(out / "index.html", tmp_path)
+    assert dom.count('class="main-svg"') >= 12

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -84,17 +85,20 @@ def identical_report(llama_pair, tmp_path_factory):
     prompts.append(Prompt(id="evil", text="<script>document.title='PWNED'</script> hello", kind="behavior", target=" x"))
     prompts.append(Prompt(id="b2", text="hello there friend", kind="behavior", target=" x"))
     out = tmp_path_factory.mktemp("identical")
-    return layer_diff(pair, prompts, out, n_boot=100, probes=True), out
+    return layer_diff(pair, prompts, out, n_boot=100, probes=True, causal=True), out
 
 
 def test_identical_pair_is_null(identical_report):
-    r, _ = identical_report
+    r, _out = identical_report
     v, m = r["verdict"], r["measures"]
     assert v["changed_layers"] == [] and v["kind"] == "none" and not v["distributed_weight_change"]
     assert m["weights"]["identical_layers"] == list(range(r["pair"]["n_layers"]))
     assert max(m["shift"]["relative_l2"]["mean"]) == 0.0 and max(m["lens"]["kl"]["mean"]) < 1e-6
     assert m["outputs"]["knowledge"]["logprob_delta"]["mean"] == 0.0
     assert m["probes"]["knowledge"]["base"] == m["probes"]["knowledge"]["tuned"]
+    c = json.loads((_out / "report.json").read_text())["causal"]["patch"]["knowledge"]
+    assert c["patch"]["per_layer"]["mlp_out"]["gap"] == 0.0 and c["patch"]["grid"]["recovered"][0][0] is None
+    assert "corrupt_text" in c["within"]["skipped"]  # these prompts have none: said, not crashed
 
 
 def test_prompt_text_is_escaped(identical_report):
@@ -108,23 +112,28 @@ def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
-def test_report_opens_in_headless_chromium(identical_report, tmp_path):
-    """The page renders its plotly figures with no JavaScript error, and the injected script never runs."""
+def dom_in_chromium(page: Path, tmp_path: Path) -> str:
+    """Open ``page`` in headless Chromium; fail on any console error; return the rendered DOM."""
     browser = _chromium()
     if browser is None:
         if os.environ.get("ALIGNLOC_NO_BROWSER"):
             pytest.skip("ALIGNLOC_NO_BROWSER set")
         pytest.fail("headless Chromium is needed for this test: apt-get install chromium (see .ci/run)")
-    _, out = identical_report
     cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync",
            f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0",
-           "--virtual-time-budget=5000", "--dump-dom", (out / "index.html").resolve().as_uri()]
+           "--virtual-time-budget=5000", "--dump-dom", page.resolve().as_uri()]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     console_errors = [ln for ln in r.stderr.splitlines() if "CONSOLE" in ln and ("Error" in ln or "Uncaught" in ln)]
     assert not console_errors, console_errors
-    dom = r.stdout
+    return r.stdout
+
+
+def test_report_opens_in_headless_chromium(identical_report, tmp_path):
+    """The page renders its plotly figures with no JavaScript error, and the injected script never runs."""
+    _, out = identical_report
+    dom = dom_in_chromium(out / "index.html", tmp_path)
     assert dom.count('class="main-svg"') >= 5, "plotly drew the figures"
     assert "PWNED" not in dom.split("<body")[0], "the prompt's script did not run"
 

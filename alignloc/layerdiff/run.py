@@ -97,7 +97,8 @@ def layer_diff(
 
     Activations go to ``store`` (default ``out/acts``) and are reused when it already holds the
     same capture. ``control`` (same base, trained without the edit) sets the noise floors.
-    ``causal`` adds per-layer weight grafting (``report["causal"]["graft"]``).
+    ``causal`` adds grafting, cross-model and within-model patching and attribution
+    (``report["causal"]``, see ``alignloc.causal.report``).
     """
     out = Path(out)
     torch.manual_seed(seed)
@@ -126,9 +127,9 @@ def layer_diff(
         "verdict": verdict(m, cm, config),
     }
     if causal:
-        from alignloc.causal.graft import graft_report
+        from alignloc.causal.report import causal_report
 
-        report["causal"] = {"graft": graft_report(pair, prompts, bool(data.store.manifest["bos"]))}
+        report["causal"] = causal_report(pair, prompts, bool(data.store.manifest["bos"]))
     if write:
         from alignloc.report import write_report
 

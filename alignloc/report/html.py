@@ -13,6 +13,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
+from alignloc.report.causal import causal_figures
 from alignloc.report.markdown import LINES, fmt
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -63,11 +64,7 @@ def figures(report: dict) -> list[tuple[str, go.Figure]]:
         fig.add_hline(y=p["majority"], line_dash="dot", annotation_text="majority")
         out.append((f"Linear probes for {kind} labels (cross-validated accuracy; control = shuffled-label task).",
                     _layout(fig, f"Probes: {kind}", "accuracy")))
-    for kind, g in ((report.get("causal") or {}).get("graft") or {}).items():
-        fig = go.Figure([go.Bar(x=g["layers"], y=g[k], name=k) for k in ("sufficiency", "necessity")])
-        out.append((f"Weight grafting, {kind} metric: fraction of the tuned-minus-base gap ({g['gap']:+.2f} nats) "
-                    "that one layer brings into the base (sufficiency) or removes from the tuned model (necessity).",
-                    _layout(fig, f"Grafting: {kind}", "fraction of gap")))
+    out += causal_figures(report.get("causal") or {})
     ratio = [[(e["value"] / e["floor"]) if e["floor"] and e["value"] is not None else None
               for e in sorted((e for e in v["evidence"] if e["line"] == ln_), key=lambda e: e["layer"])] for ln_ in LINES
              if any(e["line"] == ln_ for e in v["evidence"])]

@@ -66,10 +66,9 @@ def render_markdown(report: dict) -> str:
             md.append(f"- {kind} labels ({p['n']} prompts, {p['n_classes']} classes, majority {p['majority']:.2f}):")
             for key in ("base", "tuned", "transfer", "selectivity_base", "selectivity_tuned"):
                 md.append(f"  - {key}: " + ", ".join(fmt(x, 2) for x in p[key]))
-    for kind, g in ((report.get("causal") or {}).get("graft") or {}).items():
-        md += ["", f"## Weight grafting: {kind} metric (gap {g['gap']:+.2f} nats)", "",
-               "| layer | sufficiency (base + this tuned layer) | necessity (tuned with this layer reverted) |", "|---|---|---|"]
-        md += [f"| {layer} | {fmt(s_, 2)} | {fmt(n_, 2)} |" for layer, s_, n_ in zip(g["layers"], g["sufficiency"], g["necessity"], strict=True)]
+    from alignloc.report.causal import causal_markdown  # it imports fmt from here
+
+    md += causal_markdown(report.get("causal") or {})
     md += ["", "## Representation and lens (per layer)", ""]
     sh, ln = report["measures"]["shift"], report["measures"]["lens"]
     for label, vals in (("relative L2 shift", sh["relative_l2"]["mean"]), ("1 - cos", sh["one_minus_cos"]["mean"]),
