@@ -30,6 +30,9 @@ class Family:
     parallel_attr: str | None = None  # config flag that makes attn and MLP read the same input
     attn: str = "self_attn"
     mlp: str = "mlp"
+    attn_proj: str = "o_proj"  # the attention's output projection, under ``attn`` (its input = concatenated heads)
+    mlp_proj: str = "down_proj"  # the MLP's output projection, under ``mlp``
+    norm_after_sublayer: bool = False  # True when attn/MLP outputs are normalised before the residual add
     model_types: tuple[str, ...] = field(default=())
 
 
@@ -68,6 +71,7 @@ FAMILIES: dict[str, Family] = {
             final_norm="model.norm",
             unembed="lm_head",
             sites=_GEMMA2_SITES,
+            norm_after_sublayer=True,
             model_types=("gemma2", "gemma3_text"),
         ),
         Family(
@@ -84,6 +88,8 @@ FAMILIES: dict[str, Family] = {
                 "resid_post": ("", "out"),
             },
             attn="attn",
+            attn_proj="c_proj",
+            mlp_proj="c_proj",
             model_types=("gpt2",),
         ),
         Family(
@@ -101,6 +107,8 @@ FAMILIES: dict[str, Family] = {
             },
             parallel_attr="use_parallel_residual",
             attn="attention",
+            attn_proj="dense",
+            mlp_proj="dense_4h_to_h",
             model_types=("gpt_neox",),
         ),
     )

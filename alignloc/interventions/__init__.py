@@ -1,0 +1,1 @@
+"""Interventions on a loaded model: directions, steering, ablation, patching from another run, scaling."""
