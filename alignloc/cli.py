@@ -211,6 +211,50 @@ def localize_bench_cmd(
         atomic_write_bytes(markdown, text.encode())
 
 
+@app.command("context-prior")
+def context_prior_cmd(
+    model: str = typer.Argument(..., help="A model: local HF directory, hub id, or zoo:NAME[:base|tuned] (e.g. zoo:base)."),
+    prompts: Path | None = typer.Option(None, "--prompts", "-p", help="JSONL knowledge-conflict prompts (see README). "
+                                        "Default for zoo:NAME: its bundled context prompts."),
+    out: Path = typer.Option(Path("context-prior-report"), "--out", "-o", help="Report directory."),
+    text: Path | None = typer.Option(None, help="Plain text for perplexity, one passage per line (default: the prompts' contexts)."),
+    layers: str = typer.Option("*", help="Layers to intervene at: '*', '0,2' or '1-3'."),
+    instruction: str | None = typer.Option(None, help="The instruction of the 'instruction' prompt-only fix."),
+    gate: str = typer.Option("both", help="always | context | both: intervene on every prompt, only where a context is given, or report both."),
+    heads: bool = typer.Option(True, help="Also scale each attention head at the last token (--no-heads to skip)."),
+    allow_pickle: bool = typer.Option(False, help="Allow pickle (.bin) checkpoints. Only for sources you trust."),
+    trust_remote_code: bool = typer.Option(False, help="Run model code shipped with a hub checkpoint."),
+) -> None:
+    """Can a representation edit make the model follow a context that contradicts a strong prior, where prompting cannot?"""
+    from alignloc.contextprior.data import load_sets
+    from alignloc.contextprior.run import DEFAULT_INSTRUCTION, context_prior_report
+    from alignloc.models.pair import load_model
+    from alignloc.models.refs import split_zoo
+    from alignloc.prompts import PromptFormatError, load_prompts
+    from alignloc.sites import parse_layers
+    from alignloc.tokens import default_bos
+
+    if gate not in ("always", "context", "both"):
+        raise typer.BadParameter(f"{gate!r}; use always, context or both", param_hint="--gate")
+    lm = load_model(model, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    zoo_ref = split_zoo(model)
+    if prompts is None and zoo_ref is None:
+        raise PromptFormatError("--prompts is required unless MODEL is a zoo organism (zoo:NAME)")
+    prompt_list = load_prompts(prompts) if prompts is not None else organism_prompts(zoo_ref[0])
+    texts = None
+    if text is not None:
+        if not text.is_file():
+            raise PromptFormatError(f"{text}: text file not found")
+        texts = [ln.strip() for ln in text.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    sets = load_sets(prompt_list, texts, src=str(prompts or model))
+    report = context_prior_report(lm, sets, out, default_bos(lm.tokenizer, lm.config.model_type),
+                                  layers=parse_layers(layers, lm.n_layers), instruction=instruction or DEFAULT_INSTRUCTION,
+                                  gate=gate, heads=heads, log=lambda m: typer.echo(m, err=True))
+    for line in report["verdict"]["summary"]:
+        typer.echo(f"- {line}")
+    typer.echo(f"report: {out / 'index.html'}  {out / 'report.json'}  {out / 'summary.md'}")
+
+
 def _mount_subcommands() -> None:
     try:
         from alignloc.zoo.commands import zoo_app

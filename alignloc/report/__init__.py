@@ -1,7 +1,8 @@
-"""Reports read a layer-diff result (a JSON-ready dict) and never load models.
+"""Reports read a result (a JSON-ready dict: layer-diff, context-prior) and never load models.
 
 ``write_report(report, out)`` writes ``report.json``, ``summary.md`` and a self-contained
-``index.html`` (plotly.js inlined: it opens offline) under ``out``, each atomically.
+``index.html`` (plotly.js inlined: it opens offline) under ``out``, each atomically; the
+renderers default to layer-diff's.
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ def json_safe(obj):
     return obj
 
 
-def write_report(report: dict, out: str | Path) -> dict[str, Path]:
+def write_report(report: dict, out: str | Path, render_markdown=None, render_html=None) -> dict[str, Path]:
     """Write the three report files under ``out``; returns their paths by format."""
-    from alignloc.report.html import render_html
-    from alignloc.report.markdown import render_markdown
+    if render_html is None:
+        from alignloc.report.html import render_html
+    if render_markdown is None:
+        from alignloc.report.markdown import render_markdown
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -76,7 +76,8 @@ def figures(report: dict) -> list[tuple[str, go.Figure]]:
     return out
 
 
-def _table(rows: list[list[str]], head: list[str]) -> str:
+def html_table(rows: list[list[str]], head: list[str]) -> str:
+    """An HTML table; cells are escaped by the caller (a cell starting ``<td`` is used as is)."""
     th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
     body = "".join("<tr>" + "".join(c if c.startswith("<td") else f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
     return f"<table><tr>{th}</tr>{body}</table>"
@@ -89,7 +90,7 @@ def render_html(report: dict) -> str:
     name = pair.get("name") or f"{pair['base']['ref']} -> {pair['tuned']['ref']}"
     parts = [f"<h1>layer-diff: {e(str(name))}</h1>", "<h2>Verdict</h2><ul>"]
     parts += [f"<li>{e(s)}</li>" for s in v["summary"]] + ["</ul>"]
-    parts.append(_table([[e(k), f"<td class=l>{e(str(v[k]))}</td>"] for k in
+    parts.append(html_table([[e(k), f"<td class=l>{e(str(v[k]))}</td>"] for k in
                          ("changed_layers", "behavior_layers", "knowledge_layers", "kind", "localized", "knowledge_preserved", "floor_source")],
                         ["claim", "value"]))
     by = {(x["line"], x["layer"]): x for x in v["evidence"]}
@@ -102,22 +103,22 @@ def render_html(report: dict) -> str:
             cls = ' class="hit"' if x["above_floor"] else ""
             row.append(f"<td{cls} title=\"95% CI [{fmt(x['ci'][0])}, {fmt(x['ci'][1])}]\">{fmt(x['value'])} / {fmt(x['floor'])}</td>")
         rows.append(row)
-    parts += ["<h2>Evidence per layer (value / floor; highlighted = beyond the floor)</h2>", _table(rows, ["layer", *names])]
+    parts += ["<h2>Evidence per layer (value / floor; highlighted = beyond the floor)</h2>", html_table(rows, ["layer", *names])]
     for caption, fig in figures(report):
         parts.append(f"<p>{e(caption)}</p>" + pio.to_html(fig, include_plotlyjs=False, full_html=False))
     parts.append("<h2>Outputs by prompt kind</h2>")
-    parts.append(_table([[e(k), str(o["n"]), fmt(o["logprob_base"], 2), fmt(o["logprob_tuned"], 2),
+    parts.append(html_table([[e(k), str(o["n"]), fmt(o["logprob_base"], 2), fmt(o["logprob_tuned"], 2),
                           f"{o['logprob_delta']['mean']:+.2f}", f"{100 * o['accuracy_base']:.1f}%", f"{100 * o['accuracy_tuned']:.1f}%"]
                          for k, o in report["measures"]["outputs"].items()],
                         ["kind", "n", "log-prob base", "log-prob tuned", "change", "top-1 base", "top-1 tuned"]))
     meta = [[e(side), f"<td class=l>{e(str(pair[side].get(k)))}</td>", e(k)] for side in ("base", "tuned")
             for k in ("ref", "path", "adapter", "model_type", "weights_sha256", "tokenizer_sha256")]
-    parts += ["<h2>Pair</h2>", _table([[r[0], r[2], r[1]] for r in meta], ["side", "field", "value"])]
+    parts += ["<h2>Pair</h2>", html_table([[r[0], r[2], r[1]] for r in meta], ["side", "field", "value"])]
     if report.get("ground_truth"):
         gt = report["ground_truth"]
         parts.append(f"<p>Ground truth (planted): layers {e(str(gt.get('layers')))}, modules {e(str(gt.get('modules')))}</p>")
     parts.append("<h2>Example prompts</h2>")
-    parts.append(_table([[e(p["id"]), e(p["kind"]), f"<td class=l>{e(p['text'])}</td>", e(str(p.get("target")))]
+    parts.append(html_table([[e(p["id"]), e(p["kind"]), f"<td class=l>{e(p['text'])}</td>", e(str(p.get("target")))]
                          for p in report["prompts"]["examples"]], ["id", "kind", "text", "target"]))
     parts.append(f"<p>alignloc {e(report['alignloc_version'])}, report schema {report['schema_version']}, "
                  f"created {e(report['created'])}; settings {e(str(report['settings']))}</p>")

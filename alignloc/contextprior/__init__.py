@@ -1,0 +1,1 @@
+"""The context-prior experiment: interventions against context-ignoring priors."""
