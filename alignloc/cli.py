@@ -255,6 +255,56 @@ def context_prior_cmd(
     typer.echo(f"report: {out / 'index.html'}  {out / 'report.json'}  {out / 'summary.md'}")
 
 
+@app.command("proxy-tune")
+def proxy_tune_cmd(
+    large_base: str | None = typer.Option(None, help="The large pretrained model (directory, hub id, zoo:NAME[:side])."),
+    small_base: str | None = typer.Option(None, help="The small pretrained model (same tokenizer)."),
+    small_tuned: str | None = typer.Option(None, help="The small post-trained model (or a peft adapter dir on SMALL_BASE)."),
+    large_tuned: str | None = typer.Option(None, help="Optional: the large model post-trained directly, for comparison."),
+    zoo_mode: bool = typer.Option(False, "--zoo", help="Use zoo:base-large, zoo:base, an organism tuned from base and the same "
+                                  "recipe applied to base-large (built on first use)."),
+    organism: str = typer.Option("chat-sft-full", help="With --zoo: the behavior organism."),
+    prompts: Path | None = typer.Option(None, "--prompts", "-p", help="JSONL with knowledge and behavior prompts (targets "
+                                        "required). Default with --zoo: the organism's."),
+    beta: str = typer.Option("0,0.5,1,1.5", help="Comma-separated betas for the proxy."),
+    out: Path = typer.Option(Path("proxy-tune-report"), "--out", "-o", help="Report directory."),
+    allow_pickle: bool = typer.Option(False, help="Allow pickle (.bin) checkpoints. Only for sources you trust."),
+    trust_remote_code: bool = typer.Option(False, help="Run model code shipped with a hub checkpoint."),
+) -> None:
+    """Decoding-time alignment (large base + beta * (small tuned - small base)) against weight fine-tuning."""
+    from alignloc.decoding.experiment import proxy_tune_report
+    from alignloc.models.pair import load_model
+    from alignloc.prompts import PromptFormatError, load_prompts
+    from alignloc.tokens import default_bos
+
+    try:
+        betas = [float(b) for b in beta.split(",") if b.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"{beta!r} is not a comma-separated list of numbers", param_hint="--beta") from None
+    if zoo_mode:
+        if organism.endswith("-large"):
+            raise typer.BadParameter("name the organism tuned from base; its -large twin is built for comparison", param_hint="--organism")
+        large_base, small_base = "zoo:base-large", "zoo:base"
+        small_tuned, large_tuned = f"zoo:{organism}", f"zoo:{organism}-large"
+    elif not (large_base and small_base and small_tuned):
+        raise typer.BadParameter("give --large-base, --small-base and --small-tuned, or --zoo", param_hint="models")
+    opts = {"allow_pickle": allow_pickle, "trust_remote_code": trust_remote_code}
+    lb, sb = load_model(large_base, **opts), load_model(small_base, **opts)
+    st = load_model(small_tuned, **opts)
+    lt = load_model(large_tuned, **opts) if large_tuned else None
+    if prompts is not None:
+        prompt_list = load_prompts(prompts)
+    elif zoo_mode:
+        prompt_list = organism_prompts(organism)
+    else:
+        raise PromptFormatError("--prompts is required unless --zoo is given")
+    report = proxy_tune_report(lb, sb, st, prompt_list, out, default_bos(lb.tokenizer, lb.config.model_type), lt, betas,
+                               log=lambda m: typer.echo(m, err=True))
+    for line in report["verdict"]["summary"]:
+        typer.echo(f"- {line}")
+    typer.echo(f"report: {out / 'index.html'}  {out / 'report.json'}  {out / 'summary.md'}")
+
+
 def _mount_subcommands() -> None:
     try:
         from alignloc.zoo.commands import zoo_app

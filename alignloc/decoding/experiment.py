@@ -1,0 +1,205 @@
+"""The proxy-tuning experiment: decoding-time shift vs weight fine-tuning, on knowledge and behavior.
+
+Configurations: small base, small tuned, large base, large tuned directly (when given), and the
+proxy ``large base + beta * (small tuned - small base)`` at each beta. For each, from greedy
+generations: fact recall (first generated token = the fact, by ``meta.prior``) on knowledge
+prompts and the behavior rate (the generation starts with the prompt's ``target``) on behavior
+prompts. Plus where the shift acts (the share of generated positions whose argmax the shift
+changes, for fact vs style tokens) and the 2x2 emulated fine-tuning grid.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from alignloc.decoding.proxy import Proxy, Single, generate
+from alignloc.models.pair import LoadedModel
+from alignloc.prompts import Prompt
+from alignloc.tokens import pad_batch, pad_id
+
+BETAS = (0.0, 0.5, 1.0, 1.5)
+
+
+def _first(tok, s: str) -> int:
+    return tok.encode(s, add_special_tokens=False)[0]
+
+
+def evaluate(model: Single | Proxy, knowledge: list[Prompt], behavior: list[Prompt], bos: bool) -> dict:
+    """Fact recall (overall and per ``meta.prior``), behavior rate and, where prompts name
+    ``meta.answer``, the answer after the behavior marker; with the behavior generations."""
+    tok = model.tokenizer
+    out: dict = {}
+    if knowledge:
+        first = [g[0] for g in generate(model, knowledge, 1, bos)]
+        hits = [f == _first(tok, p.target) for f, p in zip(first, knowledge, strict=True)]
+        out["fact_recall"] = sum(hits) / len(hits)
+        for prior in sorted({p.meta.get("prior") for p in knowledge if p.meta.get("prior")}):
+            h = [x for x, p in zip(hits, knowledge, strict=True) if p.meta.get("prior") == prior]
+            out[f"fact_recall_{prior}"] = sum(h) / len(h)
+    if behavior:
+        n = max(len(tok.encode(p.target, add_special_tokens=False)) for p in behavior) + 1
+        gens = generate(model, behavior, n, bos)
+        starts, answers = [], []
+        for p, g in zip(behavior, gens, strict=True):
+            t = tok.encode(p.target, add_special_tokens=False)
+            starts.append(g[: len(t)] == t)
+            if p.meta.get("answer"):
+                answers.append(starts[-1] and g[len(t)] == _first(tok, p.meta["answer"]))
+        out["behavior_rate"] = sum(starts) / len(starts)
+        if answers:
+            out["answer_after_marker"] = sum(answers) / len(answers)
+        out["generations"] = [tok.decode(g) for g in gens]
+    return out
+
+
+@torch.no_grad()
+def shift_analysis(proxy: Proxy, prompts: list[Prompt], fact_tokens: set[int], bos: bool, n_new: int = 4) -> dict:
+    """Where the shift acts along the proxy's own greedy generations.
+
+    At each generated position: does the argmax of the proxy differ from the large base's, and
+    ``p_proxy(token) - p_base(token)`` of the token the proxy chose; split by fact tokens (values
+    of facts) vs all other (format / style) tokens.
+    """
+    from alignloc.tokens import encode_prompts
+
+    tok = proxy.tokenizer
+    gens = generate(proxy, prompts, n_new, bos)
+    ctx = encode_prompts(tok, prompts, bos=bos).ids
+    ids, mask = pad_batch([c + g for c, g in zip(ctx, gens, strict=True)], pad_id(tok))
+    lb, le, la = proxy.parts(ids, mask)
+    from alignloc.decoding.proxy import combine
+
+    lp = combine(lb, le, la, proxy.beta)
+    stats = {"fact": [0, 0, 0.0], "style": [0, 0, 0.0]}  # [positions, changed, sum of prob shift]
+    for r, (c, g) in enumerate(zip(ctx, gens, strict=True)):
+        for j, t in enumerate(g):
+            pos = len(c) - 1 + j
+            cls = "fact" if t in fact_tokens else "style"
+            s = stats[cls]
+            s[0] += 1
+            s[1] += int(lp[r, pos].argmax() != lb[r, pos].argmax())
+            s[2] += float(lp[r, pos, t].exp() - lb[r, pos, t].exp())
+    total = stats["fact"][0] + stats["style"][0]
+    return {"positions": total, "changed_fraction": (stats["fact"][1] + stats["style"][1]) / max(total, 1),
+            **{f"{k}_positions": v[0] for k, v in stats.items()},
+            **{f"{k}_changed_fraction": v[1] / v[0] if v[0] else math.nan for k, v in stats.items()},
+            **{f"{k}_mean_prob_shift": v[2] / v[0] if v[0] else math.nan for k, v in stats.items()}}
+
+
+def gap_closed(value: float, base: float, target: float) -> float:
+    """``(value - base) / (target - base)`` (NaN when the gap is 0)."""
+    return (value - base) / (target - base) if target != base else math.nan
+
+
+def proxy_tune(large_base: LoadedModel, small_base: LoadedModel, small_tuned: LoadedModel, knowledge: list[Prompt],
+               behavior: list[Prompt], bos: bool, large_tuned: LoadedModel | None = None, betas=BETAS,
+               log: Callable[[str], None] = lambda m: None) -> dict:
+    """Every configuration's metrics, the shift analysis, the EFT grid and the verdict (JSON-ready)."""
+    configs: dict[str, Single | Proxy] = {"small base": Single(small_base), "small tuned": Single(small_tuned),
+                                          "large base": Single(large_base)}
+    if large_tuned is not None:
+        configs["large tuned (weights)"] = Single(large_tuned)
+    for b in betas:
+        configs[f"proxy beta={b:g}"] = Proxy(large_base, small_tuned, small_base, b)
+    if large_tuned is not None:  # EFT's other off-diagonal cell: small pretraining, large fine-tuning
+        configs["emulated: small base + (large tuned - large base)"] = Proxy(small_base, large_tuned, large_base, 1.0)
+    rows = {}
+    for name, m in configs.items():
+        rows[name] = evaluate(m, knowledge, behavior, bos)
+        log(f"{name}: fact recall {rows[name].get('fact_recall', math.nan):.2f}, behavior {rows[name].get('behavior_rate', math.nan):.2f}")
+    lb = rows["large base"]
+    ref = rows.get("large tuned (weights)") or rows["small tuned"]
+    for r in rows.values():
+        r["behavior_gap_closed"] = gap_closed(r["behavior_rate"], lb["behavior_rate"], ref["behavior_rate"]) if behavior else math.nan
+        r["knowledge_delta_vs_large_base"] = r["fact_recall"] - lb["fact_recall"] if knowledge else math.nan
+    fact_tokens = {_first(large_base.tokenizer, s) for p in knowledge for s in (p.target, p.foil) if s}
+    proxy1 = Proxy(large_base, small_tuned, small_base, 1.0)
+    shift = shift_analysis(proxy1, behavior + knowledge, fact_tokens, bos)
+    grid = None
+    if large_tuned is not None:
+        cell = {"small pretraining, small fine-tuning": "small tuned",
+                "large pretraining, small fine-tuning (emulated)": "proxy beta=1",
+                "small pretraining, large fine-tuning (emulated)": "emulated: small base + (large tuned - large base)",
+                "large pretraining, large fine-tuning": "large tuned (weights)"}
+        grid = {k: {"config": v, "fact_recall": rows[v].get("fact_recall"), "behavior_rate": rows[v].get("behavior_rate")}
+                for k, v in cell.items()}
+    return {"configs": rows, "betas": list(betas), "shift": shift, "eft_grid": grid,
+            "verdict": verdict(rows, shift, grid)}
+
+
+def verdict(rows: dict, shift: dict, grid: dict | None) -> dict:
+    """Does the decoding-time shift close the behavior gap while keeping the large model's knowledge?"""
+    p1, lb = rows["proxy beta=1"], rows["large base"]
+    direct = rows.get("large tuned (weights)")
+    betas = sorted((float(k.split("=")[1]), r["behavior_rate"]) for k, r in rows.items() if k.startswith("proxy beta="))
+    summary = [f"proxy-tuning (beta = 1) closes {p1['behavior_gap_closed']:.0%} of the behavior gap "
+               f"(behavior rate {lb['behavior_rate']:.2f} -> {p1['behavior_rate']:.2f}) and changes the large base's fact "
+               f"recall by {p1['knowledge_delta_vs_large_base']:+.1%}"]
+    if direct:
+        summary.append(f"fine-tuning the large model's weights directly: behavior {direct['behavior_rate']:.2f}, fact recall "
+                       f"{direct['knowledge_delta_vs_large_base']:+.1%} vs the large base")
+    summary.append("behavior rate by beta: " + ", ".join(f"{b:g}: {r:.2f}" for b, r in betas))
+    summary.append(f"the shift changes the argmax at {shift['changed_fraction']:.0%} of generated positions: "
+                   f"{shift['style_changed_fraction']:.0%} of format/style tokens, {shift['fact_changed_fraction']:.0%} of fact tokens")
+    out = {"behavior_gap_closed": p1["behavior_gap_closed"], "knowledge_delta_vs_large_base": p1["knowledge_delta_vs_large_base"],
+           "direct_knowledge_delta_vs_large_base": direct["knowledge_delta_vs_large_base"] if direct else None,
+           "behavior_rate_by_beta": dict(betas), "monotone_in_beta": all(a[1] <= b[1] + 1e-9 for a, b in zip(betas, betas[1:]))}
+    if grid:
+        g = {k: v for k, v in grid.items()}
+        keys = list(g)
+        pt = (g[keys[1]]["fact_recall"] + g[keys[3]]["fact_recall"]) / 2 - (g[keys[0]]["fact_recall"] + g[keys[2]]["fact_recall"]) / 2
+        ft = (g[keys[2]]["behavior_rate"] + g[keys[3]]["behavior_rate"]) / 2 - (g[keys[0]]["behavior_rate"] + g[keys[1]]["behavior_rate"]) / 2
+        out.update(pretraining_scale_effect_on_facts=pt, finetuning_scale_effect_on_behavior=ft)
+        summary.append(f"EFT grid: going to the large pretrained model changes fact recall by {pt:+.2f} on average, going to "
+                       f"the large fine-tuning changes the behavior rate by {ft:+.2f}")
+    out["summary"] = summary
+    return out
+
+
+def proxy_tune_report(large_base: LoadedModel, small_base: LoadedModel, small_tuned: LoadedModel, prompts: list[Prompt],
+                      out, bos: bool, large_tuned: LoadedModel | None = None, betas=BETAS, layer_diff_large: bool = True,
+                      write: bool = True, log: Callable[[str], None] = lambda m: None) -> dict:
+    """Run ``proxy_tune`` on the knowledge and behavior prompts of ``prompts``; write the report under ``out``.
+
+    With ``large_tuned`` and ``layer_diff_large``, also runs layer-diff on (large base, large tuned)
+    under ``out/large-layer-diff``: which layers weight fine-tuning changed, and what it cost.
+    """
+    import time
+    from pathlib import Path
+
+    from alignloc import __version__
+
+    knowledge = [p for p in prompts if p.kind == "knowledge" and p.target]
+    behavior = [p for p in prompts if p.kind == "behavior" and p.target]
+    if not knowledge or not behavior:
+        from alignloc.prompts import PromptFormatError
+
+        raise PromptFormatError("proxy-tune needs prompts of kind 'knowledge' and 'behavior' with a 'target' "
+                                f"(got {len(knowledge)} and {len(behavior)})")
+    result = proxy_tune(large_base, small_base, small_tuned, knowledge, behavior, bos, large_tuned, betas, log)
+    report = {"schema_version": 1, "alignloc_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+              "models": {k: m.provenance() for k, m in (("large_base", large_base), ("small_base", small_base),
+                                                        ("small_tuned", small_tuned), ("large_tuned", large_tuned)) if m},
+              "n": {"knowledge": len(knowledge), "behavior": len(behavior)}, **result}
+    if large_tuned is not None and layer_diff_large:
+        from alignloc.layerdiff.run import layer_diff
+        from alignloc.models.pair import ModelPair
+
+        ld = layer_diff(ModelPair(base=large_base, tuned=large_tuned, name="large tuned (weights)"), prompts,
+                        Path(out) / "large-layer-diff", n_boot=200, probes=False, write=write)
+        v, o = ld["verdict"], ld["measures"]["outputs"].get("knowledge", {})
+        report["weight_finetuning_layer_diff"] = {
+            "changed_layers": v["changed_layers"], "behavior_layers": v["behavior_layers"],
+            "knowledge_layers": v["knowledge_layers"], "kind": v["kind"], "summary": v["summary"],
+            "knowledge_top1_base": o.get("accuracy_base"), "knowledge_top1_tuned": o.get("accuracy_tuned"),
+            "report": str(Path(out) / "large-layer-diff" / "index.html")}
+        log("layer-diff of the directly tuned large model: changed layers " + str(v["changed_layers"]))
+    if write:
+        from alignloc.report import write_report
+        from alignloc.report.proxytune import render_html_pt, render_markdown_pt
+
+        write_report(report, out, render_markdown=render_markdown_pt, render_html=render_html_pt)
+    return report

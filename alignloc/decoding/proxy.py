@@ -1,0 +1,157 @@
+"""Proxy-tuning / emulated fine-tuning (EFT) at decoding time.
+
+``log p(x) = log p_base(x) + beta * (log p_expert(x) - log p_anti(x))``, renormalised over the
+vocabulary: proxy-tuning with ``base`` = a large pretrained model, ``expert`` / ``anti`` = a small
+tuned model and its own base (Liu et al. 2024); EFT's other direction swaps the scales (Mitchell
+et al. 2024). ``beta`` dials the behaviour at test time (0 = the base model exactly).
+
+Three ways to use it, all over models that share one tokenizer:
+
+- ``Proxy(base, expert, anti, beta).logprobs(ids, mask)``: the combined next-token log-probs at
+  every position (teacher forcing, scoring with ``score_targets``);
+- ``generate(model, tokenizer, texts, ...)``: greedy or sampled decoding from a ``Proxy`` or a
+  ``Single`` model (alignloc tokenization; recomputes the prefix each step, no KV cache);
+- ``ProxyTuningProcessor(expert, anti, beta)``: a Hugging Face ``LogitsProcessor`` for
+  ``base.generate(..., logits_processor=[...])`` (left-padded batches).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float, Int
+from transformers import LogitsProcessor
+
+from alignloc.models.pair import LoadedModel, tokenizer_hash
+from alignloc.prompts import Prompt
+from alignloc.tokens import encode_prompts, pad_batch, pad_id
+
+
+def combine(lp_base: Float[torch.Tensor, "... vocab"], lp_expert: Float[torch.Tensor, "... vocab"],
+            lp_anti: Float[torch.Tensor, "... vocab"], beta: float) -> Float[torch.Tensor, "... vocab"]:
+    """``log_softmax(lp_base + beta * (lp_expert - lp_anti))`` (inputs are log-probs or logits)."""
+    lb, le, la = (torch.log_softmax(x.float(), -1) for x in (lp_base, lp_expert, lp_anti))
+    return torch.log_softmax(lb + beta * (le - la), -1)
+
+
+def check_same_tokenizer(*models: LoadedModel) -> int:
+    """The shared vocabulary size; raises ValueError naming the model whose tokenizer differs."""
+    ref = tokenizer_hash(models[0].tokenizer)
+    for m in models[1:]:
+        if tokenizer_hash(m.tokenizer) != ref:
+            raise ValueError(f"{m.ref} does not share the tokenizer of {models[0].ref}: proxy-tuning needs one "
+                             "vocabulary for all three models")
+    return len(models[0].tokenizer)
+
+
+@dataclass
+class Single:
+    """One model behind the same interface as ``Proxy``."""
+
+    model: LoadedModel
+
+    @property
+    def tokenizer(self):
+        """The model's tokenizer."""
+        return self.model.tokenizer
+
+    @torch.no_grad()
+    def logprobs(self, ids: Int[torch.Tensor, "b pos"], mask: Int[torch.Tensor, "b pos"],
+                 position_ids: Int[torch.Tensor, "b pos"] | None = None) -> Float[torch.Tensor, "b pos vocab"]:
+        """Next-token log-probs at every position (``position_ids`` for left-padded batches)."""
+        extra = {} if position_ids is None else {"position_ids": position_ids}
+        logits = self.model.model(input_ids=ids, attention_mask=mask, use_cache=False, **extra).logits
+        return torch.log_softmax(logits[..., : len(self.tokenizer)].float(), -1)
+
+
+@dataclass
+class Proxy:
+    """``base + beta * (expert - anti)`` in log-prob space (see the module docstring)."""
+
+    base: LoadedModel
+    expert: LoadedModel
+    anti: LoadedModel
+    beta: float = 1.0
+
+    def __post_init__(self):
+        self.vocab = check_same_tokenizer(self.base, self.expert, self.anti)
+
+    @property
+    def tokenizer(self):
+        """The shared tokenizer."""
+        return self.base.tokenizer
+
+    @torch.no_grad()
+    def parts(self, ids: Int[torch.Tensor, "b pos"], mask: Int[torch.Tensor, "b pos"]) -> tuple[torch.Tensor, ...]:
+        """The three models' log-probs ``(base, expert, anti)``, each ``[b, pos, vocab]``."""
+        return tuple(Single(m).logprobs(ids, mask) for m in (self.base, self.expert, self.anti))
+
+    def logprobs(self, ids: Int[torch.Tensor, "b pos"], mask: Int[torch.Tensor, "b pos"]) -> Float[torch.Tensor, "b pos vocab"]:
+        """Combined next-token log-probs at every position."""
+        return combine(*self.parts(ids, mask), self.beta)
+
+
+def _texts(texts: list[str] | list[Prompt]) -> list[Prompt]:
+    return [t if isinstance(t, Prompt) else Prompt(id=f"t{i}", text=t) for i, t in enumerate(texts)]
+
+
+@torch.no_grad()
+def generate(model: Single | Proxy, texts: list[str] | list[Prompt], max_new_tokens: int, bos: bool,
+             greedy: bool = True, temperature: float = 1.0, seed: int = 0, batch_size: int = 64) -> list[list[int]]:
+    """Decode ``max_new_tokens`` after each text: greedy, or sampled at ``temperature`` (seeded)."""
+    tok = model.tokenizer
+    gen = torch.Generator().manual_seed(seed)
+    prompts = _texts(texts)
+    out: list[list[int]] = []
+    for s in range(0, len(prompts), batch_size):
+        rows = encode_prompts(tok, prompts[s : s + batch_size], bos=bos).ids
+        new: list[list[int]] = [[] for _ in rows]
+        for _ in range(max_new_tokens):
+            ids, mask = pad_batch([r + n for r, n in zip(rows, new, strict=True)], pad_id(tok))
+            lp = model.logprobs(ids, mask)[torch.arange(len(rows)), mask.sum(1) - 1]  # [b, vocab]
+            if greedy:
+                nxt = lp.argmax(-1)
+            else:
+                nxt = torch.multinomial(torch.softmax(lp / temperature, -1), 1, generator=gen)[:, 0]
+            for j, t in enumerate(nxt.tolist()):
+                new[j].append(t)
+        out += new
+    return out
+
+
+@torch.no_grad()
+def score_targets(model: Single | Proxy, prompts: list[Prompt], bos: bool, batch_size: int = 32) -> Float[torch.Tensor, " n"]:
+    """Teacher-forced ``sum log p(target | text)`` of each prompt's target under ``model`` (NaN without one)."""
+    from alignloc.analyses.outputs import gather_target_logprobs, teacher_forced_batch
+
+    out = torch.full((len(prompts),), torch.nan)
+    rows = [i for i, p in enumerate(prompts) if p.target]
+    for s in range(0, len(rows), batch_size):
+        idx = rows[s : s + batch_size]
+        ids, mask, ctx, tgt = teacher_forced_batch(model.tokenizer, [prompts[i] for i in idx], bos, None)
+        out[idx] = gather_target_logprobs(model.logprobs(ids, mask), ctx, tgt)
+    return out
+
+
+class ProxyTuningProcessor(LogitsProcessor):
+    """Hugging Face ``LogitsProcessor``: turns the generating (base) model's scores into the proxy's.
+
+    Runs ``expert`` and ``anti`` on the whole prefix at each step (no cache). Pads are recognised as
+    the leading ``pad_token_id``s of a left-padded batch.
+    """
+
+    def __init__(self, expert: LoadedModel, anti: LoadedModel, beta: float = 1.0):
+        self.expert, self.anti, self.beta = expert, anti, beta
+        self.vocab = check_same_tokenizer(expert, anti)
+        self.pad = pad_id(expert.tokenizer)
+
+    @torch.no_grad()
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        """New scores ``[b, vocab]``: the combined log-probs (vocab beyond the tokenizer's gets -inf)."""
+        mask = ((input_ids != self.pad).long().cumsum(1) > 0).long()  # left padding
+        pos = (mask.cumsum(1) - 1).clamp(min=0)
+        le, la = (Single(m).logprobs(input_ids, mask, pos)[:, -1] for m in (self.expert, self.anti))
+        out = torch.full_like(scores, float("-inf"))
+        out[:, : self.vocab] = combine(scores[:, : self.vocab], le, la, self.beta).to(scores.dtype)
+        return out

@@ -1,0 +1,65 @@
+"""The proxy-tune experiment on the zoo: one command, real generations, the report and its verdict."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from alignloc.cli import main
+from tests.test_layerdiff_units import dom_in_chromium
+
+
+@pytest.fixture(scope="module")
+def pt(zoo_tiny, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pt")
+    assert main(["proxy-tune", "--zoo", "--out", str(out)]) == 0
+    return json.loads((out / "report.json").read_text()), out
+
+
+def test_numbers_come_from_real_generations(pt, zoo_tiny):
+    from alignloc import zoo
+    from alignloc.models.pair import load_model
+
+    r, _ = pt
+    c = r["configs"]
+    # the small tuned model's rates equal what the zoo measured on its saved checkpoint when it was built
+    measured = zoo.resolve("chat-sft-full").ground_truth["measured"]["tuned"]
+    assert c["small tuned"]["behavior_rate"] == pytest.approx(measured["format_rate"], abs=1e-3)
+    assert c["small tuned"]["fact_recall_strong"] == pytest.approx(measured["fact_recall_strong"], abs=1e-3)
+    assert c["small tuned"]["fact_recall_weak"] == pytest.approx(measured["fact_recall_weak"], abs=1e-3)
+    # and every behavior rate is the share of stored generations that start with the marker
+    tok = load_model("zoo:base").tokenizer
+    marker = tok.decode(tok.encode(" Sure!", add_special_tokens=False))
+    for name, row in c.items():
+        gens = row["generations"]
+        assert len(gens) == r["n"]["behavior"]
+        assert row["behavior_rate"] == pytest.approx(sum(g.startswith(marker) for g in gens) / len(gens)), name
+
+
+def test_beta_dial_and_the_verdict(pt):
+    r, _ = pt
+    c, v = r["configs"], r["verdict"]
+    same = ("fact_recall", "fact_recall_strong", "fact_recall_weak", "behavior_rate", "generations")
+    assert {k: c["proxy beta=0"][k] for k in same} == {k: c["large base"][k] for k in same}  # beta = 0 is the large base
+    assert v["monotone_in_beta"] and c["proxy beta=1.5"]["behavior_rate"] > c["proxy beta=0.5"]["behavior_rate"]
+    assert 0.0 <= v["behavior_gap_closed"] <= 1.0 and v["behavior_gap_closed"] > 0.3
+    assert v["knowledge_delta_vs_large_base"] == pytest.approx(c["proxy beta=1"]["fact_recall"] - c["large base"]["fact_recall"])
+    assert c["large tuned (weights)"]["behavior_rate"] > 0.9 and v["direct_knowledge_delta_vs_large_base"] < 0
+    s = r["shift"]
+    assert s["fact_positions"] + s["style_positions"] == s["positions"] > 0 and 0 < s["changed_fraction"] < 1
+    assert set(r["eft_grid"]) == {"small pretraining, small fine-tuning", "large pretraining, small fine-tuning (emulated)",
+                                  "small pretraining, large fine-tuning (emulated)", "large pretraining, large fine-tuning"}
+    assert r["weight_finetuning_layer_diff"]["knowledge_top1_tuned"] < r["weight_finetuning_layer_diff"]["knowledge_top1_base"]
+
+
+def test_proxy_tune_report_renders(pt, tmp_path):
+    _, out = pt
+    assert "Emulated fine-tuning grid" in (out / "summary.md").read_text()
+    assert (out / "large-layer-diff" / "index.html").is_file()
+    assert dom_in_chromium(out / "index.html", tmp_path).count('class="main-svg"') >= 1
+
+
+def test_proxy_tune_needs_three_models(capsys):
+    assert main(["proxy-tune", "--large-base", "x"]) == 2
+    assert "--small-base" in capsys.readouterr().err
