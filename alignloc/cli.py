@@ -23,12 +23,14 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from alignloc.models.pair import PairMismatchError
     from alignloc.models.refs import ModelRefError
     from alignloc.prompts import PromptFormatError
+    from alignloc.report.figures import ResultError
     from alignloc.sites import SiteError
     from alignloc.store import StoreError
     from alignloc.tokens import PromptTooLongError
 
     # Errors a user can fix: printed as one clear line (exit 2), never as a traceback.
-    return (BackendError, ModelRefError, PairMismatchError, PromptFormatError, SiteError, StoreError, PromptTooLongError)
+    return (BackendError, ModelRefError, PairMismatchError, PromptFormatError, ResultError, SiteError, StoreError,
+            PromptTooLongError)
 
 
 def _quiet_libraries() -> None:
@@ -303,6 +305,26 @@ def proxy_tune_cmd(
     for line in report["verdict"]["summary"]:
         typer.echo(f"- {line}")
     typer.echo(f"report: {out / 'index.html'}  {out / 'report.json'}  {out / 'summary.md'}")
+
+
+@app.command()
+def figures(
+    results: list[Path] = typer.Argument(None, help="JSON results (report.json of layer-diff, context-prior, proxy-tune, or "
+                                         "localize-bench --json). None: run or reuse the zoo experiments."),
+    out: Path = typer.Option(Path("figures"), "--out", "-o", help="Directory for the figures."),
+    fmt: str = typer.Option("pdf,svg,png", "--format", help="Comma-separated: pdf, svg, png."),
+    cache: Path = typer.Option(Path("alignloc-results"), help="Where the zoo experiments' results are kept and reused."),
+) -> None:
+    """Publication figures (plotly + kaleido, via the system Chromium) from results, or from the zoo experiments."""
+    from alignloc.report.paper import make_figures, zoo_results
+
+    formats = [f.strip() for f in fmt.split(",") if f.strip()]
+    if set(formats) - {"pdf", "svg", "png"} or not formats:
+        raise typer.BadParameter(f"{fmt!r}; use a comma-separated subset of pdf, svg, png", param_hint="--format")
+    log = lambda m: typer.echo(m, err=True)  # noqa: E731
+    paths = list(results) if results else zoo_results(cache, log)
+    written = make_figures(paths, out, formats, log)
+    typer.echo(f"{len(written)} files in {out}: " + ", ".join(sorted({p.stem for p in written})))
 
 
 def _mount_subcommands() -> None:

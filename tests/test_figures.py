@@ -1,0 +1,47 @@
+"""Static figures: every result kind draws, exports as PDF/SVG/PNG, and bad inputs are clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from alignloc.cli import main
+from alignloc.report.figures import ResultError, figures_for, kind_of
+
+
+@pytest.fixture(scope="module")
+def layer_diff_report(zoo_tiny, tmp_path_factory):
+    from alignloc.cli import organism_prompts
+    from alignloc.layerdiff.run import layer_diff
+    from alignloc.models.pair import load_pair
+
+    out = tmp_path_factory.mktemp("ld")
+    layer_diff(load_pair("zoo:refusal-lora-L2"), organism_prompts("refusal-lora-L2"), out, n_boot=50, probes=True)
+    return out / "report.json"
+
+
+def test_figures_from_a_layer_diff_report(layer_diff_report, tmp_path, capsys):
+    r = json.loads(layer_diff_report.read_text())
+    assert kind_of(r) == "layer-diff"
+    stems = [s for s, _ in figures_for(r)]
+    assert stems[0] == "layerdiff_refusal-lora-L2" and any(s.startswith("probes_") for s in stems)
+    fig = figures_for(r)[0][1]
+    assert fig.layout.width == 687 and len(fig.layout.shapes) == 3  # two-column; planted layer 2 shaded in 3 panels
+    assert main(["figures", str(layer_diff_report), "--out", str(tmp_path), "--format", "pdf,svg,png"]) == 0
+    for ext, magic in (("pdf", b"%PDF"), ("svg", b"<svg"), ("png", b"\x89PNG")):
+        data = (tmp_path / f"layerdiff_refusal-lora-L2.{ext}").read_bytes()
+        assert magic in data[:200], ext
+    assert "files in" in capsys.readouterr().out
+
+
+def test_bad_results_are_clear_errors(tmp_path, capsys):
+    assert main(["figures", str(tmp_path / "missing.json"), "--out", str(tmp_path)]) == 2
+    assert "no such result" in capsys.readouterr().err
+    bad = tmp_path / "x.json"
+    bad.write_text('{"hello": 1}')
+    assert main(["figures", str(bad), "--out", str(tmp_path)]) == 2
+    assert "not an alignloc result" in capsys.readouterr().err
+    assert main(["figures", str(bad), "--format", "gif"]) == 2
+    with pytest.raises(ResultError):
+        kind_of({})
