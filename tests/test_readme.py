@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_layerdiff_units import dom_in_chromium
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -55,7 +57,9 @@ def test_every_readme_command_runs(zoo_tiny, tmp_path):
     for cmd in commands():
         r = subprocess.run(cmd, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
         assert r.returncode == 0, f"{cmd}\n{r.stderr[-3000:]}"
-    assert (tmp_path / "alignloc-demo" / "index.html").is_file() and (tmp_path / "figs" / "proxy_tune.png").is_file()
+    assert (tmp_path / "figs" / "proxy_tune.png").is_file() and (tmp_path / "paper-figures" / "localize_bench.png").is_file()
+    # "open the report": the demo's page renders in a browser
+    assert dom_in_chromium(tmp_path / "alignloc-demo" / "index.html", tmp_path).count('class="main-svg"') >= 5
 
 
 @pytest.mark.parametrize("i", range(len(blocks("python"))))
