@@ -8,6 +8,7 @@ import torch
 from alignloc.analyses.outputs import gather_target_logprobs, teacher_forced_batch
 from alignloc.causal.attribution import attribution_sweep
 from alignloc.causal.patching import patch_sweep
+from alignloc.causal.report import spearman
 from alignloc.cli import organism_prompts
 from alignloc.models.hooks import count_hooks, edit, run_recording
 from alignloc.models.pair import load_pair
@@ -76,13 +77,6 @@ def test_patching_block_writes_finds_the_planted_layer(zoo_tiny, name):
     back = patch_sweep(pair, prompts, kind="resid_post", direction="base_into_tuned")
     assert back["gap"] == pytest.approx(-post["gap"], rel=1e-5)
     assert back["recovered"][k] == pytest.approx(1.0, abs=1e-3)
-
-
-def spearman(a: list[float], b: list[float]) -> float:
-    """Rank correlation without ties handling (the cells here are distinct floats)."""
-    ra = torch.tensor(a).argsort().argsort().float()
-    rb = torch.tensor(b).argsort().argsort().float()
-    return float(torch.corrcoef(torch.stack([ra, rb]))[0, 1])
 
 
 @pytest.mark.parametrize("name", ["refusal-lora-L2", "chat-sft-lower"])

@@ -18,7 +18,7 @@ import math
 from collections.abc import Callable
 
 from alignloc.causal.attribution import attribution_sweep
-from alignloc.causal.graft import graft_sweep
+from alignloc.causal.graft import graft_sweep, target_metric
 from alignloc.models.pair import ModelPair
 from alignloc.prompts import Prompt, load_prompts
 
@@ -28,9 +28,7 @@ CONTROL = "control-continued"
 
 def _graft(which: str) -> MethodFn:
     def run(pair: ModelPair, prompts: list[Prompt], bos: bool) -> tuple[list[float], float]:
-        from alignloc.analyses.outputs import target_logprobs
-
-        r = graft_sweep(pair, lambda m: float(target_logprobs(m, prompts, bos=bos).nanmean()))
+        r = graft_sweep(pair, target_metric(prompts, None, bos))
         return r[which], r["gap"]
 
     return run

@@ -74,11 +74,11 @@ def graft_sweep(pair: ModelPair, metric: Metric, layers: list[int] | None = None
             "sufficiency": suff, "necessity": nec}
 
 
-def target_metric(prompts: list, kind: str, bos: bool) -> Metric | None:
-    """Mean teacher-forced log-prob of the targets of ``kind`` prompts (None if there are none)."""
+def target_metric(prompts: list, kind: str | None, bos: bool) -> Metric | None:
+    """Mean teacher-forced log-prob of the targets of ``kind`` prompts (every kind if None; None if there are none)."""
     from alignloc.analyses.outputs import target_logprobs
 
-    chosen = [p for p in prompts if p.kind == kind and p.target]
+    chosen = [p for p in prompts if (kind is None or p.kind == kind) and p.target]
     if not chosen:
         return None
     return lambda m: float(target_logprobs(m, chosen, bos=bos).nanmean())

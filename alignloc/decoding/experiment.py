@@ -15,10 +15,10 @@ from collections.abc import Callable
 
 import torch
 
-from alignloc.decoding.proxy import Proxy, Single, generate
+from alignloc.decoding.proxy import Proxy, Single, combine, generate
 from alignloc.models.pair import LoadedModel
 from alignloc.prompts import Prompt
-from alignloc.tokens import pad_batch, pad_id
+from alignloc.tokens import encode_prompts, pad_batch, pad_id
 
 BETAS = (0.0, 0.5, 1.0, 1.5)
 
@@ -63,15 +63,11 @@ def shift_analysis(proxy: Proxy, prompts: list[Prompt], fact_tokens: set[int], b
     ``p_proxy(token) - p_base(token)`` of the token the proxy chose; split by fact tokens (values
     of facts) vs all other (format / style) tokens.
     """
-    from alignloc.tokens import encode_prompts
-
     tok = proxy.tokenizer
     gens = generate(proxy, prompts, n_new, bos)
     ctx = encode_prompts(tok, prompts, bos=bos).ids
     ids, mask = pad_batch([c + g for c, g in zip(ctx, gens, strict=True)], pad_id(tok))
     lb, le, la = proxy.parts(ids, mask)
-    from alignloc.decoding.proxy import combine
-
     lp = combine(lb, le, la, proxy.beta)
     stats = {"fact": [0, 0, 0.0], "style": [0, 0, 0.0]}  # [positions, changed, sum of prob shift]
     for r, (c, g) in enumerate(zip(ctx, gens, strict=True)):
@@ -148,8 +144,7 @@ def verdict(rows: dict, shift: dict, grid: dict | None) -> dict:
            "direct_knowledge_delta_vs_large_base": direct["knowledge_delta_vs_large_base"] if direct else None,
            "behavior_rate_by_beta": dict(betas), "monotone_in_beta": all(a[1] <= b[1] + 1e-9 for a, b in zip(betas, betas[1:]))}
     if grid:
-        g = {k: v for k, v in grid.items()}
-        keys = list(g)
+        g, keys = grid, list(grid)
         pt = (g[keys[1]]["fact_recall"] + g[keys[3]]["fact_recall"]) / 2 - (g[keys[0]]["fact_recall"] + g[keys[2]]["fact_recall"]) / 2
         ft = (g[keys[2]]["behavior_rate"] + g[keys[3]]["behavior_rate"]) / 2 - (g[keys[0]]["behavior_rate"] + g[keys[1]]["behavior_rate"]) / 2
         out.update(pretraining_scale_effect_on_facts=pt, finetuning_scale_effect_on_behavior=ft)
