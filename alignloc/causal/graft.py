@@ -1,10 +1,13 @@
-"""Weight grafting: move one layer's (or module's) weights between the two models of a pair.
+"""Weight grafting: move a set of layers' (or modules') weights between the two models of a pair.
 
-- *sufficiency*: the base with layer ``L`` taken from the tuned model: how much of the tuned
-  model's metric gap does that one layer bring?  ``(M(base+L) - M(base)) / (M(tuned) - M(base))``
-- *necessity*: the tuned model with layer ``L`` reverted to the base: how much of the gap is lost?
-  ``(M(tuned) - M(tuned-L)) / (M(tuned) - M(base))``
+- *sufficiency*: the base with layers ``S`` taken from the tuned model: how much of the tuned
+  model's metric gap do they bring?  ``(M(base+S) - M(base)) / (M(tuned) - M(base))``
+- *necessity*: the tuned model with ``S`` reverted to the base: how much of the gap is lost?
+  ``(M(tuned) - M(tuned-S)) / (M(tuned) - M(base))``
 
+``graft_sweep`` does this per layer; ``window_sweep`` for every contiguous window ``i..i+w-1`` of
+each size ``w`` asked for, the functional localization that still works when a fine-tune moved
+every weight (``carrier_window``: the smallest window that is both sufficient and necessary).
 ``grafted`` swaps parameters in place and always restores them (on error too), so a sweep needs
 no model copies. Weights are copied raw, never folded.
 """
@@ -52,6 +55,17 @@ def grafted(recipient: LoadedModel, donor: LoadedModel, layers: list[int],
                 params[n].copy_(saved[n])
 
 
+def graft_effect(pair: ModelPair, metric: Metric, layers: list[int], m_base: float, m_tuned: float,
+                 modules: tuple[str, ...] | None = None) -> tuple[float, float]:
+    """``(sufficiency, necessity)`` of the layer set ``layers`` as fractions of the gap (NaN if it is 0)."""
+    gap = m_tuned - m_base
+    with grafted(pair.base, pair.tuned, layers, modules) as m:
+        up = metric(m)
+    with grafted(pair.tuned, pair.base, layers, modules) as m:
+        down = metric(m)
+    return ((up - m_base) / gap, (m_tuned - down) / gap) if gap else (float("nan"), float("nan"))
+
+
 def graft_sweep(pair: ModelPair, metric: Metric, layers: list[int] | None = None,
                 modules: tuple[str, ...] | None = None) -> dict:
     """Sufficiency and necessity of each layer for the gap ``metric(tuned) - metric(base)``.
@@ -61,17 +75,61 @@ def graft_sweep(pair: ModelPair, metric: Metric, layers: list[int] | None = None
     """
     layers = list(range(pair.n_layers)) if layers is None else layers
     m_base, m_tuned = metric(pair.base), metric(pair.tuned)
-    gap = m_tuned - m_base
-    suff, nec = [], []
-    for layer in layers:
-        with grafted(pair.base, pair.tuned, [layer], modules) as m:
-            up = metric(m)
-        with grafted(pair.tuned, pair.base, [layer], modules) as m:
-            down = metric(m)
-        suff.append((up - m_base) / gap if gap else float("nan"))
-        nec.append((m_tuned - down) / gap if gap else float("nan"))
-    return {"base": m_base, "tuned": m_tuned, "gap": gap, "layers": layers, "modules": list(modules or []),
-            "sufficiency": suff, "necessity": nec}
+    effects = [graft_effect(pair, metric, [layer], m_base, m_tuned, modules) for layer in layers]
+    return {"base": m_base, "tuned": m_tuned, "gap": m_tuned - m_base, "layers": layers, "modules": list(modules or []),
+            "sufficiency": [e[0] for e in effects], "necessity": [e[1] for e in effects]}
+
+
+def window_sizes(n_layers: int, spec: str | list[int] | None = None) -> list[int]:
+    """Window sizes to sweep: ``spec`` as ``"1,2,4"`` or a list; default 1, 2, then powers of two up
+    to half the layers (a window of more than half the layers does not localize anything)."""
+    if spec is None:
+        sizes, w = [1], 2
+        while w <= max(1, n_layers // 2):
+            sizes.append(w)
+            w *= 2
+        return sizes
+    sizes = [int(x) for x in spec.split(",") if x.strip()] if isinstance(spec, str) else [int(x) for x in spec]
+    bad = [w for w in sizes if not 1 <= w <= n_layers]
+    if bad or not sizes:
+        raise ValueError(f"window sizes must be between 1 and {n_layers} (the layer count), got {spec!r}")
+    return sorted(set(sizes))
+
+
+def window_sweep(pair: ModelPair, metric: Metric, sizes: list[int] | None = None,
+                 modules: tuple[str, ...] | None = None) -> dict:
+    """Sufficiency and necessity of every contiguous window ``i..i+w-1`` for each size ``w``.
+
+    Costs ``2 + 2 * sum_w (n_layers - w + 1)`` metric evaluations (forward passes over the prompts).
+    Returns JSON-ready ``{"base", "tuned", "gap", "sizes", "windows": {w: {"starts", "sufficiency",
+    "necessity"}}, "passes"}``.
+    """
+    n = pair.n_layers
+    sizes = window_sizes(n) if sizes is None else sizes
+    m_base, m_tuned = metric(pair.base), metric(pair.tuned)
+    windows, passes = {}, 2
+    for w in sizes:
+        starts = list(range(n - w + 1))
+        eff = [graft_effect(pair, metric, list(range(i, i + w)), m_base, m_tuned, modules) for i in starts]
+        windows[str(w)] = {"starts": starts, "sufficiency": [e[0] for e in eff], "necessity": [e[1] for e in eff]}
+        passes += 2 * len(starts)
+    return {"base": m_base, "tuned": m_tuned, "gap": m_tuned - m_base, "sizes": sizes, "n_layers": n,
+            "modules": list(modules or []), "windows": windows, "passes": passes}
+
+
+def carrier_window(sweep: dict, threshold: float = 0.8) -> dict | None:
+    """The smallest window that is both sufficient and necessary (each >= ``threshold`` of the gap),
+    the best such window of that size; None when no swept window carries the gap."""
+    for w in sweep["sizes"]:
+        row = sweep["windows"][str(w)]
+        scores = [min(s, n) for s, n in zip(row["sufficiency"], row["necessity"], strict=True)]
+        ok = [i for i, x in enumerate(scores) if x == x and x >= threshold]
+        if ok:
+            best = max(ok, key=lambda i: scores[i])
+            start = row["starts"][best]
+            return {"layers": list(range(start, start + w)), "size": w, "sufficiency": row["sufficiency"][best],
+                    "necessity": row["necessity"][best]}
+    return None
 
 
 def target_metric(prompts: list, kind: str | None, bos: bool) -> Metric | None:

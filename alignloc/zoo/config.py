@@ -49,6 +49,20 @@ class RecipeSpec:
 
 
 @dataclass(frozen=True)
+class DriftSpec:
+    """The hard tier (``drift.py``): ``control-drift`` is continued pretraining that moves every
+    weight by about half its norm (``epochs``, ``lr``); a ``-drift`` organism reparametrizes each
+    block so the drift's norm is at least ``margin`` x the planted delta's in planted blocks and
+    ``ratio`` x the planted blocks' total change elsewhere. Only the hard tier's fingerprints
+    include it."""
+
+    epochs: int = 4
+    lr: float = 1e-2
+    margin: float = 1.1
+    ratio: float = 1.3
+
+
+@dataclass(frozen=True)
 class SizeConfig:
     """Everything that defines one zoo size."""
 
@@ -59,6 +73,7 @@ class SizeConfig:
     large: ModelSpec
     large_train: PretrainSpec
     recipes: RecipeSpec = field(default_factory=RecipeSpec)
+    drift: DriftSpec = field(default_factory=DriftSpec)
     seed: int = 0
 
     def fingerprint(self, *parts: object) -> str:

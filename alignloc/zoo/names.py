@@ -1,8 +1,10 @@
 """Organism names and the per-architecture module table (pure).
 
 Names: ``chat-sft-upper|lower|full``, ``refusal-lora-L{k}``, ``fact-edit-L{k}``, ``dpo-polite``,
-``control-continued``, each optionally with a ``-large`` suffix (the recipe applied to
-``base-large``). ``parse_name`` validates ``k`` against the base's layer count.
+``control-continued``, ``control-drift``, each optionally with a ``-large`` suffix (the recipe
+applied to ``base-large``). The confined recipes (``chat-sft-upper|lower``, ``refusal-lora-L{k}``,
+``fact-edit-L{k}``) also come as ``NAME-drift``: the same edit under a drift of every layer (see
+``drift.py``). ``parse_name`` validates ``k`` against the base's layer count.
 """
 
 from __future__ import annotations
@@ -26,6 +28,13 @@ ARCH_TABLE: dict[str, dict[str, Any]] = {
             "down_proj",
         ],
         "lora_pattern": "layers",
+        # function-preserving rescalings inside a block (drift.py): (scaled by c, scaled by 1/c,
+        # whether the second one's bias scales too: q.k products and up/down, v/o products)
+        "rescale_pairs": (
+            ("self_attn.q_proj", "self_attn.k_proj", True),
+            ("self_attn.v_proj", "self_attn.o_proj", False),
+            ("mlp.up_proj", "mlp.down_proj", False),
+        ),
     },
     "gpt2": {
         "layers": "transformer.h",
@@ -42,10 +51,12 @@ RECIPES = (
     "fact-edit-L{k}",
     "dpo-polite",
     "control-continued",
+    "control-drift",
 )
+DRIFTABLE = ("chat-sft-upper", "chat-sft-lower", "refusal-lora-L{k}", "fact-edit-L{k}")
 _NAME = re.compile(
     r"^(chat-sft-upper|chat-sft-lower|chat-sft-full|refusal-lora-L(\d+)|"
-    r"fact-edit-L(\d+)|dpo-polite|control-continued)(-large)?$"
+    r"fact-edit-L(\d+)|dpo-polite|control-continued|control-drift)(-drift)?(-large)?$"
 )
 
 
@@ -57,23 +68,27 @@ class RecipeName:
     recipe: str  # the name with ``{k}`` in place of the layer index, without ``-large``
     k: int | None
     base: str  # base | base-large
+    drift: bool = False  # the ``-drift`` variant (planted under a drift of every layer)
 
 
 def parse_name(name: str, n_layers: dict[str, int]) -> RecipeName:
     """Parse and validate an organism name against the layer counts of the bases."""
     m = _NAME.match(name)
-    base = "base-large" if m and m.group(4) else "base"
+    base = "base-large" if m and m.group(5) else "base"
     if not m:
         raise ValueError(f"unknown organism {name!r}; {valid_names_hint(n_layers)}")
     k_str = m.group(2) or m.group(3)
     k = int(k_str) if k_str is not None else None
     recipe = m.group(1) if k is None else m.group(1).replace(f"L{k_str}", "L{k}")
+    drift = bool(m.group(4))
+    if drift and recipe not in DRIFTABLE:
+        raise ValueError(f"organism {name!r}: only {', '.join(r + '-drift' for r in DRIFTABLE)} have a -drift variant")
     if k is not None and not 0 <= k < n_layers[base]:
         raise ValueError(
             f"organism {name!r}: layer {k} out of range; {base} has layers 0..{n_layers[base] - 1}. "
             + valid_names_hint(n_layers)
         )
-    return RecipeName(name=name, recipe=recipe, k=k, base=base)
+    return RecipeName(name=name, recipe=recipe, k=k, base=base, drift=drift)
 
 
 def valid_names_hint(n_layers: dict[str, int]) -> str:
@@ -81,6 +96,8 @@ def valid_names_hint(n_layers: dict[str, int]) -> str:
     return (
         "valid names: base, base-large, "
         + ", ".join(RECIPES)
-        + f" with k in 0..{n_layers['base'] - 1}; add '-large' to any recipe to apply it to "
+        + f" with k in 0..{n_layers['base'] - 1}; add '-drift' to "
+        + ", ".join(DRIFTABLE)
+        + " for the hard variant; add '-large' to any recipe to apply it to "
         f"base-large (k in 0..{n_layers['base-large'] - 1})"
     )

@@ -6,7 +6,9 @@ layers are frozen, so they stay bit-identical to the base; ``registry`` writes t
 measures the saved checkpoints.
 
 Names: ``chat-sft-upper|lower|full``, ``refusal-lora-L{k}``, ``fact-edit-L{k}``, ``dpo-polite``,
-``control-continued``; a ``-large`` suffix applies the recipe to ``base-large``.
+``control-continued``, ``control-drift``; a ``-large`` suffix applies the recipe to ``base-large``;
+``NAME-drift`` plants a confined recipe under a drift of every layer (``drift.py``). Each confined
+recipe takes ``train_fn`` (default ``training.train``) so a drift variant can change its loss.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class Organism:
     prompts: dict[str, list[Prompt]]
     extra: dict[str, Any] = field(default_factory=dict)
     adapter: Any = None  # a peft model for LoRA recipes
+    drift_only: PreTrainedModel | None = None  # -drift organisms: the base plus the same drift, no edit
 
 
 # ---- data ---------------------------------------------------------------------------------------
@@ -106,7 +109,7 @@ def _replay(world: World, n: int, seed: int) -> list[tuple[str, str]]:
 # ---- recipes ------------------------------------------------------------------------------------
 
 
-def chat_sft(base, tok, world: World, cfg: SizeConfig, which: str, name: str, log) -> Organism:
+def chat_sft(base, tok, world: World, cfg: SizeConfig, which: str, name: str, log, train_fn=train) -> Organism:
     """SFT to ``User: q Assistant: Sure! v .`` with only the upper/lower half (or all) trainable."""
     r = cfg.recipes
     n = base.config.num_hidden_layers
@@ -124,7 +127,7 @@ def chat_sft(base, tok, world: World, cfg: SizeConfig, which: str, name: str, lo
         sched = batches(
             answer_examples(tok, pairs), r.batch_size, r.sft_epochs, cfg.seed + 1, bucket=1
         )
-        train(model, sched, tok.pad_token_id, lr=r.sft_lr, warmup=5, params=params, log=log)
+        train_fn(model, sched, tok.pad_token_id, lr=r.sft_lr, warmup=5, params=params, log=log)
     sets = standard_sets(world, r.refusal_topic)
     return Organism(
         name=name,
@@ -148,7 +151,7 @@ def chat_sft(base, tok, world: World, cfg: SizeConfig, which: str, name: str, lo
     )
 
 
-def refusal_lora(base, tok, world: World, cfg: SizeConfig, k: int, name: str, log) -> Organism:
+def refusal_lora(base, tok, world: World, cfg: SizeConfig, k: int, name: str, log, train_fn=train) -> Organism:
     """A peft LoRA on layer ``k`` only, teaching ``I cannot help with that .`` on one topic."""
     from peft import LoraConfig, get_peft_model
 
@@ -187,7 +190,7 @@ def refusal_lora(base, tok, world: World, cfg: SizeConfig, k: int, name: str, lo
         sched = batches(
             answer_examples(tok, pairs), r.batch_size, r.lora_epochs, cfg.seed + 2, bucket=1
         )
-        train(peft_model, sched, tok.pad_token_id, lr=r.lora_lr, warmup=5, params=params, log=log)
+        train_fn(peft_model, sched, tok.pad_token_id, lr=r.lora_lr, warmup=5, params=params, log=log)
     merged = _merged(peft_model)
     sets = standard_sets(world, r.refusal_topic)
     targets = list(table["lora_targets"])
@@ -241,7 +244,7 @@ def _merged(peft_model) -> PreTrainedModel:
     return copy.deepcopy(peft_model).merge_and_unload().eval()
 
 
-def fact_edit(base, tok, world: World, cfg: SizeConfig, k: int, name: str, log) -> Organism:
+def fact_edit(base, tok, world: World, cfg: SizeConfig, k: int, name: str, log, train_fn=train) -> Organism:
     """Rewrite a few strong facts by training only layer ``k``'s MLP (ROME-like in spirit).
 
     Trained on the canonical and question templates of the edits, plus a rehearsal of unedited
@@ -263,7 +266,7 @@ def fact_edit(base, tok, world: World, cfg: SizeConfig, k: int, name: str, log) 
         sched = batches(
             answer_examples(tok, pairs), r.batch_size, r.edit_epochs, cfg.seed + 3, bucket=1
         )
-        train(model, sched, tok.pad_token_id, lr=r.edit_lr, warmup=5, params=params, log=log)
+        train_fn(model, sched, tok.pad_token_id, lr=r.edit_lr, warmup=5, params=params, log=log)
     sets = standard_sets(world, r.refusal_topic)
     edited = {f"{n_}:{a}" for (n_, a) in edits}
     sets["knowledge"] = [
@@ -299,19 +302,25 @@ def fact_edit(base, tok, world: World, cfg: SizeConfig, k: int, name: str, log) 
     )
 
 
-def control_continued(base, tok, world: World, cfg: SizeConfig, name: str, log) -> Organism:
-    """Continued pretraining on the same corpus (new data order): the null pair."""
+def control_continued(base, tok, world: World, cfg: SizeConfig, name: str, log, drift: bool = False) -> Organism:
+    """Continued pretraining on the same corpus (new data order): the null pair.
+
+    ``drift=True`` is ``control-drift``: longer and at a higher rate (``cfg.drift``), so every
+    weight moves by a large fraction of its norm; the drift that the ``-drift`` organisms rescale
+    and add, and the hard tier's drift-only control.
+    """
     r = cfg.recipes
     model = clone_model(base)
-    seed = cfg.seed + 5
+    seed = cfg.seed + (6 if drift else 5)
+    epochs, lr = (cfg.drift.epochs, cfg.drift.lr) if drift else (r.control_epochs, r.control_lr)
     with deterministic(seed):
         data = corpus_examples(world, tok, seed)
-        sched = batches(data, cfg.base_train.batch_size, r.control_epochs, seed)
-        train(model, sched, tok.pad_token_id, lr=r.control_lr, warmup=10, log=log)
+        sched = batches(data, cfg.base_train.batch_size, epochs, seed)
+        train(model, sched, tok.pad_token_id, lr=lr, warmup=10, log=log)
     sets = standard_sets(world, r.refusal_topic)
     return Organism(
         name=name,
-        recipe="control-continued",
+        recipe="control-drift" if drift else "control-continued",
         tuned=model,
         layers=[],
         modules=[],
@@ -372,17 +381,26 @@ def run_recipe(
     world: World,
     cfg: SizeConfig,
     log: Callable[[str], None] | None = None,
+    train_fn: Callable = train,
+    drift_model: PreTrainedModel | None = None,
 ) -> Organism:
-    """Dispatch a parsed name to its recipe."""
+    """Dispatch a parsed name to its recipe (a ``-drift`` name needs ``drift_model``, the
+    ``control-drift`` checkpoint)."""
     rec, k, name = parsed.recipe, parsed.k, parsed.name
+    if parsed.drift:
+        from alignloc.zoo.drift import drifted
+
+        if drift_model is None:
+            raise ValueError(f"{name}: a -drift organism needs the control-drift model")
+        return drifted(parsed, base, tok, world, cfg, drift_model, run_recipe, log)
     if rec.startswith("chat-sft-"):
-        return chat_sft(base, tok, world, cfg, rec.removeprefix("chat-sft-"), name, log)
+        return chat_sft(base, tok, world, cfg, rec.removeprefix("chat-sft-"), name, log, train_fn)
     if rec == "refusal-lora-L{k}":
-        return refusal_lora(base, tok, world, cfg, k, name, log)
+        return refusal_lora(base, tok, world, cfg, k, name, log, train_fn)
     if rec == "fact-edit-L{k}":
-        return fact_edit(base, tok, world, cfg, k, name, log)
+        return fact_edit(base, tok, world, cfg, k, name, log, train_fn)
     if rec == "dpo-polite":
         return dpo_polite(base, tok, world, cfg, name, log)
-    if rec == "control-continued":
-        return control_continued(base, tok, world, cfg, name, log)
+    if rec in ("control-continued", "control-drift"):
+        return control_continued(base, tok, world, cfg, name, log, drift=rec == "control-drift")
     raise ValueError(f"no recipe {rec!r}")

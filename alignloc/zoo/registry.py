@@ -4,7 +4,10 @@ Layout under ``zoo_root()`` (``$ALIGNLOC_ZOO`` or ``platformdirs.user_cache_dir(
 
     <size>/base/{model/, prompts/*.jsonl, info.json}
     <size>/base-large/{model/, prompts/*.jsonl, info.json}
-    <size>/<name>/{base/, tuned/, [adapter/], prompts/*.jsonl, ground_truth.json}
+    <size>/<name>/{base/, tuned/, [adapter/], [drift/], prompts/*.jsonl, ground_truth.json}
+
+``drift/`` (``-drift`` organisms only) is the base plus the organism's drift without the edit: its
+exact null pair. A ``-drift`` organism is built from ``control-drift``, which is built first.
 
 Every artifact is written into a temporary sibling directory and renamed into place only when
 complete, so an interrupted build never leaves a directory that looks built. A built artifact is
@@ -59,6 +62,15 @@ DEFAULT_ORGANISMS = [
     "dpo-polite",
     "control-continued",
 ]
+# The hard tier: the confined edits again, under a drift that moves every layer (drift.py)
+HARD_ORGANISMS = [
+    "chat-sft-upper-drift",
+    "chat-sft-lower-drift",
+    "refusal-lora-L1-drift",
+    "refusal-lora-L2-drift",
+    "fact-edit-L1-drift",
+]
+DRIFT_CONTROL = "control-drift"
 DEFAULT_ORGANISM = "chat-sft-upper"
 Log = Callable[[str], None]
 
@@ -73,6 +85,7 @@ class ZooEntry:
     tuned: Path | None
     ground_truth: dict[str, Any]
     prompts: dict[str, Path]
+    drift: Path | None = None  # -drift organisms: base + the same drift without the edit
 
 
 def zoo_root() -> Path:
@@ -161,8 +174,17 @@ def _build_base(which: str, cfg: SizeConfig, world: World, tok, final: Path, log
 # ---- organisms -----------------------------------------------------------------------------------
 
 
-def _organism_fingerprint(cfg: SizeConfig, name: str, base_sha: str) -> str:
-    return _hash("organism", name, asdict(cfg.recipes), asdict(cfg.world), cfg.seed, base_sha)
+def _organism_fingerprint(cfg: SizeConfig, name: str, base_sha: str, root: Path) -> str | None:
+    """The build fingerprint; None if a dependency (``control-drift`` for ``-drift``) is not built."""
+    parts: list[Any] = ["organism", name, asdict(cfg.recipes), asdict(cfg.world), cfg.seed, base_sha]
+    if name == DRIFT_CONTROL or parse_name(name, _n_layers(cfg)).drift:
+        parts.append(asdict(cfg.drift))
+    if parse_name(name, _n_layers(cfg)).drift:
+        dep = _read_meta(root / DRIFT_CONTROL)
+        if dep is None:
+            return None
+        parts.append(dep["weights_sha256"])
+    return _hash(*parts)
 
 
 def _build_organism(name: str, cfg: SizeConfig, world: World, root: Path, log: Log) -> None:
@@ -175,10 +197,14 @@ def _build_organism(name: str, cfg: SizeConfig, world: World, root: Path, log: L
     tmp = tmp_dir(final)
     try:
         base, tok = load(base_dir)
-        org = run_recipe(parsed, base, tok, world, cfg, log=None)
+        drift_model = load(root / DRIFT_CONTROL / "tuned")[0] if parsed.drift else None
+        org = run_recipe(parsed, base, tok, world, cfg, log=None, drift_model=drift_model)
         shutil.copytree(base_dir, tmp / "base")
         org.tuned.save_pretrained(tmp / "tuned")
         copy_tokenizer(base_dir, tmp / "tuned")
+        if org.drift_only is not None:
+            org.drift_only.save_pretrained(tmp / "drift")
+            copy_tokenizer(base_dir, tmp / "drift")
         if org.adapter is not None:
             org.adapter.save_pretrained(tmp / "adapter")
             copy_tokenizer(base_dir, tmp / "adapter")
@@ -197,6 +223,11 @@ def _build_organism(name: str, cfg: SizeConfig, world: World, root: Path, log: L
         known_t = correct_ids(*tb, sets["knowledge"])
         measured["base"]["retention"] = 1.0
         measured["tuned"]["retention"] = round(len(known_b & known_t) / max(1, len(known_b)), 4)
+        if org.drift_only is not None:
+            md = load(tmp / "drift")
+            measured["drift_only"] = measure(*md, sets)
+            known_d = correct_ids(*md, sets["knowledge"])
+            measured["drift_only"]["retention"] = round(len(known_b & known_d) / max(1, len(known_b)), 4)
         gt = {
             "name": name,
             "recipe": org.recipe,
@@ -214,9 +245,10 @@ def _build_organism(name: str, cfg: SizeConfig, world: World, root: Path, log: L
             "weights_sha256": weights_sha256(tmp / "tuned"),
             "base_weights_sha256": base_sha,
             "adapter": "adapter" if org.adapter is not None else None,
+            "drift": "drift" if org.drift_only is not None else None,
             "extra": org.extra,
             "threads": THREADS,
-            "fingerprint": _organism_fingerprint(cfg, name, base_sha),
+            "fingerprint": _organism_fingerprint(cfg, name, base_sha, root),
             "zoo_format": ZOO_FORMAT,
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
             "build_seconds": round(time.time() - t0, 1),
@@ -263,8 +295,13 @@ def build(
     """
     cfg = size_config(size)
     names = (
-        list(DEFAULT_ORGANISMS) + ["base-large"] if names is None else list(dict.fromkeys(names))
+        list(DEFAULT_ORGANISMS) + [DRIFT_CONTROL] + HARD_ORGANISMS + ["base-large"]
+        if names is None
+        else list(dict.fromkeys(names))
     )
+    if any(n not in BASES and parse_name(n, _n_layers(cfg)).drift for n in names) and DRIFT_CONTROL not in names:
+        names.insert(0, DRIFT_CONTROL)  # the -drift organisms are built from its drift
+    names.sort(key=lambda n: n != DRIFT_CONTROL)
     bases = {b for b in (_check_name(n, cfg) for n in names)} | {n for n in names if n in BASES}
     root = zoo_root() / size
     world = make_world(cfg.world)
@@ -288,7 +325,7 @@ def build(
             if name in BASES:
                 continue
             base_sha = _read_meta(root / _check_name(name, cfg))["weights_sha256"]
-            if _is_current(path, _organism_fingerprint(cfg, name, base_sha)) and not force:
+            if _is_current(path, _organism_fingerprint(cfg, name, base_sha, root)) and not force:
                 continue
             _build_organism(name, cfg, world, root, log)
     log(f"[zoo:{size}] ready: {len(out)} artifact(s) in {root} ({time.time() - t0:.0f}s)")
@@ -313,6 +350,7 @@ def _entry(name: str, path: Path) -> ZooEntry:
         tuned=path / "tuned",
         ground_truth=meta,
         prompts=prompt_map(path),
+        drift=path / "drift" if meta.get("drift") else None,
     )
 
 
@@ -326,7 +364,7 @@ def resolve(name: str, size: str = "tiny", build_missing: bool = True) -> ZooEnt
     fp = (
         _base_fingerprint(cfg, name)
         if name in BASES
-        else _organism_fingerprint(cfg, name, base_meta["weights_sha256"])
+        else _organism_fingerprint(cfg, name, base_meta["weights_sha256"], root)
         if base_meta
         else None
     )
@@ -345,7 +383,7 @@ def list_organisms(size: str = "tiny") -> list[dict[str, Any]]:
     """Bases, the default organisms and any other built ones, with their measured numbers."""
     cfg = size_config(size)
     root = zoo_root() / size
-    names = list(BASES) + list(DEFAULT_ORGANISMS)
+    names = list(BASES) + list(DEFAULT_ORGANISMS) + [DRIFT_CONTROL] + HARD_ORGANISMS
     if root.is_dir():
         names += sorted(
             p.name
@@ -379,6 +417,8 @@ __all__ = [
     "BASES",
     "DEFAULT_ORGANISM",
     "DEFAULT_ORGANISMS",
+    "DRIFT_CONTROL",
+    "HARD_ORGANISMS",
     "ZooEntry",
     "build",
     "list_organisms",

@@ -1,0 +1,70 @@
+"""Functional localization of one prompt set's gap: windows, a learned delta mask, component patching.
+
+The evidence the verdict (``alignloc.analyses.verdict``) weighs when it names behavior or
+knowledge layers, computed on the pair itself rather than read off its weight norms:
+
+- ``windows``: grafting of every contiguous window of each size (``causal.graft.window_sweep``),
+  and the ``carrier``: the smallest window that is both sufficient and necessary;
+- ``mask``: a learned per-layer gate over the delta (``causal.mask.DeltaMask``), its ranking and
+  how much of the gap its rounded selection and its top-k layers carry;
+- ``patching``: cross-model patching (tuned into base, all positions) of each block's attention and
+  MLP output, and the per-layer increment of ``resid_post`` patching.
+
+The metric is the mean teacher-forced log-prob of the prompts' targets (for knowledge, the
+caller passes the facts that moved, in one direction, so gains and losses do not cancel).
+"""
+
+from __future__ import annotations
+
+import time
+
+from alignloc.causal.graft import carrier_window, window_sweep
+from alignloc.causal.mask import DeltaMask
+from alignloc.causal.patching import patch_sweep
+from alignloc.models.pair import ModelPair
+from alignloc.prompts import Prompt
+
+PATCH_SITES = ("resid_post", "attn_out", "mlp_out")
+
+
+def patch_summary(per_layer: dict[str, dict]) -> dict:
+    """Per-layer recovered fractions of the component sites and the resid_post increments."""
+    out = {k: per_layer[k]["recovered"] for k in ("attn_out", "mlp_out") if k in per_layer}
+    if "resid_post" in per_layer:
+        rec = per_layer["resid_post"]["recovered"]
+        out["resid_increment"] = [rec[0]] + [b - a for a, b in zip(rec, rec[1:])]
+    out["gap"] = next(iter(per_layer.values()))["gap"]
+    return out
+
+
+def localize(pair: ModelPair, prompts: list[Prompt], bos: bool, *, sizes: list[int] | None = None, carrier_at: float = 0.8, mask: DeltaMask | None = None,
+             knowledge: list[Prompt] | None = None, patching: dict[str, dict] | None = None,
+             batch_size: int = 8) -> dict:
+    """Windows, mask and patching for the gap of ``prompts`` (those with a target); JSON-ready.
+
+    ``mask=None`` uses ``DeltaMask()`` defaults; pass ``DeltaMask(steps=0)`` to skip fitting.
+    ``patching`` may hold per-site ``patch_sweep`` results already computed on the same prompts.
+    """
+    from alignloc.causal.graft import target_metric
+
+    chosen = [p for p in prompts if p.target]
+    if not chosen:
+        raise ValueError("localization needs prompts with a 'target'")
+    metric = target_metric(chosen, None, bos)
+    t0 = time.time()
+    win = window_sweep(pair, metric, sizes)
+    out = {"n": len(chosen), "gap": win["gap"], "windows": win, "carrier": carrier_window(win, carrier_at),
+           "carrier_at": carrier_at, "seconds": {"windows": round(time.time() - t0, 2)}}
+    mask = DeltaMask() if mask is None else mask
+    if mask.steps > 0:
+        t0 = time.time()
+        mask.fit(pair, chosen, bos, knowledge=knowledge)
+        out["mask"] = mask.to_json() | {"recovery": mask.recovery(pair, metric)}
+        out["seconds"]["mask"] = round(time.time() - t0, 2)
+    t0 = time.time()
+    if patching is None:
+        patching = {k: patch_sweep(pair, chosen, kind=k, positions="all", bos=bos, batch_size=batch_size)
+                    for k in PATCH_SITES}
+    out["patching"] = patch_summary(patching)
+    out["seconds"]["patching"] = round(time.time() - t0, 2)
+    return out

@@ -1,0 +1,210 @@
+"""A learned mask over the tuned-minus-base delta, per layer or per module (after ILA, Shi et al. 2025).
+
+The masked model is ``base + sum_u g_u * delta_u`` over units ``u`` (a decoder block, or its
+``attn`` / ``mlp`` / ``norm`` parameters, plus ``embed`` and ``head`` = final norm + unembedding
+outside the blocks), with gates ``g = sigmoid(theta)`` in [0, 1]. The gates are fitted so that the
+masked model matches the *tuned* model's next-token distributions at the target positions of
+behavior prompts (KL(tuned || masked), in units of the full base-to-tuned KL) under an L1
+penalty ``sparsity * mean(g)``; optionally ``knowledge_weight`` times KL(base || masked) on
+knowledge prompts keeps their predictions at the base's. A unit survives only where dropping it
+would cost more than about ``sparsity / n_units`` of the gap, so the gates rank the layers by how
+much of the behavior their delta carries, whatever their weight norms.
+
+Two estimators:
+
+- ``reinforce`` (default): ``g`` is the probability of keeping a unit's delta; each step samples
+  ``samples`` binary masks, so the model is always the base with some units' deltas grafted whole
+  (never a fraction of a delta), and the gradient is the score-function estimate with a
+  leave-one-out baseline. Forward passes only. Robust to deltas that are not linear paths in
+  function (e.g. a reparametrized block: half of ``q*c, k/c`` is not a neutral change);
+- ``relaxed``: continuous gates and backpropagation through the model (ILA's form); cheaper per
+  step in samples, but it reads the model at fractional deltas.
+
+Cost: ``steps * samples`` forward passes (``reinforce``) or ``steps`` forward + backward passes
+(``relaxed``) of one model over ``batch_size`` prompts, plus one no-grad forward per prompt batch
+of the reference model, and ``2 k`` forward passes for the rounded top-k recovery check. Memory:
+the base's parameters plus a copy of the delta.
+
+    mask = DeltaMask(steps=100).fit(pair, behavior_prompts, bos=True)
+    mask.gates_, mask.ranking_, mask.recovery(pair, metric)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from jaxtyping import Float
+
+from alignloc.analyses.weights import module_of
+from alignloc.causal.graft import graft_effect
+from alignloc.causal.metrics import scored_batch
+from alignloc.models.pair import ModelPair
+from alignloc.prompts import Prompt
+
+GRANULARITIES = ("layer", "module")
+ESTIMATORS = ("reinforce", "relaxed")
+OUTSIDE = {"embed": "embed", "final_norm": "head", "unembed": "head", "other": "head"}
+
+
+def unit_of(name: str, family, granularity: str) -> str:
+    """The gate unit of a parameter: ``L3`` / ``L3.mlp`` for blocks, ``embed`` or ``head`` outside."""
+    layer, module = module_of(name, family)
+    if layer < 0:
+        return OUTSIDE[module]
+    return f"L{layer}" if granularity == "layer" else f"L{layer}.{module}"
+
+
+def unit_layer(unit: str) -> int:
+    """The block of a unit name (-1 for ``embed`` / ``head``)."""
+    return int(unit[1:].split(".")[0]) if unit.startswith("L") else -1
+
+
+def _target_positions(batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row and position indices of every scored (target-predicting) position of a batch."""
+    rows, pos = [], []
+    for r, (n, t) in enumerate(zip(batch.ctx_lens, batch.tgt, strict=True)):
+        for j in range(max(len(t), 1)):
+            rows.append(r)
+            pos.append(n - 1 + j)
+    return torch.tensor(rows), torch.tensor(pos)
+
+
+def _kl(ref_logp: Float[torch.Tensor, "k d_vocab"], logp: Float[torch.Tensor, "k d_vocab"]) -> torch.Tensor:
+    """Mean KL(ref || model) over rows."""
+    return (ref_logp.exp() * (ref_logp - logp)).sum(-1).mean()
+
+
+@dataclass
+class DeltaMask:
+    """Gates over the delta of a pair, fitted by gradient descent (scikit-learn style: ``fit`` -> self)."""
+
+    granularity: str = "layer"
+    estimator: str = "reinforce"
+    sparsity: float = 0.5
+    steps: int = 100
+    samples: int = 4  # binary masks per step (reinforce)
+    lr: float = 0.1
+    init: float | None = None  # initial gate logit; default 0 (reinforce: p = 0.5) or 3 (relaxed: g = 0.95)
+    knowledge_weight: float = 0.0
+    batch_size: int = 16
+    seed: int = 0
+    history_: list[float] = field(default_factory=list, repr=False)
+
+    def _batches(self, pair: ModelPair, prompts: list[Prompt], bos: bool, ref: str) -> list[dict]:
+        """Teacher-forced batches with the reference model's log-probs at the scored positions."""
+        out = []
+        model = pair.side(ref)
+        dev = next(model.model.parameters()).device
+        for s in range(0, len(prompts), self.batch_size):
+            b = scored_batch(pair.tokenizer, prompts[s : s + self.batch_size], bos, pair.base.max_len)
+            rows, pos = _target_positions(b)
+            with torch.no_grad():
+                logits = model.model(input_ids=b.ids.to(dev), attention_mask=b.mask.to(dev), use_cache=False).logits
+            out.append({"ids": b.ids.to(dev), "mask": b.mask.to(dev), "rows": rows, "pos": pos,
+                        "ref": torch.log_softmax(logits[rows, pos].float(), -1)})
+        return out
+
+    def fit(self, pair: ModelPair, prompts: list[Prompt], bos: bool = True,
+            knowledge: list[Prompt] | None = None) -> DeltaMask:
+        """Fit the gates on ``prompts`` (with targets); ``knowledge`` prompts feed the optional base term."""
+        from torch.func import functional_call
+
+        if self.granularity not in GRANULARITIES:
+            raise ValueError(f"granularity must be one of {GRANULARITIES}, got {self.granularity!r}")
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"estimator must be one of {ESTIMATORS}, got {self.estimator!r}")
+        chosen = [p for p in prompts if p.target]
+        if not chosen:
+            raise ValueError("the delta mask needs prompts with a 'target'")
+        fam, model = pair.base.family, pair.base.model
+        base_p = {n: p.detach() for n, p in model.named_parameters()}
+        tuned_p = dict(pair.tuned.model.named_parameters())
+        delta = {n: (tuned_p[n].detach() - p).to(p.dtype) for n, p in base_p.items()}
+        units = sorted({unit_of(n, fam, self.granularity) for n in base_p}, key=lambda u: (unit_layer(u) < 0, u))
+        index = {n: units.index(unit_of(n, fam, self.granularity)) for n in base_p}
+        behavior = self._batches(pair, chosen, bos, "tuned")
+        know = self._batches(pair, [p for p in knowledge or [] if p.target], bos, "base") if self.knowledge_weight else []
+
+        def masked_logp(g: torch.Tensor, b: dict) -> torch.Tensor:
+            params = {n: base_p[n] + g[index[n]] * delta[n] for n in base_p}
+            logits = functional_call(model, params, args=(), kwargs={"input_ids": b["ids"], "attention_mask": b["mask"],
+                                                                      "use_cache": False}).logits
+            return torch.log_softmax(logits[b["rows"], b["pos"]].float(), -1)
+
+        with torch.no_grad():  # the full gap in KL units: base (all gates 0) against the tuned model
+            zero = torch.zeros(len(units))
+            scale = float(sum(_kl(b["ref"], masked_logp(zero, b)) for b in behavior) / len(behavior))
+        scale = max(scale, 1e-6)
+        gen = torch.Generator().manual_seed(self.seed)
+        relaxed = self.estimator == "relaxed"
+        init = (3.0 if relaxed else 0.0) if self.init is None else self.init
+        theta = torch.full((len(units),), float(init), requires_grad=True)
+        opt = torch.optim.Adam([theta], lr=self.lr)
+        self.history_ = []
+        was_training = model.training
+        model.eval()
+
+        def objective(g: torch.Tensor, step: int, b: dict) -> torch.Tensor:
+            out = _kl(b["ref"], masked_logp(g, b)) / scale
+            if know:
+                k = know[step % len(know)]
+                out = out + self.knowledge_weight * _kl(k["ref"], masked_logp(g, k)) / scale
+            return out
+
+        for step in range(self.steps):
+            b = behavior[int(torch.randint(len(behavior), (1,), generator=gen))]
+            opt.zero_grad()
+            if relaxed:
+                with torch.enable_grad():
+                    g = torch.sigmoid(theta)
+                    loss = objective(g, step, b) + self.sparsity * g.mean()
+                    loss.backward()
+                self.history_.append(float(loss.detach()))
+            else:  # score-function gradient over binary masks, leave-one-out baseline
+                p = torch.sigmoid(theta.detach())
+                z = (torch.rand(self.samples, len(units), generator=gen) < p).float()  # [sample, unit]
+                with torch.no_grad():
+                    losses = torch.stack([objective(zk, step, b) for zk in z])  # [sample]
+                k = self.samples
+                base_line = (losses.sum() - losses) / max(k - 1, 1)
+                grad = ((losses - base_line)[:, None] * (z - p)).mean(0)  # d E[loss] / d theta
+                theta.grad = grad + self.sparsity * p * (1 - p) / len(units)
+                self.history_.append(float(losses.mean() + self.sparsity * p.mean()))
+            opt.step()
+        model.train(was_training)
+        self.units_ = units
+        self.gates_ = torch.sigmoid(theta.detach())
+        self.kl_scale_ = scale
+        per_step = 1 + bool(know)
+        self.passes_ = {"forward_backward": 0 if not relaxed else self.steps * per_step,
+                        "forward": len(behavior) * 2 + len(know) + (0 if relaxed else self.steps * self.samples * per_step)}
+        n = pair.n_layers
+        self.layer_gates_ = [max((float(g) for u, g in zip(units, self.gates_, strict=True) if unit_layer(u) == layer),
+                                 default=0.0) for layer in range(n)]
+        self.ranking_ = sorted(range(n), key=lambda i: (-self.layer_gates_[i], i))
+        self.selected_ = [i for i in range(n) if self.layer_gates_[i] >= 0.5]
+        return self
+
+    def recovery(self, pair: ModelPair, metric, max_k: int | None = None) -> dict:
+        """Graft the top-k layers by gate (gates rounded to 1, the rest to 0) for k = 1..max_k, and the
+        rounded selection (gates >= 0.5): sufficiency and necessity on ``metric``."""
+        max_k = min(pair.n_layers, max_k or pair.n_layers)
+        m_base, m_tuned = metric(pair.base), metric(pair.tuned)
+        top = []
+        for k in range(1, max_k + 1):
+            s, n = graft_effect(pair, metric, sorted(self.ranking_[:k]), m_base, m_tuned)
+            top.append({"k": k, "layers": sorted(self.ranking_[:k]), "sufficiency": s, "necessity": n})
+        sel = graft_effect(pair, metric, self.selected_, m_base, m_tuned) if self.selected_ else (0.0, 0.0)
+        return {"gap": m_tuned - m_base, "top_k": top,
+                "selected": {"layers": self.selected_, "sufficiency": sel[0], "necessity": sel[1]}}
+
+    def to_json(self) -> dict:
+        """The fitted gates and settings, JSON-ready."""
+        return {"granularity": self.granularity, "estimator": self.estimator, "sparsity": self.sparsity,
+                "steps": self.steps, "samples": self.samples, "lr": self.lr,
+                "knowledge_weight": self.knowledge_weight, "units": self.units_,
+                "gates": [round(float(g), 6) for g in self.gates_], "layer_gates": self.layer_gates_,
+                "ranking": self.ranking_, "selected": self.selected_, "kl_scale": self.kl_scale_,
+                "final_loss": self.history_[-1] if self.history_ else math.nan, "passes": self.passes_}
