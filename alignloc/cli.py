@@ -153,7 +153,11 @@ def layer_diff_cmd(
     n_boot: int = typer.Option(1000, help="Bootstrap resamples over prompts for every interval."),
     seed: int = typer.Option(0, help="Seed for bootstrap, folds and control tasks."),
     probes: bool = typer.Option(True, help="Train per-layer linear probes (--no-probes to skip)."),
-    causal: bool = typer.Option(False, help="Also run the causal tests: grafting, cross-/within-model patching with layer x position grids, attribution."),
+    causal: bool = typer.Option(False, help="Also run the causal tests: graft windows, a learned delta mask, cross-/within-model "
+                                "patching with layer x position grids, attribution; the verdict then names layers from them."),
+    windows: str | None = typer.Option(None, help="With --causal: graft window sizes, e.g. '1,2,4' (default: 1, 2, 4, ... up to "
+                                       "half the layers)."),
+    mask_steps: int = typer.Option(100, help="With --causal: steps of the learned delta mask (0 skips it)."),
     batch_size: int = typer.Option(16, help="Prompts per forward pass."),
     backend: str = typer.Option("hf", help="hf | bridge | nnsight (same activations)."),
     overwrite: bool = typer.Option(False, help="Replace a store that holds a different capture."),
@@ -176,8 +180,19 @@ def layer_diff_cmd(
         ctrl = None
     else:
         ctrl = load_model(control, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    sizes = None
+    if windows is not None:
+        from alignloc.causal.graft import window_sizes
+
+        try:
+            sizes = window_sizes(pair.n_layers, windows)
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="--windows") from None
+    if mask_steps < 0:
+        raise typer.BadParameter(f"must be >= 0, got {mask_steps}", param_hint="--mask-steps")
     report = layer_diff(pair, prompt_list, out, control=ctrl, store=store, n_boot=n_boot, seed=seed, probes=probes,
-                        batch_size=batch_size, backend=backend, overwrite=overwrite, causal=causal)
+                        batch_size=batch_size, backend=backend, overwrite=overwrite, causal=causal, windows=sizes,
+                        mask_steps=mask_steps)
     for line in report["verdict"]["summary"]:
         typer.echo(f"- {line}")
     typer.echo(f"report: {out / 'index.html'}  {out / 'report.json'}  {out / 'summary.md'}")
@@ -190,11 +205,13 @@ def localize_bench_cmd(
     markdown: Path | None = typer.Option(None, "--markdown", help="Write the tables as Markdown."),
     n_prompts: int = typer.Option(48, help="Prompts per organism (the first N of its behavior prompt file)."),
     methods: str | None = typer.Option(None, help="Comma-separated subset of methods (default: all)."),
+    tiers: str = typer.Option("easy,hard", help="easy (edits confined to their layers), hard (the same edits under a drift "
+                              "of every layer), or both."),
 ) -> None:
     """Rank layers by each localization method on every organism with a planted edit: hit@1, hit@k, control false positives."""
     import json
 
-    from alignloc.causal.bench import METHODS, localize_bench, render_bench_markdown
+    from alignloc.causal.bench import METHODS, TIERS, localize_bench, render_bench_markdown
     from alignloc.report import json_safe
     from alignloc.store.manifest import atomic_write_bytes
 
@@ -202,7 +219,10 @@ def localize_bench_cmd(
     if chosen and set(chosen) - set(METHODS):
         raise typer.BadParameter(f"unknown {sorted(set(chosen) - set(METHODS))}; choose from {', '.join(METHODS)}",
                                  param_hint="--methods")
-    result = localize_bench(size=size, n_prompts=n_prompts, methods=chosen,
+    tier_list = [t.strip() for t in tiers.split(",") if t.strip()]
+    if not tier_list or set(tier_list) - set(TIERS):
+        raise typer.BadParameter(f"{tiers!r}; choose from {', '.join(TIERS)}", param_hint="--tiers")
+    result = localize_bench(size=size, n_prompts=n_prompts, methods=chosen, tiers=tier_list,
                             log=lambda m: typer.echo(m, err=True))
     text = render_bench_markdown(result)
     typer.echo(text)

@@ -28,21 +28,21 @@ def llama_pair(arch_pairs) -> tuple:
 
 @pytest.fixture(scope="session")
 def zoo_tiny():
-    """The tiny model-organism zoo (default set + both bases), built once and cached on disk.
+    """The tiny model-organism zoo (default set, hard tier + both bases), built once and cached on disk.
 
     ``ALIGNLOC_ZOO`` is pointed at ``$ALIGNLOC_TEST_ZOO`` or ``<repo>/.zoo-cache`` (git-ignored);
     builds are reused across runs while their fingerprints match. Returns the zoo root.
     """
     from pathlib import Path
 
-    from alignloc.zoo import DEFAULT_ORGANISMS, build
+    from alignloc.zoo import DEFAULT_ORGANISMS, HARD_ORGANISMS, build
 
     root = Path(
         os.environ.get("ALIGNLOC_TEST_ZOO") or Path(__file__).resolve().parents[1] / ".zoo-cache"
     )
     old = os.environ.get("ALIGNLOC_ZOO")
     os.environ["ALIGNLOC_ZOO"] = str(root)
-    build(DEFAULT_ORGANISMS + ["base-large"], size="tiny", log=lambda m: None)
+    build(DEFAULT_ORGANISMS + HARD_ORGANISMS + ["base-large"], size="tiny", log=lambda m: None)
     yield root
     if old is None:
         os.environ.pop("ALIGNLOC_ZOO", None)

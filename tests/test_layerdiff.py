@@ -91,7 +91,7 @@ def test_report_files_round_trip(reports):
     r = reports("chat-sft-upper", probes=True)
     out = r["_out"]
     data = json.loads((out / "report.json").read_text())  # strict JSON: no NaN
-    assert data["schema_version"] == 1
+    assert data["schema_version"] == 2
     assert data["verdict"]["behavior_layers"] == r["verdict"]["behavior_layers"]
     md = (out / "summary.md").read_text()
     assert "## Verdict" in md and "layers 2-3" in md
@@ -117,9 +117,12 @@ def test_cli_layer_diff_on_an_organism_without_prompt_file(zoo_tiny, tmp_path, c
     assert "layer 2" in capsys.readouterr().out
     rep = json.loads((out / "report.json").read_text())
     assert rep["verdict"]["changed_layers"] == [2] and rep["verdict"]["behavior_layers"] == [2]
-    g = rep["causal"]["graft"]["behavior"]
+    assert rep["verdict"]["behavior"]["basis"] == "causal"
+    loc = rep["causal"]["localize"]["behavior"]
+    g = loc["windows"]["windows"]["1"]
     assert g["sufficiency"][2] >= 0.7 and max(abs(g["sufficiency"][i]) for i in (0, 1, 3)) < 0.05
-    assert "Weight grafting" in (out / "summary.md").read_text()
+    assert loc["carrier"]["layers"] == [2] and loc["mask"]["selected"] == [2]
+    assert "Graft windows" in (out / "summary.md").read_text()
     c = rep["causal"]["patch"]["behavior"]
     mlp, kept = c["patch"]["per_layer"]["mlp_out"], c["patch"]["kept"]["mlp_out"]
     assert max(range(4), key=lambda i: mlp["recovered"][i]) == 2 and mlp["recovered"][2] > 0.9

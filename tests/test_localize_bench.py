@@ -21,16 +21,17 @@ def test_ranking_and_hits():
 
 def test_localize_bench_on_the_tiny_zoo(zoo_tiny, tmp_path, capsys):
     out, md = tmp_path / "bench.json", tmp_path / "bench.md"
-    assert main(["localize-bench", "--json", str(out), "--markdown", str(md), "--n-prompts", "24"]) == 0
+    assert main(["localize-bench", "--tiers", "easy", "--json", str(out), "--markdown", str(md), "--n-prompts", "24"]) == 0
     printed = capsys.readouterr().out
-    r = json.loads(out.read_text())
+    r = json.loads(out.read_text())["tiers"]["easy"]
     assert set(r["organisms_scored"]) == {"chat-sft-upper", "chat-sft-lower", "refusal-lora-L1", "refusal-lora-L2", "fact-edit-L1"}
     assert set(r["skipped"]) == {"chat-sft-full", "dpo-polite"}
     assert set(r["single_layer_organisms"]) == {"refusal-lora-L1", "refusal-lora-L2", "fact-edit-L1"}
     m = r["methods"]
     assert all("hit@1" in s for s in m.values())
     assert max(s["hit@1_single_layer"] for s in m.values()) >= 0.9
-    for causal in ("graft_sufficiency", "graft_necessity", "patch_mlp_out", "attribution_mlp_out"):
+    for causal in ("graft_sufficiency", "graft_necessity", "patch_mlp_out", "attribution_mlp_out", "graft_window",
+                   "delta_mask"):
         assert m[causal]["hit@1_single_layer"] == 1.0
         assert m[causal]["control_false_positives"] == 0.0
     # weights moved in every layer of the null pair: the weight baseline cannot tell it from an edit

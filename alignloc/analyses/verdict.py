@@ -1,6 +1,6 @@
-"""The verdict: which layers changed, and whether the change is in behavior or in knowledge.
+"""The verdict: where does the change live, and is it behavior or knowledge?
 
-Five per-layer *lines of evidence*, each a value with a bootstrap interval and a noise floor:
+Per-layer *lines of evidence*, each a value with a bootstrap interval and a noise floor:
 
 - ``weights``: relative Frobenius norm of the weight change of the block;
 - ``representation``: what the block adds to the residual stream's relative L2 shift
@@ -15,15 +15,33 @@ Five per-layer *lines of evidence*, each a value with a bootstrap interval and a
 **Floors.** With a control pair (base vs. a checkpoint trained without the edit, e.g. continued
 pretraining), the floor of each line is ``control_margin`` times the control's value (its
 interval's far end). Without one, it is ``background_factor`` times the pair's own background (the
-25th percentile of |value| across layers), so only layers that *stand out* count: a change spread
-evenly over all layers (continued pretraining, a full fine-tune) is then reported as distributed,
-not localized. Each line also has an absolute minimum (``MIN_FLOOR``).
+25th percentile of |value| across layers), so only layers that *stand out* count. Each line also
+has an absolute minimum (``MIN_FLOOR``).
 
-**Rules.** ``changed_layers``: the weights line is above its floor *and* the representation or
-lens line corroborates it there (a weight change without functional effect does not count).
-``behavior_layers`` / ``knowledge_layers``: changed layers where that line's interval clears the
-floor (two-sided). Output-level knowledge is *preserved* when top-1 recall moved by at most
-``preserve_points`` and the mean log-prob of the facts by at most ``preserve_nats``.
+**Rules (schema 2).** A weight change is where training *wrote*, not where the behavior *lives*:
+in a full fine-tune every layer moves. So layers are named from functional evidence only, and the
+weights line corroborates without gating:
+
+- ``behavior_layers`` / ``knowledge_layers``, with causal evidence (``layer-diff --causal``,
+  ``alignloc.causal.localize``, on the behavior prompts and on the facts that moved): the smallest
+  layer set that is both sufficient and necessary for at least ``carrier_at`` of the gap, among
+  the smallest carrier window of weight grafting and the learned mask's selection (checked by
+  grafting it). If no set of at most ``max_share`` of the layers carries the gap, the kind is
+  **not localized** (and no layer is named). A gap under ``min_gap`` nats is no change.
+- without causal evidence (correlational fallback): the layers where the kind's lens line is above
+  its floor, intersected with the weights' flags when the weights single out at most
+  ``max_share`` of the layers (``basis: "lens+weights"``; on a disagreement nothing is named and
+  the verdict says so), else the lens alone (``basis: "lens"``): a change that spreads through
+  every layer's weights cannot corroborate anything.
+- ``changed_layers``: where training *wrote*: the weights line above its floor with the
+  representation or lens line corroborating it there (as in schema 1). It does not say where the
+  behavior lives; the two blocks above do.
+- every named layer lists the evidence that names it (``named_by``): ``graft_window``, ``mask``,
+  ``patching`` (attention or MLP output, or the residual increment, recovering >= ``patch_at``),
+  ``lens``, and ``weights`` (above their floor: corroboration only).
+
+Output-level knowledge is *preserved* when top-1 recall moved by at most ``preserve_points`` and
+the mean log-prob of the facts by at most ``preserve_nats``.
 """
 
 from __future__ import annotations
@@ -43,6 +61,10 @@ class VerdictConfig:
     control_margin: float = 1.5
     preserve_points: float = 5.0
     preserve_nats: float = 0.5
+    carrier_at: float = 0.8  # a carrier set must be sufficient and necessary for this share of the gap
+    max_share: float = 0.5  # ... and hold at most this share of the layers, else "not localized"
+    patch_at: float = 0.5  # patching names a layer that recovers this share of the gap
+    min_gap: float = 0.5  # nats: a smaller gap is no change to localize
 
 
 def evidence_lines(m: dict) -> dict[str, dict[str, list[float]]]:
@@ -91,17 +113,99 @@ def _span(layers: list[int]) -> str:
     return "layer" + ("s " if len(layers) > 1 else " ") + ", ".join(runs)
 
 
-def verdict(m: dict, control: dict | None = None, cfg: VerdictConfig | None = None) -> dict:
-    """Combine one pair's measures (and optionally a control pair's) into the verdict block."""
+def _carrier(loc: dict, cfg: VerdictConfig, n_layers: int) -> tuple[dict | None, list[dict]]:
+    """The chosen carrier set (smallest of the window and the mask selection that meet the bar) and
+    every candidate considered, each ``{"source", "layers", "sufficiency", "necessity"}``."""
+    cands = []
+    if loc.get("carrier"):
+        c = loc["carrier"]
+        cands.append({"source": "graft_window", "layers": c["layers"], "sufficiency": c["sufficiency"],
+                      "necessity": c["necessity"]})
+    sel = (loc.get("mask") or {}).get("recovery", {}).get("selected")
+    if sel and sel["layers"]:
+        cands.append({"source": "mask", **sel})
+    ok = [c for c in cands if len(c["layers"]) <= cfg.max_share * n_layers
+          and min(c["sufficiency"], c["necessity"]) >= cfg.carrier_at]
+    best = min(ok, key=lambda c: (len(c["layers"]), c["source"] != "graft_window")) if ok else None
+    return best, cands
+
+
+def _patching_layers(loc: dict, at: float) -> list[int]:
+    """Layers where attention / MLP output patching, or the residual increment, recovers >= ``at``."""
+    p = loc.get("patching") or {}
+    rows = [p[k] for k in ("attn_out", "mlp_out", "resid_increment") if k in p]
+    return sorted({i for row in rows for i, v in enumerate(row) if v == v and v >= at})
+
+
+def functional_block(kind: str, loc: dict | None, lens_flags: list[int], weight_flags: list[int],
+                     cfg: VerdictConfig, n_layers: int, output_gap: float | None = None) -> dict:
+    """Which layers carry one kind's gap, on what evidence (see the module docstring).
+
+    ``output_gap``: the kind's mean output-level change (nats); without causal evidence a gap under
+    ``min_gap`` names nothing (the lens lines alone flag noise on a null pair)."""
+    if loc is None and output_gap is not None and not abs(output_gap) >= cfg.min_gap:
+        return {"basis": "lens", "layers": [], "localized": None, "lens_layers": sorted(lens_flags), "named_by": {},
+                "reason": f"the {kind} prompts' target log-prob moved by {output_gap:+.2f} nats, under {cfg.min_gap}: "
+                          "no change to localize"}
+    if loc is None:  # correlational fallback: the lens, corroborated by the weights where they single layers out
+        informative = bool(weight_flags) and len(weight_flags) <= cfg.max_share * n_layers
+        layers = sorted(set(lens_flags) & set(weight_flags)) if informative else sorted(lens_flags)
+        block = {"basis": "lens+weights" if informative else "lens", "layers": layers,
+                 "localized": (len(layers) <= cfg.max_share * n_layers) if layers else None,
+                 "lens_layers": sorted(lens_flags),
+                 "named_by": {str(i): ["lens"] + (["weights"] if i in weight_flags else []) for i in layers}}
+        if informative and lens_flags and not layers:
+            block["reason"] = (f"the lens shows the {kind} gap at {_span(sorted(lens_flags))} but the weights changed most "
+                               f"at {_span(sorted(weight_flags))}: they disagree")
+        return block
+    gap = loc["gap"]
+    block = {"basis": "causal", "gap": gap, "n": loc["n"], "layers": [], "localized": None, "named_by": {}}
+    if not abs(gap) >= cfg.min_gap:
+        block["reason"] = f"gap {gap:+.2f} nats is below {cfg.min_gap}: no {kind} change to localize"
+        return block
+    best, cands = _carrier(loc, cfg, n_layers)
+    block["candidates"] = cands
+    if best is None:
+        block["localized"] = False
+        block["reason"] = (f"no set of at most {int(cfg.max_share * n_layers)} layers is both sufficient and necessary "
+                           f"for {cfg.carrier_at:.0%} of the gap")
+        return block
+    mask_sel = next((c["layers"] for c in cands if c["source"] == "mask"), [])
+    window = next((c["layers"] for c in cands if c["source"] == "graft_window"), [])
+    patched = _patching_layers(loc, cfg.patch_at)
+    named = {}
+    for i in best["layers"]:
+        named[str(i)] = ([src for src, ls in (("graft_window", window), ("mask", mask_sel), ("patching", patched),
+                                         ("lens", lens_flags), ("weights", weight_flags)) if i in ls])
+    block.update(layers=best["layers"], localized=True, named_by=named, carrier=best,
+                 agreement={"window_vs_mask": _jaccard(window, mask_sel), "patching": patched})
+    return block
+
+
+def _jaccard(a: list[int], b: list[int]) -> float | None:
+    return len(set(a) & set(b)) / len(set(a) | set(b)) if (a or b) else None
+
+
+def verdict(m: dict, control: dict | None = None, cfg: VerdictConfig | None = None,
+            localization: dict | None = None) -> dict:
+    """Combine one pair's measures (a control pair's for floors, causal ``localization`` blocks per
+    kind from ``alignloc.causal.localize``) into the verdict block."""
     cfg = cfg or VerdictConfig()
     lines = evidence_lines(m)
+    n = len(lines["weights"]["mean"])
     control_lines = evidence_lines(control) if control is not None else None
     fl = floors(lines, control_lines, cfg)
     flags = {name: flagged(ci, fl[name]) for name, ci in lines.items()}
     functional = set(flags["representation"]) | set(flags["lens"])
-    changed = [layer for layer in flags["weights"] if layer in functional]
-    behavior = [layer for layer in changed if layer in flags.get("behavior", [])]
-    knowledge = [layer for layer in changed if layer in flags.get("knowledge", [])]
+    changed = sorted(functional & set(flags["weights"]))
+    loc = localization or {}
+    outs = m["outputs"]
+    gaps = {"behavior": outs["behavior"]["logprob_delta"]["mean"] if "behavior" in outs else None, "knowledge": None}
+    blocks = {kind: functional_block(kind, loc.get(kind) if localization is not None else None,
+                                     flags.get(kind, []), flags["weights"], cfg, n, gaps[kind])
+              for kind in ("behavior", "knowledge") if kind in lines or kind in loc}
+    behavior = blocks.get("behavior", {}).get("layers", [])
+    knowledge = blocks.get("knowledge", {}).get("layers", [])
     evidence = [
         {"line": name, "layer": i, "value": ci["mean"][i], "ci": [ci["lo"][i], ci["hi"][i]], "floor": fl[name][i],
          "above_floor": i in flags[name]}
@@ -114,13 +218,15 @@ def verdict(m: dict, control: dict | None = None, cfg: VerdictConfig | None = No
         preserved = (abs(100 * know["accuracy_delta"]["mean"]) <= cfg.preserve_points
                      and know["logprob_delta"]["mean"] >= -cfg.preserve_nats)
     kinds = [k for k, v in (("behavior", behavior), ("knowledge", knowledge)) if v]
-    localized = bool(changed) and len(changed) < len(lines["weights"]["mean"])
     return {
         "changed_layers": changed,
         "behavior_layers": behavior,
         "knowledge_layers": knowledge,
+        "behavior": blocks.get("behavior"),
+        "knowledge": blocks.get("knowledge"),
+        "basis": "causal" if localization is not None else "correlational",
         "kind": "+".join(kinds) if kinds else ("unclassified" if changed else "none"),
-        "localized": localized,
+        "localized": any(b.get("localized") for b in blocks.values()),
         "distributed_weight_change": not flags["weights"] and any(v > MIN_FLOOR["weights"] for v in lines["weights"]["mean"]),
         "knowledge_preserved": preserved,
         "flags": flags,
@@ -128,41 +234,83 @@ def verdict(m: dict, control: dict | None = None, cfg: VerdictConfig | None = No
         "floor_source": "control pair" if control is not None else "background (no control pair)",
         "config": asdict(cfg),
         "evidence": evidence,
-        "summary": summary_lines(changed, behavior, knowledge, know, beh, flags, control is not None, cfg,
-                                 n_layers=len(lines["weights"]["mean"]), moved=lines.get("knowledge")),
+        "summary": summary_lines(blocks, changed, know, beh, flags, control is not None, cfg, n,
+                                 lines["weights"]["mean"], moved=lines.get("knowledge")),
     }
 
 
-def summary_lines(changed, behavior, knowledge, know, beh, flags, has_control: bool, cfg: VerdictConfig,
-                  n_layers: int, moved: dict | None = None) -> list[str]:
+def _why(block: dict) -> str:
+    """The numbers behind a causal carrier: grafting, mask agreement, patching, corroboration."""
+    c = block["carrier"]
+    parts = [f"grafting {'the window' if c['source'] == 'graft_window' else 'the mask-selected layers'} into the base "
+             f"brings {c['sufficiency']:.2f} of the {block['gap']:+.2f}-nat gap and removing it from the tuned model costs "
+             f"{c['necessity']:.2f}"]
+    others = {src for srcs in block["named_by"].values() for src in srcs}
+    agree = [name for name, key in (("the learned mask", "mask"), ("the graft window", "graft_window"),
+                                    ("patching", "patching"), ("the lens", "lens")) if key in others and key != c["source"]]
+    if agree:
+        parts.append("named too by " + ", ".join(agree))
+    w = [int(i) for i, srcs in block["named_by"].items() if "weights" in srcs]
+    parts.append(f"weights corroborate at {_span(sorted(w))}" if w else "the weights do not single these layers out")
+    return "; ".join(parts)
+
+
+def summary_lines(blocks: dict, changed: list[int], know, beh, flags, has_control: bool, cfg: VerdictConfig,
+                  n_layers: int, weights: list[float], moved: dict | None = None) -> list[str]:
     """Plain-language claims, each with its numbers."""
     s = []
     if not changed:
         if flags["weights"]:
-            s.append(f"weights moved above the floor at {_span(flags['weights'])}, but neither the residual stream "
-                     "nor the lens changed there above the floor: no functional change is localized")
+            s.append(f"weights moved above the floor at {_span(flags['weights'])}, but neither the residual stream nor "
+                     "the lens changed there above the floor")
         elif not has_control:
-            s.append("no layer stands out above the noise floor; any change is spread evenly over the layers "
-                     "(give a control pair, e.g. --control CONTINUED_PRETRAINING_CKPT, to test a distributed change)")
+            s.append("no layer's weights stand out above the noise floor; any weight change is spread evenly over the "
+                     "layers (give a control pair, e.g. --control CONTINUED_PRETRAINING_CKPT, to test it)")
         else:
-            s.append("no layer changed above the control pair's noise floor")
+            s.append("no layer's weights changed above the control pair's noise floor")
     elif len(changed) == n_layers:
-        s.append(f"every layer changed above the floor ({_span(changed)}): the change is not localized")
+        s.append(f"training wrote to every layer ({_span(changed)}: weights above the floor, with the representation or "
+                 "lens changing there)")
     else:
-        s.append(f"change localized to {_span(changed)} (weights, corroborated by the residual stream or the lens)")
+        s.append(f"training wrote most at {_span(changed)} (weights above the floor, with the representation or lens "
+                 "changing there); where the behavior and knowledge live is below")
+    for kind, block in blocks.items():
+        if block is None:
+            continue
+        if block["basis"] != "causal":
+            if block["layers"]:
+                s.append(f"{kind} gap appears in the logit lens at {_span(block['layers'])}"
+                         + (" where the weights changed" if block["basis"] == "lens+weights" else "")
+                         + " (correlational: run layer-diff --causal to test which layers carry it)")
+            elif block.get("reason") and "disagree" in block["reason"]:
+                s.append(f"{kind}: {block['reason']} (run layer-diff --causal to test which layers carry it)")
+            continue
+        if block["localized"] is None:
+            s.append(block["reason"])
+        elif not block["localized"]:
+            best = max(block.get("candidates") or [{}], key=lambda c: min(c.get("sufficiency", 0), c.get("necessity", 0)))
+            tried = (f"; best found: {best['source']} {_span(best['layers'])} with sufficiency {best['sufficiency']:.2f}, "
+                     f"necessity {best['necessity']:.2f}") if best else ""
+            s.append(f"{kind} not localized: {block['reason']}{tried}")
+        else:
+            s.append(f"{kind} carried by {_span(block['layers'])}: {_why(block)}")
+            top = sorted(range(n_layers), key=lambda i: -weights[i])[: len(block["layers"])]
+            if not set(top) & set(block["layers"]):
+                s.append(f"the largest weight changes ({_span(sorted(top))}) carry none of the {kind}: weight norms "
+                         "do not say where it lives here")
     if beh is not None:
         d = beh["logprob_delta"]
-        s.append(f"behavior gap {'concentrated in ' + _span(behavior) if behavior else 'not localized to any changed layer'}; "
-                 f"target log-prob on behavior prompts {d['mean']:+.2f} nats [{d['lo']:+.2f}, {d['hi']:+.2f}]")
+        s.append(f"target log-prob on behavior prompts {d['mean']:+.2f} nats [{d['lo']:+.2f}, {d['hi']:+.2f}]")
     if know is not None:
         a = know["accuracy_delta"]
         verdict_k = "recall preserved" if (abs(100 * a["mean"]) <= cfg.preserve_points
                                             and know["logprob_delta"]["mean"] >= -cfg.preserve_nats) else "recall changed"
+        knowledge = (blocks.get("knowledge") or {}).get("layers") or []
         if knowledge and moved is not None:
             rates = ", ".join(f"{100 * moved['mean'][i]:.1f}% at layer {i}" for i in knowledge)
-            where = f"knowledge change at {_span(knowledge)} (facts moving by > 2 nats: {rates})"
+            where = f"knowledge change at {_span(knowledge)} (facts moving by > 2 nats in the lens: {rates})"
         else:
-            where = "no layer changes knowledge above the floor"
+            where = "no layer is named for knowledge"
         s.append(f"{where}; fact {verdict_k} ({100 * a['mean']:+.1f} pt [{100 * a['lo']:+.1f}, {100 * a['hi']:+.1f}], "
                  f"log-prob {know['logprob_delta']['mean']:+.2f} nats)")
     return s

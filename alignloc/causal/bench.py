@@ -1,15 +1,23 @@
 """localize-bench: how often does each localization method point at the layer where the edit was planted?
 
-For every zoo organism whose ground truth plants the edit in some (not all) layers, each method
-scores every layer on the organism's own target metric (teacher-forced log-prob of the targets
-of its behavior prompt file: format marker, refusal, new fact); layers are ranked by score.
+Two tiers of zoo organisms whose ground truth plants the edit in some (not all) layers:
+
+- ``easy``: the confined recipes (``chat-sft-upper|lower``, ``refusal-lora-L1|L2``,
+  ``fact-edit-L1``): every other layer is bit-identical, so the weight-diff baseline already wins;
+  control: ``control-continued``;
+- ``hard``: their ``-drift`` variants, where a behavior-neutral drift moves every layer's weights
+  more than the edit does (``zoo/drift.py``); control: ``control-drift`` (the drift alone).
+
+Each method scores every layer on the organism's own target metric (teacher-forced log-prob of
+the targets of its behavior prompt file: format marker, refusal, new fact); layers are ranked by
+score.
 
 - ``hit@1``: the top-ranked layer is a planted one (mean over organisms);
 - ``hit@k``: the share of planted layers among the top ``k = len(planted)``;
-- control false positives: the null pair (``control-continued``, continued pretraining with no
-  edit) goes through the same methods on each prompt file; a layer is *flagged* when a causal
-  method recovers >= ``flag_at`` of a gap of at least ``min_gap`` nats, or, for the weight
-  baseline, when its weights changed at all. Reported as flagged layers per control task.
+- control false positives: the tier's null pair goes through the same methods on each prompt
+  file; a layer is *flagged* when a causal method recovers >= ``flag_at`` of a gap of at least
+  ``min_gap`` nats (the window and mask methods: when it is in the carrier set they name), or,
+  for the weight baseline, when its weights changed at all. Reported as flagged layers per task.
 """
 
 from __future__ import annotations
@@ -18,12 +26,14 @@ import math
 from collections.abc import Callable
 
 from alignloc.causal.attribution import attribution_sweep
-from alignloc.causal.graft import graft_sweep, target_metric
+from alignloc.causal.graft import carrier_window, graft_sweep, target_metric, window_sweep
+from alignloc.causal.mask import DeltaMask
 from alignloc.models.pair import ModelPair
 from alignloc.prompts import Prompt, load_prompts
 
 MethodFn = Callable[[ModelPair, list[Prompt], bool], tuple[list[float], float]]  # -> (score per layer, gap)
 CONTROL = "control-continued"
+TIERS = {"easy": ("", CONTROL), "hard": ("-drift", "control-drift")}  # name suffix, null pair
 
 
 def _graft(which: str) -> MethodFn:
@@ -53,6 +63,23 @@ def _attribution(kind: str) -> MethodFn:
     return run
 
 
+def _windows(pair: ModelPair, prompts: list[Prompt], bos: bool) -> tuple[list[float], float]:
+    """Layers of the carrier window first (by their own sufficiency x necessity), then the rest."""
+    w = window_sweep(pair, target_metric(prompts, None, bos))
+    one = w["windows"]["1"]
+    single = [min(a, b) for a, b in zip(one["sufficiency"], one["necessity"], strict=True)]
+    carrier = carrier_window(w)
+    inside = set(carrier["layers"]) if carrier else set()
+    return [(2.0 if i in inside else 0.0) + (x if x == x else 0.0) for i, x in enumerate(single)], w["gap"]
+
+
+def _mask(pair: ModelPair, prompts: list[Prompt], bos: bool) -> tuple[list[float], float]:
+    """Per-layer gates of the learned delta mask (REINFORCE estimator, defaults)."""
+    m = DeltaMask(seed=0).fit(pair, prompts, bos)
+    metric = target_metric(prompts, None, bos)
+    return m.layer_gates_, metric(pair.tuned) - metric(pair.base)
+
+
 def _weights(pair: ModelPair, prompts: list[Prompt], bos: bool) -> tuple[list[float], float]:
     from alignloc.analyses.weights import weight_diff
 
@@ -62,6 +89,8 @@ def _weights(pair: ModelPair, prompts: list[Prompt], bos: bool) -> tuple[list[fl
 
 METHODS: dict[str, MethodFn] = {
     "weight_diff": _weights,
+    "graft_window": _windows,
+    "delta_mask": _mask,
     "graft_sufficiency": _graft("sufficiency"),
     "graft_necessity": _graft("necessity"),
     "patch_resid_increment": _patch("resid_post", increment=True),
@@ -89,6 +118,8 @@ def flagged(method: str, scores: list[float], gap: float, min_gap: float, flag_a
         return [i for i, s in enumerate(scores) if s > 0]
     if not abs(gap) >= min_gap:
         return []
+    if method == "graft_window":  # the carrier window's layers score >= 2
+        return [i for i, s in enumerate(scores) if s >= 2.0]
     return [i for i, s in enumerate(scores) if s >= flag_at]
 
 
@@ -98,12 +129,13 @@ def _task_prompts(entry, n: int) -> tuple[str, list[Prompt]]:
     return rel, [p for p in load_prompts(entry.path / rel) if p.target][:n]
 
 
-def scored_organisms(size: str) -> tuple[list[str], dict[str, str]]:
-    """Organisms with a planted subset of layers, and the skipped ones with the reason."""
+def scored_organisms(size: str, tier: str = "easy") -> tuple[list[str], dict[str, str]]:
+    """Organisms of a tier with a planted subset of layers, and the skipped ones with the reason."""
     from alignloc import zoo
 
     keep, skipped = [], {}
-    for name in zoo.DEFAULT_ORGANISMS:
+    names = zoo.DEFAULT_ORGANISMS if tier == "easy" else zoo.HARD_ORGANISMS
+    for name in names:
         if name == CONTROL:
             continue
         gt = zoo.resolve(name, size=size).ground_truth
@@ -115,17 +147,13 @@ def scored_organisms(size: str) -> tuple[list[str], dict[str, str]]:
     return keep, skipped
 
 
-def localize_bench(size: str = "tiny", n_prompts: int = 48, methods: list[str] | None = None,
-                   min_gap: float = 1.0, flag_at: float = 0.5, log: Callable[[str], None] = lambda m: None) -> dict:
-    """Run every method on every scored organism and on the control; JSON-ready results."""
+def _tier(size: str, tier: str, n_prompts: int, methods: list[str], min_gap: float, flag_at: float,
+          log: Callable[[str], None]) -> dict:
+    """One tier: every method on every scored organism and on the tier's null pair."""
     from alignloc import zoo
     from alignloc.models.pair import load_pair
 
-    methods = list(METHODS) if methods is None else methods
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
-    names, skipped = scored_organisms(size)
+    names, skipped = scored_organisms(size, tier)
     organisms, tasks = {}, {}
     for name in names:
         entry = zoo.resolve(name, size=size)
@@ -140,18 +168,17 @@ def localize_bench(size: str = "tiny", n_prompts: int = 48, methods: list[str] |
             h1, hk = hits(ranking, planted)
             row["methods"][m] = {"scores": scores, "gap": gap, "ranking": ranking, "hit@1": h1, "hit@k": hk}
         organisms[name] = row
-        log(f"{name}: planted {planted}; top-1 " + ", ".join(f"{m}={r['ranking'][0]}" for m, r in row["methods"].items()))
+        log(f"[{tier}] {name}: planted {planted}; top-1 " + ", ".join(f"{m}={r['ranking'][0]}" for m, r in row["methods"].items()))
+    control_name = TIERS[tier][1]
+    entry = zoo.resolve(control_name, size=size)
+    pair = load_pair(str(entry.base), str(entry.tuned))
     control = {}
-    if CONTROL in zoo.DEFAULT_ORGANISMS:
-        entry = zoo.resolve(CONTROL, size=size)
-        pair = load_pair(str(entry.base), str(entry.tuned))
-        for rel, prompts in tasks.items():
-            control[rel] = {}
-            for m in methods:
-                scores, gap = METHODS[m](pair, prompts, True)
-                control[rel][m] = {"scores": scores, "gap": gap,
-                                   "flagged": flagged(m, scores, gap, min_gap, flag_at)}
-        log(f"{CONTROL}: " + ", ".join(f"{m}={sum(len(t[m]['flagged']) for t in control.values())}" for m in methods))
+    for rel, prompts in tasks.items():
+        control[rel] = {}
+        for m in methods:
+            scores, gap = METHODS[m](pair, prompts, True)
+            control[rel][m] = {"scores": scores, "gap": gap, "flagged": flagged(m, scores, gap, min_gap, flag_at)}
+    log(f"[{tier}] {control_name}: " + ", ".join(f"{m}={sum(len(t[m]['flagged']) for t in control.values())}" for m in methods))
     single = [n for n in organisms if len(organisms[n]["planted"]) == 1]
     summary = {}
     for m in methods:
@@ -162,29 +189,45 @@ def localize_bench(size: str = "tiny", n_prompts: int = 48, methods: list[str] |
                       "hit@1_single_layer": mean("hit@1", single),
                       "control_false_positives": (sum(len(t[m]["flagged"]) for t in control.values()) / len(control)
                                                   if control else math.nan)}
-    return {"size": size, "n_prompts": n_prompts, "min_gap": min_gap, "flag_at": flag_at,
-            "organisms_scored": list(organisms), "single_layer_organisms": single, "skipped": skipped,
-            "methods": summary, "organisms": organisms, "control": {"name": CONTROL, "tasks": control}}
+    return {"organisms_scored": list(organisms), "single_layer_organisms": single, "skipped": skipped,
+            "methods": summary, "organisms": organisms, "control": {"name": control_name, "tasks": control}}
+
+
+def localize_bench(size: str = "tiny", n_prompts: int = 48, methods: list[str] | None = None,
+                   min_gap: float = 1.0, flag_at: float = 0.5, tiers: list[str] | None = None,
+                   log: Callable[[str], None] = lambda m: None) -> dict:
+    """Run every method on every scored organism of each tier and on its control; JSON-ready results."""
+    methods = list(METHODS) if methods is None else methods
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
+    tiers = list(TIERS) if tiers is None else tiers
+    bad = [t for t in tiers if t not in TIERS]
+    if bad:
+        raise ValueError(f"unknown tier(s) {bad}; choose from {list(TIERS)}")
+    return {"size": size, "n_prompts": n_prompts, "min_gap": min_gap, "flag_at": flag_at, "methods_run": methods,
+            "tiers": {t: _tier(size, t, n_prompts, methods, min_gap, flag_at, log) for t in tiers}}
 
 
 def render_bench_markdown(result: dict) -> str:
-    """The accuracy table (one row per method) and the per-organism rankings, as Markdown."""
+    """The accuracy table per tier (one row per method) and the per-organism rankings, as Markdown."""
     lines = [f"# localize-bench ({result['size']} zoo, {result['n_prompts']} prompts per organism)", "",
-             f"Scored: {', '.join(result['organisms_scored'])}. Single-layer edits: "
-             f"{', '.join(result['single_layer_organisms'])}. Control: {result['control']['name']} "
-             f"(flagged layers per task; a causal method flags a layer that recovers >= {result['flag_at']} "
-             f"of a gap >= {result['min_gap']} nats).", "",
-             "| method | hit@1 | hit@1 (single-layer edits) | hit@k | control false positives |", "|---|---|---|---|---|"]
-    for m, s in result["methods"].items():
-        lines.append(f"| {m} | {s['hit@1']:.2f} | {s['hit@1_single_layer']:.2f} | {s['hit@k']:.2f} | "
-                     f"{s['control_false_positives']:.1f} |")
-    lines += ["", "| organism | planted | " + " | ".join(result["methods"]) + " |",
-              "|---|---|" + "---|" * len(result["methods"])]
-    for name, row in result["organisms"].items():
-        cells = [",".join(map(str, row["methods"][m]["ranking"][: max(2, len(row["planted"]))]))
-                 for m in result["methods"]]
-        lines.append(f"| {name} | {row['planted']} | " + " | ".join(cells) + " |")
-    lines += ["", "(per organism: the top-ranked layers of each method)"]
-    if result["skipped"]:
-        lines += [""] + [f"- skipped {n}: {why}" for n, why in result["skipped"].items()]
+             f"A causal method flags a control layer that recovers >= {result['flag_at']} of a gap >= "
+             f"{result['min_gap']} nats (graft_window and delta_mask: the layers they name); weight_diff flags every "
+             "layer whose weights changed."]
+    for tier, r in result["tiers"].items():
+        lines += ["", f"## {tier} tier", "",
+                  f"Scored: {', '.join(r['organisms_scored'])}. Single-layer edits: {', '.join(r['single_layer_organisms'])}. "
+                  f"Control: {r['control']['name']} (flagged layers per task).", "",
+                  "| method | hit@1 | hit@1 (single-layer edits) | hit@k | control false positives |", "|---|---|---|---|---|"]
+        for m, s in r["methods"].items():
+            lines.append(f"| {m} | {s['hit@1']:.2f} | {s['hit@1_single_layer']:.2f} | {s['hit@k']:.2f} | "
+                         f"{s['control_false_positives']:.1f} |")
+        lines += ["", "| organism | planted | " + " | ".join(r["methods"]) + " |", "|---|---|" + "---|" * len(r["methods"])]
+        for name, row in r["organisms"].items():
+            cells = [",".join(map(str, row["methods"][m]["ranking"][: max(2, len(row["planted"]))])) for m in r["methods"]]
+            lines.append(f"| {name} | {row['planted']} | " + " | ".join(cells) + " |")
+        lines += ["", "(per organism: the top-ranked layers of each method)"]
+        if r["skipped"]:
+            lines += [""] + [f"- skipped {n}: {why}" for n, why in r["skipped"].items()]
     return "\n".join(lines) + "\n"

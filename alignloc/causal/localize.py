@@ -27,6 +27,17 @@ from alignloc.prompts import Prompt
 PATCH_SITES = ("resid_post", "attn_out", "mlp_out")
 
 
+def moved_prompts(prompts: list[Prompt], lp_base, lp_tuned, nats: float = 2.0) -> list[Prompt]:
+    """The prompts whose target log-prob moved by more than ``nats`` between base and tuned, in the
+    dominant direction (facts lost, or facts gained such as an edit), so their gap does not cancel."""
+    delta = [(p, float(t) - float(b)) for p, b, t in zip(prompts, lp_base, lp_tuned, strict=True) if p.target]
+    moved = [(p, d) for p, d in delta if d == d and abs(d) > nats]
+    if not moved:
+        return []
+    sign = 1.0 if sum(d for _, d in moved) >= 0 else -1.0
+    return [p for p, d in moved if d * sign > 0]
+
+
 def patch_summary(per_layer: dict[str, dict]) -> dict:
     """Per-layer recovered fractions of the component sites and the resid_post increments."""
     out = {k: per_layer[k]["recovered"] for k in ("attn_out", "mlp_out") if k in per_layer}

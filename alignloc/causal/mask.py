@@ -14,9 +14,12 @@ Two estimators:
 
 - ``reinforce`` (default): ``g`` is the probability of keeping a unit's delta; each step samples
   ``samples`` binary masks, so the model is always the base with some units' deltas grafted whole
-  (never a fraction of a delta), and the gradient is the score-function estimate with a
-  leave-one-out baseline. Forward passes only. Robust to deltas that are not linear paths in
-  function (e.g. a reparametrized block: half of ``q*c, k/c`` is not a neutral change);
+  (never a fraction of a delta), and the gradient is the score-function estimate. Its baseline
+  is a linear model of the loss in the mask bits, fitted (ridge) on earlier steps' samples: each
+  unit's gradient then sees the loss minus what the *other* units explain, which removes most
+  of the variance a few large units would add (leave-one-out mean until enough samples exist).
+  Forward passes only. Robust to deltas that are not linear paths in function (e.g. a
+  reparametrized block: half of ``q*c, k/c`` is not a neutral change);
 - ``relaxed``: continuous gates and backpropagation through the model (ILA's form); cheaper per
   step in samples, but it reads the model at fractional deltas.
 
@@ -74,6 +77,27 @@ def _target_positions(batch) -> tuple[torch.Tensor, torch.Tensor]:
 def _kl(ref_logp: Float[torch.Tensor, "k d_vocab"], logp: Float[torch.Tensor, "k d_vocab"]) -> torch.Tensor:
     """Mean KL(ref || model) over rows."""
     return (ref_logp.exp() * (ref_logp - logp)).sum(-1).mean()
+
+
+def _residuals(losses: Float[torch.Tensor, " k"], z: Float[torch.Tensor, "k unit"], seen_z: list[torch.Tensor],
+               seen_loss: list[torch.Tensor], window: int = 256, ridge: float = 1e-3) -> Float[torch.Tensor, "k unit"]:
+    """Per sample and unit: the loss minus a baseline that must not depend on that unit's own bit.
+
+    With enough earlier samples, the baseline is ``c + sum_{v != u} w_v z_v`` from a ridge fit of
+    the loss on the mask bits over the last ``window`` samples (earlier samples only, so the
+    estimate stays unbiased); before that, the mean of the other samples of this step.
+    """
+    k, n = z.shape
+    past_z = torch.cat(seen_z)[-window:] if seen_z else z[:0]
+    if len(past_z) < 2 * (n + 1):
+        loo = (losses.sum() - losses) / max(k - 1, 1)
+        return (losses - loo)[:, None].expand(k, n)
+    past_l = torch.cat(seen_loss)[-window:]
+    x = torch.cat([torch.ones(len(past_z), 1), past_z], 1)  # [m, 1 + unit]
+    coef = torch.linalg.solve(x.T @ x + ridge * torch.eye(n + 1), x.T @ past_l)  # [1 + unit]
+    c, w = coef[0], coef[1:]
+    pred = c + z @ w  # [k]
+    return (losses - pred)[:, None] + w[None, :] * z  # add back each unit's own term
 
 
 @dataclass
@@ -153,6 +177,8 @@ class DeltaMask:
                 out = out + self.knowledge_weight * _kl(k["ref"], masked_logp(g, k)) / scale
             return out
 
+        seen_z: list[torch.Tensor] = []
+        seen_loss: list[torch.Tensor] = []
         for step in range(self.steps):
             b = behavior[int(torch.randint(len(behavior), (1,), generator=gen))]
             opt.zero_grad()
@@ -162,15 +188,16 @@ class DeltaMask:
                     loss = objective(g, step, b) + self.sparsity * g.mean()
                     loss.backward()
                 self.history_.append(float(loss.detach()))
-            else:  # score-function gradient over binary masks, leave-one-out baseline
+            else:  # score-function gradient over binary masks
                 p = torch.sigmoid(theta.detach())
                 z = (torch.rand(self.samples, len(units), generator=gen) < p).float()  # [sample, unit]
                 with torch.no_grad():
                     losses = torch.stack([objective(zk, step, b) for zk in z])  # [sample]
-                k = self.samples
-                base_line = (losses.sum() - losses) / max(k - 1, 1)
-                grad = ((losses - base_line)[:, None] * (z - p)).mean(0)  # d E[loss] / d theta
+                resid = _residuals(losses, z, seen_z, seen_loss)  # [sample, unit]
+                grad = (resid * (z - p)).mean(0)  # d E[loss] / d theta
                 theta.grad = grad + self.sparsity * p * (1 - p) / len(units)
+                seen_z.append(z)
+                seen_loss.append(losses)
                 self.history_.append(float(losses.mean() + self.sparsity * p.mean()))
             opt.step()
         model.train(was_training)

@@ -1,8 +1,12 @@
-"""The causal block of a layer-diff report (``--causal``): grafting, patching and attribution, per prompt kind.
+"""The causal block of a layer-diff report (``--causal``): localization, patching and attribution.
+
+- ``localize[behavior]``: on the behavior prompts (at most ``n``), graft windows of each size,
+  the learned delta mask and per-layer patching (``alignloc.causal.localize``): the evidence the
+  verdict names behavior layers from; ``localize[knowledge]``: the same on the knowledge prompts
+  whose fact moved by more than 2 nats (``moved``), if any did.
 
 For each prompt kind with targets (behavior, knowledge, context; at most ``n`` prompts each):
 
-- ``graft``: sufficiency / necessity per layer (``alignloc.causal.graft``);
 - ``patch[kind]``: cross-model patching per layer for ``resid_post``, ``attn_out``, ``mlp_out`` in
   both directions (tuned into base: recovered; base into tuned: kept), and a layer x position
   grid of ``resid_pre`` (tuned into base) over the last ``window`` context tokens;
@@ -24,7 +28,8 @@ import math
 import torch
 
 from alignloc.causal.attribution import attribution_sweep, within_attribution_sweep
-from alignloc.causal.graft import graft_report
+from alignloc.causal.localize import localize
+from alignloc.causal.mask import DeltaMask
 from alignloc.causal.patching import patch_sweep, within_sweep
 from alignloc.models.pair import ModelPair
 from alignloc.prompts import Prompt
@@ -84,11 +89,27 @@ def _kind_block(pair: ModelPair, prompts: list[Prompt], metric: str, bos: bool, 
             "within": within}
 
 
-def causal_report(pair: ModelPair, prompts: list[Prompt], bos: bool, n: int = 64, window: int = 12) -> dict:
-    """Everything ``layer-diff --causal`` adds to ``report["causal"]``."""
-    out: dict = {"graft": graft_report(pair, prompts, bos), "patch": {}, "settings": {"n": n, "window": window}}
+def causal_report(pair: ModelPair, prompts: list[Prompt], bos: bool, n: int = 64, window: int = 12,
+                  moved: list[Prompt] | None = None, sizes: list[int] | None = None, mask_steps: int = 100) -> dict:
+    """Everything ``layer-diff --causal`` adds to ``report["causal"]``.
+
+    ``moved``: knowledge prompts whose fact moved (``localize.moved_prompts``); ``sizes``: graft
+    window sizes (default ``graft.window_sizes``); ``mask_steps=0`` skips the learned mask.
+    """
+    out: dict = {"patch": {}, "localize": {},
+                 "settings": {"n": n, "window": window, "sizes": sizes, "mask_steps": mask_steps}}
     for kind in KINDS:
         chosen = [p for p in prompts if p.kind == kind and p.target][:n]
         if chosen:
             out["patch"][kind] = _kind_block(pair, chosen, "auto" if kind == "context" else "logprob", bos, window)
+    behavior = [p for p in prompts if p.kind == "behavior" and p.target][:n]
+    knowledge = [p for p in prompts if p.kind == "knowledge" and p.target][:n]
+    if behavior:
+        done = out["patch"]["behavior"]["patch"]["per_layer"]
+        out["localize"]["behavior"] = localize(pair, behavior, bos, sizes=sizes, patching=done,
+                                               mask=DeltaMask(steps=mask_steps), knowledge=knowledge)
+    if moved:
+        out["localize"]["knowledge"] = localize(pair, moved[:n], bos, sizes=sizes, mask=DeltaMask(steps=mask_steps))
+    elif knowledge:
+        out["localize"]["knowledge_note"] = "no knowledge prompt's fact moved by more than 2 nats: nothing to localize"
     return out

@@ -8,6 +8,7 @@ notebook-level entry points when the material is already collected.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import Counter
 from pathlib import Path
@@ -26,7 +27,15 @@ from alignloc.layerdiff.measures import (
 from alignloc.models.pair import LoadedModel, ModelPair, check_pair
 from alignloc.prompts import Prompt, prompts_hash
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+SCHEMA_NOTES = (
+    "2: the verdict names behavior and knowledge layers from functional evidence: with --causal, the smallest "
+    "layer set that grafting shows sufficient and necessary for most of the gap (graft windows, the learned delta "
+    "mask; causal.localize) or 'not localized'; without it, the logit-lens lines (marked correlational). Weights "
+    "corroborate and no longer gate; changed_layers = representation or lens above the floor; verdict.behavior / "
+    "verdict.knowledge list the evidence naming each layer (named_by); causal.graft is replaced by "
+    "causal.localize (windows of every size, mask, patching). 1: weights above the floor and corroborated."
+)
 CONTROL_ORGANISM = "control-continued"
 
 
@@ -55,11 +64,21 @@ def examples(prompts: list[Prompt], per_kind: int = 3) -> list[dict]:
 
 
 def default_control(pair: ModelPair, size: str = "tiny") -> LoadedModel | None:
-    """For a zoo organism: the zoo's continued-pretraining control on the same base, if it exists."""
-    if pair.name is None or pair.name == CONTROL_ORGANISM:
+    """For a zoo organism: its own drift-only model (``-drift`` organisms), else the zoo's
+    continued-pretraining control on the same base, if it exists."""
+    if pair.name is None or pair.name in (CONTROL_ORGANISM, "control-drift"):
         return None
     from alignloc import zoo
     from alignloc.models.pair import load_model
+
+    try:
+        own = zoo.resolve(pair.name, size=size, build_missing=False)
+    except (FileNotFoundError, ValueError):
+        own = None
+    if own is not None and own.drift is not None:
+        control = load_model(str(own.drift))
+        control.meta["zoo"] = f"{pair.name}:drift"
+        return control
 
     try:
         entry = zoo.resolve(CONTROL_ORGANISM, size=size)
@@ -92,13 +111,16 @@ def layer_diff(
     overwrite: bool = False,
     write: bool = True,
     causal: bool = False,
+    windows: list[int] | None = None,
+    mask_steps: int = 100,
 ) -> dict:
     """Compare ``pair`` layer by layer on ``prompts``; write the report under ``out`` and return it.
 
     Activations go to ``store`` (default ``out/acts``) and are reused when it already holds the
     same capture. ``control`` (same base, trained without the edit) sets the noise floors.
-    ``causal`` adds grafting, cross-model and within-model patching and attribution
-    (``report["causal"]``, see ``alignloc.causal.report``).
+    ``causal`` adds graft windows (sizes ``windows``), the learned delta mask (``mask_steps``; 0
+    skips it), cross-model and within-model patching and attribution (``report["causal"]``, see
+    ``alignloc.causal.report``), and the verdict names layers from them.
     """
     out = Path(out)
     torch.manual_seed(seed)
@@ -111,8 +133,20 @@ def layer_diff(
         cdata = collect(cpair, prompts, out / "acts-control", batch_size, backend, overwrite)
         cm = measure(cdata, n_boot, seed, probes=False)
         control_block = {"model": control.provenance(), "measures": cm}
+    localization = None
+    causal_block = None
+    if causal:
+        from alignloc.causal.localize import moved_prompts
+        from alignloc.causal.report import causal_report
+
+        moved = moved_prompts([p if p.kind == "knowledge" else dataclasses.replace(p, target=None) for p in prompts],
+                              data.target_lp["base"], data.target_lp["tuned"])
+        causal_block = causal_report(pair, prompts, bool(data.store.manifest["bos"]), moved=moved, sizes=windows,
+                                     mask_steps=mask_steps)
+        localization = causal_block["localize"]
     report = {
         "schema_version": SCHEMA_VERSION,
+        "schema_notes": SCHEMA_NOTES,
         "alignloc_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "pair": {"name": pair.name, "base": pair.base.provenance(), "tuned": pair.tuned.provenance(),
@@ -124,12 +158,10 @@ def layer_diff(
         "settings": {"n_boot": n_boot, "seed": seed, "backend": backend, "positions": "last"},
         "measures": m,
         "control": control_block,
-        "verdict": verdict(m, cm, config),
+        "verdict": verdict(m, cm, config, localization),
     }
-    if causal:
-        from alignloc.causal.report import causal_report
-
-        report["causal"] = causal_report(pair, prompts, bool(data.store.manifest["bos"]))
+    if causal_block is not None:
+        report["causal"] = causal_block
     if write:
         from alignloc.report import write_report
 

@@ -1,4 +1,4 @@
-"""The causal section of the reports: grafting bars, patching lines and layer x position heatmaps."""
+"""The causal section of the reports: graft windows, the learned mask, patching lines and heatmaps."""
 
 from __future__ import annotations
 
@@ -25,11 +25,32 @@ def _heatmap(grid: dict, values: list[list[float]], title: str) -> go.Figure:
 def causal_figures(causal: dict) -> list[tuple[str, go.Figure]]:
     """Figures for ``report["causal"]`` (empty without it), each with a caption."""
     out = []
-    for kind, g in (causal.get("graft") or {}).items():
-        fig = go.Figure([go.Bar(x=g["layers"], y=g[k], name=k) for k in ("sufficiency", "necessity")])
-        out.append((f"Weight grafting, {kind} metric: fraction of the tuned-minus-base gap ({g['gap']:+.2f} nats) "
-                    "that one layer brings into the base (sufficiency) or removes from the tuned model (necessity).",
-                    _layout(fig, f"Grafting: {kind}", "fraction of gap")))
+    for kind, loc in (causal.get("localize") or {}).items():
+        if not isinstance(loc, dict):
+            continue
+        win = loc["windows"]
+        fig = go.Figure()
+        for w in win["sizes"]:
+            row = win["windows"][str(w)]
+            mid = [st + (w - 1) / 2 for st in row["starts"]]
+            fig.add_trace(go.Scatter(x=mid, y=row["sufficiency"], name=f"w={w}: sufficiency", mode="lines+markers"))
+            fig.add_trace(go.Scatter(x=mid, y=row["necessity"], name=f"w={w}: necessity", mode="lines+markers",
+                                     line={"dash": "dash"}))
+        carrier = loc.get("carrier")
+        out.append((f"Graft windows, {kind} prompts ({loc['n']}, gap {loc['gap']:+.2f} nats): fraction of the gap that "
+                    "the tuned weights of layers i..i+w-1 bring into the base (sufficiency) or that reverting them "
+                    "removes from the tuned model (necessity), plotted at the window's centre. Carrier (smallest window "
+                    f"with both >= {loc['carrier_at']}): " + (f"layers {carrier['layers']}" if carrier else "none") + ".",
+                    _layout(fig, f"Graft windows: {kind}", "fraction of gap", "window centre (layer)")))
+        mask = loc.get("mask")
+        if mask:
+            fig = go.Figure(go.Bar(x=mask["units"], y=mask["gates"], name="gate"))
+            out.append((f"Learned delta mask, {kind} prompts ({mask['estimator']}, sparsity {mask['sparsity']}, "
+                        f"{mask['steps']} steps): the probability that each unit's delta is kept so the masked model "
+                        f"matches the tuned one; selected (>= 0.5): {mask['selected']}, which carry "
+                        f"{mask['recovery']['selected']['sufficiency']:.2f} / {mask['recovery']['selected']['necessity']:.2f} "
+                        "of the gap (sufficiency / necessity when grafted).",
+                        _layout(fig, f"Delta mask: {kind}", "gate", "unit")))
     for kind, b in (causal.get("patch") or {}).items():
         pl, attr = b["patch"]["per_layer"], b["attribution"]["per_layer"]
         fig = go.Figure()
@@ -65,10 +86,35 @@ def causal_figures(causal: dict) -> list[tuple[str, go.Figure]]:
 def causal_markdown(causal: dict) -> list[str]:
     """Markdown lines for ``report["causal"]`` (empty without it)."""
     md: list[str] = []
-    for kind, g in (causal.get("graft") or {}).items():
-        md += ["", f"## Weight grafting: {kind} metric (gap {g['gap']:+.2f} nats)", "",
-               "| layer | sufficiency (base + this tuned layer) | necessity (tuned with this layer reverted) |", "|---|---|---|"]
-        md += [f"| {layer} | {fmt(s_, 2)} | {fmt(n_, 2)} |" for layer, s_, n_ in zip(g["layers"], g["sufficiency"], g["necessity"], strict=True)]
+    for kind, loc in (causal.get("localize") or {}).items():
+        if not isinstance(loc, dict):
+            md += ["", f"Localization: {loc}"]
+            continue
+        win = loc["windows"]
+        md += ["", f"## Graft windows: {kind} prompts ({loc['n']}, gap {loc['gap']:+.2f} nats, {win['passes']} forward passes)",
+               "", "Sufficiency (base + the tuned weights of the window) / necessity (tuned with the window reverted), "
+               "as fractions of the gap.", "", "| window size | " + " | ".join(f"start {i}" for i in range(win["n_layers"])) + " |",
+               "|---|" + "---|" * win["n_layers"]]
+        for w in win["sizes"]:
+            row = win["windows"][str(w)]
+            cells = [f"{fmt(a, 2)} / {fmt(b, 2)}" for a, b in zip(row["sufficiency"], row["necessity"], strict=True)]
+            md.append(f"| {w} | " + " | ".join(cells + ["-"] * (win["n_layers"] - len(cells))) + " |")
+        c = loc.get("carrier")
+        md += ["", f"Carrier window (smallest with both >= {loc['carrier_at']}): "
+               + (f"layers {c['layers']} ({fmt(c['sufficiency'], 2)} / {fmt(c['necessity'], 2)})" if c else "none")]
+        mask = loc.get("mask")
+        if mask:
+            rec = mask["recovery"]
+            md += ["", f"Learned delta mask ({mask['estimator']}, sparsity {mask['sparsity']}, {mask['steps']} steps, "
+                   f"{mask['passes']['forward']} forward + {mask['passes']['forward_backward']} forward/backward passes): "
+                   + ", ".join(f"{u} {fmt(g, 2)}" for u, g in zip(mask["units"], mask["gates"], strict=True))
+                   + f"; selected {mask['selected']} carries {fmt(rec['selected']['sufficiency'], 2)} / "
+                   f"{fmt(rec['selected']['necessity'], 2)}; top-k by gate: "
+                   + ", ".join(f"k={t['k']} {t['layers']} {fmt(t['sufficiency'], 2)} / {fmt(t['necessity'], 2)}" for t in rec["top_k"])]
+        p = loc.get("patching") or {}
+        if p:
+            md += ["", "Patching (tuned into base, all positions), recovered per layer: "
+                   + "; ".join(f"{k} " + ", ".join(fmt(x, 2) for x in v) for k, v in p.items() if isinstance(v, list))]
     for kind, b in (causal.get("patch") or {}).items():
         pl, kept, attr = b["patch"]["per_layer"], b["patch"]["kept"], b["attribution"]["per_layer"]
         md += ["", f"## Activation patching: {kind} prompts ({b['n']}, metric {b['metric']}, gap {pl['resid_post']['gap']:+.2f})", "",

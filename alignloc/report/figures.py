@@ -49,7 +49,7 @@ def kind_of(result: dict) -> str:
     """Which experiment a JSON result came from."""
     if "measures" in result and "verdict" in result:
         return "layer-diff"
-    if "organisms_scored" in result:
+    if "tiers" in result and "methods_run" in result:
         return "localize-bench"
     if "rows" in result and "best_prompt_only_rate" in result.get("verdict", {}):
         return "context-prior"
@@ -93,16 +93,17 @@ def layer_diff_figures(r: dict) -> list[tuple[str, go.Figure]]:
 
 
 def localize_bench_figures(r: dict) -> list[tuple[str, go.Figure]]:
-    """hit@1 per method (single-layer edits and all) and the control's false positives."""
-    methods = list(r["methods"])
-    s = r["methods"]
+    """hit@1 per method and tier (easy: confined edits; hard: the same under a drift of every layer)
+    and each tier's control false positives."""
+    tiers = r["tiers"]
+    methods = r["methods_run"]
     fig = make_subplots(rows=1, cols=2, column_widths=[0.7, 0.3], subplot_titles=("hit@1", "control false positives"))
-    fig.add_trace(go.Bar(x=methods, y=[s[k]["hit@1_single_layer"] for k in methods], name="single-layer edits",
-                         marker={"color": SERIES[0][0]}), 1, 1)
-    fig.add_trace(go.Bar(x=methods, y=[s[k]["hit@1"] for k in methods], name="all scored organisms",
-                         marker={"color": "#BBBBBB", "pattern": {"shape": "/"}}), 1, 1)
-    fig.add_trace(go.Bar(x=methods, y=[s[k]["control_false_positives"] for k in methods], showlegend=False,
-                         marker={"color": SERIES[1][0]}), 1, 2)
+    for i, (tier, t) in enumerate(tiers.items()):
+        style = {"color": SERIES[i % len(SERIES)][0]} if i == 0 else {"color": "#BBBBBB", "pattern": {"shape": "/"}}
+        fig.add_trace(go.Bar(x=methods, y=[t["methods"][k]["hit@1"] for k in methods], name=f"{tier} tier",
+                             marker=style), 1, 1)
+        fig.add_trace(go.Bar(x=methods, y=[t["methods"][k]["control_false_positives"] for k in methods], showlegend=False,
+                             marker=style), 1, 2)
     fig.update_xaxes(tickangle=-45)
     return [("localize_bench", _style(fig, "Localization accuracy against the planted layers", "two", 330, legend_below=False))]
 

@@ -14,7 +14,7 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
 from alignloc.report.causal import causal_figures
-from alignloc.report.markdown import LINES, fmt
+from alignloc.report.markdown import LINES, fmt, functional_lines
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:14px}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
@@ -91,8 +91,10 @@ def render_html(report: dict) -> str:
     parts = [f"<h1>layer-diff: {e(str(name))}</h1>", "<h2>Verdict</h2><ul>"]
     parts += [f"<li>{e(s)}</li>" for s in v["summary"]] + ["</ul>"]
     parts.append(html_table([[e(k), f"<td class=l>{e(str(v[k]))}</td>"] for k in
-                         ("changed_layers", "behavior_layers", "knowledge_layers", "kind", "localized", "knowledge_preserved", "floor_source")],
+                         ("changed_layers", "behavior_layers", "knowledge_layers", "basis", "kind", "localized",
+                          "knowledge_preserved", "floor_source") if k in v],
                         ["claim", "value"]))
+    parts += ["<ul>"] + [f"<li>{e(x.removeprefix('- '))}</li>" for x in functional_lines(v)] + ["</ul>"]
     by = {(x["line"], x["layer"]): x for x in v["evidence"]}
     names = [ln for ln in LINES if any(k[0] == ln for k in by)]
     rows = []

@@ -6,8 +6,29 @@ LINES = ("weights", "representation", "lens", "behavior", "knowledge")
 
 
 def fmt(x, nd: int = 3) -> str:
-    """A number for a table cell ("-" for missing)."""
-    return "-" if x is None else f"{x:.{nd}f}"
+    """A number for a table cell ("-" for missing); a nonzero value that ``nd`` decimals would round
+    to zero keeps two significant digits (a relative weight change of 4e-4 prints as ``4.0e-04``,
+    not ``0.000``)."""
+    if x is None:
+        return "-"
+    if x != 0 and x == x and abs(x) < 10**-nd:
+        return f"{x:.1e}"
+    return f"{x:.{nd}f}"
+
+
+def functional_lines(v: dict) -> list[str]:
+    """One line per kind: the layers named, on what basis, and the evidence naming each layer."""
+    out = []
+    for kind in ("behavior", "knowledge"):
+        b = v.get(kind)
+        if not b:
+            continue
+        if b.get("localized") is False or (b["basis"] == "causal" and not b["layers"]):
+            out.append(f"- {kind}: not localized ({b.get('reason', 'no layer named')}; basis: {b['basis']})")
+            continue
+        named = "; ".join(f"layer {i}: {', '.join(srcs)}" for i, srcs in b["named_by"].items())
+        out.append(f"- {kind} layers {b['layers']} (basis: {b['basis']}" + (f"; named by {named}" if named else "") + ")")
+    return out
 
 
 def layer_table(report: dict) -> list[str]:
@@ -41,8 +62,10 @@ def render_markdown(report: dict) -> str:
            f"({', '.join(f'{k}: {n}' for k, n in report['prompts']['by_kind'].items())})",
            f"- noise floor: {v['floor_source']}; alignloc {report['alignloc_version']}, schema {report['schema_version']}", ""]
     md += ["## Verdict", ""] + [f"- {s}" for s in v["summary"]] + [""]
-    md += [f"- changed layers: {v['changed_layers']}", f"- behavior layers: {v['behavior_layers']}",
-           f"- knowledge layers: {v['knowledge_layers']}", f"- kind: {v['kind']}; localized: {v['localized']}", ""]
+    md += [f"- changed layers (where training wrote: weights above the floor, corroborated by the representation or "
+           f"lens): {v['changed_layers']}",
+           f"- behavior layers: {v['behavior_layers']}", f"- knowledge layers: {v['knowledge_layers']}",
+           *functional_lines(v), f"- kind: {v['kind']}; localized: {v['localized']}", ""]
     gt = report.get("ground_truth")
     if gt:
         md += [f"Planted (ground truth of the organism): layers {gt.get('layers')}, modules {gt.get('modules')}", ""]
