@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+from alignloc.report.causal import causal_markdown
+from alignloc.report.text import fmt
+
+__all__ = ["LINES", "fmt", "layer_table", "render_markdown"]
 LINES = ("weights", "representation", "lens", "behavior", "knowledge")
-
-
-def fmt(x, nd: int = 3) -> str:
-    """A number for a table cell ("-" for missing)."""
-    return "-" if x is None else f"{x:.{nd}f}"
 
 
 def layer_table(report: dict) -> list[str]:
@@ -66,8 +65,6 @@ def render_markdown(report: dict) -> str:
             md.append(f"- {kind} labels ({p['n']} prompts, {p['n_classes']} classes, majority {p['majority']:.2f}):")
             for key in ("base", "tuned", "transfer", "selectivity_base", "selectivity_tuned"):
                 md.append(f"  - {key}: " + ", ".join(fmt(x, 2) for x in p[key]))
-    from alignloc.report.causal import causal_markdown  # it imports fmt from here
-
     md += causal_markdown(report.get("causal") or {})
     md += ["", "## Representation and lens (per layer)", ""]
     sh, ln = report["measures"]["shift"], report["measures"]["lens"]

@@ -8,14 +8,18 @@ change was planted and the behavior/knowledge numbers measured on the saved file
     from alignloc.zoo import build, resolve
     entry = resolve("chat-sft-upper")          # builds the tiny zoo on first use
     entry.base, entry.tuned, entry.ground_truth["layers"], entry.prompts["chat"]
+    prompts = organism_prompts("chat-sft-upper")  # every prompt it ships, as one list
 """
 
+from alignloc.zoo.names import ZooError
+from alignloc.zoo.prompts import organism_prompts
 from alignloc.zoo.registry import (
     BASES,
     DEFAULT_ORGANISM,
     DEFAULT_ORGANISMS,
     ZooEntry,
     build,
+    check_name,
     list_organisms,
     resolve,
     weights_sha256,
@@ -27,8 +31,11 @@ __all__ = [
     "DEFAULT_ORGANISM",
     "DEFAULT_ORGANISMS",
     "ZooEntry",
+    "ZooError",
     "build",
+    "check_name",
     "list_organisms",
+    "organism_prompts",
     "resolve",
     "weights_sha256",
     "zoo_root",

@@ -15,6 +15,7 @@ from typing import Protocol
 
 import torch
 
+from alignloc.errors import UserError
 from alignloc.models.pair import LoadedModel
 from alignloc.sites import Site
 
@@ -22,7 +23,7 @@ BACKENDS = ("hf", "bridge", "nnsight")
 DEFAULT_BACKEND = "hf"
 
 
-class BackendError(ValueError):
+class BackendError(UserError, ValueError):
     """An unknown backend, or one that cannot run the requested model."""
 
 
