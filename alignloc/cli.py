@@ -259,15 +259,15 @@ def context_prior_cmd(
     from alignloc.tokens import default_bos
 
     check.one_of("--gate", gate, ("always", "context", "both"))
-    check.layers(layers, check.model_ref(model, allow_pickle))
+    check.layer_spec(layers, check.model_ref(model, allow_pickle))
     prompt_list = _prompts_for(model, prompts, "MODEL is a zoo model (zoo:NAME)")
     texts = None
     if text is not None:
         texts = [ln.strip() for ln in read_text(text, PromptFormatError, "text file").split("\n") if ln.strip()]
         if not texts:
             raise PromptFormatError(f"{text}: no text in the file (write one passage per line)")
-    sets = load_sets(prompt_list, texts, src=str(prompts or model))
     check_out_dir(out, REPORT_FILES, overwrite=overwrite)
+    sets = load_sets(prompt_list, texts, src=str(prompts or model))
     lm = load_model(model, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     report = context_prior_report(lm, sets, out, default_bos(lm.tokenizer, lm.config.model_type),
                                   layers=parse_layers(layers, lm.n_layers), instruction=instruction or DEFAULT_INSTRUCTION,

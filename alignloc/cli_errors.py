@@ -74,18 +74,13 @@ def usage_line(e: typer.TyperException, command: str) -> str:
     msg = msg[:1].lower() + msg[1:] if msg[1:2].islower() else msg
     ctx = getattr(e, "ctx", None)
     path = ctx.command_path.removeprefix("alignloc").strip() if ctx is not None else command
-    return f"alignloc: error: {_with_hint(msg, _help_hint(path))}"
-
-
-def _with_hint(msg: str, hint: str) -> str:
-    """``msg (hint)``, or ``msg (what to do; hint)`` when ``msg`` already ends with its own advice."""
-    return f"{msg[:-1]}; {hint})" if msg.endswith(")") else f"{msg} ({hint})"
+    return f"alignloc: error: {msg} ({_help_hint(path)})"
 
 
 def error_line(e: BaseException, command: str) -> str:
     """One line for a user error; a ``UsageError`` gets a pointer to the command's help."""
     msg = one_line(e)
-    return f"alignloc: error: {_with_hint(msg, _help_hint(command)) if isinstance(e, UsageError) else msg}"
+    return f"alignloc: error: {msg} ({_help_hint(command)})" if isinstance(e, UsageError) else f"alignloc: error: {msg}"
 
 
 def interrupted_line(command: str) -> str:

@@ -63,12 +63,10 @@ def _site_error(option: str, e: UserError) -> UsageError:
 
 def sites(spec: str, layers: str | None, n_layers: int | None = None) -> None:
     """``--sites``/``--layers`` well-formed, and within ``n_layers`` when it is known."""
-    from alignloc.sites import SiteError, check_layers_syntax, check_sites_syntax, parse_sites
+    from alignloc.sites import SiteError, check_sites_syntax, parse_sites
 
-    try:
-        check_layers_syntax(layers)
-    except SiteError as e:
-        raise _site_error("--layers", e) from None
+    if layers is not None:
+        layer_spec(layers, n_layers)
     try:
         check_sites_syntax(spec)
         if n_layers is not None:
@@ -77,7 +75,7 @@ def sites(spec: str, layers: str | None, n_layers: int | None = None) -> None:
         raise _site_error("--sites", e) from None
 
 
-def layers(spec: str, n_layers: int | None = None) -> None:
+def layer_spec(spec: str, n_layers: int | None = None) -> None:
     """``--layers`` well-formed, and within ``n_layers`` when it is known."""
     from alignloc.sites import SiteError, check_layers_syntax, parse_layers
 

@@ -85,9 +85,9 @@ def zoo_results(cache: str | Path, log: Log = lambda m: None) -> list[Path]:
     return paths
 
 
-def read_figures(results: list[str | Path], log: Log = lambda m: None) -> list[tuple[str, go.Figure]]:
-    """Figures for every result file (a ``report.json`` or a directory holding one), with file stems unique
-    across inputs (``-2``, ``-3`` appended to repeats); ResultError naming the file on any bad input."""
+def read_figures(results: list[str | Path]) -> list[tuple[Path, str, go.Figure]]:
+    """``(result file, file stem, figure)`` for every result file (a ``report.json`` or a directory holding one),
+    stems unique across inputs (``-2``, ``-3`` appended to repeats); ResultError naming the file on any bad input."""
     figs, seen = [], Counter()
     for r in results:
         p = Path(r)
@@ -101,14 +101,15 @@ def read_figures(results: list[str | Path], log: Log = lambda m: None) -> list[t
             raise ResultError(f"{p}: {e}") from None
         for stem, fig in new:
             seen[stem] += 1
-            figs.append((stem if seen[stem] == 1 else f"{stem}-{seen[stem]}", fig))
-        log(f"{p}: {', '.join(stem for stem, _ in figs[-len(new):])}")
+            figs.append((p, stem if seen[stem] == 1 else f"{stem}-{seen[stem]}", fig))
     return figs
 
 
 def make_figures(results: list[str | Path], out: str | Path, formats: list[str], log: Log = lambda m: None,
                  overwrite: bool = False) -> list[Path]:
     """Read every result, check ``out`` (see ``alignloc.store.outputs``), then write and verify the figures; their paths."""
-    figs = read_figures(results, log)
-    check_out_dir(out, [f"{stem}.{fmt}" for stem, _ in figs for fmt in formats], overwrite=overwrite)
-    return export(figs, out, formats)
+    figs = read_figures(results)
+    check_out_dir(out, [f"{stem}.{fmt}" for _, stem, _ in figs for fmt in formats], overwrite=overwrite)
+    for src in dict.fromkeys(src for src, _, _ in figs):
+        log(f"{src}: {', '.join(stem for s, stem, _ in figs if s == src)}")
+    return export([(stem, fig) for _, stem, fig in figs], out, formats)

@@ -85,6 +85,8 @@ def sha256_bytes(data: bytes) -> str:
 def read_manifest(root: Path) -> dict:
     """Load and sanity-check ``root/manifest.json``; StoreError with what to do otherwise."""
     path = root / MANIFEST
+    if not root.is_dir():
+        raise StoreError(f"{root}: no such folder (give a store folder written by `alignloc capture`)")
     if not path.is_file():
         raise StoreError(f"{root}: not an activation store (no {MANIFEST}) (create one with `alignloc capture ... --out DIR`)")
     redo = f"the store is corrupted: capture again into a new --out, or remove {root} first"

@@ -35,16 +35,21 @@ def _first_existing(path: Path) -> Path:
     return p
 
 
+def _creatable(path: Path, option: str, shown: Path) -> None:
+    """OutputError unless the first existing ancestor of folder ``path`` is a folder this process can write to."""
+    anc = _first_existing(path)
+    if not anc.is_dir():
+        raise OutputError(f"{option} {shown}: {anc} is a file, so {shown} cannot be created (choose another path)")
+    if not os.access(anc, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids):
+        raise OutputError(f"{option} {shown}: {anc} is not writable (choose a folder you can write to)")
+
+
 def check_writable_dir(path: str | Path, option: str = "--out") -> None:
     """OutputError unless ``path`` is a writable folder or can be created as one."""
     path = Path(path)
     if os.path.lexists(path) and not path.is_dir():
         raise OutputError(f"{option} {path}: is a file, not a folder (give a folder path)")
-    anc = _first_existing(path)
-    if not anc.is_dir():
-        raise OutputError(f"{option} {path}: {anc} is a file, so the folder cannot be created there (choose another path)")
-    if not os.access(anc, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids):
-        raise OutputError(f"{option} {path}: {anc} is not writable (choose a folder you can write to)")
+    _creatable(path, option, path)
 
 
 def recorded(folder: Path) -> set[str]:
@@ -135,7 +140,9 @@ def check_out_file(path: str | Path, *, overwrite: bool, option: str) -> None:
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{option} {path}: is a folder (give the path of a file to write)")
-    check_writable_dir(path.parent, option)
+    if os.path.lexists(path.parent) and not path.parent.is_dir():
+        raise OutputError(f"{option} {path}: {path.parent} is a file, so {path} cannot be created (choose another path)")
+    _creatable(path.parent, option, path)
     if os.path.lexists(path) and not overwrite:
         raise OutputError(f"{option} {path}: the file already exists; nothing was changed (choose another name, or "
                           "pass --overwrite to replace it)")

@@ -14,6 +14,7 @@ from alignloc.sites import SiteError, parse_site
 
 SIDES = ("base", "tuned")
 DTYPE_NAMES = ("float32", "float16", "bfloat16")  # the keys of alignloc.store.writer.DTYPES
+MAX_TOKENS = 1 << 22  # longer than any context window: a larger length is an edited manifest
 TOP_FIELDS: dict[str, type] = {
     "format": str, "format_version": int, "alignloc_version": str, "created": str, "models": dict, "sites": list,
     "positions": str, "dtype": str, "prompts_hash": str, "chunk_size": int, "bos": bool, "n_prompts": int,
@@ -80,6 +81,8 @@ def _rows_problem(m: dict) -> str | None:
     problem = _ints(m["lengths"], "lengths", 1) or _ints(m["position_index"], "position_index", -1)
     if problem:
         return problem
+    if max(m["lengths"]) > MAX_TOKENS:
+        return f"field 'lengths' holds {max(m['lengths'])} tokens, more than any model's context ({MAX_TOKENS})"
     if m["max_len"] != max(m["lengths"]):
         return f"field 'max_len' is {m['max_len']}, but the longest prompt has {max(m['lengths'])} tokens"
     if any(i >= length for i, length in zip(m["position_index"], m["lengths"], strict=True)):
