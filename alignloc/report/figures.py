@@ -63,8 +63,8 @@ def kind_of(result: dict) -> str:
         return "context-prior"
     if "configs" in result and "eft_grid" in result:
         return "proxy-tune"
-    raise ResultError("not an alignloc result: expected report.json of layer-diff, context-prior or proxy-tune, or "
-                     "localize-bench --json output")
+    raise ResultError("not an alignloc result (give a report.json of layer-diff, context-prior or proxy-tune, or "
+                      "localize-bench --json output)")
 
 
 def layer_diff_figures(r: dict) -> list[tuple[str, go.Figure]]:

@@ -67,7 +67,7 @@ class Store:
         prompts = load_prompts(path)
         if len(prompts) != self.n_prompts or prompts_hash(prompts) != self.manifest["prompts_hash"]:
             raise StoreError(f"{path}: the prompts differ from those captured ({len(prompts)} prompts, hash "
-                             f"{prompts_hash(prompts)}; the manifest says {self.n_prompts}, {self.manifest['prompts_hash']}) "
+                             f"{prompts_hash(prompts)}; the manifest says {self.n_prompts}, {self.manifest['prompts_hash']!r}) "
                              "(restore the file or capture again)")
         return prompts
 

@@ -30,7 +30,7 @@ class BackendError(UserError, ValueError):
 def check_backend(name: str) -> str:
     """Return ``name`` if it is a known backend, else raise BackendError listing them."""
     if name not in BACKENDS:
-        raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+        raise BackendError(f"unknown backend {name!r} (choose one of {', '.join(BACKENDS)})")
     return name
 
 
@@ -60,4 +60,4 @@ def make_backend(name: str, loaded: LoadedModel, **options) -> Backend:
         from alignloc.models.backends.nnsight_backend import NNsightBackend
 
         return NNsightBackend(loaded, **options)
-    raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    raise BackendError(f"unknown backend {name!r} (choose one of {', '.join(BACKENDS)})")
