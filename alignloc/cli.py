@@ -173,6 +173,7 @@ def layer_diff_cmd(
     from alignloc.store.writer import check_store_dir
 
     check.at_least("--n-boot", n_boot)
+    check.seed(seed)
     check.at_least("--batch-size", batch_size)
     check.one_of("--backend", backend, BACKENDS)
     no_control = control is not None and control.lower() == "none"

@@ -21,6 +21,13 @@ def at_least(option: str, value: int, lo: int = 1) -> int:
     return value
 
 
+def seed(value: int) -> int:
+    """``--seed`` as numpy and scikit-learn accept it: 0 <= seed < 2**32."""
+    if not 0 <= value < 2**32:
+        raise UsageError(f"--seed: must be in 0..{2**32 - 1}, got {value}")
+    return value
+
+
 def one_of(option: str, value: str, choices) -> str:
     """``value`` if it is one of ``choices``."""
     if value not in choices:

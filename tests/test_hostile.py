@@ -282,6 +282,7 @@ CASES = {
     "ld-n-boot-0": (LAYER_DIFF + ["--n-boot", "0"], "--n-boot: must be >= 1, got 0"),
     "ld-n-boot-negative": (LAYER_DIFF + ["--n-boot", "-5"], "--n-boot: must be >= 1, got -5"),
     "ld-batch-size": (LAYER_DIFF + ["--batch-size", "0"], "--batch-size: must be >= 1"),
+    "ld-seed-negative": (LAYER_DIFF + ["--seed", "-1"], "--seed: must be in 0..4294967295, got -1"),
     "ld-user-index": (["layer-diff", "{base}", "{tuned}", "-p", "{prompts}", "-o", "{user_index}"], "index.html already there"),
     "ld-user-report-overwrite": (["layer-diff", "{base}", "{tuned}", "-p", "{prompts}", "-o", "{user_report}", "--overwrite"],
                                  "report.json already there and not written by alignloc"),
