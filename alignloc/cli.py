@@ -13,7 +13,6 @@ from alignloc import options as check
 from alignloc.cli_errors import run, watch
 from alignloc.errors import UsageError
 
-REPORT_FILES = ("report.json", "summary.md", "index.html")  # = alignloc.report.REPORT_FILES (not imported: slow)
 OVERWRITE_HELP = "Write into an OUT folder that holds other files (they are never replaced), and replace alignloc's own earlier outputs."
 app = typer.Typer(
     name="alignloc",
@@ -118,6 +117,7 @@ def demo(
     from alignloc import zoo
     from alignloc.layerdiff.run import default_control, layer_diff
     from alignloc.models.pair import load_pair
+    from alignloc.report import REPORT_FILES
     from alignloc.store.outputs import check_out_dir
 
     name = organism or zoo.DEFAULT_ORGANISM
@@ -169,6 +169,7 @@ def layer_diff_cmd(
     from alignloc.layerdiff.run import default_control, layer_diff
     from alignloc.models.backends import BACKENDS
     from alignloc.models.pair import load_model, load_pair
+    from alignloc.report import REPORT_FILES
     from alignloc.store.outputs import check_out_dir
     from alignloc.store.writer import check_store_dir
 
@@ -254,6 +255,7 @@ def context_prior_cmd(
     from alignloc.contextprior.run import DEFAULT_INSTRUCTION, context_prior_report
     from alignloc.models.pair import load_model
     from alignloc.prompts import PromptFormatError
+    from alignloc.report import REPORT_FILES
     from alignloc.sites import parse_layers
     from alignloc.store.outputs import check_out_dir
     from alignloc.textio import read_text
@@ -298,6 +300,7 @@ def proxy_tune_cmd(
     """Decoding-time alignment (large base + beta * (small tuned - small base)) against weight fine-tuning."""
     from alignloc.decoding.experiment import proxy_tune_report, split_prompts
     from alignloc.models.pair import load_model
+    from alignloc.report import REPORT_FILES
     from alignloc.store.outputs import check_out_dir
     from alignloc.tokens import default_bos
 

@@ -51,8 +51,9 @@ def test_own_subfolders_empty_folders_and_temp_leftovers_are_not_foreign(tmp_pat
 
 def test_a_corrupted_marker_claims_nothing(tmp_path):
     write_outputs(tmp_path, {"r.json": b"1"})
-    (tmp_path / MARKER).write_text('{"files": ["../../etc/passwd", "r.json"')
-    assert foreign(tmp_path) == ["r.json"]
+    for bad in ('{"files": ["../../etc/passwd", "r.json"', '{"files": 3}', "[]", '{"files": ["../x", "/etc", ".."]}'):
+        (tmp_path / MARKER).write_text(bad)
+        assert foreign(tmp_path) == ["r.json"]
 
 
 def test_single_output_files(tmp_path):

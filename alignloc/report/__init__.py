@@ -36,10 +36,9 @@ def write_report(report: dict, out: str | Path, render_markdown=None, render_htm
         from alignloc.report.markdown import render_markdown
 
     safe = json_safe(report)
-    files = {"report.json": json.dumps(safe, indent=1, allow_nan=False).encode(),
-             "summary.md": render_markdown(safe).encode(), "index.html": render_html(safe).encode()}
-    paths = write_outputs(out, files)
-    return {"json": paths["report.json"], "markdown": paths["summary.md"], "html": paths["index.html"]}
+    data = (json.dumps(safe, indent=1, allow_nan=False), render_markdown(safe), render_html(safe))
+    paths = write_outputs(out, {name: text.encode() for name, text in zip(REPORT_FILES, data, strict=True)})
+    return dict(zip(("json", "markdown", "html"), paths.values(), strict=True))
 
 
 def load_report(path: str | Path) -> dict:

@@ -55,17 +55,21 @@ def check_writable_dir(path: str | Path, option: str = "--out") -> None:
 def recorded(folder: Path) -> set[str]:
     """The names alignloc recorded as written in ``folder`` (empty when there is no readable record)."""
     try:
-        names = json.loads((folder / MARKER).read_text(encoding="utf-8")).get("files", [])
-    except (OSError, ValueError, AttributeError, RecursionError):
+        data = json.loads((folder / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return set()
+    names = data.get("files") if isinstance(data, dict) else None
+    if not isinstance(names, list):
         return set()
     return {n for n in names if isinstance(n, str) and "/" not in n and n not in ("", ".", "..")}
 
 
 def _is_store(path: Path) -> bool:
     try:
-        return json.loads((path / MANIFEST).read_text(encoding="utf-8")).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError, RecursionError):
+        data = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
         return False
+    return isinstance(data, dict) and data.get("format") == FORMAT
 
 
 def is_own(folder: Path, name: str, names: set[str] | None = None) -> bool:
