@@ -114,8 +114,8 @@ def run(app: typer.Typer, argv: list[str] | None) -> int:
         if e.errno not in _ENV_ERRNOS:
             raise
         where = f"{e.filename}: " if e.filename else ""
-        typer.echo(f"alignloc: error: {where}{e.strerror} (free some space, or choose an output folder you can "
-                   "write to)", err=True)
+        todo = "free some space" if e.errno in (errno.ENOSPC, errno.EDQUOT) else "check that you may use that path, or choose another"
+        typer.echo(f"alignloc: error: {where}{e.strerror} ({todo})", err=True)
         return EXIT_USER_ERROR
     if rv == EXIT_INTERRUPTED:  # typer turns KeyboardInterrupt into Exit(130) and returns its code
         typer.echo(interrupted_line(command), err=True)

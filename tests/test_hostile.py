@@ -370,3 +370,18 @@ def test_reports_and_stores_are_readable_by_others(store_template, tmp_path):
     paths = write_report({"x": 1}, tmp_path / "r", render_markdown=lambda r: "# x\n", render_html=lambda r: "<p>x</p>")
     for p in [*paths.values(), *store_template.rglob("*.safetensors"), store_template / "manifest.json"]:
         assert p.stat().st_mode & 0o777 == 0o666 & ~umask, p
+
+
+def test_a_full_disk_while_writing_is_one_line(llama_pair, tmp_path, capsys, monkeypatch):
+    import errno
+
+    import alignloc.store.writer as writer
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    (tmp_path / "p.jsonl").write_text(jsonl(*GOOD))
+    monkeypatch.setattr(writer, "atomic_write_bytes", full)
+    rc = main(["capture", *map(str, llama_pair), "-p", str(tmp_path / "p.jsonl"), "-o", str(tmp_path / "acts")])
+    assert_one_error(rc, capsys.readouterr().err, f"{tmp_path / 'acts' / 'prompts.jsonl'}: No space left on device "
+                                                  "(free some space)")
