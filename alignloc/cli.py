@@ -9,6 +9,11 @@ from pathlib import Path
 
 import typer
 
+from alignloc import options as check
+from alignloc.cli_errors import run, watch
+from alignloc.errors import UsageError
+
+OVERWRITE_HELP = "Write into an OUT folder that holds other files (they are never replaced), and replace alignloc's own earlier outputs."
 app = typer.Typer(
     name="alignloc",
     help="Where inside a network does post-training land, and what kind of change is it?",
@@ -16,21 +21,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from alignloc.models.backends import BackendError
-    from alignloc.models.pair import PairMismatchError
-    from alignloc.models.refs import ModelRefError
-    from alignloc.prompts import PromptFormatError
-    from alignloc.report.figures import ResultError
-    from alignloc.sites import SiteError
-    from alignloc.store import StoreError
-    from alignloc.tokens import PromptTooLongError
-
-    # Errors a user can fix: printed as one clear line (exit 2), never as a traceback.
-    return (BackendError, ModelRefError, PairMismatchError, PromptFormatError, ResultError, SiteError, StoreError,
-            PromptTooLongError)
 
 
 def _quiet_libraries() -> None:
@@ -55,46 +45,51 @@ def capture(
     batch_size: int = typer.Option(16, help="Prompts per forward pass (peak memory scales with it)."),
     dtype: str = typer.Option("float32", help="Storage dtype: float32 | float16 | bfloat16."),
     backend: str = typer.Option("hf", help="hf (forward hooks, fastest) | bridge (TransformerLens v4) | nnsight."),
-    overwrite: bool = typer.Option(False, help="Replace a store that holds a different capture."),
+    overwrite: bool = typer.Option(False, help="Replace a store that holds a different capture; write into a folder "
+                                   "that holds other files (they are never replaced)."),
     allow_pickle: bool = typer.Option(False, help="Allow pickle (.bin) checkpoints. Only for sources you trust."),
     trust_remote_code: bool = typer.Option(False, help="Run model code shipped with a hub checkpoint."),
 ) -> None:
     """Capture activations of a base/tuned pair on the same prompts into an on-disk store."""
     from alignloc.capturing import capture as run_capture
+    from alignloc.models.backends import BACKENDS
     from alignloc.models.pair import load_pair
+    from alignloc.store.schema import DTYPE_NAMES
+    from alignloc.store.writer import check_store_dir
 
+    check.at_least("--batch-size", batch_size)
+    check.one_of("--dtype", dtype, DTYPE_NAMES)
+    check.one_of("--backend", backend, BACKENDS)
+    n_layers = _check_refs(base, tuned, allow_pickle=allow_pickle)
+    check.sites(sites, layers, n_layers)
+    prompt_list = _prompts_for(base, prompts)
+    check.positions(positions, prompt_list)
+    check_store_dir(out, overwrite, "--out")
+    watch(out)
     pair = load_pair(base, tuned, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
-    if prompts is None:
-        prompts = _default_prompts(pair)
-    store = run_capture(pair, prompts, out, sites=sites, positions=positions, layers=layers,
+    store = run_capture(pair, prompt_list, out, sites=sites, positions=positions, layers=layers,
                         batch_size=batch_size, dtype=dtype, backend=backend, overwrite=overwrite)
     typer.echo(store.summary())
 
 
-def _default_prompts(pair) -> list:
-    """An organism's bundled prompt sets, concatenated (ids prefixed by the set on collisions)."""
+def _check_refs(*refs: str | None, allow_pickle: bool) -> int | None:
+    """Check every model reference given (none is loaded); the layer count when a config says it."""
+    counts = [check.model_ref(r, allow_pickle) for r in refs if r is not None]
+    return min((n for n in counts if n is not None), default=None)
+
+
+def _prompts_for(model: str, prompts: Path | None, what: str = "the pair is an organism (zoo:NAME)") -> list:
+    """``--prompts`` read and validated now, or an organism's bundled prompts for ``zoo:NAME``."""
+    from alignloc.models.refs import split_zoo
     from alignloc.prompts import PromptFormatError
+    from alignloc.zoo import organism_prompts
 
-    if pair.name is None:
-        raise PromptFormatError("--prompts is required unless the pair is an organism (zoo:NAME)")
-    return organism_prompts(pair.name)
-
-
-def organism_prompts(name: str, size: str = "tiny") -> list:
-    """All prompts an organism ships (every file under its prompts/), with unique ids."""
-    import dataclasses
-
-    from alignloc import zoo
-    from alignloc.prompts import load_prompts
-
-    out, seen = [], set()
-    for stem, path in sorted(zoo.resolve(name, size=size).prompts.items()):
-        for p in load_prompts(path):
-            if p.id in seen:
-                p = dataclasses.replace(p, id=f"{stem}/{p.id}")
-            seen.add(p.id)
-            out.append(p)
-    return out
+    if prompts is not None:
+        return check.prompt_file(prompts)
+    zoo = split_zoo(model)
+    if zoo is None:
+        raise PromptFormatError(f"--prompts is required unless {what} (give a JSONL prompt file)")
+    return organism_prompts(zoo[0])
 
 
 @app.command()
@@ -116,19 +111,28 @@ def demo(
     organism: str | None = typer.Option(None, help="Organism name (default: the zoo's default, chat-sft-upper)."),
     out: Path = typer.Option(Path("alignloc-demo"), "--out", "-o", help="Where the demo writes its store and report."),
     size: str = typer.Option("tiny", help="Zoo size: tiny (CPU minutes) | small."),
+    overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
 ) -> None:
     """Build (or reuse) the default organism and run layer-diff on it: where is the change, of what kind?"""
     from alignloc import zoo
     from alignloc.layerdiff.run import default_control, layer_diff
     from alignloc.models.pair import load_pair
+    from alignloc.report import REPORT_FILES
+    from alignloc.store.outputs import check_out_dir
 
     name = organism or zoo.DEFAULT_ORGANISM
+    zoo.check_name(name, size)
+    if name in zoo.BASES:
+        raise UsageError(f"--organism: {name} is a base model, not an organism (e.g. {zoo.DEFAULT_ORGANISM})")
+    check_out_dir(out, (*REPORT_FILES, "acts", "acts-control"), overwrite=overwrite)
+    watch(out / "acts")
+    watch(out / "acts-control")
     typer.echo(f"[1/3] organism {name} ({size}): building or reusing under {zoo.zoo_root()}", err=True)
     entry = zoo.resolve(name, size=size)
     pair = load_pair(str(entry.base), str(entry.tuned))
     pair.name, pair.ground_truth = name, entry.ground_truth
     typer.echo(f"[2/3] layer-diff: capture -> {out / 'acts'}, weights, shift, lens, probes, verdict", err=True)
-    report = layer_diff(pair, organism_prompts(name, size), out, control=default_control(pair, size))
+    report = layer_diff(pair, zoo.organism_prompts(name, size), out, control=default_control(pair, size), overwrite=overwrite)
     sh, w = report["measures"]["shift"], report["measures"]["weights"]["layers"]
     typer.echo(f"[3/3] base -> tuned, per layer (planted layers: {entry.ground_truth.get('layers')})")
     typer.echo("layer  weights  rel.L2   1-cos    CKA")
@@ -160,36 +164,41 @@ def layer_diff_cmd(
     mask_steps: int = typer.Option(100, help="With --causal: steps of the learned delta mask (0 skips it)."),
     batch_size: int = typer.Option(16, help="Prompts per forward pass."),
     backend: str = typer.Option("hf", help="hf | bridge | nnsight (same activations)."),
-    overwrite: bool = typer.Option(False, help="Replace a store that holds a different capture."),
+    overwrite: bool = typer.Option(False, help="Replace a store that holds a different capture; write into an OUT folder "
+                                   "that holds other files (they are never replaced)."),
     allow_pickle: bool = typer.Option(False, help="Allow pickle (.bin) checkpoints. Only for sources you trust."),
     trust_remote_code: bool = typer.Option(False, help="Run model code shipped with a hub checkpoint."),
 ) -> None:
     """Compare base and tuned layer by layer: where is the change, and is it knowledge or behavior?"""
     from alignloc.layerdiff.run import default_control, layer_diff
+    from alignloc.models.backends import BACKENDS
     from alignloc.models.pair import load_model, load_pair
+    from alignloc.report import REPORT_FILES
+    from alignloc.store.outputs import check_out_dir
+    from alignloc.store.writer import check_store_dir
 
+    check.at_least("--n-boot", n_boot)
+    check.seed(seed)
+    check.at_least("--batch-size", batch_size)
+    check.one_of("--backend", backend, BACKENDS)
+    check.at_least("--mask-steps", mask_steps, 0)
+    check.windows(windows, check.model_ref(base, allow_pickle))
+    no_control = control is not None and control.lower() == "none"
+    _check_refs(base, tuned, None if control is None or no_control else control, allow_pickle=allow_pickle)
+    prompt_list = _prompts_for(base, prompts)
+    check_out_dir(out, (*REPORT_FILES, "acts", "acts-control"), overwrite=overwrite)
+    if store is not None:
+        check_store_dir(store, overwrite, "--store")
+    watch(store or out / "acts")
+    watch(out / "acts-control")
     pair = load_pair(base, tuned, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
-    prompt_list = _default_prompts(pair) if prompts is None else prompts
-    if not isinstance(prompt_list, list):
-        from alignloc.prompts import load_prompts
-
-        prompt_list = load_prompts(prompt_list)
     if control is None:
         ctrl = default_control(pair)
-    elif control.lower() == "none":
+    elif no_control:
         ctrl = None
     else:
         ctrl = load_model(control, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
-    sizes = None
-    if windows is not None:
-        from alignloc.causal.graft import window_sizes
-
-        try:
-            sizes = window_sizes(pair.n_layers, windows)
-        except ValueError as e:
-            raise typer.BadParameter(str(e), param_hint="--windows") from None
-    if mask_steps < 0:
-        raise typer.BadParameter(f"must be >= 0, got {mask_steps}", param_hint="--mask-steps")
+    sizes = check.windows(windows, pair.n_layers)
     report = layer_diff(pair, prompt_list, out, control=ctrl, store=store, n_boot=n_boot, seed=seed, probes=probes,
                         batch_size=batch_size, backend=backend, overwrite=overwrite, causal=causal, windows=sizes,
                         mask_steps=mask_steps)
@@ -207,30 +216,34 @@ def localize_bench_cmd(
     methods: str | None = typer.Option(None, help="Comma-separated subset of methods (default: all)."),
     tiers: str = typer.Option("easy,hard", help="easy (edits confined to their layers), hard (the same edits under a drift "
                               "of every layer), or both."),
+    overwrite: bool = typer.Option(False, help="Replace existing --json / --markdown files."),
 ) -> None:
     """Rank layers by each localization method on every organism with a planted edit: hit@1, hit@k, control false positives."""
     import json
 
     from alignloc.causal.bench import METHODS, TIERS, localize_bench, render_bench_markdown
     from alignloc.report import json_safe
-    from alignloc.store.manifest import atomic_write_bytes
+    from alignloc.store.outputs import check_out_file, write_file
+    from alignloc.zoo.config import size_config
 
-    chosen = methods.split(",") if methods else None
-    if chosen and set(chosen) - set(METHODS):
-        raise typer.BadParameter(f"unknown {sorted(set(chosen) - set(METHODS))}; choose from {', '.join(METHODS)}",
-                                 param_hint="--methods")
-    tier_list = [t.strip() for t in tiers.split(",") if t.strip()]
-    if not tier_list or set(tier_list) - set(TIERS):
-        raise typer.BadParameter(f"{tiers!r}; choose from {', '.join(TIERS)}", param_hint="--tiers")
+    size_config(size)
+    check.at_least("--n-prompts", n_prompts)
+    chosen = check.subset("--methods", methods, list(METHODS)) if methods is not None else None
+    for option, path in (("--json", json_out), ("--markdown", markdown)):
+        if path is not None:
+            check_out_file(path, overwrite=overwrite, option=option)
+    if json_out is not None and markdown is not None and json_out.resolve() == markdown.resolve():
+        raise UsageError(f"--json and --markdown name the same file {json_out}")
+    tier_list = check.subset("--tiers", tiers, list(TIERS))
     result = localize_bench(size=size, n_prompts=n_prompts, methods=chosen, tiers=tier_list,
                             log=lambda m: typer.echo(m, err=True))
     text = render_bench_markdown(result)
     typer.echo(text)
     if json_out is not None:
-        atomic_write_bytes(json_out, json.dumps(json_safe(result), indent=1, allow_nan=False).encode())
+        write_file(json_out, json.dumps(json_safe(result), indent=1, allow_nan=False).encode())
         typer.echo(f"json: {json_out}", err=True)
     if markdown is not None:
-        atomic_write_bytes(markdown, text.encode())
+        write_file(markdown, text.encode())
 
 
 @app.command("context-prior")
@@ -244,6 +257,7 @@ def context_prior_cmd(
     instruction: str | None = typer.Option(None, help="The instruction of the 'instruction' prompt-only fix."),
     gate: str = typer.Option("both", help="always | context | both: intervene on every prompt, only where a context is given, or report both."),
     heads: bool = typer.Option(True, help="Also scale each attention head at the last token (--no-heads to skip)."),
+    overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
     allow_pickle: bool = typer.Option(False, help="Allow pickle (.bin) checkpoints. Only for sources you trust."),
     trust_remote_code: bool = typer.Option(False, help="Run model code shipped with a hub checkpoint."),
 ) -> None:
@@ -251,24 +265,24 @@ def context_prior_cmd(
     from alignloc.contextprior.data import load_sets
     from alignloc.contextprior.run import DEFAULT_INSTRUCTION, context_prior_report
     from alignloc.models.pair import load_model
-    from alignloc.models.refs import split_zoo
-    from alignloc.prompts import PromptFormatError, load_prompts
+    from alignloc.prompts import PromptFormatError
+    from alignloc.report import REPORT_FILES
     from alignloc.sites import parse_layers
+    from alignloc.store.outputs import check_out_dir
+    from alignloc.textio import read_text
     from alignloc.tokens import default_bos
 
-    if gate not in ("always", "context", "both"):
-        raise typer.BadParameter(f"{gate!r}; use always, context or both", param_hint="--gate")
-    lm = load_model(model, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
-    zoo_ref = split_zoo(model)
-    if prompts is None and zoo_ref is None:
-        raise PromptFormatError("--prompts is required unless MODEL is a zoo organism (zoo:NAME)")
-    prompt_list = load_prompts(prompts) if prompts is not None else organism_prompts(zoo_ref[0])
+    check.one_of("--gate", gate, ("always", "context", "both"))
+    check.layer_spec(layers, check.model_ref(model, allow_pickle))
+    prompt_list = _prompts_for(model, prompts, "MODEL is a zoo model (zoo:NAME)")
     texts = None
     if text is not None:
-        if not text.is_file():
-            raise PromptFormatError(f"{text}: text file not found")
-        texts = [ln.strip() for ln in text.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        texts = [ln.strip() for ln in read_text(text, PromptFormatError, "text file").split("\n") if ln.strip()]
+        if not texts:
+            raise PromptFormatError(f"{text}: no text in the file (write one passage per line)")
+    check_out_dir(out, REPORT_FILES, overwrite=overwrite)
     sets = load_sets(prompt_list, texts, src=str(prompts or model))
+    lm = load_model(model, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     report = context_prior_report(lm, sets, out, default_bos(lm.tokenizer, lm.config.model_type),
                                   layers=parse_layers(layers, lm.n_layers), instruction=instruction or DEFAULT_INSTRUCTION,
                                   gate=gate, heads=heads, log=lambda m: typer.echo(m, err=True))
@@ -290,36 +304,34 @@ def proxy_tune_cmd(
                                         "required). Default with --zoo: the organism's."),
     beta: str = typer.Option("0,0.5,1,1.5", help="Comma-separated betas for the proxy."),
     out: Path = typer.Option(Path("proxy-tune-report"), "--out", "-o", help="Report directory."),
+    overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
     allow_pickle: bool = typer.Option(False, help="Allow pickle (.bin) checkpoints. Only for sources you trust."),
     trust_remote_code: bool = typer.Option(False, help="Run model code shipped with a hub checkpoint."),
 ) -> None:
     """Decoding-time alignment (large base + beta * (small tuned - small base)) against weight fine-tuning."""
-    from alignloc.decoding.experiment import proxy_tune_report
+    from alignloc.decoding.experiment import proxy_tune_report, split_prompts
     from alignloc.models.pair import load_model
-    from alignloc.prompts import PromptFormatError, load_prompts
+    from alignloc.report import REPORT_FILES
+    from alignloc.store.outputs import check_out_dir
     from alignloc.tokens import default_bos
 
-    try:
-        betas = [float(b) for b in beta.split(",") if b.strip()]
-    except ValueError:
-        raise typer.BadParameter(f"{beta!r} is not a comma-separated list of numbers", param_hint="--beta") from None
+    betas = check.betas(beta)
     if zoo_mode:
         if organism.endswith("-large"):
-            raise typer.BadParameter("name the organism tuned from base; its -large twin is built for comparison", param_hint="--organism")
+            raise UsageError("--organism: name the organism tuned from base; its -large twin is built for comparison")
         large_base, small_base = "zoo:base-large", "zoo:base"
         small_tuned, large_tuned = f"zoo:{organism}", f"zoo:{organism}-large"
     elif not (large_base and small_base and small_tuned):
-        raise typer.BadParameter("give --large-base, --small-base and --small-tuned, or --zoo", param_hint="models")
+        raise UsageError("give --large-base, --small-base and --small-tuned, or --zoo")
+    _check_refs(large_base, small_base, small_tuned, large_tuned, allow_pickle=allow_pickle)
+    prompt_list = _prompts_for(small_tuned if zoo_mode else "", prompts, "--zoo is given")
+    split_prompts(prompt_list)
+    check_out_dir(out, (*REPORT_FILES, "large-layer-diff"), overwrite=overwrite)
+    watch(out / "large-layer-diff" / "acts")
     opts = {"allow_pickle": allow_pickle, "trust_remote_code": trust_remote_code}
     lb, sb = load_model(large_base, **opts), load_model(small_base, **opts)
     st = load_model(small_tuned, **opts)
     lt = load_model(large_tuned, **opts) if large_tuned else None
-    if prompts is not None:
-        prompt_list = load_prompts(prompts)
-    elif zoo_mode:
-        prompt_list = organism_prompts(organism)
-    else:
-        raise PromptFormatError("--prompts is required unless --zoo is given")
     report = proxy_tune_report(lb, sb, st, prompt_list, out, default_bos(lb.tokenizer, lb.config.model_type), lt, betas,
                                log=lambda m: typer.echo(m, err=True))
     for line in report["verdict"]["summary"]:
@@ -334,16 +346,22 @@ def figures(
     out: Path = typer.Option(Path("figures"), "--out", "-o", help="Directory for the figures."),
     fmt: str = typer.Option("pdf,svg,png", "--format", help="Comma-separated: pdf, svg, png."),
     cache: Path = typer.Option(Path("alignloc-results"), help="Where the zoo experiments' results are kept and reused."),
+    overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
 ) -> None:
     """Publication figures (plotly + kaleido, via the system Chromium) from results, or from the zoo experiments."""
-    from alignloc.report.paper import make_figures, zoo_results
+    from alignloc.report.paper import EXPERIMENTS, make_figures, zoo_results
+    from alignloc.store.outputs import check_out_dir
 
-    formats = [f.strip() for f in fmt.split(",") if f.strip()]
-    if set(formats) - {"pdf", "svg", "png"} or not formats:
-        raise typer.BadParameter(f"{fmt!r}; use a comma-separated subset of pdf, svg, png", param_hint="--format")
+    formats = check.subset("--format", fmt, ("pdf", "svg", "png"))
     log = lambda m: typer.echo(m, err=True)  # noqa: E731
-    paths = list(results) if results else zoo_results(cache, log)
-    written = make_figures(paths, out, formats, log)
+    if results:
+        paths = list(results)  # make_figures reads and checks every one, then the folder, before it writes anything
+    else:
+        check_out_dir(out, [], overwrite=overwrite)
+        check_out_dir(cache, list(EXPERIMENTS), overwrite=overwrite, option="--cache")
+        watch(f"finished experiments under {cache}")
+        paths = zoo_results(cache, log)
+    written = make_figures(paths, out, formats, log, overwrite=overwrite)
     typer.echo(f"{len(written)} files in {out}: " + ", ".join(sorted({p.stem for p in written})))
 
 
@@ -359,24 +377,12 @@ _mount_subcommands()
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI with ``argv`` (default: sys.argv[1:]); return the exit code."""
-    _quiet_libraries()
+    """Run the CLI with ``argv`` (default: sys.argv[1:]); return the exit code (0, 2 for a user error, 130 if interrupted)."""
     try:
-        app(args=argv, standalone_mode=False)
-    except _user_errors() as e:
-        typer.echo(f"alignloc: error: {e}", err=True)
-        return 2
-    except typer.Exit as e:
-        return e.exit_code
-    except (typer.Abort, KeyboardInterrupt):
-        typer.echo("alignloc: interrupted; rerun the same command to resume", err=True)
+        _quiet_libraries()
+    except KeyboardInterrupt:
         return 130
-    except Exception as e:
-        if hasattr(e, "show") and hasattr(e, "exit_code"):  # click usage errors (typer vendors click)
-            e.show()
-            return e.exit_code
-        raise
-    return 0
+    return run(app, argv)
 
 
 if __name__ == "__main__":

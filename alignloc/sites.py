@@ -11,12 +11,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from alignloc.errors import UserError
+
 SITE_KINDS = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")
 # Order in which sites of one layer are produced in a forward pass (resid_pre first).
 _KIND_ORDER = {k: i for i, k in enumerate(("resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post"))}
 
 
-class SiteError(ValueError):
+class SiteError(UserError, ValueError):
     """A site or position specification cannot be parsed or does not exist in a model."""
 
 
@@ -29,7 +31,7 @@ class Site:
 
     def __post_init__(self) -> None:
         if self.kind not in SITE_KINDS:
-            raise SiteError(f"unknown site kind {self.kind!r}; use one of {', '.join(SITE_KINDS)}")
+            raise SiteError(f"unknown site kind {self.kind!r} (use one of {', '.join(SITE_KINDS)})")
         if self.layer < 0:
             raise SiteError(f"site layer must be >= 0, got {self.layer}")
 
@@ -47,6 +49,26 @@ class Site:
         return self.name
 
 
+def _layer_part(part: str) -> range | int:
+    """One comma-separated part of a layer selector: ``range`` for ``2-5``, an int (maybe negative) otherwise."""
+    m = re.fullmatch(r"(\d+)-(\d+)", part)
+    if m:
+        lo, hi = int(m.group(1)), int(m.group(2))
+        if lo > hi:
+            raise SiteError(f"layer range {part!r} is empty (write it low-high, e.g. 1-3)")
+        return range(lo, hi + 1)
+    if re.fullmatch(r"-?\d+", part):
+        return int(part)
+    raise SiteError(f"cannot parse layer {part!r} (use e.g. 3, 0,2,5, 2-5, -1 or *)")
+
+
+def check_layers_syntax(spec: str | None) -> None:
+    """SiteError unless ``spec`` is a well-formed layer selector (the range is checked by ``parse_layers``)."""
+    if spec is not None and spec not in ("", "*", "all"):
+        for part in spec.split(","):
+            _layer_part(part.strip())
+
+
 def parse_layers(spec: str | None, n_layers: int) -> list[int]:
     """Parse ``"*"``, ``"3"``, ``"0,2,5"``, ``"2-5"`` or ``"-1"`` into sorted layer indices."""
     if spec is None or spec in ("", "*", "all"):
@@ -54,22 +76,29 @@ def parse_layers(spec: str | None, n_layers: int) -> list[int]:
     layers: set[int] = set()
     for part in spec.split(","):
         part = part.strip()
-        m = re.fullmatch(r"(\d+)-(\d+)", part)
-        if m:
-            lo, hi = int(m.group(1)), int(m.group(2))
-            if lo > hi:
-                raise SiteError(f"layer range {part!r} is empty")
-            chosen = range(lo, hi + 1)
-        elif re.fullmatch(r"-?\d+", part):
-            idx = int(part)
-            chosen = [idx + n_layers if idx < 0 else idx]
-        else:
-            raise SiteError(f"cannot parse layer {part!r}; use e.g. 3, 0,2,5, 2-5, -1 or *")
+        chosen = _layer_part(part)
+        if isinstance(chosen, int):
+            chosen = [chosen + n_layers if chosen < 0 else chosen]
+        elif chosen.stop > n_layers:
+            chosen = [chosen.stop - 1]  # reported as out of range below, without listing a huge range
         for layer in chosen:
             if not 0 <= layer < n_layers:
                 raise SiteError(f"layer {part} is out of range: the model has {n_layers} layers (0..{n_layers - 1})")
             layers.add(layer)
     return sorted(layers)
+
+
+def check_sites_syntax(spec: str, layers: str | None = None) -> None:
+    """SiteError unless ``spec`` (and ``layers``) are well-formed site and layer selectors."""
+    check_layers_syntax(layers)
+    parts = [raw.strip() for raw in spec.split(",") if raw.strip()]
+    if not parts:
+        raise SiteError(f"no sites in {spec!r} (e.g. resid_post or resid_post.3,mlp_out)")
+    for raw in parts:
+        kind, _, layer_spec = raw.partition(".")
+        if kind not in SITE_KINDS:
+            raise SiteError(f"unknown site {raw!r} (site kinds are {', '.join(SITE_KINDS)})")
+        check_layers_syntax(layer_spec)
 
 
 def parse_sites(spec: str | list[str], n_layers: int, layers: str | None = None) -> list[Site]:
@@ -85,11 +114,11 @@ def parse_sites(spec: str | list[str], n_layers: int, layers: str | None = None)
             continue
         kind, _, layer_spec = raw.partition(".")
         if kind not in SITE_KINDS:
-            raise SiteError(f"unknown site {raw!r}; site kinds are {', '.join(SITE_KINDS)}")
+            raise SiteError(f"unknown site {raw!r} (site kinds are {', '.join(SITE_KINDS)})")
         for layer in parse_layers(layer_spec or layers, n_layers):
             out.add(Site(layer, kind))
     if not out:
-        raise SiteError(f"no sites in {spec!r}")
+        raise SiteError(f"no sites in {spec!r} (e.g. resid_post or resid_post.3,mlp_out)")
     return sorted(out, key=lambda s: s.order)
 
 
@@ -99,7 +128,7 @@ def parse_site(name: str) -> Site:
     try:
         return Site(int(layer), kind)
     except ValueError:
-        raise SiteError(f"cannot parse site {name!r}; expected KIND.LAYER, e.g. resid_post.3") from None
+        raise SiteError(f"cannot parse site {name!r} (expected KIND.LAYER, e.g. resid_post.3)") from None
 
 
 @dataclass(frozen=True)
@@ -136,4 +165,4 @@ def parse_positions(spec: str | int) -> Positions:
         return Positions("index", index=int(spec))
     if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", spec):
         return Positions("named", name=spec)
-    raise SiteError(f"cannot parse positions {spec!r}; use last, all, an integer, or a name from the prompts' 'positions'")
+    raise SiteError(f"cannot parse positions {spec!r} (use last, all, an integer, or a name from the prompts' 'positions')")

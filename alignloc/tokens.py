@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from alignloc.errors import UserError
 from alignloc.prompts import Prompt
 from alignloc.sites import Positions, SiteError
 
@@ -18,7 +19,7 @@ from alignloc.sites import Positions, SiteError
 _NO_BOS_MODEL_TYPES = ("qwen2", "qwen3", "gpt_neox")
 
 
-class PromptTooLongError(ValueError):
+class PromptTooLongError(UserError, ValueError):
     """A prompt has more tokens than the model's context window."""
 
 
@@ -53,11 +54,11 @@ def encode_prompts(
         if bos:
             x, off = [tokenizer.bos_token_id, *x], [(0, 0), *off]
         if not x:
-            raise SiteError(f"prompt {p.id!r}: '{field}' tokenizes to no tokens")
+            raise SiteError(f"prompt {p.id!r}: '{field}' tokenizes to no tokens (give it visible text)")
         if max_len is not None and len(x) > max_len:
             raise PromptTooLongError(
-                f"prompt {p.id!r} has {len(x)} tokens, more than the model's context of {max_len}; "
-                "shorten it or drop it from the prompt file"
+                f"prompt {p.id!r} has {len(x)} tokens, more than the model's context of {max_len} "
+                "(shorten it or drop it from the prompt file)"
             )
         ids.append(x)
         offsets.append(off)
@@ -83,9 +84,17 @@ def pad_id(tokenizer) -> int:
     return 0
 
 
+def check_named_positions(prompts: list[Prompt], positions: Positions) -> None:
+    """SiteError naming the first prompt that lacks a named position (before any tokenization)."""
+    if positions.mode == "named":
+        for p in prompts:
+            if positions.name not in p.positions:
+                raise SiteError(f"prompt {p.id!r} has no position named {positions.name!r} "
+                                f"(it has: {', '.join(sorted(p.positions)) or 'none'}; add it to every prompt or use last)")
+
+
 def _named_position(p: Prompt, name: str, offsets: list[tuple[int, int]], n: int) -> int:
-    if name not in p.positions:
-        raise SiteError(f"prompt {p.id!r} has no position named {name!r} (it has: {sorted(p.positions) or 'none'})")
+    check_named_positions([p], Positions("named", name=name))
     pos = p.positions[name]
     if isinstance(pos, int):
         idx = pos + n if pos < 0 else pos
@@ -94,10 +103,10 @@ def _named_position(p: Prompt, name: str, offsets: list[tuple[int, int]], n: int
         end = start + len(pos)
         hits = [i for i, (a, b) in enumerate(offsets) if b > a and a < end and b > start]
         if not hits:
-            raise SiteError(f"prompt {p.id!r}: position {name!r} ({pos!r}) covers no token")
+            raise SiteError(f"prompt {p.id!r}: position {name!r} ({pos!r}) covers no token (name a longer substring)")
         idx = hits[-1]
     if not 0 <= idx < n:
-        raise SiteError(f"prompt {p.id!r}: position {name!r} = {pos} is outside its {n} tokens")
+        raise SiteError(f"prompt {p.id!r}: position {name!r} = {pos} is outside its {n} tokens (BOS included)")
     return idx
 
 
@@ -113,7 +122,8 @@ def resolve_positions(prompts: list[Prompt], enc: Encoded, positions: Positions)
         elif positions.mode == "index":
             idx = positions.index + n if positions.index < 0 else positions.index
             if not 0 <= idx < n:
-                raise SiteError(f"prompt {p.id!r}: position {positions.index} is outside its {n} tokens")
+                raise SiteError(f"prompt {p.id!r}: position {positions.index} is outside its {n} tokens "
+                                "(choose an index every prompt has, or last)")
             out.append(idx)
         else:
             out.append(_named_position(p, positions.name, off, n))

@@ -52,7 +52,7 @@ Batch = tuple[torch.Tensor, torch.Tensor, list[int], list[list[int]]]  # ids, ma
 def load(organism: str, size: str) -> tuple[ModelPair, list]:
     """The organism's pair and its behavior prompts (raises if it is not built)."""
     from alignloc import zoo
-    from alignloc.cli import organism_prompts
+    from alignloc.zoo import organism_prompts
 
     try:
         entry = zoo.resolve(organism, size=size, build_missing=False)

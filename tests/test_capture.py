@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import alignloc
+from alignloc.errors import OutputError
 from alignloc.models.hooks import count_hooks
 from alignloc.prompts import Prompt, save_prompts
 from alignloc.store import StoreError, open_store
@@ -200,7 +201,19 @@ def test_truncated_manifest_is_reported(pair, tmp_path):
 
 def test_out_dir_with_other_files_is_not_touched(pair, tmp_path):
     (tmp_path / "keep.txt").write_text("precious")
-    with pytest.raises(StoreError, match="not an activation store"):
+    with pytest.raises(OutputError, match="holds files alignloc did not write"):
         alignloc.capture(pair, make_prompts(), out=tmp_path, sites="resid_post.0")
     assert (tmp_path / "keep.txt").read_text() == "precious"
     assert not (tmp_path / "manifest.json").exists()
+    # --overwrite writes the store next to other files, never over them
+    (tmp_path / "prompts.jsonl").write_text("mine")
+    with pytest.raises(OutputError, match="prompts.jsonl already there"):
+        alignloc.capture(pair, make_prompts(), out=tmp_path, sites="resid_post.0", overwrite=True)
+    (tmp_path / "prompts.jsonl").unlink()
+    st = alignloc.capture(pair, make_prompts(), out=tmp_path, sites="resid_post.0", overwrite=True)
+    assert st.verify_all() == 2 and (tmp_path / "keep.txt").read_text() == "precious"
+    # replacing that store by a different capture deletes only the old capture's own files
+    (tmp_path / "base" / "notes.txt").write_text("mine too")
+    alignloc.capture(pair, make_prompts(), out=tmp_path, sites="mlp_out.0", overwrite=True)
+    assert (tmp_path / "base" / "notes.txt").read_text() == "mine too"
+    assert not (tmp_path / "base" / "resid_post").exists() and (tmp_path / "base" / "mlp_out").is_dir()

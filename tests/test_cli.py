@@ -58,8 +58,8 @@ def test_backends_write_equal_stores(arch_pairs, prompt_file, tmp_path):
     [
         (["--sites", "resid_middle"], "unknown site"),
         (["--positions", "nope"], "no position named 'nope'"),
-        (["--dtype", "int8"], "--dtype 'int8'"),
-        (["--backend", "jax"], "unknown backend 'jax'"),
+        (["--dtype", "int8"], "--dtype: 'int8'"),
+        (["--backend", "jax"], "--backend: 'jax' is not one of"),
     ],
 )
 def test_user_errors_are_one_line(arch_pairs, prompt_file, tmp_path, capsys, args, message):

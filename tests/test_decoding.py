@@ -6,7 +6,6 @@ import pytest
 import torch
 from transformers import LogitsProcessorList
 
-from alignloc.cli import organism_prompts
 from alignloc.decoding.proxy import (
     Proxy,
     ProxyTuningProcessor,
@@ -18,6 +17,7 @@ from alignloc.decoding.proxy import (
 from alignloc.models.pair import load_model
 from alignloc.prompts import Prompt
 from alignloc.tokens import encode_prompts, pad_id
+from alignloc.zoo import organism_prompts
 
 
 @pytest.fixture(scope="module")

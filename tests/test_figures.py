@@ -12,9 +12,9 @@ from alignloc.report.figures import ResultError, figures_for, kind_of
 
 @pytest.fixture(scope="module")
 def layer_diff_report(zoo_tiny, tmp_path_factory):
-    from alignloc.cli import organism_prompts
     from alignloc.layerdiff.run import layer_diff
     from alignloc.models.pair import load_pair
+    from alignloc.zoo import organism_prompts
 
     out = tmp_path_factory.mktemp("ld")
     layer_diff(load_pair("zoo:refusal-lora-L2"), organism_prompts("refusal-lora-L2"), out, n_boot=50, probes=True)

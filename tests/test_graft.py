@@ -7,8 +7,8 @@ import torch
 
 from alignloc.analyses.outputs import target_logprobs
 from alignloc.causal.graft import graft_params, graft_sweep, grafted
-from alignloc.cli import organism_prompts
 from alignloc.models.pair import load_pair, state_dict_hash
+from alignloc.zoo import organism_prompts
 
 
 def behavior_metric(prompts):

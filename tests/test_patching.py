@@ -9,10 +9,10 @@ from alignloc.analyses.outputs import gather_target_logprobs, teacher_forced_bat
 from alignloc.causal.attribution import attribution_sweep
 from alignloc.causal.patching import patch_sweep
 from alignloc.causal.report import spearman
-from alignloc.cli import organism_prompts
 from alignloc.models.hooks import count_hooks, edit, run_recording
 from alignloc.models.pair import load_pair
 from alignloc.sites import Site
+from alignloc.zoo import organism_prompts
 
 
 def one_cell(pair, prompts, kind, layer, positions):

@@ -24,11 +24,11 @@ import torch
 
 from alignloc.analyses.outputs import gather_target_logprobs, teacher_forced_batch
 from alignloc.causal.patching import patch_sweep
-from alignloc.cli import organism_prompts
 from alignloc.models.backends.bridge import BridgeBackend, hook_name
 from alignloc.models.hooks import count_hooks
 from alignloc.models.pair import load_pair
 from alignloc.sites import Site
+from alignloc.zoo import organism_prompts
 
 ORGANISM = "refusal-lora-L2"
 KINDS = ("resid_post", "mlp_out", "attn_out")

@@ -11,10 +11,10 @@ from alignloc.analyses.outputs import gather_target_logprobs
 from alignloc.causal.attribution import within_attribution_sweep
 from alignloc.causal.metrics import resolve_metric, scored_batch
 from alignloc.causal.patching import patch_sweep, within_sweep
-from alignloc.cli import organism_prompts
 from alignloc.models.hooks import count_hooks, edit, run_recording
 from alignloc.models.pair import load_pair
 from alignloc.sites import Site
+from alignloc.zoo import organism_prompts
 
 
 def city_facts(name: str, n: int = 16) -> list:

@@ -154,6 +154,18 @@ def verdict(rows: dict, shift: dict, grid: dict | None) -> dict:
     return out
 
 
+def split_prompts(prompts: list[Prompt]) -> tuple[list[Prompt], list[Prompt]]:
+    """The knowledge and the behavior prompts that have a target; PromptFormatError if either group is empty."""
+    knowledge = [p for p in prompts if p.kind == "knowledge" and p.target]
+    behavior = [p for p in prompts if p.kind == "behavior" and p.target]
+    if not knowledge or not behavior:
+        from alignloc.prompts import PromptFormatError
+
+        raise PromptFormatError(f"proxy-tune needs prompts of kind 'knowledge' and 'behavior' with a 'target', got "
+                                f"{len(knowledge)} and {len(behavior)} (add both kinds to the prompt file)")
+    return knowledge, behavior
+
+
 def proxy_tune_report(large_base: LoadedModel, small_base: LoadedModel, small_tuned: LoadedModel, prompts: list[Prompt],
                       out, bos: bool, large_tuned: LoadedModel | None = None, betas=BETAS, layer_diff_large: bool = True,
                       write: bool = True, log: Callable[[str], None] = lambda m: None) -> dict:
@@ -167,13 +179,7 @@ def proxy_tune_report(large_base: LoadedModel, small_base: LoadedModel, small_tu
 
     from alignloc import __version__
 
-    knowledge = [p for p in prompts if p.kind == "knowledge" and p.target]
-    behavior = [p for p in prompts if p.kind == "behavior" and p.target]
-    if not knowledge or not behavior:
-        from alignloc.prompts import PromptFormatError
-
-        raise PromptFormatError("proxy-tune needs prompts of kind 'knowledge' and 'behavior' with a 'target' "
-                                f"(got {len(knowledge)} and {len(behavior)})")
+    knowledge, behavior = split_prompts(prompts)
     result = proxy_tune(large_base, small_base, small_tuned, knowledge, behavior, bos, large_tuned, betas, log)
     report = {"schema_version": 1, "alignloc_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "models": {k: m.provenance() for k, m in (("large_base", large_base), ("small_base", small_base),

@@ -23,7 +23,7 @@ import torch
 from jaxtyping import Float, Int
 from transformers import LogitsProcessor
 
-from alignloc.models.pair import LoadedModel, tokenizer_hash
+from alignloc.models.pair import LoadedModel, PairMismatchError, tokenizer_hash
 from alignloc.prompts import Prompt
 from alignloc.tokens import encode_prompts, pad_batch, pad_id
 
@@ -36,12 +36,12 @@ def combine(lp_base: Float[torch.Tensor, "... vocab"], lp_expert: Float[torch.Te
 
 
 def check_same_tokenizer(*models: LoadedModel) -> int:
-    """The shared vocabulary size; raises ValueError naming the model whose tokenizer differs."""
+    """The shared vocabulary size; raises PairMismatchError (a ValueError) naming the model whose tokenizer differs."""
     ref = tokenizer_hash(models[0].tokenizer)
     for m in models[1:]:
         if tokenizer_hash(m.tokenizer) != ref:
-            raise ValueError(f"{m.ref} does not share the tokenizer of {models[0].ref}: proxy-tuning needs one "
-                             "vocabulary for all three models")
+            raise PairMismatchError(f"{m.ref} does not share the tokenizer of {models[0].ref} (proxy-tuning needs "
+                                    "one vocabulary for all three models: pass models of one family)")
     return len(models[0].tokenizer)
 
 

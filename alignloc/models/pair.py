@@ -13,14 +13,15 @@ from dataclasses import dataclass, field
 
 import torch
 
+from alignloc.errors import UserError, one_line
 from alignloc.models.families import Family, family_for
-from alignloc.models.refs import ModelRefError, Ref, resolve_ref, split_zoo
+from alignloc.models.refs import ModelRefError, Ref, adapter_view, resolve_ref, split_zoo
 
 log = logging.getLogger(__name__)
 SIDES = ("base", "tuned")
 
 
-class PairMismatchError(ValueError):
+class PairMismatchError(UserError, ValueError):
     """Base and tuned models cannot be compared; the message says which property differs."""
 
 
@@ -135,8 +136,9 @@ def _from_pretrained(ref: Ref, dtype: torch.dtype, trust_remote_code: bool, allo
     try:
         model = AutoModelForCausalLM.from_pretrained(ref.location, **kwargs)
         tok = AutoTokenizer.from_pretrained(ref.location, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as e:
-        raise ModelRefError(f"{ref.source}: could not load as a Hugging Face causal LM: {e}") from e
+    except Exception as e:  # any failure to load the user's files is theirs to fix: one line, not a traceback
+        raise ModelRefError(f"{ref.source}: could not load as a Hugging Face causal LM: {type(e).__name__}: "
+                            f"{one_line(e)[:500]} (check that the directory is a complete checkpoint)") from e
     return model.eval(), tok
 
 
@@ -158,15 +160,15 @@ def load_model(
         side = zoo[1] or ("tuned" if entry.tuned is not None else "base")
         path = entry.tuned if side == "tuned" else entry.base
         if path is None:
-            raise ModelRefError(f"{ref}: {zoo[0]} is a base model and has no tuned side")
+            raise ModelRefError(f"{ref}: {zoo[0]} is a base model and has no tuned side (use zoo:{zoo[0]}:base)")
         lm = load_model(str(path), dtype=dtype, device=device, attn_implementation=attn_implementation)
         lm.ref, lm.meta = ref, {"zoo": zoo[0], "side": side}
         return lm
     r = resolve_ref(ref, allow_pickle)
     if r.is_adapter:
         raise ModelRefError(
-            f"{ref}: is a peft adapter; load it as the tuned side of a pair "
-            "(load_pair(base, adapter_dir)) so it is merged onto its base"
+            f"{ref}: is a peft adapter (load it as the tuned side of a pair, load_pair(base, adapter_dir), "
+            "so that it is merged onto its base)"
         )
     if attn_implementation is None and str(device).startswith("cpu"):
         # torch's CPU SDPA kernel was 50-70x slower than eager attention on small models with 2
@@ -186,9 +188,11 @@ def _merge_adapter(base: LoadedModel, adapter_dir: str, source: str, dtype, devi
                    trust_remote_code=trust_remote_code, attn_implementation=attn)
     )
     try:
-        merged = PeftModel.from_pretrained(fresh.model, adapter_dir).merge_and_unload()
+        with adapter_view(adapter_dir, allow_pickle) as view:  # without pickle, peft sees only the safe files
+            merged = PeftModel.from_pretrained(fresh.model, view).merge_and_unload()
     except Exception as e:  # peft raises many types for a wrong base
-        raise PairMismatchError(f"{source}: cannot merge this adapter onto base {base.ref}: {e}") from e
+        raise PairMismatchError(f"{source}: cannot merge this adapter onto base {base.ref}: {one_line(e)[:500]} "
+                                "(give the adapter's own base model)") from e
     return LoadedModel(ref=source, model=merged.eval(), tokenizer=fresh.tokenizer, family=fresh.family,
                        path=fresh.path, adapter=adapter_dir)
 
@@ -205,8 +209,8 @@ def check_pair(base: LoadedModel, tuned: LoadedModel) -> None:
     for what, b, t in checks:
         if b != t:
             raise PairMismatchError(
-                f"base and tuned differ in {what}: base {base.ref} has {b}, tuned {tuned.ref} has {t}. "
-                "alignloc compares a model with its own post-trained variant; pass a matching pair."
+                f"base and tuned differ in {what}: base {base.ref} has {b}, tuned {tuned.ref} has {t} "
+                "(alignloc compares a model with its own post-trained variant: pass a matching pair)"
             )
     bv, tv = base.tokenizer.get_vocab(), tuned.tokenizer.get_vocab()
     if bv != tv:
@@ -215,8 +219,8 @@ def check_pair(base: LoadedModel, tuned: LoadedModel) -> None:
         moved = sum(1 for k in set(bv) & set(tv) if bv[k] != tv[k])
         raise PairMismatchError(
             f"base and tuned differ in tokenizer vocabulary: {only_b} tokens only in base "
-            f"{base.ref}, {only_t} only in tuned {tuned.ref}, {moved} with different ids. "
-            "Both models must read the same token ids."
+            f"{base.ref}, {only_t} only in tuned {tuned.ref}, {moved} with different ids "
+            "(both models must read the same token ids: pass a matching pair)"
         )
 
 
@@ -242,7 +246,7 @@ def load_pair(
 
         entry = zoo_mod.resolve(zoo[0])
         if entry.tuned is None:
-            raise ModelRefError(f"{base}: {zoo[0]} is a base model; name an organism, e.g. zoo:chat-sft-upper")
+            raise ModelRefError(f"{base}: {zoo[0]} is a base model (name an organism, e.g. zoo:chat-sft-upper)")
         base, tuned = f"zoo:{zoo[0]}:base", f"zoo:{zoo[0]}:tuned"
         name, ground_truth = zoo[0], entry.ground_truth
     b = load_model(base, **opts)

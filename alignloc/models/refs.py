@@ -9,15 +9,20 @@ from __future__ import annotations
 import os
 import re
 import socket
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from alignloc.errors import UserError
+from alignloc.textio import parse_json, read_json
 
-class ModelRefError(ValueError):
+
+class ModelRefError(UserError, ValueError):
     """A model reference cannot be resolved or loaded; the message says what to do."""
 
 
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
@@ -49,22 +54,125 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def check_weights_safe(directory: Path, allow_pickle: bool, what: str = "checkpoint") -> None:
-    """Refuse a directory whose weights exist only as pickle files, unless ``allow_pickle``."""
-    files = [p for p in directory.iterdir() if p.is_file()]
-    has_safe = any(p.suffix == ".safetensors" for p in files)
-    pickles = sorted(p.name for p in files if p.suffix in PICKLE_SUFFIXES)
-    if has_safe:
-        return
+SAFE_MODEL = ("model.safetensors", "model.safetensors.index.json")  # what transformers reads first, in order
+PICKLE_MODEL = ("pytorch_model.bin", "pytorch_model.bin.index.json")  # what it reads otherwise (pickle)
+SAFE_ADAPTER, PICKLE_ADAPTER = "adapter_model.safetensors", "adapter_model.bin"  # what peft reads, in order
+_MAX_HEADER = 100 * 2**20  # safetensors' own limit on the JSON header
+
+
+def _is_safe_name(name: str) -> bool:
+    return name.endswith((".safetensors", ".safetensors.index.json"))
+
+
+def _shards(index: Path) -> list[str]:
+    """The shard file names a ``*.index.json`` names (plain names inside its folder only)."""
+    data = read_json(index, ModelRefError, "weight index", "re-save the checkpoint")
+    wmap = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(wmap, dict) or not wmap or not all(isinstance(v, str) for v in wmap.values()):
+        raise ModelRefError(f"{index}: not a weight index (no 'weight_map' of tensor -> file) (re-save the checkpoint)")
+    names = sorted(set(wmap.values()))
+    bad = [n for n in names if Path(n).name != n or n in (".", "..")]
+    if bad:
+        raise ModelRefError(f"{index}: names shard {bad[0]!r} outside its folder (re-save the checkpoint)")
+    return names
+
+
+def read_config(directory: Path, name: str = "config.json") -> dict:
+    """``directory/name`` as a JSON object (a ModelRefError naming the file otherwise)."""
+    data = read_json(directory / name, ModelRefError, name, "re-download or re-save the checkpoint")
+    if not isinstance(data, dict):
+        raise ModelRefError(f"{directory / name}: not a JSON object (re-download or re-save the checkpoint)")
+    return data
+
+
+def loader_files(directory: Path, adapter: bool = False, allow_pickle: bool = False) -> list[str]:
+    """The weight files transformers (or peft, for an ``adapter``) would read from ``directory``, in its order.
+
+    Mirrors the loaders: an explicit ``transformers_weights`` in config.json, then ``model.safetensors``,
+    its sharded index, and (only when pickle is allowed) ``pytorch_model.bin`` and its index; peft reads
+    ``adapter_model.safetensors``, else ``adapter_model.bin``. Other files, ``*.safetensors`` included,
+    are never read. Index files are followed to their shards.
+    """
+    if adapter:
+        order = [SAFE_ADAPTER, PICKLE_ADAPTER]
+    else:
+        cfg = directory / "config.json"
+        explicit = read_config(directory).get("transformers_weights") if cfg.is_file() else None
+        if isinstance(explicit, str):
+            if Path(explicit).name != explicit:
+                raise ModelRefError(f"{cfg}: 'transformers_weights' names {explicit!r}, outside the folder (fix config.json)")
+            order = [explicit]
+        else:
+            order = list(SAFE_MODEL) + (list(PICKLE_MODEL) if allow_pickle else [])
+    for name in order:
+        if (directory / name).is_file():
+            return [name, *_shards(directory / name)] if name.endswith(".index.json") else [name]
+    return []
+
+
+def check_safetensors(path: Path) -> None:
+    """ModelRefError unless ``path`` has a readable safetensors header whose tensors fit in the file."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if not 2 <= n <= min(_MAX_HEADER, size - 8):
+            raise ModelRefError(f"{path}: not a safetensors file, or truncated ({size} bytes) (re-download or re-save it)")
+        header = parse_json(f.read(n).decode("utf-8", "replace"), str(path), ModelRefError, "re-download or re-save it")
+    if not isinstance(header, dict):
+        raise ModelRefError(f"{path}: the safetensors header is not a JSON object (re-download or re-save it)")
+    ends = [t["data_offsets"][1] for k, t in header.items() if k != "__metadata__" and isinstance(t, dict)
+            and isinstance(t.get("data_offsets"), list) and len(t["data_offsets"]) == 2
+            and isinstance(t["data_offsets"][1], int)]
+    if max(ends, default=0) > size - 8 - n:
+        raise ModelRefError(f"{path}: truncated: its header needs {max(ends) + 8 + n} bytes, the file has {size} "
+                            "(re-download or re-save it)")
+
+
+def check_weights_safe(directory: Path, allow_pickle: bool, what: str = "checkpoint") -> list[str]:
+    """Decide by the files the loader would actually read: refuse pickle unless ``allow_pickle``, check headers.
+
+    Returns those files. A stray ``*.safetensors`` next to a pickle that the loader would read does
+    not make the folder safe.
+    """
+    adapter = what == "peft adapter"
+    files = loader_files(directory, adapter, allow_pickle=True)
+    pickles = [f for f in files if not _is_safe_name(f)]
+    ignored = sorted(p.name for p in directory.glob("*.safetensors") if p.name not in files)
     if pickles and not allow_pickle:
+        unread = f"; {', '.join(ignored)} would not be read" if ignored else ""
         raise ModelRefError(
-            f"{directory}: the {what} holds only pickle weights ({', '.join(pickles)}). Loading a "
-            "pickle can run arbitrary code, so alignloc refuses it. Convert it to safetensors "
-            "(model.save_pretrained(dir, safe_serialization=True) on a trusted machine), or pass "
-            "--allow-pickle (allow_pickle=True) if you trust its source."
+            f"{directory}: the {what} loader would read pickle weights ({', '.join(pickles)}{unread}). Loading a "
+            "pickle can run arbitrary code, so alignloc refuses it (convert it to safetensors with "
+            "save_pretrained(dir, safe_serialization=True) on a trusted machine, or pass --allow-pickle "
+            "(allow_pickle=True) if you trust its source)"
         )
-    if not pickles:
-        raise ModelRefError(f"{directory}: no weights found (*.safetensors) in this {what}")
+    if not files:
+        expected = (SAFE_ADAPTER, PICKLE_ADAPTER) if adapter else (*SAFE_MODEL, *PICKLE_MODEL)
+        raise ModelRefError(f"{directory}: no weights this {what} loader reads (it looks for {', '.join(expected)}; "
+                            "save the model with save_pretrained)")
+    for name in files:
+        if not (directory / name).is_file():
+            raise ModelRefError(f"{directory}: weight file {name} is missing (re-download or re-save the checkpoint)")
+        if name.endswith(".safetensors"):
+            check_safetensors(directory / name)
+    return files
+
+
+@contextmanager
+def adapter_view(directory: str | Path, allow_pickle: bool) -> Iterator[str]:
+    """The folder peft should load: without pickle, a temporary view holding only the config and the safetensors.
+
+    peft has no switch to refuse pickle, so it is shown only the files it may read; the decision
+    (``check_weights_safe``) and the load cannot disagree.
+    """
+    if allow_pickle:
+        yield str(directory)
+        return
+    with tempfile.TemporaryDirectory(prefix="alignloc-adapter-") as tmp:
+        for name in ("adapter_config.json", SAFE_ADAPTER):
+            os.symlink(Path(directory, name).resolve(), Path(tmp, name))
+        yield tmp
 
 
 def resolve_ref(source: str, allow_pickle: bool = False) -> Ref:
@@ -72,28 +180,31 @@ def resolve_ref(source: str, allow_pickle: bool = False) -> Ref:
     path = Path(source).expanduser()
     if path.exists():
         if not path.is_dir():
-            raise ModelRefError(f"{source}: expected a Hugging Face model directory, got a file")
+            raise ModelRefError(f"{source}: is a file (give a Hugging Face model directory, a hub id or zoo:NAME)")
         if (path / "adapter_config.json").is_file():
+            read_config(path, "adapter_config.json")
             check_weights_safe(path, allow_pickle, "peft adapter")
             return Ref(source, "adapter", str(path.resolve()))
         if not (path / "config.json").is_file():
             raise ModelRefError(
-                f"{source}: not a Hugging Face model directory (no config.json or adapter_config.json)"
+                f"{source}: not a Hugging Face model directory: no config.json or adapter_config.json "
+                "(save the model with save_pretrained, or give its directory)"
             )
+        read_config(path)
         check_weights_safe(path, allow_pickle)
         return Ref(source, "local", str(path.resolve()))
     if source.startswith(("/", ".", "~")) or not _HUB_ID.match(source):
-        raise ModelRefError(f"{source}: no such directory, and not a valid hub id")
+        raise ModelRefError(f"{source}: no such directory, and not a valid hub id (check the path)")
     if offline():
         raise ModelRefError(
             f"{source}: not a local directory, and the hub cannot be used offline "
-            "(HF_HUB_OFFLINE is set). Download the model to a directory and pass its path, or use "
-            "a bundled organism such as zoo:chat-sft-upper."
+            "because HF_HUB_OFFLINE is set (download the model to a directory and pass its path, or use "
+            "a bundled organism such as zoo:chat-sft-upper)"
         )
     if not _hub_reachable():
         raise ModelRefError(
             f"{source}: not a local directory, and the Hugging Face hub is unreachable from this "
-            "machine. Pass a local directory, or use a bundled organism such as zoo:chat-sft-upper."
+            "machine (pass a local directory, or use a bundled organism such as zoo:chat-sft-upper)"
         )
     return Ref(source, "hub", source)
 
@@ -104,5 +215,5 @@ def split_zoo(source: str) -> tuple[str, str | None] | None:
         return None
     name, _, side = source[4:].partition(":")
     if side not in ("", "base", "tuned"):
-        raise ModelRefError(f"{source}: the side after the organism name must be 'base' or 'tuned'")
+        raise ModelRefError(f"{source}: the side after the organism name must be 'base' or 'tuned' (e.g. zoo:NAME:base)")
     return name, side or None

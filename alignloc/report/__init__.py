@@ -1,8 +1,9 @@
 """Reports read a result (a JSON-ready dict: layer-diff, context-prior) and never load models.
 
 ``write_report(report, out)`` writes ``report.json``, ``summary.md`` and a self-contained
-``index.html`` (plotly.js inlined: it opens offline) under ``out``, each atomically; the
-renderers default to layer-diff's.
+``index.html`` (plotly.js inlined: it opens offline) under ``out``, each atomically and never
+over a file alignloc did not write (see ``alignloc.store.outputs``); the renderers default to
+layer-diff's.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import json
 import math
 from pathlib import Path
 
-from alignloc.store.manifest import atomic_write_bytes
+from alignloc.store.outputs import write_outputs
+
+REPORT_FILES = ("report.json", "summary.md", "index.html")
 
 
 def json_safe(obj):
@@ -32,18 +35,17 @@ def write_report(report: dict, out: str | Path, render_markdown=None, render_htm
     if render_markdown is None:
         from alignloc.report.markdown import render_markdown
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     safe = json_safe(report)
-    paths = {"json": out / "report.json", "markdown": out / "summary.md", "html": out / "index.html"}
-    atomic_write_bytes(paths["json"], json.dumps(safe, indent=1, allow_nan=False).encode())
-    atomic_write_bytes(paths["markdown"], render_markdown(safe).encode())
-    atomic_write_bytes(paths["html"], render_html(safe).encode())
-    return paths
+    data = (json.dumps(safe, indent=1, allow_nan=False), render_markdown(safe), render_html(safe))
+    paths = write_outputs(out, {name: text.encode() for name, text in zip(REPORT_FILES, data, strict=True)})
+    return dict(zip(("json", "markdown", "html"), paths.values(), strict=True))
 
 
 def load_report(path: str | Path) -> dict:
     """Read a ``report.json`` (or the directory holding one)."""
+    from alignloc.report.figures import ResultError
+    from alignloc.textio import read_json
+
     p = Path(path)
     p = p / "report.json" if p.is_dir() else p
-    return json.loads(p.read_text())
+    return read_json(p, ResultError, "result file")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from alignloc.report.markdown import fmt
+from alignloc.report.text import fmt
 
 DASH = {"resid_post": "solid", "attn_out": "dot", "mlp_out": "dash"}
 

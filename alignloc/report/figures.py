@@ -8,10 +8,18 @@ one-column (3.5 in) and two-column (7.1 in) papers. ``figures_for(result)`` buil
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import tempfile
 from pathlib import Path
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
+
+from alignloc.errors import OutputError, UserError, one_line
+from alignloc.store.manifest import file_mode
+from alignloc.store.outputs import claim
 
 BASE = {"color": "#0072B2", "dash": "solid", "symbol": "circle"}
 TUNED = {"color": "#D55E00", "dash": "dash", "symbol": "square"}
@@ -41,7 +49,7 @@ def _shade(fig: go.Figure, layers: list[int], **kw) -> None:
         fig.add_vrect(x0=layer - 0.4, x1=layer + 0.4, fillcolor="#999999", opacity=0.18, line_width=0, **kw)
 
 
-class ResultError(ValueError):
+class ResultError(UserError, ValueError):
     """A file given as a result is missing, not JSON, or not an alignloc result."""
 
 
@@ -55,13 +63,13 @@ def kind_of(result: dict) -> str:
         return "context-prior"
     if "configs" in result and "eft_grid" in result:
         return "proxy-tune"
-    raise ResultError("not an alignloc result: expected report.json of layer-diff, context-prior or proxy-tune, or "
-                     "localize-bench --json output")
+    raise ResultError("not an alignloc result (give a report.json of layer-diff, context-prior or proxy-tune, or "
+                      "localize-bench --json output)")
 
 
 def layer_diff_figures(r: dict) -> list[tuple[str, go.Figure]]:
     """Weights, representation shift and lens target gap per layer; probes and the patching grid if present."""
-    name = r["pair"].get("name") or "pair"
+    name = str(r["pair"].get("name") or "pair")  # a title; file stems are slugged by figures_for
     planted = (r.get("ground_truth") or {}).get("layers") or []
     m, layers = r["measures"], list(range(r["pair"]["n_layers"]))
     fig = make_subplots(rows=1, cols=3, subplot_titles=("weights: ||ΔW||/||W||", "residual shift (increment)", "lens: target log-prob gap"))
@@ -145,25 +153,55 @@ BUILDERS = {"layer-diff": layer_diff_figures, "localize-bench": localize_bench_f
 
 
 def figures_for(result: dict) -> list[tuple[str, go.Figure]]:
-    """``[(file stem, figure)]`` for any alignloc JSON result."""
-    return BUILDERS[kind_of(result)](result)
+    """``[(file stem, figure)]`` for any alignloc JSON result; ResultError if a field is missing or malformed."""
+    if not isinstance(result, dict):
+        raise ResultError(f"not an alignloc result: a JSON {type(result).__name__}, not an object "
+                          "(give a report.json written by alignloc)")
+    kind = "alignloc"
+    try:
+        kind = kind_of(result)
+        return [(slug(stem), fig) for stem, fig in BUILDERS[kind](result)]
+    except ResultError:
+        raise
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
+        raise ResultError(f"an incomplete or edited {kind} result: {type(e).__name__} {one_line(e)[:200]} "
+                          "(give a report.json as alignloc wrote it, or rerun the experiment)") from None
+
+
+def slug(name: object, default: str = "pair") -> str:
+    """A file-name-safe form of ``name``: letters, digits, ``.``, ``_`` and ``-`` only; never a path."""
+    s = re.sub(r"[^A-Za-z0-9._-]+", "-", str(name)).strip(".-")[:80]
+    return s or default
 
 
 def export(figs: list[tuple[str, go.Figure]], out: str | Path, formats: list[str], png_scale: int = 3) -> list[Path]:
-    """Write each figure in each format under ``out`` (one Chromium session for all); the paths written."""
+    """Write each figure in each format under ``out`` (one Chromium session for all); the paths written.
+
+    Figures are drawn into a temporary folder inside ``out``, each file checked to exist and be
+    non-empty, then moved into place (only names alignloc may write, see ``alignloc.store.outputs``):
+    nothing half-written is left, and no success is claimed for a file that is not there.
+    """
     import plotly.io as pio
 
     bad = sorted(set(formats) - {"pdf", "svg", "png"})
     if bad:
         raise ValueError(f"unknown figure format(s) {bad}; use pdf, svg, png")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    paths, figs_all, scales = [], [], []
-    for stem, fig in figs:
-        for fmt in formats:
-            paths.append(out / f"{stem}.{fmt}")
-            figs_all.append(fig)
-            scales.append(png_scale if fmt == "png" else 1)
-    pio.write_images(figs_all, paths, scale=scales, width=[f.layout.width for f in figs_all],
-                     height=[f.layout.height for f in figs_all])
-    return paths
+    names = [f"{stem}.{fmt}" for stem, _ in figs for fmt in formats]
+    if len(set(names)) < len(names) or any(slug(stem, "") != stem for stem, _ in figs):
+        raise ValueError(f"figure stems must be unique file-name-safe names, got {[stem for stem, _ in figs]}")
+    out = claim(out, names)
+    tmp = Path(tempfile.mkdtemp(dir=out, prefix=".alignloc-figures-"))
+    try:
+        figs_all = [fig for _, fig in figs for _ in formats]
+        pio.write_images(figs_all, [tmp / n for n in names], scale=[png_scale if n.endswith(".png") else 1 for n in names],
+                         width=[f.layout.width for f in figs_all], height=[f.layout.height for f in figs_all])
+        missing = [n for n in names if not (tmp / n).is_file() or (tmp / n).stat().st_size == 0]
+        if missing:
+            raise OutputError(f"{out}: the figure writer (kaleido) did not write {', '.join(missing[:3])} "
+                              "(check that Chromium is installed: apt-get install chromium)")
+        for n in names:
+            os.chmod(tmp / n, file_mode())
+            os.replace(tmp / n, out / n)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return [out / n for n in names]

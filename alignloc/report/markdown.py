@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
+from alignloc.report.causal import causal_markdown
+from alignloc.report.text import fmt
+
+__all__ = ["LINES", "fmt", "functional_lines", "layer_table", "render_markdown"]
 LINES = ("weights", "representation", "lens", "behavior", "knowledge")
-
-
-def fmt(x, nd: int = 3) -> str:
-    """A number for a table cell ("-" for missing); a nonzero value that ``nd`` decimals would round
-    to zero keeps two significant digits (a relative weight change of 4e-4 prints as ``4.0e-04``,
-    not ``0.000``)."""
-    if x is None:
-        return "-"
-    if x != 0 and x == x and abs(x) < 10**-nd:
-        return f"{x:.1e}"
-    return f"{x:.{nd}f}"
 
 
 def functional_lines(v: dict) -> list[str]:
@@ -89,8 +82,6 @@ def render_markdown(report: dict) -> str:
             md.append(f"- {kind} labels ({p['n']} prompts, {p['n_classes']} classes, majority {p['majority']:.2f}):")
             for key in ("base", "tuned", "transfer", "selectivity_base", "selectivity_tuned"):
                 md.append(f"  - {key}: " + ", ".join(fmt(x, 2) for x in p[key]))
-    from alignloc.report.causal import causal_markdown  # it imports fmt from here
-
     md += causal_markdown(report.get("causal") or {})
     md += ["", "## Representation and lens (per layer)", ""]
     sh, ln = report["measures"]["shift"], report["measures"]["lens"]

@@ -8,19 +8,24 @@ from any alignloc JSON results.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import plotly.graph_objects as go
+
 from alignloc.report.figures import ResultError, export, figures_for
+from alignloc.store.outputs import check_out_dir, claim
+from alignloc.textio import read_json
 
 Log = Callable[[str], None]
 
 
 def _layer_diff(name: str, causal: bool) -> Callable[[Path], None]:
     def run(out: Path) -> None:
-        from alignloc.cli import organism_prompts
         from alignloc.layerdiff.run import default_control, layer_diff
         from alignloc.models.pair import load_pair
+        from alignloc.zoo import organism_prompts
 
         pair = load_pair(f"zoo:{name}")
         layer_diff(pair, organism_prompts(name), out, control=default_control(pair), n_boot=300, probes=True, causal=causal)
@@ -31,25 +36,25 @@ def _layer_diff(name: str, causal: bool) -> Callable[[Path], None]:
 def _localize_bench(out: Path) -> None:
     from alignloc.causal.bench import localize_bench
     from alignloc.report import json_safe
-    from alignloc.store.manifest import atomic_write_bytes
+    from alignloc.store.outputs import write_outputs
 
-    atomic_write_bytes(out / "report.json", json.dumps(json_safe(localize_bench()), indent=1).encode())
+    write_outputs(out, {"report.json": json.dumps(json_safe(localize_bench()), indent=1).encode()})
 
 
 def _context_prior(out: Path) -> None:
-    from alignloc.cli import organism_prompts
     from alignloc.contextprior.data import load_sets
     from alignloc.contextprior.run import context_prior_report
     from alignloc.models.pair import load_model
+    from alignloc.zoo import organism_prompts
 
     model = load_model("zoo:base")
     context_prior_report(model, load_sets(organism_prompts("base")), out, bos=True)
 
 
 def _proxy_tune(out: Path) -> None:
-    from alignloc.cli import organism_prompts
     from alignloc.decoding.experiment import proxy_tune_report
     from alignloc.models.pair import load_model
+    from alignloc.zoo import organism_prompts
 
     lb, sb, st, lt = (load_model(f"zoo:{n}") for n in ("base-large", "base", "chat-sft-full", "chat-sft-full-large"))
     proxy_tune_report(lb, sb, st, organism_prompts("chat-sft-full"), out, bos=True, large_tuned=lt)
@@ -67,6 +72,7 @@ EXPERIMENTS: dict[str, Callable[[Path], None]] = {
 def zoo_results(cache: str | Path, log: Log = lambda m: None) -> list[Path]:
     """The ``report.json`` of every zoo experiment under ``cache``, running the missing ones."""
     cache = Path(cache)
+    claim(cache, list(EXPERIMENTS))  # each experiment's folder is alignloc's, even while it is being filled
     paths = []
     for name, run in EXPERIMENTS.items():
         path = cache / name / "report.json"
@@ -79,22 +85,31 @@ def zoo_results(cache: str | Path, log: Log = lambda m: None) -> list[Path]:
     return paths
 
 
-def make_figures(results: list[str | Path], out: str | Path, formats: list[str], log: Log = lambda m: None) -> list[Path]:
-    """Figures for every result file (a ``report.json`` or a directory holding one); the paths written."""
-    figs = []
+def read_figures(results: list[str | Path]) -> list[tuple[Path, str, go.Figure]]:
+    """``(result file, file stem, figure)`` for every result file (a ``report.json`` or a directory holding one),
+    stems unique across inputs (``-2``, ``-3`` appended to repeats); ResultError naming the file on any bad input."""
+    figs, seen = [], Counter()
     for r in results:
         p = Path(r)
         p = p / "report.json" if p.is_dir() else p
         if not p.is_file():
             raise ResultError(f"{r}: no such result (give a report.json, its directory, or localize-bench --json output)")
-        try:
-            data = json.loads(p.read_text())
-        except json.JSONDecodeError as e:
-            raise ResultError(f"{p}: not valid JSON ({e.msg} at line {e.lineno})") from None
+        data = read_json(p, ResultError, "result file", "give a report.json written by alignloc")
         try:
             new = figures_for(data)
         except ResultError as e:
             raise ResultError(f"{p}: {e}") from None
-        log(f"{p}: {', '.join(stem for stem, _ in new)}")
-        figs += new
-    return export(figs, out, formats)
+        for stem, fig in new:
+            seen[stem] += 1
+            figs.append((p, stem if seen[stem] == 1 else f"{stem}-{seen[stem]}", fig))
+    return figs
+
+
+def make_figures(results: list[str | Path], out: str | Path, formats: list[str], log: Log = lambda m: None,
+                 overwrite: bool = False) -> list[Path]:
+    """Read every result, check ``out`` (see ``alignloc.store.outputs``), then write and verify the figures; their paths."""
+    figs = read_figures(results)
+    check_out_dir(out, [f"{stem}.{fmt}" for _, stem, _ in figs for fmt in formats], overwrite=overwrite)
+    for src in dict.fromkeys(src for src, _, _ in figs):
+        log(f"{src}: {', '.join(stem for s, stem, _ in figs if s == src)}")
+    return export([(stem, fig) for _, stem, fig in figs], out, formats)

@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from alignloc.prompts import Prompt, load_prompts
+from alignloc.errors import one_line
+from alignloc.prompts import Prompt, load_prompts, prompts_hash
 from alignloc.sites import Site, parse_site
 from alignloc.store.manifest import StoreError, read_manifest, sha256_file
 
@@ -21,11 +22,10 @@ class Store:
         self.manifest = read_manifest(self.root)
         self.verify = verify
         self._verified: set[str] = set()
-        if not self.manifest.get("complete"):
-            done = len(self.manifest.get("chunks", []))
+        if not self.manifest["complete"]:
             raise StoreError(
-                f"{self.root}: capture is incomplete ({done} of {self.manifest.get('n_chunks')} chunks); "
-                "rerun the same capture command to resume it"
+                f"{self.root}: capture is incomplete ({progress(self.manifest)}) "
+                "(rerun the same capture command to resume it)"
             )
 
     @property
@@ -60,8 +60,16 @@ class Store:
 
     @cached_property
     def prompts(self) -> list[Prompt]:
-        """The captured prompt set."""
-        return load_prompts(self.root / "prompts.jsonl")
+        """The captured prompt set (checked against the manifest's count and hash)."""
+        path = self.root / "prompts.jsonl"
+        if not path.is_file():
+            raise StoreError(f"{path}: the store's prompt file is missing (capture again into a new --out)")
+        prompts = load_prompts(path)
+        if len(prompts) != self.n_prompts or prompts_hash(prompts) != self.manifest["prompts_hash"]:
+            raise StoreError(f"{path}: the prompts differ from those captured ({len(prompts)} prompts, hash "
+                             f"{prompts_hash(prompts)}; the manifest says {self.n_prompts}, {self.manifest['prompts_hash']!r}) "
+                             "(restore the file or capture again)")
+        return prompts
 
     def mask(self) -> torch.Tensor:
         """``[n_prompts, max_len]`` bool mask of real tokens (for positions=all)."""
@@ -72,13 +80,13 @@ class Store:
         path = self.root / rel
         if not path.is_file():
             raise StoreError(
-                f"{path}: shard is missing; rerun the same capture command to rewrite the missing chunks"
+                f"{path}: shard is missing (rerun the same capture command: only the missing chunks are captured again)"
             )
         if self.verify and rel not in self._verified:
             if sha256_file(path) != sha:
                 raise StoreError(
-                    f"{path}: checksum mismatch, the shard is corrupted. Delete this file and rerun the same "
-                    "capture command: only the missing chunk is captured again"
+                    f"{path}: checksum mismatch, the shard is corrupted (delete this file and rerun the same "
+                    "capture command: only the missing chunk is captured again)"
                 )
             self._verified.add(rel)
         return path
@@ -86,34 +94,42 @@ class Store:
     def get(self, side: str, site: str | Site, layer: int | None = None) -> torch.Tensor:
         """Activations of ``side`` at a site: ``[n_prompts, d_model]`` or ``[n_prompts, max_len, d_model]``."""
         if side not in self.manifest["models"]:
-            raise StoreError(f"{self.root}: no side {side!r}; the store has {self.sides}")
+            raise StoreError(f"{self.root}: no side {side!r} (the store has {', '.join(self.sides)})")
         if isinstance(site, str):
             site = parse_site(site) if layer is None else Site(layer, site)
         if site.name not in self.manifest["sites"]:
-            raise StoreError(f"{self.root}: site {site} was not captured; captured: {', '.join(self.manifest['sites'])}")
+            raise StoreError(f"{self.root}: site {site} was not captured (captured: {', '.join(self.manifest['sites'])})")
         key = f"L{site.layer}"
+        m = self.manifest
         parts = []
-        for chunk in self.manifest["chunks"]:
-            rel = next(r for r in chunk["files"] if r.startswith(f"{side}/{site.kind}/"))
+        for chunk in m["chunks"]:
+            rel = f"{side}/{site.kind}/chunk-{chunk['index']:05d}.safetensors"
             path = self._check_file(rel, chunk["files"][rel])
             try:
                 with safe_open(str(path), framework="pt") as f:
                     t = f.get_tensor(key)
             except Exception as e:  # safetensors raises its own error types for bad headers
-                raise StoreError(f"{path}: cannot read tensor {key} ({e}); the shard is corrupted") from e
-            if t.shape[0] != chunk["end"] - chunk["start"] or t.shape[-1] != self.manifest["models"][side]["d_model"]:
-                raise StoreError(f"{path}: tensor {key} has shape {tuple(t.shape)}, which does not match the manifest")
+                raise StoreError(f"{path}: cannot read tensor {key} ({one_line(e)}) (the shard is corrupted: delete it "
+                                 "and rerun the same capture command)") from e
+            rows = chunk["end"] - chunk["start"]
+            want = (rows, m["max_len"], m["models"][side]["d_model"]) if m["positions"] == "all" else \
+                (rows, m["models"][side]["d_model"])
+            if tuple(t.shape) != want:
+                raise StoreError(f"{path}: tensor {key} has shape {tuple(t.shape)}, the manifest expects {want} "
+                                 "(the store is corrupted: capture again into a new --out)")
             parts.append(t)
         return torch.cat(parts)
 
     def verify_all(self) -> int:
-        """Checksum every shard; return how many were checked (StoreError on the first bad one)."""
+        """Checksum every shard and check the prompt file; return how many shards were checked (StoreError on the first bad one)."""
         n = 0
         for chunk in self.manifest["chunks"]:
             for rel, sha in chunk["files"].items():
                 self._verified.discard(rel)
                 self._check_file(rel, sha)
                 n += 1
+        self.__dict__.pop("prompts", None)
+        _ = self.prompts
         return n
 
     def summary(self) -> str:
@@ -131,9 +147,17 @@ class Store:
             f"prompts: {m['n_prompts']} (hash {m['prompts_hash']}), positions: {m['positions']}, bos: {m['bos']}",
             f"sites: {', '.join(kinds)} at layers {layers[0]}..{layers[-1]} ({len(m['sites'])} sites)",
             f"dtype: {m['dtype']}, chunks: {len(m['chunks'])} x {m['chunk_size']} prompts, backend: {m.get('backend')}",
-            f"size on disk: {sum((self.root / r).stat().st_size for c in m['chunks'] for r in c['files']) / 2**20:.2f} MiB",
         ]
+        files = [self.root / r for c in m["chunks"] for r in c["files"]]
+        present = [f for f in files if f.is_file()]
+        missing = f" ({len(files) - len(present)} of {len(files)} shards missing)" if len(present) < len(files) else ""
+        lines.append(f"size on disk: {sum(f.stat().st_size for f in present) / 2**20:.2f} MiB{missing}")
         return "\n".join(lines)
+
+
+def progress(manifest: dict) -> str:
+    """How much of a capture a manifest records, e.g. ``3 of 8 chunks``."""
+    return f"{len(manifest['chunks'])} of {manifest['n_chunks']} chunks"
 
 
 def open_store(root: str | Path, verify: bool = True) -> Store:

@@ -8,7 +8,7 @@ command resumes at the first missing chunk.
 
 from __future__ import annotations
 
-import shutil
+import os
 import time
 from pathlib import Path
 
@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import save
 
 from alignloc import __version__
-from alignloc.prompts import Prompt, save_prompts
+from alignloc.prompts import Prompt, dumps_prompts
 from alignloc.sites import Site
 from alignloc.store.manifest import (
     FORMAT,
@@ -29,8 +29,23 @@ from alignloc.store.manifest import (
     read_manifest,
     sha256_bytes,
 )
+from alignloc.store.outputs import check_out_dir, check_writable_dir
+from alignloc.store.schema import SIDES
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+PROMPTS = "prompts.jsonl"
+STORE_NAMES = (MANIFEST, PROMPTS, *SIDES)  # what a store writes at its top level
+
+
+def check_store_dir(root: str | Path, overwrite: bool = False, option: str = "store") -> None:
+    """Before any work: an error unless ``root`` can take a store (new, empty, an intact store, or with
+    ``overwrite`` a folder whose other files do not use a store's names)."""
+    root = Path(root)
+    if os.path.lexists(root / MANIFEST):
+        read_manifest(root)  # alignloc's own store, intact: reused, resumed or (with overwrite) replaced
+        check_writable_dir(root, option)
+    else:
+        check_out_dir(root, STORE_NAMES, overwrite=overwrite, option=option)
 
 
 def shard_relpath(side: str, kind: str, chunk: int) -> str:
@@ -46,29 +61,26 @@ class StoreWriter:
         if plan["dtype"] not in DTYPES:
             raise StoreError(f"storage dtype {plan['dtype']!r} is not one of {', '.join(DTYPES)}")
         self.dtype = DTYPES[plan["dtype"]]
-        if (self.root / MANIFEST).exists():
+        if os.path.lexists(self.root / MANIFEST):
             old = read_manifest(self.root)
             diff = plan_diff(old, plan)
             if diff and not overwrite:
                 raise StoreError(
-                    f"{self.root}: holds a different capture (differs in: {', '.join(diff)}). "
-                    "Nothing was changed. Use another --out directory, or --overwrite to replace it."
+                    f"{self.root}: holds a different capture (differs in: {', '.join(diff)}); nothing was changed "
+                    "(use another --out directory, or --overwrite to replace it)"
                 )
             if diff:
                 self._clear(old)
             else:
                 self.manifest = old
                 self._sweep_temp_files()
+                if not (self.root / PROMPTS).is_file():  # interrupted right after the manifest was first written
+                    atomic_write_bytes(self.root / PROMPTS, dumps_prompts(prompts).encode())
                 if len(self.done_chunks()) < old["n_chunks"]:  # a shard was deleted: redo its chunk
                     self.manifest["complete"] = False
                 return
-        elif self.root.exists() and any(self.root.iterdir()) and not overwrite:
-            raise StoreError(
-                f"{self.root}: directory exists and is not an activation store; "
-                "choose an empty or new --out directory (nothing was written)"
-            )
-        self.root.mkdir(parents=True, exist_ok=True)
-        save_prompts(prompts, self.root / "prompts.jsonl")
+        else:
+            check_store_dir(self.root, overwrite)
         self.manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -78,16 +90,32 @@ class StoreWriter:
             "chunks": [],
             "complete": False,
         }
+        # The manifest first: from then on the folder is recognisably a store (resumable, alignloc's own).
         atomic_write_json(self.root / MANIFEST, self.manifest)
+        atomic_write_bytes(self.root / PROMPTS, dumps_prompts(prompts).encode())
 
     def _sweep_temp_files(self) -> None:
-        """Remove half-written temp files left by a killed run (see atomic_write_bytes)."""
-        for tmp in self.root.rglob(".*.tmp"):
-            tmp.unlink(missing_ok=True)
+        """Remove half-written temp files of the store's own files left by a killed run (see atomic_write_bytes)."""
+        tops = [self.root / f".{name}." for name in (MANIFEST, PROMPTS)]
+        for tmp in self.root.glob(".*.tmp"):
+            if any(str(tmp).startswith(str(t)) for t in tops):
+                tmp.unlink(missing_ok=True)
+        for side in SIDES:
+            for tmp in (self.root / side).glob("*/.chunk-*.safetensors.*.tmp"):
+                tmp.unlink(missing_ok=True)
 
     def _clear(self, old: dict) -> None:
-        for side in old.get("models", {}):
-            shutil.rmtree(self.root / side, ignore_errors=True)
+        """Delete the old capture's own files only (listed in its validated manifest); other files stay."""
+        for chunk in old["chunks"]:
+            for rel in chunk["files"]:
+                (self.root / rel).unlink(missing_ok=True)
+        self._sweep_temp_files()
+        for side in old["models"]:
+            top = self.root / side
+            for d in [*(top.iterdir() if top.is_dir() else []), top]:
+                if d.is_dir() and not d.is_symlink() and not any(d.iterdir()):
+                    d.rmdir()
+        (self.root / PROMPTS).unlink(missing_ok=True)
         (self.root / MANIFEST).unlink()
 
     def done_chunks(self) -> set[int]:

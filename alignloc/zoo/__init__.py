@@ -8,8 +8,11 @@ change was planted and the behavior/knowledge numbers measured on the saved file
     from alignloc.zoo import build, resolve
     entry = resolve("chat-sft-upper")          # builds the tiny zoo on first use
     entry.base, entry.tuned, entry.ground_truth["layers"], entry.prompts["chat"]
+    prompts = organism_prompts("chat-sft-upper")  # every prompt it ships, as one list
 """
 
+from alignloc.zoo.names import ZooError
+from alignloc.zoo.prompts import organism_prompts
 from alignloc.zoo.registry import (
     BASES,
     DEFAULT_ORGANISM,
@@ -18,6 +21,7 @@ from alignloc.zoo.registry import (
     HARD_ORGANISMS,
     ZooEntry,
     build,
+    check_name,
     list_organisms,
     resolve,
     weights_sha256,
@@ -31,8 +35,11 @@ __all__ = [
     "DRIFT_CONTROL",
     "HARD_ORGANISMS",
     "ZooEntry",
+    "ZooError",
     "build",
+    "check_name",
     "list_organisms",
+    "organism_prompts",
     "resolve",
     "weights_sha256",
     "zoo_root",

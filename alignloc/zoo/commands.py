@@ -1,4 +1,7 @@
-"""``alignloc zoo ...``: build and list the model organisms (a thin typer shell over registry)."""
+"""``alignloc zoo ...``: build and list the model organisms (a thin typer shell over registry).
+
+An unknown name or size raises ``ZooError`` before any work; the command line prints it as one line.
+"""
 
 from __future__ import annotations
 
@@ -25,10 +28,7 @@ def build_cmd(
     force: bool = typer.Option(False, "--force", help="Rebuild even if a current build exists."),
 ) -> None:
     """Build organisms (reusing current builds) and print where they are."""
-    try:
-        paths = build(names or None, size=size, force=force, log=lambda m: typer.echo(m, err=True))
-    except ValueError as e:
-        raise typer.BadParameter(str(e)) from None
+    paths = build(names or None, size=size, force=force, log=lambda m: typer.echo(m, err=True))
     for p in paths:
         typer.echo(str(p))
 
@@ -52,10 +52,7 @@ def list_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list (name, path, numbers)."),
 ) -> None:
     """List organisms: built or not, planted layers, and measured numbers."""
-    try:
-        rows = list_organisms(size)
-    except ValueError as e:
-        raise typer.BadParameter(str(e)) from None
+    rows = list_organisms(size)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return

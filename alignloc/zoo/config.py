@@ -16,6 +16,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 
+from alignloc.zoo.names import ZooError
 from alignloc.zoo.pretrain import ModelSpec, PretrainSpec
 from alignloc.zoo.world import WorldConfig
 
@@ -129,7 +130,7 @@ SIZES: dict[str, SizeConfig] = {
 
 
 def size_config(size: str) -> SizeConfig:
-    """The config of a size name; ``ValueError`` lists the valid ones."""
+    """The config of a size name; ``ZooError`` (a ValueError) lists the valid ones."""
     if size not in SIZES:
-        raise ValueError(f"unknown zoo size {size!r}; use one of {', '.join(SIZES)}")
+        raise ZooError(f"unknown zoo size {size!r} (use one of {', '.join(SIZES)})")
     return SIZES[size]

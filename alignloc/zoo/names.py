@@ -13,6 +13,13 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from alignloc.errors import UserError
+
+
+class ZooError(UserError, ValueError):
+    """An unknown organism name or zoo size; the message lists the valid ones."""
+
+
 # Architectures as tables: where the blocks live and what their modules are called.
 ARCH_TABLE: dict[str, dict[str, Any]] = {
     "llama": {
@@ -72,11 +79,11 @@ class RecipeName:
 
 
 def parse_name(name: str, n_layers: dict[str, int]) -> RecipeName:
-    """Parse and validate an organism name against the layer counts of the bases."""
+    """Parse and validate an organism name against the layer counts of the bases (ZooError if invalid)."""
     m = _NAME.match(name)
     base = "base-large" if m and m.group(5) else "base"
     if not m:
-        raise ValueError(f"unknown organism {name!r}; {valid_names_hint(n_layers)}")
+        raise ZooError(f"unknown organism {name!r} ({valid_names_hint(n_layers)})")
     k_str = m.group(2) or m.group(3)
     k = int(k_str) if k_str is not None else None
     recipe = m.group(1) if k is None else m.group(1).replace(f"L{k_str}", "L{k}")
@@ -84,9 +91,9 @@ def parse_name(name: str, n_layers: dict[str, int]) -> RecipeName:
     if drift and recipe not in DRIFTABLE:
         raise ValueError(f"organism {name!r}: only {', '.join(r + '-drift' for r in DRIFTABLE)} have a -drift variant")
     if k is not None and not 0 <= k < n_layers[base]:
-        raise ValueError(
-            f"organism {name!r}: layer {k} out of range; {base} has layers 0..{n_layers[base] - 1}. "
-            + valid_names_hint(n_layers)
+        raise ZooError(
+            f"organism {name!r}: layer {k} out of range: {base} has layers 0..{n_layers[base] - 1} ("
+            + valid_names_hint(n_layers) + ")"
         )
     return RecipeName(name=name, recipe=recipe, k=k, base=base, drift=drift)
 

@@ -280,6 +280,11 @@ def _check_name(name: str, cfg: SizeConfig) -> str:
     return parse_name(name, _n_layers(cfg)).base
 
 
+def check_name(name: str, size: str = "tiny") -> None:
+    """ZooError unless ``name`` is a base or an organism of zoo ``size``; builds nothing."""
+    _check_name(name, size_config(size))
+
+
 def _is_current(path: Path, fingerprint: str) -> bool:
     meta = _read_meta(path)
     return meta is not None and meta.get("fingerprint") == fingerprint
@@ -421,6 +426,7 @@ __all__ = [
     "HARD_ORGANISMS",
     "ZooEntry",
     "build",
+    "check_name",
     "list_organisms",
     "resolve",
     "valid_names_hint",

@@ -15,6 +15,7 @@ from typing import Protocol
 
 import torch
 
+from alignloc.errors import UserError
 from alignloc.models.pair import LoadedModel
 from alignloc.sites import Site
 
@@ -22,14 +23,14 @@ BACKENDS = ("hf", "bridge", "nnsight")
 DEFAULT_BACKEND = "hf"
 
 
-class BackendError(ValueError):
+class BackendError(UserError, ValueError):
     """An unknown backend, or one that cannot run the requested model."""
 
 
 def check_backend(name: str) -> str:
     """Return ``name`` if it is a known backend, else raise BackendError listing them."""
     if name not in BACKENDS:
-        raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+        raise BackendError(f"unknown backend {name!r} (choose one of {', '.join(BACKENDS)})")
     return name
 
 
@@ -59,4 +60,4 @@ def make_backend(name: str, loaded: LoadedModel, **options) -> Backend:
         from alignloc.models.backends.nnsight_backend import NNsightBackend
 
         return NNsightBackend(loaded, **options)
-    raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    raise BackendError(f"unknown backend {name!r} (choose one of {', '.join(BACKENDS)})")
