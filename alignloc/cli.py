@@ -224,9 +224,9 @@ def localize_bench_cmd(
     from alignloc.causal.bench import METHODS, TIERS, localize_bench, render_bench_markdown
     from alignloc.report import json_safe
     from alignloc.store.outputs import check_out_file, write_file
-    from alignloc.zoo.config import size_config
+    from alignloc.zoo import check_size
 
-    size_config(size)
+    check_size(size)
     check.at_least("--n-prompts", n_prompts)
     chosen = check.subset("--methods", methods, list(METHODS)) if methods is not None else None
     for option, path in (("--json", json_out), ("--markdown", markdown)):

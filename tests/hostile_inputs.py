@@ -81,7 +81,8 @@ class Inputs(dict):
     def _res_list(self): return self.write("list.json", "[1, 2]")
     def _res_unknown(self): return self.write("u.json", '{"hello": 1}')
     def _res_ok(self): return self.write("ok.json", json.dumps(
-        {"methods": {"m": {"hit@1_single_layer": 1.0, "hit@1": 1.0, "control_false_positives": 0.0}}, "organisms_scored": []}))
+        {"methods_run": ["m"], "tiers": {"easy": {"methods": {"m": {"hit@1_single_layer": 1.0, "hit@1": 1.0,
+                                                                     "control_false_positives": 0.0}}}}}))
     # output folders holding the user's own files
     def _userdir(self): return self.write("mine/keep.txt", "precious").parent
     def _user_index(self): return self.write("rep/index.html", "<p>my page</p>").parent

@@ -218,7 +218,8 @@ def test_read_only_output_folder_is_an_error(command, llama_pair, capsys):
         os.chmod(root, 0o755)
         (root / "p.jsonl").write_text(jsonl(*GOOD))
         (root / "r.json").write_text(json.dumps(
-            {"methods": {"m": {"hit@1_single_layer": 1.0, "hit@1": 1.0, "control_false_positives": 0.0}}, "organisms_scored": []}))
+            {"methods_run": ["m"], "tiers": {"easy": {"methods": {"m": {"hit@1_single_layer": 1.0, "hit@1": 1.0,
+                                                                     "control_false_positives": 0.0}}}}}))
         models = [shutil.copytree(d, root / d.name) for d in llama_pair]
         for p in root.rglob("*"):
             os.chmod(p, 0o755 if p.is_dir() else 0o644)

@@ -129,14 +129,25 @@ def _task_prompts(entry, n: int) -> tuple[str, list[Prompt]]:
     return rel, [p for p in load_prompts(entry.path / rel) if p.target][:n]
 
 
+def tier_names(size: str, tier: str) -> tuple[list[str], str]:
+    """The organisms of a tier and its null pair (the real-weight tier: ``alignloc.zoo.real``)."""
+    from alignloc import zoo
+    from alignloc.zoo import real
+
+    if size == real.SIZE:
+        easy = [n for n in real.ORGANISMS if n != "smollm2-control-drift" and not n.endswith("-drift")]
+        return (easy if tier == "easy" else ["smollm2-format-upper-drift"]), "smollm2-control-drift"
+    return (zoo.DEFAULT_ORGANISMS if tier == "easy" else zoo.HARD_ORGANISMS), TIERS[tier][1]
+
+
 def scored_organisms(size: str, tier: str = "easy") -> tuple[list[str], dict[str, str]]:
     """Organisms of a tier with a planted subset of layers, and the skipped ones with the reason."""
     from alignloc import zoo
 
     keep, skipped = [], {}
-    names = zoo.DEFAULT_ORGANISMS if tier == "easy" else zoo.HARD_ORGANISMS
+    names, control = tier_names(size, tier)
     for name in names:
-        if name == CONTROL:
+        if name == control:
             continue
         gt = zoo.resolve(name, size=size).ground_truth
         layers, n = gt.get("layers") or [], gt.get("n_layers")
@@ -169,7 +180,7 @@ def _tier(size: str, tier: str, n_prompts: int, methods: list[str], min_gap: flo
             row["methods"][m] = {"scores": scores, "gap": gap, "ranking": ranking, "hit@1": h1, "hit@k": hk}
         organisms[name] = row
         log(f"[{tier}] {name}: planted {planted}; top-1 " + ", ".join(f"{m}={r['ranking'][0]}" for m, r in row["methods"].items()))
-    control_name = TIERS[tier][1]
+    control_name = tier_names(size, tier)[1]
     entry = zoo.resolve(control_name, size=size)
     pair = load_pair(str(entry.base), str(entry.tuned))
     control = {}

@@ -79,6 +79,16 @@ def default_control(pair: ModelPair, size: str = "tiny") -> LoadedModel | None:
         control = load_model(str(own.drift))
         control.meta["zoo"] = f"{pair.name}:drift"
         return control
+    from alignloc.zoo import real
+
+    if real.is_real(pair.name):  # the real tier's null pair: continued pretraining without the edit
+        try:
+            entry = zoo.resolve("smollm2-control-drift", build_missing=False)
+        except FileNotFoundError:
+            return None
+        control = load_model(str(entry.tuned))
+        control.meta["zoo"] = "smollm2-control-drift:tuned"
+        return control
 
     try:
         entry = zoo.resolve(CONTROL_ORGANISM, size=size)

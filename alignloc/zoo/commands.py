@@ -16,7 +16,8 @@ zoo_app = typer.Typer(
     help="Self-trained model organisms with a planted, recorded ground truth.", no_args_is_help=True
 )
 
-_SIZE_HELP = f"Zoo size: {' | '.join(SIZES)} (tiny builds the default set in a few CPU minutes)."
+_SIZE_HELP = (f"Zoo size: {' | '.join(SIZES)} | real (tiny builds the default set in a few CPU minutes; real plants "
+              "edits on SmolLM2-135M's real weights, when they can be had: see the README).")
 
 
 @zoo_app.command("build")
@@ -42,6 +43,7 @@ _KEYS = (
     "retention",
     "fact_recall_strong",
     "fact_recall_weak",
+    "fact_recall",
     "context_effect",
 )
 
@@ -60,4 +62,4 @@ def list_cmd(
         m = r["measured"].get("tuned", r["measured"])
         nums = "  ".join(f"{k}={m[k]:.2f}" for k in _KEYS if isinstance(m.get(k), (int, float)))
         state = "built" if r["built"] else "-"
-        typer.echo(f"{r['name']:<22} {state:<6} layers={r['layers']}  {nums}")
+        typer.echo(f"{r['name']:<26} {state:<6} layers={r['layers']}  {nums}")

@@ -159,26 +159,34 @@ def choose_factors(base: State, drifted: State, tuned: State, layer: int, family
 def drifted(parsed, base, tok, world, cfg, drift_model, run: Callable, log=None):
     """Build ``parsed`` (a ``-drift`` name) on ``base`` with the drift of ``drift_model`` (``control-drift``).
 
-    ``run(plain_parsed, base, tok, world, cfg, log, train_fn)`` runs the confined recipe. Returns its
-    Organism with the drift and the reparametrization applied, ``drift_only`` set and the norms in
-    ``extra["drift"]``.
+    ``run(plain_parsed, base, tok, world, cfg, log, train_fn)`` runs the confined recipe.
     """
     import dataclasses
 
+    planted = planted_layers(parsed.recipe, parsed.k, base.config.num_hidden_layers)
+    org = plant_under_drift(base, drift_model, planted,
+                            lambda train_fn: run(dataclasses.replace(parsed, drift=False), base, tok, world, cfg, log,
+                                                 train_fn),
+                            cfg.drift, "control-drift: continued pretraining of the base on the world corpus")
+    org.name, org.recipe = parsed.name, f"{org.recipe}-drift"
+    return org
+
+
+def plant_under_drift(base, drift_model, planted: list[int], train_plant: Callable, spec, source: str):
+    """Steps 2-4 of the module docstring for any recipe: ``train_plant(train_fn)`` trains the planted
+    part (with ``train_fn`` as its training loop) and returns its Organism; returns it with the drift
+    and the reparametrization applied, ``drift_only`` set and the norms in ``extra["drift"]``."""
     from alignloc.analyses.weights import weight_diff
     from alignloc.zoo.pretrain import clone_model
 
     family, n, mt = family_for(base.config), base.config.num_hidden_layers, base.config.model_type
-    planted = planted_layers(parsed.recipe, parsed.k, n)
     base_sd = {k: v.detach().clone().float() for k, v in base.state_dict().items()}
     cpt = drift_model.state_dict()
     delta = {k: cpt[k].float() - v for k, v in base_sd.items()}
-    org = run(dataclasses.replace(parsed, drift=False), base, tok, world, cfg, log,
-              functools.partial(train, loss_fn=mixture_loss(delta, family, n)))
+    org = train_plant(functools.partial(train, loss_fn=mixture_loss(delta, family, n)))
     plant = {k: v.float() - base_sd[k] for k, v in org.tuned.state_dict().items()}
     d_state = {k: base_sd[k] + delta[k] for k in base_sd}
     t_state = {k: d_state[k] + plant[k] for k in base_sd}
-    spec = cfg.drift
     factors, norms = {}, {}
     for layer in planted:  # planted blocks first: the others must outweigh their total change
         cs, dn, pn = choose_factors(base_sd, d_state, t_state, layer, family, mt, lambda d, p: d >= spec.margin * p)
@@ -196,9 +204,8 @@ def drifted(parsed, base, tok, world, cfg, drift_model, run: Callable, log=None)
     total = [row["relative_frobenius"] for row in weight_diff(base_sd, t_state, family, n)["layers"]]
     ranking = sorted(range(n), key=lambda i: -total[i])
     drift_rel, plant_rel = [norms[i][0] for i in range(n)], [norms[i][1] for i in range(n)]
-    org.name, org.recipe = parsed.name, f"{org.recipe}-drift"
     org.extra["drift"] = {
-        "source": "control-drift: continued pretraining of the base on the world corpus",
+        "source": source,
         "reparametrization": "per block: q_proj*c0, k_proj/c0; v_proj*c1, o_proj/c1; up_proj*c2, down_proj/c2",
         "factors": [list(factors[i]) for i in range(n)],
         "margin": spec.margin, "ratio": spec.ratio, "planted_layers": planted,

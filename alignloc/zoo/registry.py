@@ -30,6 +30,7 @@ from typing import Any
 import torch
 import transformers
 
+from alignloc.zoo import real
 from alignloc.zoo.config import ZOO_FORMAT, SizeConfig, size_config
 from alignloc.zoo.evaluate import correct_ids, load, measure
 from alignloc.zoo.files import (
@@ -280,8 +281,18 @@ def _check_name(name: str, cfg: SizeConfig) -> str:
     return parse_name(name, _n_layers(cfg)).base
 
 
+def check_size(size: str) -> None:
+    """ZooError unless ``size`` is a zoo size (``tiny``, ``small``, or ``real`` for real weights)."""
+    if size != real.SIZE:
+        size_config(size)
+
+
 def check_name(name: str, size: str = "tiny") -> None:
-    """ZooError unless ``name`` is a base or an organism of zoo ``size``; builds nothing."""
+    """ZooError unless ``name`` is a base or an organism of zoo ``size`` (real-tier names, ``smollm2...``,
+    belong to ``real`` whatever the size); builds nothing."""
+    if real.is_real(name) or size == real.SIZE:
+        real.check_name(name)
+        return
     _check_name(name, size_config(size))
 
 
@@ -297,7 +308,10 @@ def build(
 
     ``names=None`` builds ``DEFAULT_ORGANISMS`` plus both bases. ``force`` rebuilds the named
     artifacts (bases only when named). Unknown names raise ``ValueError`` before any work.
+    ``size="real"`` builds the real-weight tier (``alignloc.zoo.real``).
     """
+    if size == real.SIZE:
+        return real.build(list(names) if names is not None else None, force=force, log=log)
     cfg = size_config(size)
     names = (
         list(DEFAULT_ORGANISMS) + [DRIFT_CONTROL] + HARD_ORGANISMS + ["base-large"]
@@ -360,7 +374,11 @@ def _entry(name: str, path: Path) -> ZooEntry:
 
 
 def resolve(name: str, size: str = "tiny", build_missing: bool = True) -> ZooEntry:
-    """Find a built organism (building it if allowed); unknown names raise ``ValueError``."""
+    """Find a built organism (building it if allowed); unknown names raise ``ValueError``.
+
+    Real-tier names (``smollm2...``) resolve in the ``real`` tier whatever ``size`` says."""
+    if real.is_real(name) or size == real.SIZE:
+        return real.resolve(name, build_missing)
     cfg = size_config(size)
     base = _check_name(name, cfg)
     root = zoo_root() / size
@@ -386,6 +404,8 @@ def resolve(name: str, size: str = "tiny", build_missing: bool = True) -> ZooEnt
 
 def list_organisms(size: str = "tiny") -> list[dict[str, Any]]:
     """Bases, the default organisms and any other built ones, with their measured numbers."""
+    if size == real.SIZE:
+        return real.list_organisms()
     cfg = size_config(size)
     root = zoo_root() / size
     names = list(BASES) + list(DEFAULT_ORGANISMS) + [DRIFT_CONTROL] + HARD_ORGANISMS
