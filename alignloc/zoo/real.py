@@ -114,9 +114,9 @@ def fetch_base(dst: Path, log: Log) -> dict[str, Any]:
     """Write the base checkpoint (safetensors + tokenizer) to ``dst``; return where it came from."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
-    from alignloc.models.refs import offline
+    from alignloc.models.refs import _hub_reachable, offline
 
-    if not offline():
+    if not offline() and _hub_reachable():
         try:
             log(f"[zoo:real] downloading {HUB_ID}")
             model = AutoModelForCausalLM.from_pretrained(HUB_ID, dtype=torch.float32)
@@ -149,7 +149,7 @@ def fetch_base(dst: Path, log: Log) -> dict[str, Any]:
 def weights_available() -> bool:
     """True when the base can be had: already built, the hub reachable, or the GGUF package installed."""
     from alignloc.models.refs import offline
-    from alignloc.zoo.registry import zoo_root
+    from alignloc.zoo.entry import zoo_root
 
     return (zoo_root() / SIZE / BASE / "info.json").is_file() or _gguf_dir() is not None or not offline()
 
@@ -300,7 +300,7 @@ def run(name: str, base, tok, drift_model=None, log=None) -> dict[str, Any]:
 
 
 def _root() -> Path:
-    from alignloc.zoo.registry import zoo_root
+    from alignloc.zoo.entry import zoo_root
 
     return zoo_root() / SIZE
 
@@ -427,8 +427,8 @@ def build(names: list[str] | None = None, force: bool = False, log: Log = print)
 
 def resolve(name: str, build_missing: bool = True):
     """The ZooEntry of a real-tier name, building it if allowed."""
+    from alignloc.zoo.entry import ZooEntry
     from alignloc.zoo.files import prompt_map
-    from alignloc.zoo.registry import ZooEntry
 
     check_name(name)
     if not _current(name):

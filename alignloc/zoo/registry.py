@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ import transformers
 
 from alignloc.zoo import real
 from alignloc.zoo.config import ZOO_FORMAT, SizeConfig, size_config
+from alignloc.zoo.entry import ZooEntry, zoo_root
 from alignloc.zoo.evaluate import correct_ids, load, measure
 from alignloc.zoo.files import (
     copy_tokenizer,
@@ -51,7 +51,6 @@ from alignloc.zoo.tokenizer import build_tokenizer
 from alignloc.zoo.training import THREADS
 from alignloc.zoo.world import World, make_world, vocabulary
 
-ENV_VAR = "ALIGNLOC_ZOO"
 BASES = ("base", "base-large")
 DEFAULT_ORGANISMS = [
     "chat-sft-upper",
@@ -76,27 +75,6 @@ DEFAULT_ORGANISM = "chat-sft-upper"
 Log = Callable[[str], None]
 
 
-@dataclass(frozen=True)
-class ZooEntry:
-    """A built organism (or base): where its files are and what was planted."""
-
-    name: str
-    path: Path
-    base: Path
-    tuned: Path | None
-    ground_truth: dict[str, Any]
-    prompts: dict[str, Path]
-    drift: Path | None = None  # -drift organisms: base + the same drift without the edit
-
-
-def zoo_root() -> Path:
-    """The zoo directory: ``$ALIGNLOC_ZOO`` if set, else the user cache dir + ``/zoo``."""
-    env = os.environ.get(ENV_VAR)
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("alignloc")) / "zoo"
 
 
 def _hash(*parts: Any) -> str:

