@@ -153,6 +153,31 @@ def edit_metrics(model, tok, prompts: Sequence[Prompt]) -> dict[str, float]:
     }
 
 
+@torch.no_grad()
+def mean_target_logprob(model: PreTrainedModel, tok, prompts: Sequence[Prompt], batch_size: int = 64) -> float:
+    """Mean over prompts of ``sum_j log p(target_j | text, target_<j)`` (teacher-forced, BOS prepended)."""
+    total, n = 0.0, 0
+    for i in range(0, len(prompts), batch_size):
+        part = [p for p in prompts[i : i + batch_size] if p.target]
+        if not part:
+            continue
+        ctx = encode(tok, [p.text for p in part])
+        tgt = [tok(p.target, add_special_tokens=False)["input_ids"] for p in part]
+        rows = [c + t for c, t in zip(ctx, tgt)]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), tok.pad_token_id)  # [batch, pos]
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for j, r in enumerate(rows):
+            ids[j, : len(r)] = torch.tensor(r)
+            mask[j, : len(r)] = 1
+        logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), -1)  # [batch, pos, vocab]
+        for j, (c, t) in enumerate(zip(ctx, tgt)):
+            pos = torch.arange(len(c) - 1, len(c) - 1 + len(t))
+            total += float(logp[j, pos, torch.tensor(t)].sum())
+            n += 1
+    return total / max(n, 1)
+
+
 def correct_ids(model, tok, prompts: Sequence[Prompt]) -> set[str]:
     """Ids of knowledge prompts whose target is the model's top next token."""
     gen = greedy_tokens(model, tok, [p.text for p in prompts])

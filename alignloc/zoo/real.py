@@ -324,7 +324,7 @@ def _fingerprint(name: str) -> str | None:
         dep = _meta(_root() / "smollm2-control-drift")
         if dep is None:
             return None
-        parts += [asdict(DriftSpec()), dep["weights_sha256"]]
+        parts += [asdict(DriftSpec()), dep["weights_sha256"], "drift-organism-2"]
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -351,7 +351,7 @@ def _build_base(log: Log) -> None:
 
 
 def _build_organism(name: str, log: Log) -> None:
-    from alignloc.zoo.evaluate import load
+    from alignloc.zoo.evaluate import load, mean_target_logprob
     from alignloc.zoo.files import copy_tokenizer, install, tmp_dir, weights_sha256, write_prompts
 
     t0 = time.time()
@@ -372,9 +372,14 @@ def _build_organism(name: str, log: Log) -> None:
                 copy_tokenizer(base_dir, tmp / sub)
         sets = prompt_sets()
         prompts = write_prompts(tmp, sets)
-        measured = {"base": measure(base, tok), "tuned": measure(*load(tmp / "tuned"))}
+        tuned = load(tmp / "tuned")
+        measured = {"base": measure(base, tok), "tuned": measure(*tuned)}
         if r.get("drift_only") is not None:
-            measured["drift_only"] = measure(*load(tmp / "drift"))
+            drift_only = load(tmp / "drift")
+            measured["drift_only"] = measure(*drift_only)
+            beh = sets[Path(r["behavior"]["prompts"]).stem]  # the drift's own behavior effect, in nats
+            for side, m in (("base", (base, tok)), ("tuned", tuned), ("drift_only", drift_only)):
+                measured[side]["behavior_target_logprob"] = round(mean_target_logprob(*m, beh), 4)
         for side in [s for s in measured if s != "base"]:
             kb, kt = set(measured["base"]["known_facts"]), set(measured[side]["known_facts"])
             measured[side]["retention"] = round(len(kb & kt) / max(1, len(kb)), 4)

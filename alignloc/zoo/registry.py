@@ -32,7 +32,7 @@ import transformers
 from alignloc.zoo import real
 from alignloc.zoo.config import ZOO_FORMAT, SizeConfig, size_config
 from alignloc.zoo.entry import ZooEntry, zoo_root
-from alignloc.zoo.evaluate import correct_ids, load, measure
+from alignloc.zoo.evaluate import correct_ids, load, mean_target_logprob, measure
 from alignloc.zoo.files import (
     copy_tokenizer,
     install,
@@ -162,7 +162,7 @@ def _organism_fingerprint(cfg: SizeConfig, name: str, base_sha: str, root: Path)
         dep = _read_meta(root / DRIFT_CONTROL)
         if dep is None:
             return None
-        parts.append(dep["weights_sha256"])
+        parts += [dep["weights_sha256"], "drift-organism-2"]  # 2: records the behavior target log-prob per side
     return _hash(*parts)
 
 
@@ -207,6 +207,10 @@ def _build_organism(name: str, cfg: SizeConfig, world: World, root: Path, log: L
             measured["drift_only"] = measure(*md, sets)
             known_d = correct_ids(*md, sets["knowledge"])
             measured["drift_only"]["retention"] = round(len(known_b & known_d) / max(1, len(known_b)), 4)
+            # how near zero the drift's own behavior effect is, in nats (teacher-forced targets)
+            beh = org.prompts[Path(org.behavior["prompts"]).stem]
+            for side, m in (("base", mb), ("tuned", tb), ("drift_only", md)):
+                measured[side]["behavior_target_logprob"] = round(mean_target_logprob(*m, beh), 4)
         gt = {
             "name": name,
             "recipe": org.recipe,
