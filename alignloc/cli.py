@@ -14,6 +14,11 @@ from alignloc.cli_errors import run, watch
 from alignloc.errors import UsageError
 
 OVERWRITE_HELP = "Write into an OUT folder that holds other files (they are never replaced), and replace alignloc's own earlier outputs."
+DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N | mps (auto: the GPU if one is visible, else cpu).")
+COMPUTE_DTYPE = typer.Option("auto", "--compute-dtype", help="auto | float32 | bfloat16 | float16: weights and forward "
+                             "passes (auto: bfloat16 on a GPU, float32 on cpu).")
+DEVICE_MAP = typer.Option("none", "--device-map", help="none | auto | balanced | sequential: shard each model over the "
+                          "visible GPUs (then CPU) with accelerate (leave --device at auto).")
 app = typer.Typer(
     name="alignloc",
     help="Where inside a network does post-training land, and what kind of change is it?",
@@ -47,6 +52,9 @@ def capture(
     backend: str = typer.Option("hf", help="hf (forward hooks, fastest) | bridge (TransformerLens v4) | nnsight."),
     overwrite: bool = typer.Option(False, help="Replace a store that holds a different capture; write into a folder "
                                    "that holds other files (they are never replaced)."),
+    device: str = DEVICE,
+    compute_dtype: str = COMPUTE_DTYPE,
+    device_map: str = DEVICE_MAP,
     allow_pickle: bool = typer.Option(False, help="Allow pickle (.bin) checkpoints. Only for sources you trust."),
     trust_remote_code: bool = typer.Option(False, help="Run model code shipped with a hub checkpoint."),
 ) -> None:
@@ -60,13 +68,14 @@ def capture(
     check.at_least("--batch-size", batch_size)
     check.one_of("--dtype", dtype, DTYPE_NAMES)
     check.one_of("--backend", backend, BACKENDS)
+    place = check.placement(device, compute_dtype, device_map)
     n_layers = _check_refs(base, tuned, allow_pickle=allow_pickle)
     check.sites(sites, layers, n_layers)
     prompt_list = _prompts_for(base, prompts)
     check.positions(positions, prompt_list)
     check_store_dir(out, overwrite, "--out")
     watch(out)
-    pair = load_pair(base, tuned, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    pair = load_pair(base, tuned, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, **place)
     store = run_capture(pair, prompt_list, out, sites=sites, positions=positions, layers=layers,
                         batch_size=batch_size, dtype=dtype, backend=backend, overwrite=overwrite)
     typer.echo(store.summary())
@@ -111,6 +120,9 @@ def demo(
     organism: str | None = typer.Option(None, help="Organism name (default: the zoo's default, chat-sft-upper)."),
     out: Path = typer.Option(Path("alignloc-demo"), "--out", "-o", help="Where the demo writes its store and report."),
     size: str = typer.Option("tiny", help="Zoo size: tiny (CPU minutes) | small."),
+    device: str = DEVICE,
+    compute_dtype: str = COMPUTE_DTYPE,
+    device_map: str = DEVICE_MAP,
     overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
 ) -> None:
     """Build (or reuse) the default organism and run layer-diff on it: where is the change, of what kind?"""
@@ -122,6 +134,7 @@ def demo(
 
     name = organism or zoo.DEFAULT_ORGANISM
     zoo.check_name(name, size)
+    place = check.placement(device, compute_dtype, device_map)
     if name in zoo.BASES:
         raise UsageError(f"--organism: {name} is a base model, not an organism (e.g. {zoo.DEFAULT_ORGANISM})")
     check_out_dir(out, (*REPORT_FILES, "acts", "acts-control"), overwrite=overwrite)
@@ -129,10 +142,10 @@ def demo(
     watch(out / "acts-control")
     typer.echo(f"[1/3] organism {name} ({size}): building or reusing under {zoo.zoo_root()}", err=True)
     entry = zoo.resolve(name, size=size)
-    pair = load_pair(str(entry.base), str(entry.tuned))
+    pair = load_pair(str(entry.base), str(entry.tuned), **place)
     pair.name, pair.ground_truth = name, entry.ground_truth
     typer.echo(f"[2/3] layer-diff: capture -> {out / 'acts'}, weights, shift, lens, probes, verdict", err=True)
-    report = layer_diff(pair, zoo.organism_prompts(name, size), out, control=default_control(pair, size), overwrite=overwrite)
+    report = layer_diff(pair, zoo.organism_prompts(name, size), out, control=default_control(pair, size, place), overwrite=overwrite)
     sh, w = report["measures"]["shift"], report["measures"]["weights"]["layers"]
     typer.echo(f"[3/3] base -> tuned, per layer (planted layers: {entry.ground_truth.get('layers')})")
     typer.echo("layer  weights  rel.L2   1-cos    CKA")
@@ -164,6 +177,9 @@ def layer_diff_cmd(
     mask_steps: int = typer.Option(100, help="With --causal: steps of the learned delta mask (0 skips it)."),
     batch_size: int = typer.Option(16, help="Prompts per forward pass."),
     backend: str = typer.Option("hf", help="hf | bridge | nnsight (same activations)."),
+    device: str = DEVICE,
+    compute_dtype: str = COMPUTE_DTYPE,
+    device_map: str = DEVICE_MAP,
     overwrite: bool = typer.Option(False, help="Replace a store that holds a different capture; write into an OUT folder "
                                    "that holds other files (they are never replaced)."),
     allow_pickle: bool = typer.Option(False, help="Allow pickle (.bin) checkpoints. Only for sources you trust."),
@@ -182,6 +198,7 @@ def layer_diff_cmd(
     check.at_least("--batch-size", batch_size)
     check.one_of("--backend", backend, BACKENDS)
     check.at_least("--mask-steps", mask_steps, 0)
+    place = check.placement(device, compute_dtype, device_map)
     check.windows(windows, check.model_ref(base, allow_pickle))
     no_control = control is not None and control.lower() == "none"
     _check_refs(base, tuned, None if control is None or no_control else control, allow_pickle=allow_pickle)
@@ -191,13 +208,13 @@ def layer_diff_cmd(
         check_store_dir(store, overwrite, "--store")
     watch(store or out / "acts")
     watch(out / "acts-control")
-    pair = load_pair(base, tuned, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    pair = load_pair(base, tuned, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, **place)
     if control is None:
-        ctrl = default_control(pair)
+        ctrl = default_control(pair, placement=place)
     elif no_control:
         ctrl = None
     else:
-        ctrl = load_model(control, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+        ctrl = load_model(control, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, **place)
     sizes = check.windows(windows, pair.n_layers)
     report = layer_diff(pair, prompt_list, out, control=ctrl, store=store, n_boot=n_boot, seed=seed, probes=probes,
                         batch_size=batch_size, backend=backend, overwrite=overwrite, causal=causal, windows=sizes,
@@ -216,6 +233,9 @@ def localize_bench_cmd(
     methods: str | None = typer.Option(None, help="Comma-separated subset of methods (default: all)."),
     tiers: str = typer.Option("easy,hard", help="easy (edits confined to their layers), hard (the same edits under a drift "
                               "of every layer), or both."),
+    device: str = DEVICE,
+    compute_dtype: str = COMPUTE_DTYPE,
+    device_map: str = DEVICE_MAP,
     overwrite: bool = typer.Option(False, help="Replace existing --json / --markdown files."),
 ) -> None:
     """Rank layers by each localization method on every organism with a planted edit: hit@1, hit@k, control false positives."""
@@ -228,6 +248,7 @@ def localize_bench_cmd(
 
     check_size(size)
     check.at_least("--n-prompts", n_prompts)
+    place = check.placement(device, compute_dtype, device_map)
     chosen = check.subset("--methods", methods, list(METHODS)) if methods is not None else None
     for option, path in (("--json", json_out), ("--markdown", markdown)):
         if path is not None:
@@ -236,7 +257,7 @@ def localize_bench_cmd(
         raise UsageError(f"--json and --markdown name the same file {json_out}")
     tier_list = check.subset("--tiers", tiers, list(TIERS))
     result = localize_bench(size=size, n_prompts=n_prompts, methods=chosen, tiers=tier_list,
-                            log=lambda m: typer.echo(m, err=True))
+                            log=lambda m: typer.echo(m, err=True), placement=place)
     text = render_bench_markdown(result)
     typer.echo(text)
     if json_out is not None:
@@ -257,6 +278,9 @@ def context_prior_cmd(
     instruction: str | None = typer.Option(None, help="The instruction of the 'instruction' prompt-only fix."),
     gate: str = typer.Option("both", help="always | context | both: intervene on every prompt, only where a context is given, or report both."),
     heads: bool = typer.Option(True, help="Also scale each attention head at the last token (--no-heads to skip)."),
+    device: str = DEVICE,
+    compute_dtype: str = COMPUTE_DTYPE,
+    device_map: str = DEVICE_MAP,
     overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
     allow_pickle: bool = typer.Option(False, help="Allow pickle (.bin) checkpoints. Only for sources you trust."),
     trust_remote_code: bool = typer.Option(False, help="Run model code shipped with a hub checkpoint."),
@@ -273,6 +297,7 @@ def context_prior_cmd(
     from alignloc.tokens import default_bos
 
     check.one_of("--gate", gate, ("always", "context", "both"))
+    place = check.placement(device, compute_dtype, device_map)
     check.layer_spec(layers, check.model_ref(model, allow_pickle))
     prompt_list = _prompts_for(model, prompts, "MODEL is a zoo model (zoo:NAME)")
     texts = None
@@ -282,7 +307,7 @@ def context_prior_cmd(
             raise PromptFormatError(f"{text}: no text in the file (write one passage per line)")
     check_out_dir(out, REPORT_FILES, overwrite=overwrite)
     sets = load_sets(prompt_list, texts, src=str(prompts or model))
-    lm = load_model(model, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    lm = load_model(model, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, **place)
     report = context_prior_report(lm, sets, out, default_bos(lm.tokenizer, lm.config.model_type),
                                   layers=parse_layers(layers, lm.n_layers), instruction=instruction or DEFAULT_INSTRUCTION,
                                   gate=gate, heads=heads, log=lambda m: typer.echo(m, err=True))
@@ -304,6 +329,9 @@ def proxy_tune_cmd(
                                         "required). Default with --zoo: the organism's."),
     beta: str = typer.Option("0,0.5,1,1.5", help="Comma-separated betas for the proxy."),
     out: Path = typer.Option(Path("proxy-tune-report"), "--out", "-o", help="Report directory."),
+    device: str = DEVICE,
+    compute_dtype: str = COMPUTE_DTYPE,
+    device_map: str = DEVICE_MAP,
     overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
     allow_pickle: bool = typer.Option(False, help="Allow pickle (.bin) checkpoints. Only for sources you trust."),
     trust_remote_code: bool = typer.Option(False, help="Run model code shipped with a hub checkpoint."),
@@ -316,6 +344,7 @@ def proxy_tune_cmd(
     from alignloc.tokens import default_bos
 
     betas = check.betas(beta)
+    place = check.placement(device, compute_dtype, device_map)
     if zoo_mode:
         if organism.endswith("-large"):
             raise UsageError("--organism: name the organism tuned from base; its -large twin is built for comparison")
@@ -328,7 +357,7 @@ def proxy_tune_cmd(
     split_prompts(prompt_list)
     check_out_dir(out, (*REPORT_FILES, "large-layer-diff"), overwrite=overwrite)
     watch(out / "large-layer-diff" / "acts")
-    opts = {"allow_pickle": allow_pickle, "trust_remote_code": trust_remote_code}
+    opts = {"allow_pickle": allow_pickle, "trust_remote_code": trust_remote_code, **place}
     lb, sb = load_model(large_base, **opts), load_model(small_base, **opts)
     st = load_model(small_tuned, **opts)
     lt = load_model(large_tuned, **opts) if large_tuned else None

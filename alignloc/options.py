@@ -149,3 +149,12 @@ def prompt_file(path: Path | None) -> list | None:
     from alignloc.prompts import load_prompts
 
     return None if path is None else load_prompts(path)
+
+
+def placement(device: str, compute_dtype: str, device_map: str | None) -> dict:
+    """``--device``/``--compute-dtype``/``--device-map`` checked against this machine (cuda without a
+    GPU is refused here, before loading); the ``load_pair``/``load_model`` keywords."""
+    from alignloc.models.placement import resolve_placement
+
+    resolve_placement(device, compute_dtype, device_map)
+    return {"device": device, "compute_dtype": compute_dtype, "device_map": None if device_map in (None, "none") else device_map}

@@ -63,20 +63,21 @@ def examples(prompts: list[Prompt], per_kind: int = 3) -> list[dict]:
     return out
 
 
-def default_control(pair: ModelPair, size: str = "tiny") -> LoadedModel | None:
+def default_control(pair: ModelPair, size: str = "tiny", placement: dict | None = None) -> LoadedModel | None:
     """For a zoo organism: its own drift-only model (``-drift`` organisms), else the zoo's
-    continued-pretraining control on the same base, if it exists."""
+    continued-pretraining control on the same base, if it exists (loaded with ``placement`` keywords)."""
     if pair.name is None or pair.name in (CONTROL_ORGANISM, "control-drift"):
         return None
     from alignloc import zoo
     from alignloc.models.pair import load_model
 
+    kw = placement or {}
     try:
         own = zoo.resolve(pair.name, size=size, build_missing=False)
     except (FileNotFoundError, ValueError):
         own = None
     if own is not None and own.drift is not None:
-        control = load_model(str(own.drift))
+        control = load_model(str(own.drift), **kw)
         control.meta["zoo"] = f"{pair.name}:drift"
         return control
     from alignloc.zoo import real
@@ -86,7 +87,7 @@ def default_control(pair: ModelPair, size: str = "tiny") -> LoadedModel | None:
             entry = zoo.resolve("smollm2-control-drift", build_missing=False)
         except FileNotFoundError:
             return None
-        control = load_model(str(entry.tuned))
+        control = load_model(str(entry.tuned), **kw)
         control.meta["zoo"] = "smollm2-control-drift:tuned"
         return control
 
@@ -94,7 +95,7 @@ def default_control(pair: ModelPair, size: str = "tiny") -> LoadedModel | None:
         entry = zoo.resolve(CONTROL_ORGANISM, size=size)
     except (FileNotFoundError, ValueError):
         return None
-    control = load_model(str(entry.tuned))
+    control = load_model(str(entry.tuned), **kw)
     control.meta["zoo"] = f"{CONTROL_ORGANISM}:tuned"
     return control if control.weights_hash != pair.base.weights_hash and _same_base(entry, pair) else None
 

@@ -2,7 +2,9 @@
 
 ``load_pair(base, tuned)`` accepts local HF directories, hub ids, ``zoo:NAME`` and a peft LoRA
 adapter directory as the tuned side (merged onto the base). Weights are never transformed
-(no folding or centring): what is compared is what was trained.
+(no folding or centring): what is compared is what was trained. ``device``, ``compute_dtype``
+and ``device_map`` place them (``alignloc.models.placement``): loaded straight onto the device in
+the compute dtype, or sharded by accelerate.
 """
 
 from __future__ import annotations
@@ -15,6 +17,12 @@ import torch
 
 from alignloc.errors import UserError, one_line
 from alignloc.models.families import Family, family_for
+from alignloc.models.placement import (
+    Placement,
+    input_device,
+    resident_state_dict,
+    resolve_placement,
+)
 from alignloc.models.refs import ModelRefError, Ref, adapter_view, resolve_ref, split_zoo
 
 log = logging.getLogger(__name__)
@@ -54,6 +62,11 @@ class LoadedModel:
         return int(self.config.hidden_size)
 
     @property
+    def device(self) -> torch.device:
+        """Where inputs go (the embedding's device; the first shard of a device map)."""
+        return input_device(self.model)
+
+    @property
     def max_len(self) -> int | None:
         """Longest sequence the model accepts (None if its config does not say)."""
         return getattr(self.config, "max_position_embeddings", None)
@@ -62,7 +75,7 @@ class LoadedModel:
     def weights_hash(self) -> str:
         """sha256 over parameter names and raw bytes (computed once)."""
         if self._hash is None:
-            self._hash = state_dict_hash(self.model.state_dict())
+            self._hash = state_dict_hash(resident_state_dict(self.model))
         return self._hash
 
     def provenance(self) -> dict:
@@ -127,10 +140,11 @@ def tokenizer_hash(tokenizer) -> str:
     return h.hexdigest()[:16]
 
 
-def _from_pretrained(ref: Ref, dtype: torch.dtype, trust_remote_code: bool, allow_pickle: bool, attn: str | None):
+def _from_pretrained(ref: Ref, place: Placement, trust_remote_code: bool, allow_pickle: bool, attn: str | None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    kwargs = dict(dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=None if allow_pickle else True)
+    kwargs = dict(trust_remote_code=trust_remote_code, use_safetensors=None if allow_pickle else True,
+                  **place.from_pretrained_kwargs())
     if attn:
         kwargs["attn_implementation"] = attn
     try:
@@ -145,13 +159,25 @@ def _from_pretrained(ref: Ref, dtype: torch.dtype, trust_remote_code: bool, allo
 def load_model(
     ref: str,
     *,
-    dtype: torch.dtype = torch.float32,
-    device: str = "cpu",
+    device: str = "auto",
+    compute_dtype: str | torch.dtype = "auto",
+    device_map: str | dict | None = None,
+    offload_folder: str | None = None,
     allow_pickle: bool = False,
     trust_remote_code: bool = False,
     attn_implementation: str | None = None,
 ) -> LoadedModel:
-    """Load one causal LM from a local directory, hub id or ``zoo:NAME[:base|tuned]``."""
+    """Load one causal LM from a local directory, hub id or ``zoo:NAME[:base|tuned]``.
+
+    ``device``: auto | cpu | cuda | cuda:N | mps; ``compute_dtype``: auto | float32 | bfloat16 |
+    float16 (auto: bf16 on a GPU, fp32 on cpu); ``device_map``: an accelerate map (auto, balanced,
+    sequential, or ``{module: device}``) that shards the model, ``offload_folder`` for its disk part.
+    """
+    place = resolve_placement(device, compute_dtype, device_map, offload_folder)
+    return _load(ref, place, allow_pickle, trust_remote_code, attn_implementation)
+
+
+def _load(ref: str, place: Placement, allow_pickle: bool, trust_remote_code: bool, attn: str | None) -> LoadedModel:
     zoo = split_zoo(ref)
     if zoo is not None:
         from alignloc import zoo as zoo_mod
@@ -161,7 +187,7 @@ def load_model(
         path = entry.tuned if side == "tuned" else entry.base
         if path is None:
             raise ModelRefError(f"{ref}: {zoo[0]} is a base model and has no tuned side (use zoo:{zoo[0]}:base)")
-        lm = load_model(str(path), dtype=dtype, device=device, attn_implementation=attn_implementation)
+        lm = _load(str(path), place, False, False, attn)
         lm.ref, lm.meta = ref, {"zoo": zoo[0], "side": side}
         return lm
     r = resolve_ref(ref, allow_pickle)
@@ -170,23 +196,21 @@ def load_model(
             f"{ref}: is a peft adapter (load it as the tuned side of a pair, load_pair(base, adapter_dir), "
             "so that it is merged onto its base)"
         )
-    if attn_implementation is None and str(device).startswith("cpu"):
+    if attn is None and place.device_map is None and place.device == "cpu":
         # torch's CPU SDPA kernel was 50-70x slower than eager attention on small models with 2
         # threads here (0.29 s vs 4 ms per forward); eager gives the same activations (atol 1e-6).
-        attn_implementation = "eager"
-    model, tok = _from_pretrained(r, dtype, trust_remote_code, allow_pickle, attn_implementation)
-    return LoadedModel(ref=ref, model=model.to(device), tokenizer=tok, family=family_for(model.config),
+        attn = "eager"
+    model, tok = _from_pretrained(r, place, trust_remote_code, allow_pickle, attn)
+    return LoadedModel(ref=ref, model=model, tokenizer=tok, family=family_for(model.config),
                        path=r.location if r.kind == "local" else None)
 
 
-def _merge_adapter(base: LoadedModel, adapter_dir: str, source: str, dtype, device, allow_pickle, trust_remote_code, attn) -> LoadedModel:
+def _merge_adapter(base: LoadedModel, adapter_dir: str, source: str, place: Placement, allow_pickle, trust_remote_code,
+                   attn) -> LoadedModel:
     """A fresh copy of the base with the LoRA adapter merged into its weights."""
     from peft import PeftModel
 
-    fresh = (
-        load_model(base.ref, dtype=dtype, device=device, allow_pickle=allow_pickle,
-                   trust_remote_code=trust_remote_code, attn_implementation=attn)
-    )
+    fresh = _load(base.ref, place, allow_pickle, trust_remote_code, attn)
     try:
         with adapter_view(adapter_dir, allow_pickle) as view:  # without pickle, peft sees only the safe files
             merged = PeftModel.from_pretrained(fresh.model, view).merge_and_unload()
@@ -228,15 +252,19 @@ def load_pair(
     base: str,
     tuned: str | None = None,
     *,
-    dtype: torch.dtype = torch.float32,
-    device: str = "cpu",
+    device: str = "auto",
+    compute_dtype: str | torch.dtype = "auto",
+    device_map: str | dict | None = None,
+    offload_folder: str | None = None,
     allow_pickle: bool = False,
     trust_remote_code: bool = False,
     attn_implementation: str | None = None,
 ) -> ModelPair:
-    """Load and check a base/tuned pair; ``load_pair("zoo:NAME")`` loads an organism's two sides."""
-    opts = dict(dtype=dtype, device=device, allow_pickle=allow_pickle,
-                trust_remote_code=trust_remote_code, attn_implementation=attn_implementation)
+    """Load and check a base/tuned pair; ``load_pair("zoo:NAME")`` loads an organism's two sides.
+
+    Placement keywords as in :func:`load_model`; both sides get the same placement.
+    """
+    place = resolve_placement(device, compute_dtype, device_map, offload_folder)
     name = ground_truth = None
     zoo = split_zoo(base)
     if tuned is None:
@@ -249,12 +277,11 @@ def load_pair(
             raise ModelRefError(f"{base}: {zoo[0]} is a base model (name an organism, e.g. zoo:chat-sft-upper)")
         base, tuned = f"zoo:{zoo[0]}:base", f"zoo:{zoo[0]}:tuned"
         name, ground_truth = zoo[0], entry.ground_truth
-    b = load_model(base, **opts)
+    b = _load(base, place, allow_pickle, trust_remote_code, attn_implementation)
     if split_zoo(tuned) is None and resolve_ref(tuned, allow_pickle).is_adapter:
-        t = _merge_adapter(b, resolve_ref(tuned, allow_pickle).location, tuned, dtype, device,
+        t = _merge_adapter(b, resolve_ref(tuned, allow_pickle).location, tuned, place,
                            allow_pickle, trust_remote_code, attn_implementation)
     else:
-        t = load_model(tuned, **opts)
+        t = _load(tuned, place, allow_pickle, trust_remote_code, attn_implementation)
     check_pair(b, t)
     return ModelPair(base=b, tuned=t, name=name, ground_truth=ground_truth)
-
