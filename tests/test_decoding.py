@@ -76,7 +76,8 @@ def test_sampling_is_seeded_and_sums_to_one(trio):
     assert a == generate(proxy, texts, 3, bos=True, greedy=False, seed=7)
     assert generate(proxy, texts, 3, bos=True, greedy=False, temperature=1e-4) == generate(proxy, texts, 3, bos=True)
     ids = torch.tensor([[1, 5, 9, 12]])
-    assert torch.allclose(proxy.logprobs(ids, torch.ones_like(ids)).exp().sum(-1), torch.ones(1, 4), atol=1e-5)
+    assert torch.allclose(proxy.logprobs(ids, torch.ones_like(ids), torch.arange(4)[None]).exp().sum(-1), torch.ones(1, 4),
+                          atol=1e-5)
 
 
 def test_models_must_share_a_tokenizer(trio, llama_pair):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from jaxtyping import Float, Int
 
+from alignloc.models.hooks import logits_at
 from alignloc.models.pair import LoadedModel
 from alignloc.prompts import Prompt
 from alignloc.tokens import encode_prompts, pad_batch, pad_id
@@ -33,15 +34,22 @@ def teacher_forced_batch(tokenizer, prompts: list[Prompt], bos: bool, max_len: i
     return ids, mask, [len(c) for c in ctx], tgt
 
 
-def gather_target_logprobs(
-    logits: Float[torch.Tensor, "b pos d_vocab"], ctx_lens: list[int], tgt: list[list[int]]
-) -> Float[torch.Tensor, " b"]:
-    """``sum_j log p(target_j)`` per row, reading the logits at positions ``ctx_len - 1 + j``."""
+def scored_index(ctx_lens: list[int], tgt: list[list[int]]) -> Int[torch.Tensor, "b k"]:
+    """The positions a teacher-forced metric reads, per row: ``ctx_len - 1 + j`` for each target token
+    ``j`` (at least the last context token), padded by repeating a row's last one to ``k`` columns."""
+    k = max(max(len(t), 1) for t in tgt)
+    return torch.tensor([[n - 1 + min(j, max(len(t), 1) - 1) for j in range(k)] for n, t in zip(ctx_lens, tgt, strict=True)],
+                        dtype=torch.long)
+
+
+def gather_target_logprobs(logits: Float[torch.Tensor, "b k d_vocab"], tgt: list[list[int]]) -> Float[torch.Tensor, " b"]:
+    """``sum_j log p(target_j)`` per row from logits at the ``scored_index`` positions (column j
+    predicts target token j); NaN for a row without a target."""
     logp = torch.log_softmax(logits.float(), -1)
     out = torch.full((logits.shape[0],), torch.nan)
-    for b, (n_ctx, t) in enumerate(zip(ctx_lens, tgt, strict=True)):
+    for b, t in enumerate(tgt):
         if t:
-            out[b] = logp[b, n_ctx - 1 : n_ctx - 1 + len(t)].gather(1, torch.tensor(t)[:, None]).sum()
+            out[b] = logp[b, : len(t)].gather(1, torch.tensor(t)[:, None]).sum()
     return out
 
 
@@ -49,13 +57,13 @@ def gather_target_logprobs(
 def target_logprobs(
     model: LoadedModel, prompts: list[Prompt], bos: bool, batch_size: int = 16
 ) -> Float[torch.Tensor, " n"]:
-    """``sum_t log p(target_t | text, target_<t)`` per prompt (NaN without a target)."""
+    """``sum_t log p(target_t | text, target_<t)`` per prompt (NaN without a target); the unembedding
+    runs only at the target-predicting positions."""
     out = torch.full((len(prompts),), torch.nan)
-    dev = next(model.model.parameters()).device
     rows = [i for i, p in enumerate(prompts) if p.target]
     for s in range(0, len(rows), batch_size):
         idx = rows[s : s + batch_size]
         ids, mask, ctx_lens, tgt = teacher_forced_batch(model.tokenizer, [prompts[i] for i in idx], bos, model.max_len)
-        logits = model.model(input_ids=ids.to(dev), attention_mask=mask.to(dev)).logits.cpu()
-        out[idx] = gather_target_logprobs(logits, ctx_lens, tgt)
+        logits = logits_at(model.model, model.family, ids, mask, scored_index(ctx_lens, tgt))
+        out[idx] = gather_target_logprobs(logits, tgt)
     return out

@@ -13,7 +13,7 @@ from contextlib import ExitStack
 
 import torch
 
-from alignloc.causal.metrics import resolve_metric, score, scored_batch
+from alignloc.causal.metrics import resolve_metric, score, scored_batch, scored_logits
 from alignloc.causal.patching import DIRECTIONS, context_offsets, forward_recording
 from alignloc.models.hooks import edit
 from alignloc.models.pair import LoadedModel, ModelPair
@@ -37,7 +37,7 @@ def _attribute(recipient: LoadedModel, donor: LoadedModel, tokenizer, prompts: l
         clean = scored_batch(tokenizer, part, bos, recipient.max_len)
         ids = scored_batch(tokenizer, part, bos, recipient.max_len, "corrupt_text", like=clean).ids if corrupt else clean.ids
         with torch.no_grad():
-            donor_logits, donor_acts = forward_recording(donor, clean.ids, clean.mask, sites)
+            donor_logits, donor_acts = forward_recording(donor, clean, sites)
         ref = torch.log_softmax(donor_logits.float(), -1) if metric == "kl" else None
         m_don.append(score(donor_logits, clean, metric, ref))
         seen: dict[Site, torch.Tensor] = {}
@@ -47,12 +47,12 @@ def _attribute(recipient: LoadedModel, donor: LoadedModel, tokenizer, prompts: l
                     act.retain_grad()
                     seen[site] = act
                 stack.enter_context(edit(recipient.model, recipient.family, site, keep))
-            m = score(recipient.model(input_ids=ids, attention_mask=clean.mask, use_cache=False).logits, clean, metric, ref)
+            m = score(scored_logits(recipient, clean, ids), clean, metric, ref)
             m.sum().backward()
         recipient.model.zero_grad(set_to_none=True)
         m_rec.append(m.detach())
-        cells = torch.stack([((donor_acts[site] - seen[site].detach()) * seen[site].grad).sum(-1) * clean.mask
-                             for site in sites])  # [layer, b, pos]
+        cells = torch.stack([((donor_acts[site].to(seen[site].device) - seen[site].detach()) * seen[site].grad).sum(-1).cpu()
+                             * clean.mask for site in sites])  # [layer, b, pos]
         est.append(cells.sum(-1))
         rows = torch.arange(len(part))
         by_offset.append(torch.stack([cells[:, rows, clean.last + o] for o in offsets], -1))  # [layer, b, offset]

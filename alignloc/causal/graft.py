@@ -8,8 +8,8 @@
 ``graft_sweep`` does this per layer; ``window_sweep`` for every contiguous window ``i..i+w-1`` of
 each size ``w`` asked for, the functional localization that still works when a fine-tune moved
 every weight (``carrier_window``: the smallest window that is both sufficient and necessary).
-``grafted`` swaps parameters in place and always restores them (on error too), so a sweep needs
-no model copies. Weights are copied raw, never folded.
+``grafted`` exchanges the two models' parameter storages in place and always swaps them back (on
+error too), so a sweep needs no model copy and no extra memory. Weights move raw, never folded.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import torch
 
 from alignloc.analyses.weights import module_of
 from alignloc.models.pair import LoadedModel, ModelPair
+from alignloc.models.placement import PlacementError
 
 Metric = Callable[[LoadedModel], float]
 
@@ -38,21 +39,44 @@ def graft_params(model: LoadedModel, layers: list[int], modules: tuple[str, ...]
 
 
 @contextmanager
-def grafted(recipient: LoadedModel, donor: LoadedModel, layers: list[int],
-            modules: tuple[str, ...] | None = None) -> Iterator[LoadedModel]:
-    """``recipient`` with the weights of ``layers`` (and ``modules``) copied from ``donor``; restored on exit."""
-    names = graft_params(recipient, layers, modules)
+def swapped(recipient: LoadedModel, donor: LoadedModel, names: list[str]) -> Iterator[None]:
+    """Parameters ``names`` of ``recipient`` hold ``donor``'s values inside the block; restored on exit.
+
+    Where the two parameters share device, dtype and shape their storages are exchanged (no copy,
+    no memory: the donor holds the recipient's values until the block exits); otherwise the donor's
+    values are copied in and a saved copy of the recipient's is written back.
+    """
     params, donor_params = dict(recipient.model.named_parameters()), dict(donor.model.named_parameters())
-    saved = {n: params[n].detach().clone() for n in names}
+    offloaded = [n for n in names if params[n].device.type == "meta" or donor_params[n].device.type == "meta"]
+    if offloaded:
+        raise PlacementError(f"grafting needs resident weights, but {offloaded[0]} is offloaded by the device map "
+                             "(load the pair on GPUs/CPU without disk offload to graft)")
+    exchanged, saved = [], {}
     try:
         with torch.no_grad():
             for n in names:
-                params[n].copy_(donor_params[n])
-        yield recipient
+                a, b = params[n], donor_params[n]
+                if (a.device, a.dtype, a.shape) == (b.device, b.dtype, b.shape):
+                    a.data, b.data = b.data, a.data
+                    exchanged.append(n)
+                else:
+                    saved[n] = a.detach().clone()
+                    a.copy_(b)
+        yield
     finally:
         with torch.no_grad():
-            for n in names:
-                params[n].copy_(saved[n])
+            for n in exchanged:
+                params[n].data, donor_params[n].data = donor_params[n].data, params[n].data
+            for n, v in saved.items():
+                params[n].copy_(v)
+
+
+@contextmanager
+def grafted(recipient: LoadedModel, donor: LoadedModel, layers: list[int],
+            modules: tuple[str, ...] | None = None) -> Iterator[LoadedModel]:
+    """``recipient`` with the weights of ``layers`` (and ``modules``) taken from ``donor``; restored on exit."""
+    with swapped(recipient, donor, graft_params(recipient, layers, modules)):
+        yield recipient
 
 
 def graft_effect(pair: ModelPair, metric: Metric, layers: list[int], m_base: float, m_tuned: float,

@@ -26,7 +26,8 @@ Two estimators:
 Cost: ``steps * samples`` forward passes (``reinforce``) or ``steps`` forward + backward passes
 (``relaxed``) of one model over ``batch_size`` prompts, plus one no-grad forward per prompt batch
 of the reference model, and ``2 k`` forward passes for the rounded top-k recovery check. Memory:
-the base's parameters plus a copy of the delta.
+the two models only (``reinforce`` swaps the sampled units' weights in place; ``relaxed`` builds
+``base + g * delta`` per forward, one transient parameter set).
 
     mask = DeltaMask(steps=100).fit(pair, behavior_prompts, bos=True)
     mask.gates_, mask.ranking_, mask.recovery(pair, metric)
@@ -41,8 +42,8 @@ import torch
 from jaxtyping import Float
 
 from alignloc.analyses.weights import module_of
-from alignloc.causal.graft import graft_effect
-from alignloc.causal.metrics import scored_batch
+from alignloc.causal.graft import graft_effect, swapped
+from alignloc.causal.metrics import scored_batch, scored_logits
 from alignloc.models.pair import ModelPair
 from alignloc.prompts import Prompt
 
@@ -65,13 +66,13 @@ def unit_layer(unit: str) -> int:
 
 
 def _target_positions(batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row and position indices of every scored (target-predicting) position of a batch."""
-    rows, pos = [], []
-    for r, (n, t) in enumerate(zip(batch.ctx_lens, batch.tgt, strict=True)):
+    """Row and column indices, into ``scored_logits`` of a batch, of every target-predicting position."""
+    rows, cols = [], []
+    for r, t in enumerate(batch.tgt):
         for j in range(max(len(t), 1)):
             rows.append(r)
-            pos.append(n - 1 + j)
-    return torch.tensor(rows), torch.tensor(pos)
+            cols.append(j)
+    return torch.tensor(rows), torch.tensor(cols)
 
 
 def _kl(ref_logp: Float[torch.Tensor, "k d_vocab"], logp: Float[torch.Tensor, "k d_vocab"]) -> torch.Tensor:
@@ -119,15 +120,12 @@ class DeltaMask:
     def _batches(self, pair: ModelPair, prompts: list[Prompt], bos: bool, ref: str) -> list[dict]:
         """Teacher-forced batches with the reference model's log-probs at the scored positions."""
         out = []
-        model = pair.side(ref)
-        dev = next(model.model.parameters()).device
         for s in range(0, len(prompts), self.batch_size):
             b = scored_batch(pair.tokenizer, prompts[s : s + self.batch_size], bos, pair.base.max_len)
-            rows, pos = _target_positions(b)
+            rows, cols = _target_positions(b)
             with torch.no_grad():
-                logits = model.model(input_ids=b.ids.to(dev), attention_mask=b.mask.to(dev), use_cache=False).logits
-            out.append({"ids": b.ids.to(dev), "mask": b.mask.to(dev), "rows": rows, "pos": pos,
-                        "ref": torch.log_softmax(logits[rows, pos].float(), -1)})
+                logits = scored_logits(pair.side(ref), b)  # [b, k, d_vocab]
+            out.append({"batch": b, "rows": rows, "cols": cols, "ref": torch.log_softmax(logits[rows, cols], -1)})
         return out
 
     def fit(self, pair: ModelPair, prompts: list[Prompt], bos: bool = True,
@@ -144,18 +142,21 @@ class DeltaMask:
             raise ValueError("the delta mask needs prompts with a 'target'")
         fam, model = pair.base.family, pair.base.model
         base_p = {n: p.detach() for n, p in model.named_parameters()}
-        tuned_p = dict(pair.tuned.model.named_parameters())
-        delta = {n: (tuned_p[n].detach() - p).to(p.dtype) for n, p in base_p.items()}
+        tuned_p = {n: p.detach() for n, p in pair.tuned.model.named_parameters()}
         units = sorted({unit_of(n, fam, self.granularity) for n in base_p}, key=lambda u: (unit_layer(u) < 0, u))
         index = {n: units.index(unit_of(n, fam, self.granularity)) for n in base_p}
         behavior = self._batches(pair, chosen, bos, "tuned")
         know = self._batches(pair, [p for p in knowledge or [] if p.target], bos, "base") if self.knowledge_weight else []
 
         def masked_logp(g: torch.Tensor, b: dict) -> torch.Tensor:
-            params = {n: base_p[n] + g[index[n]] * delta[n] for n in base_p}
-            logits = functional_call(model, params, args=(), kwargs={"input_ids": b["ids"], "attention_mask": b["mask"],
-                                                                      "use_cache": False}).logits
-            return torch.log_softmax(logits[b["rows"], b["pos"]].float(), -1)
+            if self.estimator == "relaxed":  # base + g * delta, built per forward (no stored copy of the delta)
+                params = {n: p + g[index[n]].to(p.device) * (tuned_p[n].to(p.device) - p) for n, p in base_p.items()}
+                logits = scored_logits(pair.base, b["batch"],
+                                       forward=lambda **kw: functional_call(model, params, args=(), kwargs=kw))
+            else:  # a binary mask: the chosen units' tuned weights swapped into the base in place
+                with swapped(pair.base, pair.tuned, [n for n in base_p if g[index[n]] > 0.5]):
+                    logits = scored_logits(pair.base, b["batch"])
+            return torch.log_softmax(logits[b["rows"], b["cols"]], -1)
 
         with torch.no_grad():  # the full gap in KL units: base (all gates 0) against the tuned model
             zero = torch.zeros(len(units))

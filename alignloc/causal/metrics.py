@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import torch
 from jaxtyping import Float, Int
 
-from alignloc.analyses.outputs import gather_target_logprobs, teacher_forced_batch
+from alignloc.analyses.outputs import gather_target_logprobs, scored_index, teacher_forced_batch
+from alignloc.models.hooks import logits_at
 from alignloc.prompts import Prompt
 
 METRICS = ("logprob", "logit_diff", "kl")
@@ -36,6 +37,20 @@ class ScoredBatch:
     def last(self) -> Int[torch.Tensor, " b"]:
         """Index of the last context token per prompt (the one predicting the first target token)."""
         return torch.tensor([n - 1 for n in self.ctx_lens])
+
+    @property
+    def index(self) -> Int[torch.Tensor, "b k"]:
+        """The positions every metric reads (``scored_index``: last context token and target-predicting ones)."""
+        return scored_index(self.ctx_lens, self.tgt)
+
+
+def scored_logits(model, batch: ScoredBatch, ids: Int[torch.Tensor, "n pos"] | None = None,
+                  forward=None) -> Float[torch.Tensor, "n k d_vocab"]:
+    """Logits of ``model`` (a LoadedModel) on ``ids`` (default ``batch.ids``; may hold ``n = c * b``
+    stacked copies of the batch) at ``batch.index`` only, on the CPU: what ``score`` reads."""
+    ids = batch.ids if ids is None else ids
+    c = ids.shape[0] // len(batch.ctx_lens)
+    return logits_at(model.model, model.family, ids, batch.mask.repeat(c, 1), batch.index.repeat(c, 1), forward)
 
 
 def resolve_metric(metric: str, prompts: list[Prompt]) -> str:
@@ -72,28 +87,27 @@ def scored_batch(tokenizer, prompts: list[Prompt], bos: bool, max_len: int | Non
     return ScoredBatch(ids, mask, ctx_lens, tgt, foil)
 
 
-def score(logits: Float[torch.Tensor, "b pos d_vocab"], batch: ScoredBatch, metric: str,
-          ref_logprobs: Float[torch.Tensor, "b pos d_vocab"] | None = None) -> Float[torch.Tensor, " b"]:
-    """The metric per prompt; ``logits`` may hold ``k`` stacked copies of the batch (``[k * b, ...]``).
+def score(logits: Float[torch.Tensor, "n k d_vocab"], batch: ScoredBatch, metric: str,
+          ref_logprobs: Float[torch.Tensor, "b k d_vocab"] | None = None) -> Float[torch.Tensor, " n"]:
+    """The metric per prompt from ``scored_logits`` (``n = c * b``: ``c`` stacked copies of the batch).
 
-    ``ref_logprobs`` (log-softmax of the reference run, ``[b, pos, vocab]``) is needed for ``kl``.
+    ``ref_logprobs`` (log-softmax of the reference run's scored logits) is needed for ``kl``.
     """
     k = logits.shape[0] // len(batch.ctx_lens)
     if metric == "logprob":
-        return gather_target_logprobs(logits, batch.ctx_lens * k, batch.tgt * k)
-    rows = torch.arange(logits.shape[0])
+        return gather_target_logprobs(logits, batch.tgt * k)
     if metric == "logit_diff":
-        last, tgt0 = batch.last.repeat(k), torch.tensor([t[0] for t in batch.tgt]).repeat(k)
-        at = logits[rows, last].float()
+        tgt0 = torch.tensor([t[0] for t in batch.tgt]).repeat(k)
+        at = logits[:, 0].float()  # column 0 = the last context token
         return at.gather(1, tgt0[:, None])[:, 0] - at.gather(1, torch.tensor(batch.foil).repeat(k)[:, None])[:, 0]
     if metric == "kl":
         if ref_logprobs is None:
             raise ValueError("metric 'kl' needs the reference run's log-probs")
         logp = torch.log_softmax(logits.float(), -1)
         ref = ref_logprobs.repeat(k, 1, 1)
-        kl = (ref.exp() * (ref - logp)).sum(-1)  # [k*b, pos]
+        kl = (ref.exp() * (ref - logp)).sum(-1)  # [k*b, cols]
         out = torch.zeros(logits.shape[0])
-        for r, (n, t) in enumerate(zip(batch.ctx_lens * k, batch.tgt * k, strict=True)):
-            out[r] = -kl[r, n - 1 : n - 1 + max(len(t), 1)].mean()
+        for r, t in enumerate(batch.tgt * k):
+            out[r] = -kl[r, : max(len(t), 1)].mean()
         return out
     raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")

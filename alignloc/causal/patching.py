@@ -25,7 +25,7 @@ from contextlib import ExitStack
 
 import torch
 
-from alignloc.causal.metrics import ScoredBatch, resolve_metric, score, scored_batch
+from alignloc.causal.metrics import ScoredBatch, resolve_metric, score, scored_batch, scored_logits
 from alignloc.models.hooks import edit, record
 from alignloc.models.pair import LoadedModel, ModelPair
 from alignloc.prompts import Prompt
@@ -47,18 +47,18 @@ def _patch_fn(donor_act: torch.Tensor, items: list[tuple[int, int | None]], batc
         for i, offset in items:
             block = act[i * b : (i + 1) * b]  # a view: writes go through
             if offset is None:
-                block[:] = donor_act.to(act.dtype)
+                block[:] = donor_act.to(act.device, act.dtype)
             else:
-                block[rows, last + offset] = donor_act[rows, last + offset].to(act.dtype)
+                block[rows, last + offset] = donor_act[rows, last + offset].to(act.device, act.dtype)
         return act
 
     return fn
 
 
-def forward_recording(model: LoadedModel, ids: torch.Tensor, mask: torch.Tensor, sites: list[Site]):
-    """``(logits, {site: activation})`` from one forward."""
+def forward_recording(model: LoadedModel, batch: ScoredBatch, sites: list[Site]):
+    """``(scored logits, {site: activation})`` from one forward on ``batch``."""
     with record(model.model, model.family, sites, stop=False) as acts:
-        logits = model.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+        logits = scored_logits(model, batch)
     return logits, dict(acts)
 
 
@@ -80,8 +80,7 @@ def run_cells(recipient: LoadedModel, ids: torch.Tensor, batch: ScoredBatch, don
         with ExitStack() as stack:
             for site, items in by_site.items():
                 stack.enter_context(edit(recipient.model, recipient.family, site, _patch_fn(donor_acts[site], items, batch)))
-            logits = recipient.model(input_ids=ids.repeat(len(chunk), 1), attention_mask=batch.mask.repeat(len(chunk), 1),
-                                     use_cache=False).logits
+            logits = scored_logits(recipient, batch, ids.repeat(len(chunk), 1))
         out.append(score(logits, batch, metric, ref_logprobs).view(len(chunk), b))
     return torch.cat(out)
 
@@ -122,11 +121,10 @@ def _sweep(recipient: LoadedModel, donor: LoadedModel, tokenizer, prompts: list[
         part = chosen[s : s + batch_size]
         clean = scored_batch(tokenizer, part, bos, max_len)
         rec_ids = scored_batch(tokenizer, part, bos, max_len, text="corrupt_text", like=clean).ids if corrupt else clean.ids
-        donor_logits, donor_acts = forward_recording(donor, clean.ids, clean.mask, sites)
+        donor_logits, donor_acts = forward_recording(donor, clean, sites)
         ref = torch.log_softmax(donor_logits.float(), -1) if metric == "kl" else None
         m_don.append(score(donor_logits, clean, metric, ref))
-        m_rec.append(score(recipient.model(input_ids=rec_ids, attention_mask=clean.mask, use_cache=False).logits,
-                           clean, metric, ref))
+        m_rec.append(score(scored_logits(recipient, clean, rec_ids), clean, metric, ref))
         m_patch.append(run_cells(recipient, rec_ids, clean, donor_acts, cells, metric, ref, max_rows))
         if labels is None and positions == "each":
             labels = _token_labels(tokenizer, clean, offsets)

@@ -10,6 +10,7 @@ from jaxtyping import Bool, Int
 
 from alignloc.contextprior.data import subject_mask
 from alignloc.interventions.specs import Intervention, apply
+from alignloc.models.hooks import logits_at
 from alignloc.models.pair import LoadedModel
 from alignloc.prompts import Prompt
 from alignloc.tokens import encode_prompts, pad_batch, pad_id
@@ -69,8 +70,8 @@ def top1(model: LoadedModel, prompts: list[Prompt], bos: bool, recipe: Recipe | 
     out = []
     for b in batches(model, prompts, bos):
         with apply(model, recipe(b) if recipe else []):
-            logits = model.model(input_ids=b.ids, attention_mask=b.mask, use_cache=False).logits
-        out.append(logits[torch.arange(len(b.prompts)), b.last].argmax(-1))
+            logits = logits_at(model.model, model.family, b.ids, b.mask, b.last[:, None])  # [b, 1, vocab]
+        out.append(logits[:, 0].argmax(-1))
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
 
@@ -95,8 +96,9 @@ def perplexity(model: LoadedModel, texts: list[str], bos: bool, recipe: Recipe |
     for b in batches(model, prompts, bos):
         b.every_position = True
         with apply(model, recipe(b) if recipe else []):
-            logits = model.model(input_ids=b.ids, attention_mask=b.mask, use_cache=False).logits
-        logp = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, b.ids[:, 1:, None])[..., 0]
+            every = torch.arange(b.ids.shape[1] - 1).expand(len(b.prompts), -1)  # all but the last position
+            logits = logits_at(model.model, model.family, b.ids, b.mask, every)
+        logp = torch.log_softmax(logits, -1).gather(-1, b.ids[:, 1:, None])[..., 0]
         keep = b.mask[:, 1:].bool()
         nll -= float(logp[keep].sum())
         count += int(keep.sum())

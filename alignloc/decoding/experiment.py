@@ -67,17 +67,18 @@ def shift_analysis(proxy: Proxy, prompts: list[Prompt], fact_tokens: set[int], b
     gens = generate(proxy, prompts, n_new, bos)
     ctx = encode_prompts(tok, prompts, bos=bos).ids
     ids, mask = pad_batch([c + g for c, g in zip(ctx, gens, strict=True)], pad_id(tok))
-    lb, le, la = proxy.parts(ids, mask)
+    from alignloc.analyses.outputs import scored_index
+
+    lb, le, la = proxy.parts(ids, mask, scored_index([len(c) for c in ctx], gens))  # column j: generated token j
     lp = combine(lb, le, la, proxy.beta)
     stats = {"fact": [0, 0, 0.0], "style": [0, 0, 0.0]}  # [positions, changed, sum of prob shift]
-    for r, (c, g) in enumerate(zip(ctx, gens, strict=True)):
+    for r, g in enumerate(gens):
         for j, t in enumerate(g):
-            pos = len(c) - 1 + j
             cls = "fact" if t in fact_tokens else "style"
             s = stats[cls]
             s[0] += 1
-            s[1] += int(lp[r, pos].argmax() != lb[r, pos].argmax())
-            s[2] += float(lp[r, pos, t].exp() - lb[r, pos, t].exp())
+            s[1] += int(lp[r, j].argmax() != lb[r, j].argmax())
+            s[2] += float(lp[r, j, t].exp() - lb[r, j, t].exp())
     total = stats["fact"][0] + stats["style"][0]
     return {"positions": total, "changed_fraction": (stats["fact"][1] + stats["style"][1]) / max(total, 1),
             **{f"{k}_positions": v[0] for k, v in stats.items()},

@@ -7,8 +7,8 @@ et al. 2024). ``beta`` dials the behaviour at test time (0 = the base model exac
 
 Three ways to use it, all over models that share one tokenizer:
 
-- ``Proxy(base, expert, anti, beta).logprobs(ids, mask)``: the combined next-token log-probs at
-  every position (teacher forcing, scoring with ``score_targets``);
+- ``Proxy(base, expert, anti, beta).logprobs(ids, mask, index)``: the combined next-token log-probs at
+  the positions ``index [b, k]`` (the unembedding runs only there; scoring with ``score_targets``);
 - ``generate(model, tokenizer, texts, ...)``: greedy or sampled decoding from a ``Proxy`` or a
   ``Single`` model (alignloc tokenization; recomputes the prefix each step, no KV cache);
 - ``ProxyTuningProcessor(expert, anti, beta)``: a Hugging Face ``LogitsProcessor`` for
@@ -23,6 +23,7 @@ import torch
 from jaxtyping import Float, Int
 from transformers import LogitsProcessor
 
+from alignloc.models.hooks import logits_at
 from alignloc.models.pair import LoadedModel, PairMismatchError, tokenizer_hash
 from alignloc.prompts import Prompt
 from alignloc.tokens import encode_prompts, pad_batch, pad_id
@@ -57,12 +58,13 @@ class Single:
         return self.model.tokenizer
 
     @torch.no_grad()
-    def logprobs(self, ids: Int[torch.Tensor, "b pos"], mask: Int[torch.Tensor, "b pos"],
-                 position_ids: Int[torch.Tensor, "b pos"] | None = None) -> Float[torch.Tensor, "b pos vocab"]:
-        """Next-token log-probs at every position (``position_ids`` for left-padded batches)."""
-        extra = {} if position_ids is None else {"position_ids": position_ids}
-        logits = self.model.model(input_ids=ids, attention_mask=mask, use_cache=False, **extra).logits
-        return torch.log_softmax(logits[..., : len(self.tokenizer)].float(), -1)
+    def logprobs(self, ids: Int[torch.Tensor, "b pos"], mask: Int[torch.Tensor, "b pos"], index: Int[torch.Tensor, "b k"],
+                 position_ids: Int[torch.Tensor, "b pos"] | None = None) -> Float[torch.Tensor, "b k vocab"]:
+        """Next-token log-probs at positions ``index`` only (``position_ids`` for left-padded batches)."""
+        m = self.model
+        fwd = None if position_ids is None else (lambda **kw: m.model(position_ids=position_ids.to(kw["input_ids"].device), **kw))
+        logits = logits_at(m.model, m.family, ids, mask, index, fwd)
+        return torch.log_softmax(logits[..., : len(self.tokenizer)], -1)
 
 
 @dataclass
@@ -83,13 +85,15 @@ class Proxy:
         return self.base.tokenizer
 
     @torch.no_grad()
-    def parts(self, ids: Int[torch.Tensor, "b pos"], mask: Int[torch.Tensor, "b pos"]) -> tuple[torch.Tensor, ...]:
-        """The three models' log-probs ``(base, expert, anti)``, each ``[b, pos, vocab]``."""
-        return tuple(Single(m).logprobs(ids, mask) for m in (self.base, self.expert, self.anti))
+    def parts(self, ids: Int[torch.Tensor, "b pos"], mask: Int[torch.Tensor, "b pos"],
+              index: Int[torch.Tensor, "b k"]) -> tuple[torch.Tensor, ...]:
+        """The three models' log-probs ``(base, expert, anti)`` at ``index``, each ``[b, k, vocab]``."""
+        return tuple(Single(m).logprobs(ids, mask, index) for m in (self.base, self.expert, self.anti))
 
-    def logprobs(self, ids: Int[torch.Tensor, "b pos"], mask: Int[torch.Tensor, "b pos"]) -> Float[torch.Tensor, "b pos vocab"]:
-        """Combined next-token log-probs at every position."""
-        return combine(*self.parts(ids, mask), self.beta)
+    def logprobs(self, ids: Int[torch.Tensor, "b pos"], mask: Int[torch.Tensor, "b pos"],
+                 index: Int[torch.Tensor, "b k"]) -> Float[torch.Tensor, "b k vocab"]:
+        """Combined next-token log-probs at positions ``index``."""
+        return combine(*self.parts(ids, mask, index), self.beta)
 
 
 def _texts(texts: list[str] | list[Prompt]) -> list[Prompt]:
@@ -109,7 +113,7 @@ def generate(model: Single | Proxy, texts: list[str] | list[Prompt], max_new_tok
         new: list[list[int]] = [[] for _ in rows]
         for _ in range(max_new_tokens):
             ids, mask = pad_batch([r + n for r, n in zip(rows, new, strict=True)], pad_id(tok))
-            lp = model.logprobs(ids, mask)[torch.arange(len(rows)), mask.sum(1) - 1]  # [b, vocab]
+            lp = model.logprobs(ids, mask, (mask.sum(1) - 1)[:, None])[:, 0]  # [b, vocab]
             if greedy:
                 nxt = lp.argmax(-1)
             else:
@@ -123,14 +127,14 @@ def generate(model: Single | Proxy, texts: list[str] | list[Prompt], max_new_tok
 @torch.no_grad()
 def score_targets(model: Single | Proxy, prompts: list[Prompt], bos: bool, batch_size: int = 32) -> Float[torch.Tensor, " n"]:
     """Teacher-forced ``sum log p(target | text)`` of each prompt's target under ``model`` (NaN without one)."""
-    from alignloc.analyses.outputs import gather_target_logprobs, teacher_forced_batch
+    from alignloc.analyses.outputs import gather_target_logprobs, scored_index, teacher_forced_batch
 
     out = torch.full((len(prompts),), torch.nan)
     rows = [i for i, p in enumerate(prompts) if p.target]
     for s in range(0, len(rows), batch_size):
         idx = rows[s : s + batch_size]
         ids, mask, ctx, tgt = teacher_forced_batch(model.tokenizer, [prompts[i] for i in idx], bos, None)
-        out[idx] = gather_target_logprobs(model.logprobs(ids, mask), ctx, tgt)
+        out[idx] = gather_target_logprobs(model.logprobs(ids, mask, scored_index(ctx, tgt)), tgt)
     return out
 
 
@@ -151,7 +155,8 @@ class ProxyTuningProcessor(LogitsProcessor):
         """New scores ``[b, vocab]``: the combined log-probs (vocab beyond the tokenizer's gets -inf)."""
         mask = ((input_ids != self.pad).long().cumsum(1) > 0).long()  # left padding
         pos = (mask.cumsum(1) - 1).clamp(min=0)
-        le, la = (Single(m).logprobs(input_ids, mask, pos)[:, -1] for m in (self.expert, self.anti))
+        last = torch.full((input_ids.shape[0], 1), input_ids.shape[1] - 1)
+        le, la = (Single(m).logprobs(input_ids, mask, last, pos)[:, 0].to(scores.device) for m in (self.expert, self.anti))
         out = torch.full_like(scores, float("-inf"))
         out[:, : self.vocab] = combine(scores[:, : self.vocab], le, la, self.beta).to(scores.dtype)
         return out

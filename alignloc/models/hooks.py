@@ -3,6 +3,11 @@
 ``with record(model, family, sites) as acts: model(...)`` fills ``acts[site]`` with
 ``[batch, pos, d_model]`` tensors. ``with edit(model, family, site, fn): ...`` replaces the
 activation at ``site`` by ``fn(act)``. Hooks are removed when the block exits, on error too.
+``logits_at(model, family, ids, mask, index)`` runs the unembedding only at the positions a metric
+reads (real vocabularies of 128k-262k make the full ``[batch, pos, d_vocab]`` the largest tensor).
+
+On a model sharded by a device map, a replacement is moved to the device (and dtype) of the
+activation it replaces, so a hook may compute it anywhere.
 """
 
 from __future__ import annotations
@@ -12,7 +17,8 @@ from contextlib import ExitStack, contextmanager
 
 import torch
 
-from alignloc.models.families import Family, block_module, site_module
+from alignloc.models.families import Family, block_module, get_module, site_module
+from alignloc.models.placement import input_device
 from alignloc.sites import Site
 
 ActFn = Callable[[torch.Tensor], torch.Tensor]
@@ -34,6 +40,11 @@ def _replace_first(x, new):
     return new
 
 
+def _like(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    """``new`` on ``old``'s device and in its dtype (a no-op when they already match)."""
+    return new.to(device=old.device, dtype=old.dtype)
+
+
 def _input_of(args: tuple, kwargs: dict) -> torch.Tensor:
     return args[0] if args else kwargs["hidden_states"]
 
@@ -47,16 +58,19 @@ def hook_site(module: torch.nn.Module, io: str, fn: Callable) -> Iterator[None]:
     if io == "out":
 
         def out_hook(mod, args, output):
-            new = fn(_first(output))
-            return None if new is None else _replace_first(output, new)
+            old = _first(output)
+            new = fn(old)
+            return None if new is None else _replace_first(output, _like(new, old))
 
         handle = module.register_forward_hook(out_hook)
     else:
 
         def in_hook(mod, args, kwargs):
-            new = fn(_input_of(args, kwargs))
+            old = _input_of(args, kwargs)
+            new = fn(old)
             if new is None:
                 return None
+            new = _like(new, old)
             if args:
                 return (new, *args[1:]), kwargs
             return args, {**kwargs, "hidden_states": new}
@@ -143,3 +157,27 @@ def count_hooks(model: torch.nn.Module) -> int:
     return sum(
         len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()
     )
+
+
+@contextmanager
+def unembed_at(model: torch.nn.Module, family: Family, index: torch.Tensor) -> Iterator[None]:
+    """Within the block the unembedding reads only positions ``index [batch, k]`` of each row, so
+    the model's logits come out ``[batch, k, d_vocab]`` (any head post-processing, e.g. soft-capping,
+    still applies: it is elementwise)."""
+    head = get_module(model, family.unembed)
+
+    def take(h: torch.Tensor) -> torch.Tensor:  # [batch, pos, d_model] -> [batch, k, d_model]
+        return torch.take_along_dim(h, index.to(h.device)[..., None], dim=1)
+
+    with hook_site(head, "in", take):
+        yield
+
+
+def logits_at(model: torch.nn.Module, family: Family, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+              index: torch.Tensor, forward: Callable | None = None) -> torch.Tensor:
+    """Float logits ``[batch, k, d_vocab]`` (on the CPU) at positions ``index [batch, k]``: the one way
+    alignloc scores a model. ``forward`` replaces ``model(...)`` (e.g. a ``functional_call``)."""
+    dev = input_device(model)
+    with unembed_at(model, family, index):
+        out = (forward or model)(input_ids=input_ids.to(dev), attention_mask=attention_mask.to(dev), use_cache=False)
+    return out.logits.float().cpu()

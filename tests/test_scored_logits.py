@@ -1,0 +1,68 @@
+"""The unembedding runs only at the positions a metric reads, and gives the full-sequence values there."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import alignloc
+from alignloc.analyses.outputs import scored_index, target_logprobs
+from alignloc.causal.metrics import score, scored_batch, scored_logits
+from alignloc.models.families import get_module
+from alignloc.models.hooks import count_hooks
+from alignloc.prompts import Prompt
+from tests.tiny_models import ARCHS
+
+PROMPTS = [
+    Prompt(id="a", text="The cat sat on the", target=" mat .", foil=" park"),
+    Prompt(id="b", text="Alice lives in Paris and Bob lives in", target=" Rome", foil=" Paris"),
+    Prompt(id="c", text="A dog ran", target=" in the park and the cat watched", foil=" on"),
+]
+
+
+def _full(lm, batch) -> torch.Tensor:
+    """The old way: logits over the whole sequence, ``[b, pos, d_vocab]``."""
+    with torch.no_grad():
+        return lm.model(input_ids=batch.ids, attention_mask=batch.mask, use_cache=False).logits.float()
+
+
+def test_scored_index_reads_last_context_token_and_each_target_predictor():
+    idx = scored_index([4, 7, 2], [[5, 6], [9], []])
+    assert idx.tolist() == [[3, 4], [6, 6], [1, 1]]  # padded by repeating a row's last position
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_scored_logits_equal_full_sequence_logits(arch_pairs, arch):
+    pair = alignloc.load_pair(*map(str, arch_pairs[arch]), device="cpu", compute_dtype="float32")
+    lm = pair.base
+    b = scored_batch(pair.tokenizer, PROMPTS, True, lm.max_len)
+    assert len({len(t) for t in b.tgt}) > 1 and b.ids.shape[1] > b.index.shape[1]  # ragged targets, fewer columns
+    with torch.no_grad():
+        part = scored_logits(lm, b)
+    full = _full(lm, b)
+    assert part.shape == (3, b.index.shape[1], full.shape[-1])
+    want = torch.take_along_dim(full, b.index[..., None], dim=1)
+    torch.testing.assert_close(part, want, atol=1e-5, rtol=1e-5)
+    assert count_hooks(lm.model) == 0
+    if arch == "gemma2":  # soft-capping is applied after the head: the values are the capped ones
+        assert lm.config.final_logit_softcapping and float(part.abs().max()) <= lm.config.final_logit_softcapping
+    # the metrics read the same numbers the full logits gave
+    ref_full = torch.log_softmax(full, -1)
+    logp_full = torch.stack([ref_full[r, n - 1 : n - 1 + len(t)].gather(1, torch.tensor(t)[:, None]).sum()
+                             for r, (n, t) in enumerate(zip(b.ctx_lens, b.tgt, strict=True))])
+    torch.testing.assert_close(score(part, b, "logprob"), logp_full, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(target_logprobs(lm, PROMPTS, True), logp_full, atol=1e-5, rtol=1e-5)
+    last = full[torch.arange(3), b.last]
+    diff = last.gather(1, torch.tensor([t[0] for t in b.tgt])[:, None])[:, 0] - last.gather(1, torch.tensor(b.foil)[:, None])[:, 0]
+    torch.testing.assert_close(score(part, b, "logit_diff"), diff, atol=1e-5, rtol=1e-5)
+
+
+def test_unembedding_input_is_only_the_scored_rows(llama_pair):
+    lm = alignloc.load_model(str(llama_pair[0]), device="cpu")
+    b = scored_batch(lm.tokenizer, PROMPTS, True, lm.max_len)
+    seen = []
+    handle = get_module(lm.model, lm.family.unembed).register_forward_hook(lambda m, a, o: seen.append(tuple(a[0].shape)))
+    with torch.no_grad():
+        scored_logits(lm, b)
+    handle.remove()
+    assert seen == [(3, b.index.shape[1], lm.d_model)]  # the head never saw the other positions
