@@ -1,8 +1,10 @@
 """Capture: run both models of a pair on the same token ids, batch by batch, into a store.
 
 Peak memory is bounded by one batch: each batch's activations are reduced to the requested
-positions, written as shards, and dropped. A store that already holds the same capture is
-reused; an interrupted one resumes at its first missing chunk.
+positions, written as shards, and dropped. The sides run one after the other (every batch of the
+base, then of the tuned model), so with ``release=True`` only one model is in memory at a time.
+A store that already holds the same capture is reused; an interrupted one resumes at its first
+missing chunk of each side.
 """
 
 from __future__ import annotations
@@ -87,12 +89,15 @@ def capture(
     progress: bool | None = None,
     bos: bool | None = None,
     on_chunk: Callable[[int], None] | None = None,
+    release: bool = False,
 ) -> Store:
     """Capture ``sites`` of both models on ``prompts`` into the store at ``out`` and open it.
 
     ``sites`` like ``"resid_post,attn_out.3"`` (a bare kind means every layer in ``layers``);
     ``positions`` is ``last``, ``all``, an int or a named position; ``dtype`` the storage dtype.
-    ``on_chunk(i)`` is called after chunk ``i`` is safely on disk.
+    ``on_chunk(i)`` is called once chunk ``i`` of every side is safely on disk. ``release`` frees
+    each model after its side is captured (``LoadedModel.release``; it reloads when used again),
+    except the last, so the next analysis can use it.
     """
     if not isinstance(prompts, list):
         prompts = load_prompts(prompts)
@@ -107,21 +112,27 @@ def capture(
     writer = StoreWriter(out, plan, prompts, overwrite=overwrite)
     if writer.manifest.get("complete"):
         return open_store(out)
-    todo = [i for i in range(plan["n_chunks"]) if i not in writer.done_chunks()]
-    backends = {side: make_backend(backend, pair.side(side)) for side in SIDES} if todo else {}
     pid = pad_id(pair.tokenizer)
     show = sys.stderr.isatty() if progress is None else progress
-    for i in tqdm(todo, desc=f"capture -> {out}", unit="batch", disable=not show):
-        start, end = i * batch_size, min((i + 1) * batch_size, plan["n_prompts"])
-        input_ids, mask = pad_batch(ids[start:end], pid)
-        rows = plan["position_index"][start:end]
-        lens = plan["lengths"][start:end]
-        chunk: dict[str, dict[Site, torch.Tensor]] = {}
-        for side, be in backends.items():
+    order = sorted(SIDES, key=lambda side: not pair.side(side).resident)  # a model already in memory goes first
+    for k, side in enumerate(order):
+        todo = [i for i in range(plan["n_chunks"]) if i not in writer.done_chunks(side)]
+        if not todo:
+            continue
+        be = make_backend(backend, pair.side(side))
+        for i in tqdm(todo, desc=f"capture {side} -> {out}", unit="batch", disable=not show):
+            start, end = i * batch_size, min((i + 1) * batch_size, plan["n_prompts"])
+            input_ids, mask = pad_batch(ids[start:end], pid)
+            rows = plan["position_index"][start:end]
+            lens = plan["lengths"][start:end]
             acts = be.run(input_ids, mask, site_list)
-            chunk[side] = {s: select_positions(acts[s].float(), rows, lens, plan["max_len"]) for s in site_list}
-        writer.write_chunk(i, start, end, chunk)
-        if on_chunk is not None:
-            on_chunk(i)
+            chunk = {side: {s: select_positions(acts[s].float(), rows, lens, plan["max_len"]) for s in site_list}}
+            del acts
+            writer.write_chunk(i, start, end, chunk)
+            if on_chunk is not None and writer.chunk_done(i):
+                on_chunk(i)
+        del be
+        if release and k < len(order) - 1:
+            pair.side(side).release()
     writer.finish({"backend": backend})
     return open_store(out)

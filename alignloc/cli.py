@@ -19,6 +19,8 @@ COMPUTE_DTYPE = typer.Option("auto", "--compute-dtype", help="auto | float32 | b
                              "passes (auto: bfloat16 on a GPU, float32 on cpu).")
 DEVICE_MAP = typer.Option("none", "--device-map", help="none | auto | balanced | sequential: shard each model over the "
                           "visible GPUs (then CPU) with accelerate (leave --device at auto).")
+ONE_AT_A_TIME = typer.Option(False, help="Hold one model in memory at a time (each is loaded again when its turn "
+                             "comes): about half the peak memory, at the cost of reloading (layer-diff --causal needs both)."
 app = typer.Typer(
     name="alignloc",
     help="Where inside a network does post-training land, and what kind of change is it?",
@@ -55,6 +57,7 @@ def capture(
     device: str = DEVICE,
     compute_dtype: str = COMPUTE_DTYPE,
     device_map: str = DEVICE_MAP,
+    one_at_a_time: bool = ONE_AT_A_TIME,
     allow_pickle: bool = typer.Option(False, help="Allow pickle (.bin) checkpoints. Only for sources you trust."),
     trust_remote_code: bool = typer.Option(False, help="Run model code shipped with a hub checkpoint."),
 ) -> None:
@@ -75,9 +78,10 @@ def capture(
     check.positions(positions, prompt_list)
     check_store_dir(out, overwrite, "--out")
     watch(out)
-    pair = load_pair(base, tuned, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, **place)
-    store = run_capture(pair, prompt_list, out, sites=sites, positions=positions, layers=layers,
-                        batch_size=batch_size, dtype=dtype, backend=backend, overwrite=overwrite)
+    pair = load_pair(base, tuned, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
+                     one_at_a_time=one_at_a_time, **place)
+    store = run_capture(pair, prompt_list, out, sites=sites, positions=positions, layers=layers, batch_size=batch_size,
+                        dtype=dtype, backend=backend, overwrite=overwrite, release=one_at_a_time)
     typer.echo(store.summary())
 
 
@@ -182,6 +186,7 @@ def layer_diff_cmd(
     device_map: str = DEVICE_MAP,
     overwrite: bool = typer.Option(False, help="Replace a store that holds a different capture; write into an OUT folder "
                                    "that holds other files (they are never replaced)."),
+    one_at_a_time: bool = ONE_AT_A_TIME,
     allow_pickle: bool = typer.Option(False, help="Allow pickle (.bin) checkpoints. Only for sources you trust."),
     trust_remote_code: bool = typer.Option(False, help="Run model code shipped with a hub checkpoint."),
 ) -> None:
@@ -208,7 +213,10 @@ def layer_diff_cmd(
         check_store_dir(store, overwrite, "--store")
     watch(store or out / "acts")
     watch(out / "acts-control")
-    pair = load_pair(base, tuned, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, **place)
+    pair = load_pair(base, tuned, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
+                     one_at_a_time=one_at_a_time and not causal, **place)
+    if one_at_a_time and not causal and not no_control:
+        pair.tuned.release()  # before a control model is loaded
     if control is None:
         ctrl = default_control(pair, placement=place)
     elif no_control:
@@ -218,7 +226,7 @@ def layer_diff_cmd(
     sizes = check.windows(windows, pair.n_layers)
     report = layer_diff(pair, prompt_list, out, control=ctrl, store=store, n_boot=n_boot, seed=seed, probes=probes,
                         batch_size=batch_size, backend=backend, overwrite=overwrite, causal=causal, windows=sizes,
-                        mask_steps=mask_steps)
+                        mask_steps=mask_steps, one_at_a_time=one_at_a_time and not causal)
     for line in report["verdict"]["summary"]:
         typer.echo(f"- {line}")
     typer.echo(f"report: {out / 'index.html'}  {out / 'report.json'}  {out / 'summary.md'}")

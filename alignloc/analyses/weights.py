@@ -48,9 +48,22 @@ def param_diffs(
         if wb.shape != wt.shape:
             raise ValueError(f"parameter {name}: base shape {tuple(wb.shape)} != tuned {tuple(wt.shape)}")
         same = wb.dtype == wt.dtype and torch.equal(wb, wt)
-        d = 0.0 if same else float((wt.float() - wb.float()).pow(2).sum())
-        out[name] = (d, float(wb.float().pow(2).sum()), same)
+        d = 0.0 if same else _chunked_sum_sq(wt, wb)
+        out[name] = (d, _chunked_sum_sq(wb), same)
     return out
+
+
+def _chunked_sum_sq(a: torch.Tensor, b: torch.Tensor | None = None, chunk: int = 2**22) -> float:
+    """``||a - b||_F^2`` (``||a||_F^2`` without ``b``) in float32 chunks of ``chunk`` elements, so a
+    large embedding needs 16 MB of scratch, not three copies of itself."""
+    a, b = a.reshape(-1), None if b is None else b.reshape(-1)
+    total = 0.0
+    for s in range(0, a.numel(), chunk):
+        x = a[s : s + chunk].float()
+        if b is not None:
+            x = x - b[s : s + chunk].float()
+        total += float(x.pow(2).sum())
+    return total
 
 
 def weight_diff(base: dict[str, torch.Tensor], tuned: dict[str, torch.Tensor], family: Family, n_layers: int) -> dict:

@@ -44,15 +44,38 @@ def collect(
     batch_size: int = 16,
     backend: str = "hf",
     overwrite: bool = False,
+    one_at_a_time: bool = False,
 ) -> PairData:
-    """Capture (or reuse) last-token sites of both models into ``store_dir`` and compute the rest."""
+    """Capture (or reuse) last-token sites of both models into ``store_dir`` and compute the rest.
+
+    ``one_at_a_time``: hold one model in memory at a time (each is released after its turn and its
+    final norm + unembedding kept for the lens; the released side's weights are read one tensor at
+    a time from its checkpoint files for the weight diff). The last model used stays loaded.
+    """
+    from alignloc.models.residency import CheckpointWeights, StreamingUnavailable, head_only
+
     # resid_pre.0 (the embeddings) is the baseline of layer 0's increment
     store = capture(pair, prompts, store_dir, sites=",".join(("resid_pre.0", *SITE_KINDS)), positions="last",
-                    batch_size=batch_size, backend=backend, overwrite=overwrite)
+                    batch_size=batch_size, backend=backend, overwrite=overwrite, release=one_at_a_time)
     acts = {side: {k: stacked(store, side, k) for k in ("resid_pre", *SITE_KINDS)} for side in SIDES}
     bos = bool(store.manifest["bos"])
     tids = first_target_ids(pair.tokenizer, prompts)
-    lens = lens_compare(pair.base, pair.tuned, acts["base"]["resid_post"], acts["tuned"]["resid_post"], tids)
-    target_lp = {side: target_logprobs(pair.side(side), prompts, bos, batch_size) for side in SIDES}
-    weights = weight_diff(pair.base.model.state_dict(), pair.tuned.model.state_dict(), pair.base.family, pair.n_layers)
+    order = sorted(SIDES, key=lambda side: not pair.side(side).resident)  # a model in memory goes first
+    target_lp, heads, weights_of = {}, {}, {}
+    for k, side in enumerate(order):
+        lm = pair.side(side)
+        target_lp[side] = target_logprobs(lm, prompts, bos, batch_size)
+        heads[side] = lm
+        weights_of[side] = lm.model.state_dict()
+        if one_at_a_time and k < len(order) - 1:
+            heads[side] = head_only(lm)
+            try:
+                weights_of[side] = CheckpointWeights(lm)
+            except StreamingUnavailable:  # read again after the other side (two models' weights for the diff)
+                weights_of[side] = None
+            lm.release()
+    lens = lens_compare(heads["base"], heads["tuned"], acts["base"]["resid_post"], acts["tuned"]["resid_post"], tids)
+    del heads  # the copied heads of released models, no longer needed
+    weights_of = {side: w if w is not None else pair.side(side).model.state_dict() for side, w in weights_of.items()}
+    weights = weight_diff(weights_of["base"], weights_of["tuned"], pair.base.family, pair.n_layers)
     return PairData(prompts=prompts, acts=acts, lens=lens, target_lp=target_lp, weights=weights, store=store)

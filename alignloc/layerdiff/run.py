@@ -124,6 +124,7 @@ def layer_diff(
     causal: bool = False,
     windows: list[int] | None = None,
     mask_steps: int = 100,
+    one_at_a_time: bool = False,
 ) -> dict:
     """Compare ``pair`` layer by layer on ``prompts``; write the report under ``out`` and return it.
 
@@ -131,17 +132,22 @@ def layer_diff(
     same capture. ``control`` (same base, trained without the edit) sets the noise floors.
     ``causal`` adds graft windows (sizes ``windows``), the learned delta mask (``mask_steps``; 0
     skips it), cross-model and within-model patching and attribution (``report["causal"]``, see
-    ``alignloc.causal.report``), and the verdict names layers from them.
+    ``alignloc.causal.report``), and the verdict names layers from them. ``one_at_a_time`` holds
+    one model in memory at a time while collecting (``collect``); the causal tests need both.
     """
     out = Path(out)
     torch.manual_seed(seed)
-    data = collect(pair, prompts, store or out / "acts", batch_size, backend, overwrite)
+    if one_at_a_time and control is not None and control.loader is not None:
+        control.release()
+    data = collect(pair, prompts, store or out / "acts", batch_size, backend, overwrite, one_at_a_time)
     m = measure(data, n_boot, seed, probes)
     control_block, cm = None, None
     if control is not None:
+        if one_at_a_time and pair.tuned.loader is not None:
+            pair.tuned.release()
         cpair = ModelPair(base=pair.base, tuned=control, name="control")
         check_pair(pair.base, control)
-        cdata = collect(cpair, prompts, out / "acts-control", batch_size, backend, overwrite)
+        cdata = collect(cpair, prompts, out / "acts-control", batch_size, backend, overwrite, one_at_a_time)
         cm = measure(cdata, n_boot, seed, probes=False)
         control_block = {"model": control.provenance(), "measures": cm}
     localization = None

@@ -9,8 +9,12 @@ the compute dtype, or sharded by accelerate.
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import hashlib
 import logging
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -35,21 +39,47 @@ class PairMismatchError(UserError, ValueError):
 
 @dataclass
 class LoadedModel:
-    """A HF causal LM in eval mode with its tokenizer, site table and provenance."""
+    """A HF causal LM in eval mode with its tokenizer, site table and provenance.
+
+    ``release()`` frees the weights (an analysis that needs one model at a time calls it after its
+    turn); the next use of ``model`` reloads them with ``loader``. Config, hash and dtype stay.
+    """
 
     ref: str
-    model: torch.nn.Module
-    tokenizer: object
-    family: Family
+    model: torch.nn.Module = field(repr=False, compare=False)
+    tokenizer: object = field(repr=False, compare=False)
+    family: Family = field(repr=False)
     path: str | None = None
     adapter: str | None = None
     meta: dict = field(default_factory=dict)
     _hash: str | None = None
+    loader: Callable[[], torch.nn.Module] | None = field(default=None, repr=False, compare=False)
 
     @property
     def config(self):
         """The HF config."""
-        return self.model.config
+        return self._config
+
+    @property
+    def resident(self) -> bool:
+        """Whether the weights are in memory now (False after ``release()`` until the next use)."""
+        return self._model is not None
+
+    @property
+    def vocab_rows(self) -> int:
+        """Rows of the input embedding."""
+        return self._rows
+
+    def release(self) -> None:
+        """Free the weights now (hash computed first); ``model`` reloads them when next used."""
+        if self.loader is None:
+            raise RuntimeError(f"{self.ref}: this model has no loader, so releasing it would lose it")
+        if self._model is None:
+            return
+        self.weights_hash  # noqa: B018 (computed while the weights are here)
+        self._model = None
+        gc.collect()
+        _give_back_freed_memory()
 
     @property
     def n_layers(self) -> int:
@@ -88,11 +118,40 @@ class LoadedModel:
             "family": self.family.name,
             "n_layers": self.n_layers,
             "d_model": self.d_model,
-            "dtype": str(next(self.model.parameters()).dtype).removeprefix("torch."),
+            "dtype": str(self._dtype).removeprefix("torch."),
             "weights_sha256": self.weights_hash,
             "tokenizer_sha256": tokenizer_hash(self.tokenizer),
             **self.meta,
         }
+
+
+def _give_back_freed_memory() -> None:
+    """Return freed memory to the system: CUDA's cache, and glibc's heap (which otherwise keeps the
+    freed weights' pages, so the process's RSS would not fall)."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc (e.g. musl)
+            pass
+
+
+def _get_model(self: LoadedModel) -> torch.nn.Module:
+    if self._model is None:
+        log.info("loading %s again (it was released)", self.ref)
+        self.model = self.loader()
+    return self._model
+
+
+def _set_model(self: LoadedModel, model: torch.nn.Module) -> None:
+    self._model = model
+    self._config = model.config
+    self._dtype = next(model.parameters()).dtype
+    self._rows = int(model.get_input_embeddings().weight.shape[0])
+
+
+LoadedModel.model = property(_get_model, _set_model, doc="The HF model (loaded again on use after ``release()``).")
 
 
 @dataclass
@@ -127,7 +186,7 @@ def state_dict_hash(state: dict[str, torch.Tensor]) -> str:
     for name in sorted(state):
         t = state[name].detach().cpu().contiguous()
         h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())  # the buffer itself: no copy of a large tensor
     return h.hexdigest()
 
 
@@ -202,7 +261,8 @@ def _load(ref: str, place: Placement, allow_pickle: bool, trust_remote_code: boo
         attn = "eager"
     model, tok = _from_pretrained(r, place, trust_remote_code, allow_pickle, attn)
     return LoadedModel(ref=ref, model=model, tokenizer=tok, family=family_for(model.config),
-                       path=r.location if r.kind == "local" else None)
+                       path=r.location if r.kind == "local" else None,
+                       loader=lambda: _from_pretrained(r, place, trust_remote_code, allow_pickle, attn)[0])
 
 
 def _merge_adapter(base: LoadedModel, adapter_dir: str, source: str, place: Placement, allow_pickle, trust_remote_code,
@@ -218,7 +278,9 @@ def _merge_adapter(base: LoadedModel, adapter_dir: str, source: str, place: Plac
         raise PairMismatchError(f"{source}: cannot merge this adapter onto base {base.ref}: {one_line(e)[:500]} "
                                 "(give the adapter's own base model)") from e
     return LoadedModel(ref=source, model=merged.eval(), tokenizer=fresh.tokenizer, family=fresh.family,
-                       path=fresh.path, adapter=adapter_dir)
+                       path=fresh.path, adapter=adapter_dir,
+                       loader=lambda: _merge_adapter(base, adapter_dir, source, place, allow_pickle, trust_remote_code,
+                                                     attn).model)
 
 
 def check_pair(base: LoadedModel, tuned: LoadedModel) -> None:
@@ -227,8 +289,7 @@ def check_pair(base: LoadedModel, tuned: LoadedModel) -> None:
         ("architecture (model_type)", base.config.model_type, tuned.config.model_type),
         ("layer count", base.n_layers, tuned.n_layers),
         ("d_model (hidden_size)", base.d_model, tuned.d_model),
-        ("embedding rows (vocab_size)", base.model.get_input_embeddings().weight.shape[0],
-         tuned.model.get_input_embeddings().weight.shape[0]),
+        ("embedding rows (vocab_size)", base.vocab_rows, tuned.vocab_rows),
     ]
     for what, b, t in checks:
         if b != t:
@@ -259,10 +320,13 @@ def load_pair(
     allow_pickle: bool = False,
     trust_remote_code: bool = False,
     attn_implementation: str | None = None,
+    one_at_a_time: bool = False,
 ) -> ModelPair:
     """Load and check a base/tuned pair; ``load_pair("zoo:NAME")`` loads an organism's two sides.
 
     Placement keywords as in :func:`load_model`; both sides get the same placement.
+    ``one_at_a_time``: the base is released (``LoadedModel.release``) before the tuned model is
+    loaded, so only one model is ever in memory; it loads again when first used.
     """
     place = resolve_placement(device, compute_dtype, device_map, offload_folder)
     name = ground_truth = None
@@ -278,6 +342,8 @@ def load_pair(
         base, tuned = f"zoo:{zoo[0]}:base", f"zoo:{zoo[0]}:tuned"
         name, ground_truth = zoo[0], entry.ground_truth
     b = _load(base, place, allow_pickle, trust_remote_code, attn_implementation)
+    if one_at_a_time:
+        b.release()
     if split_zoo(tuned) is None and resolve_ref(tuned, allow_pickle).is_adapter:
         t = _merge_adapter(b, resolve_ref(tuned, allow_pickle).location, tuned, place,
                            allow_pickle, trust_remote_code, attn_implementation)

@@ -118,17 +118,28 @@ class StoreWriter:
         (self.root / PROMPTS).unlink(missing_ok=True)
         (self.root / MANIFEST).unlink()
 
-    def done_chunks(self) -> set[int]:
-        """Indices of chunks whose shards are recorded and present on disk."""
+    def done_chunks(self, side: str | None = None) -> set[int]:
+        """Indices of chunks whose shards (of ``side``, or of every side) are recorded and present on disk."""
+        sides = self.manifest["models"] if side is None else (side,)
         return {
             c["index"]
             for c in self.manifest["chunks"]
             if all((self.root / rel).is_file() for rel in c["files"])
+            and all(any(rel.startswith(f"{s}/") for rel in c["files"]) for s in sides)
         }
 
+    def chunk_done(self, index: int) -> bool:
+        """Whether chunk ``index`` has every side's shards recorded and on disk."""
+        c = next((c for c in self.manifest["chunks"] if c["index"] == index), None)
+        return c is not None and all((self.root / rel).is_file() for rel in c["files"]) and all(
+            any(rel.startswith(f"{s}/") for rel in c["files"]) for s in self.manifest["models"])
+
     def write_chunk(self, index: int, start: int, end: int, acts: dict[str, dict[Site, torch.Tensor]]) -> None:
-        """Write one chunk: ``acts[side][site]`` is ``[end-start, d_model]`` or ``[end-start, pos, d_model]``."""
-        files: dict[str, str] = {}
+        """Write one chunk, or the part of it of the sides in ``acts`` (a capture may run one side at a
+        time): ``acts[side][site]`` is ``[end-start, d_model]`` or ``[end-start, pos, d_model]``."""
+        old = next((c for c in self.manifest["chunks"] if c["index"] == index and (c["start"], c["end"]) == (start, end)), None)
+        files: dict[str, str] = {rel: h for rel, h in (old or {"files": {}})["files"].items()
+                                 if rel.split("/", 1)[0] not in acts}
         for side, by_site in acts.items():
             kinds: dict[str, dict[str, torch.Tensor]] = {}
             for site, t in by_site.items():
