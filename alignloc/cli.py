@@ -20,7 +20,7 @@ COMPUTE_DTYPE = typer.Option("auto", "--compute-dtype", help="auto | float32 | b
 DEVICE_MAP = typer.Option("none", "--device-map", help="none | auto | balanced | sequential: shard each model over the "
                           "visible GPUs (then CPU) with accelerate (leave --device at auto).")
 ONE_AT_A_TIME = typer.Option(False, help="Hold one model in memory at a time (each is loaded again when its turn "
-                             "comes): about half the peak memory, at the cost of reloading (layer-diff --causal needs both)."
+                             "comes): about half the peak memory, at the cost of reloading (layer-diff --causal needs both).")
 app = typer.Typer(
     name="alignloc",
     help="Where inside a network does post-training land, and what kind of change is it?",

@@ -123,10 +123,10 @@ def prompts(n: int) -> list:
 def child(base: str, tuned: str, out: str, n: int, batch: int, one: bool) -> None:
     """One layer-diff in this process; prints JSON with the peak memory and one model's size."""
     torch.set_num_threads(1)
+    import transformers.models.llama.modeling_llama  # noqa: F401 (imported before the baseline is taken)
+
     import alignloc
     from alignloc.layerdiff.run import layer_diff
-
-    import transformers.models.llama.modeling_llama  # noqa: F401 (imported before the baseline is taken)
 
     ps = prompts(n)
     with PeakMemory() as peak:
