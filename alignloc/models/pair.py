@@ -255,7 +255,7 @@ def _load(ref: str, place: Placement, allow_pickle: bool, trust_remote_code: boo
             f"{ref}: is a peft adapter (load it as the tuned side of a pair, load_pair(base, adapter_dir), "
             "so that it is merged onto its base)"
         )
-    if attn is None and place.device_map is None and place.device == "cpu":
+    if attn is None and place.cpu_only:
         # torch's CPU SDPA kernel was 50-70x slower than eager attention on small models with 2
         # threads here (0.29 s vs 4 ms per forward); eager gives the same activations (atol 1e-6).
         attn = "eager"

@@ -38,6 +38,15 @@ class Placement:
     device_map: str | dict | None = None
     offload_folder: str | None = None
 
+    @property
+    def cpu_only(self) -> bool:
+        """True when every weight computes on the CPU (a device map of cpu/disk only counts)."""
+        if self.device_map is None:
+            return self.device == "cpu"
+        if isinstance(self.device_map, dict):
+            return all(str(v) in ("cpu", "disk") for v in self.device_map.values())
+        return _cuda_count() == 0
+
     def from_pretrained_kwargs(self) -> dict:
         """``dtype`` and ``device_map`` for ``from_pretrained``: weights land on the device in the dtype."""
         kw: dict = {"dtype": self.dtype, "device_map": self.device_map if self.device_map is not None else self.device}

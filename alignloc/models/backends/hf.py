@@ -27,7 +27,7 @@ class HFBackend:
         lm = self.loaded
         for s in sites:
             check_site(lm.family, lm.config, s)
-        dev = lm.model.device
+        dev = lm.device  # the embedding's device (the first shard of a device map)
         return run_recording(
             lm.model, lm.family, sites, input_ids.to(dev), attention_mask.to(dev), stop=self.stop_early
         )
