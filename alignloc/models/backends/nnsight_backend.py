@@ -185,7 +185,7 @@ class NNsightBackend:
         if not sites:
             return {}
         if not self.is_remote:
-            dev = lm.model.device
+            dev = lm.device  # the embedding's device (the first shard of a device map)
             input_ids, attention_mask = input_ids.to(dev), attention_mask.to(dev)
         plan = self._plan(sites)
         with _no_deprecations(), torch.no_grad():
@@ -193,5 +193,5 @@ class NNsightBackend:
             values = _trace_sites(self.model, reads, input_ids, attention_mask, self.remote)
         out = {site: v.detach() for (site, _, _), v in zip(plan, values, strict=True)}
         if self.is_remote:
-            out = {s: v.to(lm.model.device) for s, v in out.items()}
+            out = {s: v.to(lm.device) for s, v in out.items()}
         return out
