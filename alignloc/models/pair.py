@@ -37,7 +37,7 @@ class PairMismatchError(UserError, ValueError):
     """Base and tuned models cannot be compared; the message says which property differs."""
 
 
-@dataclass
+@dataclass(eq=False)
 class LoadedModel:
     """A HF causal LM in eval mode with its tokenizer, site table and provenance.
 
