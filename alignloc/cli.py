@@ -11,16 +11,10 @@ import typer
 
 from alignloc import options as check
 from alignloc.cli_errors import run, watch
+from alignloc.cli_options import COMPUTE_DTYPE, DEVICE, DEVICE_MAP, ONE_AT_A_TIME
 from alignloc.errors import UsageError
 
 OVERWRITE_HELP = "Write into an OUT folder that holds other files (they are never replaced), and replace alignloc's own earlier outputs."
-DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N | mps (auto: the GPU if one is visible, else cpu).")
-COMPUTE_DTYPE = typer.Option("auto", "--compute-dtype", help="auto | float32 | bfloat16 | float16: weights and forward "
-                             "passes (auto: bfloat16 on a GPU, float32 on cpu).")
-DEVICE_MAP = typer.Option("none", "--device-map", help="none | auto | balanced | sequential: shard each model over the "
-                          "visible GPUs (then CPU) with accelerate (leave --device at auto).")
-ONE_AT_A_TIME = typer.Option(False, help="Hold one model in memory at a time (each is loaded again when its turn "
-                             "comes): about half the peak memory, at the cost of reloading (layer-diff --causal needs both).")
 app = typer.Typer(
     name="alignloc",
     help="Where inside a network does post-training land, and what kind of change is it?",
@@ -54,9 +48,7 @@ def capture(
     backend: str = typer.Option("hf", help="hf (forward hooks, fastest) | bridge (TransformerLens v4) | nnsight."),
     overwrite: bool = typer.Option(False, help="Replace a store that holds a different capture; write into a folder "
                                    "that holds other files (they are never replaced)."),
-    device: str = DEVICE,
-    compute_dtype: str = COMPUTE_DTYPE,
-    device_map: str = DEVICE_MAP,
+    device: str = DEVICE, compute_dtype: str = COMPUTE_DTYPE, device_map: str = DEVICE_MAP,
     one_at_a_time: bool = ONE_AT_A_TIME,
     allow_pickle: bool = typer.Option(False, help="Allow pickle (.bin) checkpoints. Only for sources you trust."),
     trust_remote_code: bool = typer.Option(False, help="Run model code shipped with a hub checkpoint."),
@@ -124,9 +116,7 @@ def demo(
     organism: str | None = typer.Option(None, help="Organism name (default: the zoo's default, chat-sft-upper)."),
     out: Path = typer.Option(Path("alignloc-demo"), "--out", "-o", help="Where the demo writes its store and report."),
     size: str = typer.Option("tiny", help="Zoo size: tiny (CPU minutes) | small."),
-    device: str = DEVICE,
-    compute_dtype: str = COMPUTE_DTYPE,
-    device_map: str = DEVICE_MAP,
+    device: str = DEVICE, compute_dtype: str = COMPUTE_DTYPE, device_map: str = DEVICE_MAP,
     overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
 ) -> None:
     """Build (or reuse) the default organism and run layer-diff on it: where is the change, of what kind?"""
@@ -181,9 +171,7 @@ def layer_diff_cmd(
     mask_steps: int = typer.Option(100, help="With --causal: steps of the learned delta mask (0 skips it)."),
     batch_size: int = typer.Option(16, help="Prompts per forward pass."),
     backend: str = typer.Option("hf", help="hf | bridge | nnsight (same activations)."),
-    device: str = DEVICE,
-    compute_dtype: str = COMPUTE_DTYPE,
-    device_map: str = DEVICE_MAP,
+    device: str = DEVICE, compute_dtype: str = COMPUTE_DTYPE, device_map: str = DEVICE_MAP,
     overwrite: bool = typer.Option(False, help="Replace a store that holds a different capture; write into an OUT folder "
                                    "that holds other files (they are never replaced)."),
     one_at_a_time: bool = ONE_AT_A_TIME,
@@ -241,9 +229,7 @@ def localize_bench_cmd(
     methods: str | None = typer.Option(None, help="Comma-separated subset of methods (default: all)."),
     tiers: str = typer.Option("easy,hard", help="easy (edits confined to their layers), hard (the same edits under a drift "
                               "of every layer), or both."),
-    device: str = DEVICE,
-    compute_dtype: str = COMPUTE_DTYPE,
-    device_map: str = DEVICE_MAP,
+    device: str = DEVICE, compute_dtype: str = COMPUTE_DTYPE, device_map: str = DEVICE_MAP,
     overwrite: bool = typer.Option(False, help="Replace existing --json / --markdown files."),
 ) -> None:
     """Rank layers by each localization method on every organism with a planted edit: hit@1, hit@k, control false positives."""
@@ -286,9 +272,7 @@ def context_prior_cmd(
     instruction: str | None = typer.Option(None, help="The instruction of the 'instruction' prompt-only fix."),
     gate: str = typer.Option("both", help="always | context | both: intervene on every prompt, only where a context is given, or report both."),
     heads: bool = typer.Option(True, help="Also scale each attention head at the last token (--no-heads to skip)."),
-    device: str = DEVICE,
-    compute_dtype: str = COMPUTE_DTYPE,
-    device_map: str = DEVICE_MAP,
+    device: str = DEVICE, compute_dtype: str = COMPUTE_DTYPE, device_map: str = DEVICE_MAP,
     overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
     allow_pickle: bool = typer.Option(False, help="Allow pickle (.bin) checkpoints. Only for sources you trust."),
     trust_remote_code: bool = typer.Option(False, help="Run model code shipped with a hub checkpoint."),
@@ -337,9 +321,7 @@ def proxy_tune_cmd(
                                         "required). Default with --zoo: the organism's."),
     beta: str = typer.Option("0,0.5,1,1.5", help="Comma-separated betas for the proxy."),
     out: Path = typer.Option(Path("proxy-tune-report"), "--out", "-o", help="Report directory."),
-    device: str = DEVICE,
-    compute_dtype: str = COMPUTE_DTYPE,
-    device_map: str = DEVICE_MAP,
+    device: str = DEVICE, compute_dtype: str = COMPUTE_DTYPE, device_map: str = DEVICE_MAP,
     overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
     allow_pickle: bool = typer.Option(False, help="Allow pickle (.bin) checkpoints. Only for sources you trust."),
     trust_remote_code: bool = typer.Option(False, help="Run model code shipped with a hub checkpoint."),

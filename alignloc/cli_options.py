@@ -1,0 +1,13 @@
+"""Options shared by the commands that load models: where they run, in what precision, how many at once."""
+
+from __future__ import annotations
+
+import typer
+
+DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N | mps (auto: the GPU if one is visible, else cpu).")
+COMPUTE_DTYPE = typer.Option("auto", "--compute-dtype", help="auto | float32 | bfloat16 | float16: weights and forward "
+                             "passes (auto: bfloat16 on a GPU, float32 on cpu).")
+DEVICE_MAP = typer.Option("none", "--device-map", help="none | auto | balanced | sequential: shard each model over the "
+                          "visible GPUs (then CPU) with accelerate (leave --device at auto).")
+ONE_AT_A_TIME = typer.Option(False, help="Hold one model in memory at a time (each is loaded again when its turn "
+                             "comes): about half the peak memory, at the cost of reloading (layer-diff --causal needs both).")
