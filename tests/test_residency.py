@@ -4,6 +4,8 @@ give the results of holding both; grafting swaps weights in place; bf16 against 
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -92,13 +94,30 @@ def test_grafting_exchanges_storage_and_restores(llama_pair):
 
 
 def _spearman(a: list[float], b: list[float]) -> float:
-    ra, rb = (torch.tensor(x).argsort().argsort().float() for x in (a, b))
+    ra, rb = (torch.tensor(x).argsort(stable=True).argsort(stable=True).float() for x in (a, b))
     return float(torch.corrcoef(torch.stack([ra, rb]))[0, 1])
 
 
-def test_bfloat16_layer_diff_agrees_with_float32(zoo_tiny, tmp_path):
+@pytest.fixture(scope="module")
+def sft_upper():
+    """The zoo root with chat-sft-upper built (only that organism: cheaper than the whole tiny zoo)."""
+    from alignloc.zoo import build
+
+    root = Path(os.environ.get("ALIGNLOC_TEST_ZOO") or Path(__file__).resolve().parents[1] / ".zoo-cache")
+    old = os.environ.get("ALIGNLOC_ZOO")
+    os.environ["ALIGNLOC_ZOO"] = str(root)
+    build(["chat-sft-upper"], size="tiny", log=lambda m: None)
+    yield root
+    if old is None:
+        os.environ.pop("ALIGNLOC_ZOO", None)
+    else:
+        os.environ["ALIGNLOC_ZOO"] = old
+
+
+def test_bfloat16_layer_diff_agrees_with_float32(sft_upper, tmp_path):
     """Stated tolerance: per-layer shift (relative L2) and lens KL rank the layers alike (Spearman >= 0.9)
-    with a relative error <= 5% (rel. L2) and <= 15% (lens KL); the verdict names the same layers."""
+    and differ by at most 2% (shift) and 5% (lens KL) of the largest layer's value; the verdict names
+    the same layers. Measured: 0.01% and 0.15%, Spearman 1.0, layers [2, 3] both."""
     from alignloc import zoo
 
     name = "chat-sft-upper"
@@ -109,9 +128,10 @@ def test_bfloat16_layer_diff_agrees_with_float32(zoo_tiny, tmp_path):
         assert pair.base.provenance()["dtype"] == dtype
         out[dtype] = layer_diff(pair, prompts, tmp_path / dtype, n_boot=50, probes=False, write=False)
     m32, m16 = out["float32"]["measures"], out["bfloat16"]["measures"]
-    for path, tol in ((("shift", "relative_l2"), 0.05), (("lens", "kl"), 0.15)):
+    for path, tol in ((("shift", "relative_l2"), 0.02), (("lens", "kl"), 0.05)):
         a, b = (m[path[0]][path[1]]["mean"] for m in (m32, m16))
         assert _spearman(a, b) >= 0.9, (path, a, b)
         top = max(abs(x) for x in a)
         assert max(abs(x - y) for x, y in zip(a, b, strict=True)) <= tol * top, (path, a, b)
-    assert out["float32"]["verdict"]["behavior"] == out["bfloat16"]["verdict"]["behavior"]
+    layers = out["float32"]["verdict"]["behavior"]["layers"]
+    assert layers and layers == out["bfloat16"]["verdict"]["behavior"]["layers"]
