@@ -133,3 +133,21 @@ def test_resumed_sweep_equals_transformer_lens_patching(pair):
     for layer in range(pair.n_layers):
         assert post["patched"][layer] == pytest.approx(per_layer[layer, :n].tolist(), abs=1e-5), layer
     assert count_hooks(pair.base.model) == 0
+
+
+def test_cells_that_write_the_recipients_own_values_are_the_unpatched_run(arch_pairs):
+    """A tuned side that differs from the base only in its last block: lower cells change nothing."""
+    base, _ = arch_pairs["llama"]
+    pair = load_pair(str(base), str(base))
+    with torch.no_grad():
+        for p in get_module(pair.tuned.model, pair.tuned.family.layers)[-1].parameters():
+            p.add_(0.5 * p.std() * torch.randn_like(p))
+    ps = prompts()
+    for kind, positions in (("mlp_out", "all"), ("attn_out", "last"), ("resid_post", "each")):
+        fast = patch_sweep(pair, ps, kind=kind, positions=positions, window=4)
+        full = patch_sweep(pair, ps, kind=kind, positions=positions, window=4, reuse_prefix=False)
+        rows = [r[-1] for r in fast["recovered"]] if positions == "each" else fast["recovered"]
+        assert all(x == 0.0 for x in rows[:-1]), kind  # exactly the unpatched run below the changed block
+        assert abs(rows[-1]) > 0.05, kind
+        flat = (lambda r: sum(r, [])) if positions == "each" else (lambda r: r)
+        assert flat(fast["patched"]) == pytest.approx(flat(full["patched"]), abs=1e-5), kind

@@ -21,7 +21,9 @@ run (``alignloc.models.resume``): it enters block L with the recorded residual, 
 recorded keys/values of positions before ``p`` (the earliest patched position of the batch) as a
 KV cache, and computes blocks ``L..n-1`` on positions ``p..`` up to the last scored one only. A
 sweep then costs what it changes: a per-layer sweep about half of one full forward per cell, a
-layer x position grid over the last ``w`` of ``T`` tokens about ``w / 4T`` of it. Prompts are
+layer x position grid over the last ``w`` of ``T`` tokens about ``w / 4T`` of it; a cell whose
+donor values equal the recipient's own where it writes (below the first layer a fine-tune
+changed, or before the corrupted token within a model) is the unpatched run and costs nothing. Prompts are
 batched by token length so that ``p`` is the same for most rows. Before the first batch the
 engine checks that resuming the unpatched run gives its logits back; where it does not (an
 architecture whose blocks pass other state between layers), and with ``reuse_prefix=False``,
@@ -131,11 +133,16 @@ def run_cells_resumed(recipient: LoadedModel, ids: torch.Tensor, batch: ScoredBa
 
     A cell patching position ``last + offset`` (per row) computes positions from the batch's
     earliest such position up to the last scored one, from block ``L`` (``L + 1`` for
-    ``resid_post``) on.
+    ``resid_post``) on. A cell whose donor values equal the recipient's own where it writes
+    (``prefix.acts``) is the unpatched run, and is not run again.
     """
     end = scored_end(batch, metric)
+    unpatched = score(prefix.logits, batch, metric, ref_logprobs)
     out = []
     for site, offset in cells:
+        if site in prefix.acts and _same_where_patched(donor_acts[site], prefix.acts[site], batch, offset, end):
+            out.append(unpatched)  # the patch writes what is already there: the run is the unpatched one
+            continue
         start = 0 if offset is None else int((batch.last + offset).min())
         fn = _patch_fn(donor_acts[site], [(0, offset)], batch, start)
         enter, on_entry = _entry(site)
@@ -147,6 +154,17 @@ def run_cells_resumed(recipient: LoadedModel, ids: torch.Tensor, batch: ScoredBa
                                    ctx_lens=[n - start for n in batch.ctx_lens])
         out.append(score(logits, part, metric, None if ref_logprobs is None else ref_logprobs[:, start:end]))
     return torch.stack(out)
+
+
+def _same_where_patched(donor: torch.Tensor, own: torch.Tensor, batch: ScoredBatch, offset: int | None,
+                        end: int) -> bool:
+    """True when the donor's activation equals the recipient's own at every position a cell writes
+    that can reach a scored position (e.g. below the first layer a fine-tune changed)."""
+    if offset is None:
+        real = batch.mask[:, :end].bool()
+        return torch.equal(donor[:, :end][real], own[:, :end][real])
+    rows, at = torch.arange(donor.shape[0]), batch.last + offset
+    return torch.equal(donor[rows, at], own[rows, at])
 
 
 def can_resume(recipient: LoadedModel, ids: torch.Tensor, batch: ScoredBatch, prefix: Prefix) -> bool:
@@ -211,7 +229,7 @@ def _sweep(recipient: LoadedModel, donor: LoadedModel, tokenizer, prompts: list[
         ref = torch.log_softmax(donor_logits.float(), -1) if metric == "kl" else None
         m_don.append(score(donor_logits, clean, metric, ref))
         if reuse_prefix:
-            prefix = record_prefix(recipient.model, recipient.family, rec_ids, clean.mask, entry_layers(sites))
+            prefix = record_prefix(recipient.model, recipient.family, rec_ids, clean.mask, entry_layers(sites), sites)
             if s == 0 and not can_resume(recipient, rec_ids, clean, prefix):
                 log.warning("patching: resuming %s's forward does not reproduce it; running full forwards",
                             recipient.ref)

@@ -56,26 +56,28 @@ class Prefix:
     keys: list[torch.Tensor]  # per layer [b, kv_heads, pos, head_dim]
     values: list[torch.Tensor]
     mask: Int[torch.Tensor, "b pos"]
+    acts: dict[Site, Float[torch.Tensor, "b pos d_model"]]  # other sites recorded on the way
 
 
-def entry_site(layer: int, n_layers: int) -> Site | None:
-    """The site whose value is block ``layer``'s input (None for the final norm's input)."""
+def entry_site(layer: int, n_layers: int) -> Site:
+    """The site whose value is block ``layer``'s input (the last block's output for the final norm's)."""
     return Site(layer, "resid_pre") if layer < n_layers else Site(n_layers - 1, "resid_post")
 
 
 def record_prefix(model: torch.nn.Module, family: Family, ids: Int[torch.Tensor, "b pos"],
-                  mask: Int[torch.Tensor, "b pos"], enter: list[int]) -> Prefix:
-    """One full forward that returns its logits, the inputs of blocks ``enter`` and every layer's K/V."""
+                  mask: Int[torch.Tensor, "b pos"], enter: list[int], also: list[Site] = ()) -> Prefix:
+    """One full forward that returns its logits, the inputs of blocks ``enter``, every layer's K/V
+    and the activations at the sites ``also``."""
     from transformers import DynamicCache
 
     n = model.config.num_hidden_layers
     sites = {k: entry_site(k, n) for k in sorted(set(enter))}
     cache = DynamicCache()  # no config: full (not sliding-window-truncated) K/V in every layer
-    with record(model, family, list(sites.values())) as acts:
+    with record(model, family, sorted({*sites.values(), *also}, key=lambda s: s.order)) as acts:
         logits = model(input_ids=ids, attention_mask=mask, cache=cache, use_cache=True).logits
     keys = [layer.keys for layer in cache.layers]
     values = [layer.values for layer in cache.layers]
-    return Prefix(logits, {k: acts[s] for k, s in sites.items()}, keys, values, mask)
+    return Prefix(logits, {k: acts[s] for k, s in sites.items()}, keys, values, mask, {s: acts[s] for s in also})
 
 
 def _prefix_cache(prefix: Prefix, start: int):
