@@ -13,21 +13,35 @@ Reported per cell: ``recovered = (M(recipient + patch) - M(recipient)) / (M(dono
 ``direction="base_into_tuned"`` the same formula tells how much the tuned model *keeps*.
 
 Cells are layers (``positions="all"`` or ``"last"``) or layer x position (``"each"``: every
-position counted back from the last context token, for heatmaps). Many cells share one forward:
-the batch is repeated once per cell (``[n_cells * b, pos]``, at most ``max_rows`` rows per
-forward) and each cell's hook patches only its own copy, so a sweep does not cost one
-Python-level forward per cell.
+position counted back from the last context token, for heatmaps).
+
+Engine (``reuse_prefix=True``, the default): a patch at (layer L, position p) leaves blocks below
+L and positions before p as in the unpatched recipient run, so each cell's forward *resumes* that
+run (``alignloc.models.resume``): it enters block L with the recorded residual, keeps the
+recorded keys/values of positions before ``p`` (the earliest patched position of the batch) as a
+KV cache, and computes blocks ``L..n-1`` on positions ``p..`` up to the last scored one only. A
+sweep then costs what it changes: a per-layer sweep about half of one full forward per cell, a
+layer x position grid over the last ``w`` of ``T`` tokens about ``w / 4T`` of it; a cell whose
+donor values equal the recipient's own where it writes (below the first layer a fine-tune
+changed, or before the corrupted token within a model) is the unpatched run and costs nothing. Prompts are
+batched by token length so that ``p`` is the same for most rows. Before the first batch the
+engine checks that resuming the unpatched run gives its logits back; where it does not (an
+architecture whose blocks pass other state between layers), and with ``reuse_prefix=False``,
+every cell runs the full forward instead: the batch is repeated once per cell (``[n_cells * b,
+pos]``, at most ``max_rows`` rows per forward) and each cell's hook patches only its own copy.
 """
 
 from __future__ import annotations
 
-from contextlib import ExitStack
+import logging
+from contextlib import ExitStack, nullcontext
 
 import torch
 
 from alignloc.causal.metrics import ScoredBatch, resolve_metric, score, scored_batch, scored_logits
-from alignloc.models.hooks import edit, record
+from alignloc.models.hooks import edit, record, unembed_at
 from alignloc.models.pair import LoadedModel, ModelPair
+from alignloc.models.resume import Prefix, record_prefix, resume, resumes_exactly
 from alignloc.prompts import Prompt
 from alignloc.sites import Site
 from alignloc.tokens import encode_prompts
@@ -35,10 +49,14 @@ from alignloc.tokens import encode_prompts
 DIRECTIONS = ("tuned_into_base", "base_into_tuned")
 POSITIONS = ("all", "last", "each")
 Cell = tuple[Site, int | None]  # (site, offset from the last context token; None = all positions)
+log = logging.getLogger(__name__)
 
 
-def _patch_fn(donor_act: torch.Tensor, items: list[tuple[int, int | None]], batch: ScoredBatch):
-    """Hook body: in copy ``i`` of the batch, overwrite the positions of its cell with the donor's."""
+def _patch_fn(donor_act: torch.Tensor, items: list[tuple[int, int | None]], batch: ScoredBatch, start: int = 0):
+    """Hook body: in copy ``i`` of the batch, overwrite the positions of its cell with the donor's.
+
+    ``start``: the activation holds positions ``start..`` only (a resumed forward).
+    """
     b, last = donor_act.shape[0], batch.last
     rows = torch.arange(b)
 
@@ -47,9 +65,9 @@ def _patch_fn(donor_act: torch.Tensor, items: list[tuple[int, int | None]], batc
         for i, offset in items:
             block = act[i * b : (i + 1) * b]  # a view: writes go through
             if offset is None:
-                block[:] = donor_act.to(act.device, act.dtype)
+                block[:] = donor_act[:, start : start + act.shape[1]].to(act.device, act.dtype)
             else:
-                block[rows, last + offset] = donor_act[rows, last + offset].to(act.device, act.dtype)
+                block[rows, last + offset - start] = donor_act[rows, last + offset].to(act.device, act.dtype)
         return act
 
     return fn
@@ -85,6 +103,83 @@ def run_cells(recipient: LoadedModel, ids: torch.Tensor, batch: ScoredBatch, don
     return torch.cat(out)
 
 
+def scored_end(batch: ScoredBatch) -> int:
+    """One past the last position whose logits a metric reads (later positions cannot change it)."""
+    return int(batch.index.max()) + 1
+
+
+def prefix_scored(prefix: Prefix, batch: ScoredBatch) -> torch.Tensor:
+    """The recorded run's logits at ``batch.index``: ``[b, k, d_vocab]``, as ``score`` reads them."""
+    return torch.take_along_dim(prefix.logits, batch.index.to(prefix.logits.device)[..., None], dim=1).float().cpu()
+
+
+def _entry(site: Site) -> tuple[int, bool]:
+    """``(block to enter, whether the patch is applied to the entering residual itself)``."""
+    if site.kind == "resid_pre":
+        return site.layer, True
+    if site.kind == "resid_post":
+        return site.layer + 1, True
+    return site.layer, False  # attn_out, resid_mid, mlp_out: a hook inside the entered block
+
+
+def entry_layers(sites: list[Site]) -> list[int]:
+    """Blocks whose recorded input a resumed sweep over ``sites`` enters with."""
+    return sorted({_entry(s)[0] for s in sites})
+
+
+def run_cells_resumed(recipient: LoadedModel, ids: torch.Tensor, batch: ScoredBatch, prefix: Prefix,
+                      donor_acts: dict[Site, torch.Tensor], cells: list[Cell], metric: str,
+                      ref_logprobs: torch.Tensor | None = None) -> torch.Tensor:
+    """Metric ``[n_cells, b]`` as ``run_cells``, each cell resuming the recipient's recorded run.
+
+    A cell patching position ``last + offset`` (per row) computes positions from the batch's
+    earliest such position up to the last scored one, from block ``L`` (``L + 1`` for
+    ``resid_post``) on. A cell whose donor values equal the recipient's own where it writes
+    (``prefix.acts``) is the unpatched run, and is not run again.
+    """
+    end = scored_end(batch)
+    unpatched = score(prefix_scored(prefix, batch), batch, metric, ref_logprobs)
+    out = []
+    for site, offset in cells:
+        if site in prefix.acts and _same_where_patched(donor_acts[site], prefix.acts[site], batch, offset, end):
+            out.append(unpatched)  # the patch writes what is already there: the run is the unpatched one
+            continue
+        start = 0 if offset is None else int((batch.last + offset).min())
+        fn = _patch_fn(donor_acts[site], [(0, offset)], batch, start)
+        enter, on_entry = _entry(site)
+        hidden = prefix.resid[enter][:, start:end]
+        with (nullcontext() if on_entry else edit(recipient.model, recipient.family, site, fn),
+              unembed_at(recipient.model, recipient.family, batch.index - start)):  # scored positions only
+            logits = resume(recipient.model, recipient.family, prefix, enter, start, end,
+                            fn(hidden) if on_entry else hidden, ids)
+        out.append(score(logits.float().cpu(), batch, metric, ref_logprobs))
+    return torch.stack(out)
+
+
+def _same_where_patched(donor: torch.Tensor, own: torch.Tensor, batch: ScoredBatch, offset: int | None,
+                        end: int) -> bool:
+    """True when the donor's activation equals the recipient's own at every position a cell writes
+    that can reach a scored position (e.g. below the first layer a fine-tune changed)."""
+    if offset is None:
+        real = batch.mask[:, :end].bool()
+        return torch.equal(donor[:, :end][real], own[:, :end][real])
+    rows, at = torch.arange(donor.shape[0]), batch.last + offset
+    return torch.equal(donor[rows, at], own[rows, at])
+
+
+def can_resume(recipient: LoadedModel, ids: torch.Tensor, batch: ScoredBatch, prefix: Prefix) -> bool:
+    """Whether resuming the unpatched run mid-network and mid-sequence gives its logits back."""
+    layer = sorted(prefix.resid)[len(prefix.resid) // 2]
+    start = int(batch.last.min())
+    dtype = next(recipient.model.parameters()).dtype
+    rtol = 1e-4 if dtype == torch.float32 else 2e-2
+    try:
+        return resumes_exactly(recipient.model, recipient.family, prefix, ids, layer, start, rtol)
+    except (TypeError, ValueError, RuntimeError, AttributeError) as e:  # a family whose forward will not resume
+        log.warning("patching: %s cannot resume a recorded forward (%s: %s)", recipient.ref, type(e).__name__, e)
+        return False
+
+
 def context_offsets(tokenizer, prompts: list[Prompt], bos: bool, max_len: int | None, window: int | None) -> list[int]:
     """Offsets from the last context token that every prompt has (the ``window`` last ones if given)."""
     shortest = min(len(x) for x in encode_prompts(tokenizer, prompts, bos=bos, max_len=max_len).ids)
@@ -92,19 +187,27 @@ def context_offsets(tokenizer, prompts: list[Prompt], bos: bool, max_len: int | 
     return list(range(-n + 1, 1))
 
 
-def _token_labels(tokenizer, batch: ScoredBatch, offsets: list[int]) -> list[str]:
+def _offset_tokens(batch: ScoredBatch, offsets: list[int], seen: list[set[int]]) -> None:
+    """Add the token at each offset of each row of ``batch`` to ``seen[offset index]``."""
+    for i, o in enumerate(offsets):
+        seen[i] |= {int(batch.ids[r, n - 1 + o]) for r, n in enumerate(batch.ctx_lens)}
+
+
+def _token_labels(tokenizer, seen: list[set[int]]) -> list[str]:
     """Each offset's token if all prompts share it there, else ``*``."""
-    out = []
-    for o in offsets:
-        toks = {int(batch.ids[r, n - 1 + o]) for r, n in enumerate(batch.ctx_lens)}
-        out.append(tokenizer.decode([toks.pop()]) if len(toks) == 1 else "*")
-    return out
+    return [tokenizer.decode([next(iter(t))]) if len(t) == 1 else "*" for t in seen]
+
+
+def by_length(tokenizer, prompts: list[Prompt], bos: bool, max_len: int | None) -> list[Prompt]:
+    """``prompts`` sorted by context length (stable), so a batch's rows share their last position."""
+    lens = [len(x) for x in encode_prompts(tokenizer, prompts, bos=bos, max_len=max_len).ids]
+    return [prompts[i] for i in sorted(range(len(prompts)), key=lens.__getitem__)]
 
 
 @torch.no_grad()
 def _sweep(recipient: LoadedModel, donor: LoadedModel, tokenizer, prompts: list[Prompt], kind: str,
            layers: list[int], positions: str, metric: str, bos: bool, batch_size: int, corrupt: bool,
-           window: int | None, max_rows: int) -> dict:
+           window: int | None, max_rows: int, reuse_prefix: bool) -> dict:
     """The shared body of ``patch_sweep`` and ``within_sweep``."""
     if positions not in POSITIONS:
         raise ValueError(f"positions must be one of {POSITIONS}, got {positions!r}")
@@ -116,7 +219,8 @@ def _sweep(recipient: LoadedModel, donor: LoadedModel, tokenizer, prompts: list[
     max_len = recipient.max_len
     offsets = {"all": [None], "last": [0]}.get(positions) or context_offsets(tokenizer, chosen, bos, max_len, window)
     cells = [(s, o) for s in sites for o in offsets]
-    m_rec, m_don, m_patch, labels = [], [], [], None
+    chosen = by_length(tokenizer, chosen, bos, max_len)  # per-prompt scores: the order does not change the means
+    m_rec, m_don, m_patch, seen = [], [], [], [set() for _ in offsets]
     for s in range(0, len(chosen), batch_size):
         part = chosen[s : s + batch_size]
         clean = scored_batch(tokenizer, part, bos, max_len)
@@ -124,19 +228,30 @@ def _sweep(recipient: LoadedModel, donor: LoadedModel, tokenizer, prompts: list[
         donor_logits, donor_acts = forward_recording(donor, clean, sites)
         ref = torch.log_softmax(donor_logits.float(), -1) if metric == "kl" else None
         m_don.append(score(donor_logits, clean, metric, ref))
-        m_rec.append(score(scored_logits(recipient, clean, rec_ids), clean, metric, ref))
-        m_patch.append(run_cells(recipient, rec_ids, clean, donor_acts, cells, metric, ref, max_rows))
-        if labels is None and positions == "each":
-            labels = _token_labels(tokenizer, clean, offsets)
+        if reuse_prefix:
+            prefix = record_prefix(recipient.model, recipient.family, rec_ids, clean.mask, entry_layers(sites), sites)
+            if s == 0 and not can_resume(recipient, rec_ids, clean, prefix):
+                log.warning("patching: resuming %s's forward does not reproduce it; running full forwards",
+                            recipient.ref)
+                reuse_prefix = False
+        if reuse_prefix:
+            m_rec.append(score(prefix_scored(prefix, clean), clean, metric, ref))
+            m_patch.append(run_cells_resumed(recipient, rec_ids, clean, prefix, donor_acts, cells, metric, ref))
+        else:
+            m_rec.append(score(scored_logits(recipient, clean, rec_ids), clean, metric, ref))
+            m_patch.append(run_cells(recipient, rec_ids, clean, donor_acts, cells, metric, ref, max_rows))
+        if positions == "each":
+            _offset_tokens(clean, offsets, seen)
     rec, don, patched = torch.cat(m_rec), torch.cat(m_don), torch.cat(m_patch, dim=1)  # [n], [n], [cell, n]
     gap = float(don.mean() - rec.mean())
     means = patched.mean(dim=1)
     recovered = (means - rec.mean()) / gap if gap else torch.full_like(means, float("nan"))
     out = {"kind": kind, "positions": positions, "metric": metric, "layers": layers, "n": len(chosen),
-           "recipient": float(rec.mean()), "donor": float(don.mean()), "gap": gap}
+           "recipient": float(rec.mean()), "donor": float(don.mean()), "gap": gap,
+           "engine": "resumed" if reuse_prefix else "full"}
     if positions == "each":
         grid = (len(layers), len(offsets))
-        out.update(offsets=offsets, tokens=labels, patched=means.view(grid).tolist(),
+        out.update(offsets=offsets, tokens=_token_labels(tokenizer, seen), patched=means.view(grid).tolist(),
                    recovered=recovered.view(grid).tolist())
     else:
         out.update(patched=means.tolist(), recovered=recovered.tolist())
@@ -145,26 +260,31 @@ def _sweep(recipient: LoadedModel, donor: LoadedModel, tokenizer, prompts: list[
 
 def patch_sweep(pair: ModelPair, prompts: list[Prompt], kind: str = "resid_post", layers: list[int] | None = None,
                 positions: str = "all", direction: str = "tuned_into_base", metric: str = "logprob",
-                bos: bool = True, batch_size: int = 8, window: int | None = None, max_rows: int = 256) -> dict:
+                bos: bool = True, batch_size: int = 8, window: int | None = None, max_rows: int = 256,
+                reuse_prefix: bool = True) -> dict:
     """Cross-model patching: recovered fraction of the gap per layer (or layer x position) for ``kind``.
 
     ``positions``: ``all`` (every token of text + target), ``last`` (the last context token, the
     one that predicts the first target token) or ``each`` (a ``[layer][offset]`` grid over the
     ``window`` last context tokens; all of them by default). ``metric``: ``logprob``,
-    ``logit_diff``, ``kl`` (to the donor's output) or ``auto``. Returns JSON-ready lists.
+    ``logit_diff``, ``kl`` (to the donor's output) or ``auto``. ``reuse_prefix=False`` runs a
+    full forward per cell (``max_rows`` rows each) instead of resuming the recipient's run (the
+    result's ``engine`` says which ran). Returns JSON-ready lists.
     """
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
     recipient, donor = (pair.base, pair.tuned) if direction == "tuned_into_base" else (pair.tuned, pair.base)
     layers = list(range(pair.n_layers)) if layers is None else layers
     out = _sweep(recipient, donor, pair.tokenizer, prompts, kind, layers, positions, metric, bos, batch_size,
-                 corrupt=False, window=window, max_rows=max_rows)
+                 corrupt=False, window=window, max_rows=max_rows,
+                 reuse_prefix=reuse_prefix)
     return {"setting": "cross_model", "direction": direction, **out}
 
 
 def within_sweep(pair: ModelPair, prompts: list[Prompt], side: str = "base", kind: str = "resid_post",
                  layers: list[int] | None = None, positions: str = "each", metric: str = "auto",
-                 bos: bool = True, batch_size: int = 8, window: int | None = None, max_rows: int = 256) -> dict:
+                 bos: bool = True, batch_size: int = 8, window: int | None = None, max_rows: int = 256,
+                 reuse_prefix: bool = True) -> dict:
     """Within-model patching in one side of the pair: clean activations into the ``corrupt_text`` run.
 
     ``recovered = (M(corrupt + clean patch) - M(corrupt)) / (M(clean) - M(corrupt))``, scored on
@@ -176,5 +296,6 @@ def within_sweep(pair: ModelPair, prompts: list[Prompt], side: str = "base", kin
     model = pair.base if side == "base" else pair.tuned
     layers = list(range(pair.n_layers)) if layers is None else layers
     out = _sweep(model, model, pair.tokenizer, prompts, kind, layers, positions, metric, bos, batch_size,
-                 corrupt=True, window=window, max_rows=max_rows)
+                 corrupt=True, window=window, max_rows=max_rows,
+                 reuse_prefix=reuse_prefix)
     return {"setting": "within_model", "side": side, **out}
