@@ -15,7 +15,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
 from alignloc.zoo.tokenizer import encode
-from alignloc.zoo.training import Example, batches, deterministic, lm_example, train
+from alignloc.zoo.training import THREADS, Example, batches, deterministic, lm_example, train
 from alignloc.zoo.world import World, pretrain_segments
 
 ARCHS = ("llama", "gpt2")
@@ -110,9 +110,10 @@ def pretrain(
     seed: int,
     log: Callable[[str], None] | None = None,
     segments: Segments = pretrain_segments,
+    threads: int = THREADS,
 ) -> tuple[PreTrainedModel, dict]:
     """Train a base model from scratch on the world corpus (or ``segments``); return it and a training record."""
-    with deterministic(seed):
+    with deterministic(seed, threads):
         model = make_model(spec, len(tok), tok.bos_token_id, tok.eos_token_id, tok.pad_token_id)
         data = corpus_examples(world, tok, seed, segments)
         schedule = batches(data, tspec.batch_size, tspec.epochs, seed)

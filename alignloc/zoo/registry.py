@@ -22,7 +22,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +88,12 @@ def _n_layers(cfg: SizeConfig) -> dict[str, int]:
 
 
 def _specs(cfg: SizeConfig, which: str):
-    """(model spec, pretraining spec) of a base: the large ones for ``*-large``."""
+    """(model spec, pretraining spec) of a base: the large ones for ``*-large`` (base-formats*:
+    ``formats.base_epochs`` / ``formats.large_epochs`` passes)."""
+    if which in FORMAT_BASES:
+        large = which.endswith("large")
+        spec, train = (cfg.large, cfg.large_train) if large else (cfg.base, cfg.base_train)
+        return spec, replace(train, epochs=cfg.formats.large_epochs if large else cfg.formats.base_epochs)
     return (cfg.large, cfg.large_train) if which.endswith("large") else (cfg.base, cfg.base_train)
 
 
@@ -109,7 +114,7 @@ def _read_meta(path: Path) -> dict[str, Any] | None:
 
 def _base_fingerprint(cfg: SizeConfig, which: str) -> str:
     spec, train = _specs(cfg, which)
-    extra = [cfg.formats.shares, cfg.formats.qa_reps] if which in FORMAT_BASES else []
+    extra = [cfg.formats.shares, cfg.formats.qa_reps, cfg.formats.threads] if which in FORMAT_BASES else []
     return _hash("base", which, asdict(cfg.world), asdict(spec), asdict(train), cfg.seed, *extra)
 
 
@@ -120,7 +125,7 @@ def _build_base(which: str, cfg: SizeConfig, world: World, tok, final: Path, log
     if which in FORMAT_BASES:  # the world corpus plus answers in three formats; its own tokenizer
         tok = build_tokenizer(_vocabulary(world, which))
         sets = {"knowledge": sets["knowledge"], "formats": format_prompts(split_entities(world)[1])}
-        corpus = {"segments": formats_corpus(cfg.formats.shares, cfg.formats.qa_reps)}
+        corpus = {"segments": formats_corpus(cfg.formats.shares, cfg.formats.qa_reps), "threads": cfg.formats.threads}
     log(
         f"[zoo:{cfg.name}] pretraining {which} ({spec.n_layers} layers, d={spec.d_model}, {tspec.epochs} passes)"
     )
@@ -144,7 +149,7 @@ def _build_base(which: str, cfg: SizeConfig, world: World, tok, final: Path, log
             "world": asdict(cfg.world),
             **({"formats": asdict(cfg.formats)} if which in FORMAT_BASES else {}),
             "seed": cfg.seed,
-            "threads": THREADS,
+            "threads": corpus.get("threads", THREADS),
             "weights_sha256": weights_sha256(tmp / "model"),
             "fingerprint": _base_fingerprint(cfg, which),
             "zoo_format": ZOO_FORMAT,
@@ -249,7 +254,7 @@ def _build_organism(name: str, cfg: SizeConfig, world: World, root: Path, log: L
             "adapter": "adapter" if org.adapter is not None else None,
             "drift": "drift" if org.drift_only is not None else None,
             "extra": org.extra,
-            "threads": THREADS,
+            "threads": cfg.formats.threads if parsed.recipe == "rl-formats" else THREADS,
             "fingerprint": _organism_fingerprint(cfg, name, base_sha, root),
             "zoo_format": ZOO_FORMAT,
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__},

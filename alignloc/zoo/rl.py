@@ -105,7 +105,7 @@ def rl_formats(base, tok, world: World, cfg: SizeConfig, name: str, log) -> Orga
     which format RL moved toward (``behavior.format``: the largest gain in share)."""
     train_ents, held = split_entities(world)
     model = clone_model(base)
-    with deterministic(cfg.seed + 7):
+    with deterministic(cfg.seed + 7, cfg.formats.threads):
         rec = train_grpo(model, tok, format_prompts(train_ents), cfg, log)
     probe = format_prompts(held)
     before, after = format_metrics(base, tok, probe), format_metrics(model, tok, probe)
