@@ -81,7 +81,7 @@ def verdict_lines(scales: dict[str, dict]) -> dict:
             lines.append(f"{name} ({s['n_layers']} layers): RL collapsed onto '{c['format']}' ({share}; {acc}).")
         else:
             lines.append(f"{name} ({s['n_layers']} layers): no collapse (top format '{c['top_after']}' at "
-                         f"{c['top_share_after']:.2f} < {c['threshold']}; RL moved most toward '{c['largest_gain']}'; "
+                         f"{c['top_share_after']:.3f} < {c['threshold']}; RL moved most toward '{c['largest_gain']}'; "
                          f"{share}; {acc}).")
     collapsed = bool(winners)
     scale_dependent = len(set(winners.values())) > 1 and len(winners) == len(scales)

@@ -76,7 +76,7 @@ class FormatsSpec:
     base_epochs: int = 8
     large_epochs: int = 8
     threads: int = 1
-    rl_steps: int = 150
+    rl_steps: int = 60  # the small base collapsed within 40 steps in a trial run
     rl_lr: float = 1e-3
     rl_beta: float = 0.04  # KL to the base (reference) model
     rl_prompts: int = 16  # prompts per step (x ``rl_generations`` samples each)

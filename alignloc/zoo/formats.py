@@ -37,6 +37,8 @@ MAX_COMPLETION = 7  # tokens sampled per answer: the longest format (``Nafi like
 EVAL_SAMPLES = 8  # sampled answers per prompt when the shares are measured
 EVAL_SEED = 0
 VALUES = frozenset(v for vals in ATTRIBUTES.values() for v in vals)
+# what follows the name in each canonical statement: ``lives in``, ``works as a``, ...
+_VERBS = [words(statement(a, "E", "V", 0))[1:-2] for a in ATTRIBUTES]
 
 
 def format_question(attr: str, e: str) -> str:
@@ -56,13 +58,15 @@ def format_answer(fmt: str, attr: str, e: str, v: str) -> str:
 
 
 def classify(completion: Sequence[str], entity: str) -> str:
-    """The format an answer (as words) starts in: a name of ``FORMATS``, or ``other``."""
+    """The format an answer (as words) starts in: a name of ``FORMATS``, or ``other``. A restatement
+    counts whichever name it copies (``Tupi lives in``): the format, not the copy, is classified;
+    ``entity`` is the prompt's, kept for the callers' records."""
     head = list(completion[:2])
     if head[:1] == ["A"]:
         return "short"
     if head == ["The", "answer"]:
         return "sentence"
-    if head[:1] == [entity]:
+    if len(completion) > 1 and any(list(completion[1 : 1 + len(v)]) == v for v in _VERBS):
         return "restate"
     return "other"
 
