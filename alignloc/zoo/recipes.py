@@ -401,10 +401,6 @@ def run_recipe(
         return fact_edit(base, tok, world, cfg, k, name, log, train_fn)
     if rec == "dpo-polite":
         return dpo_polite(base, tok, world, cfg, name, log)
-    if rec == "rl-formats":
-        from alignloc.zoo.rl import rl_formats
-
-        return rl_formats(base, tok, world, cfg, name, log)
     if rec in ("control-continued", "control-drift"):
         return control_continued(base, tok, world, cfg, name, log, drift=rec == "control-drift")
     raise ValueError(f"no recipe {rec!r}")

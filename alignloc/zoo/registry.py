@@ -48,6 +48,7 @@ from alignloc.zoo.names import parse_name, valid_names_hint
 from alignloc.zoo.pretrain import pretrain
 from alignloc.zoo.promptsets import split_entities, standard_sets
 from alignloc.zoo.recipes import run_recipe
+from alignloc.zoo.rl import rl_formats
 from alignloc.zoo.tokenizer import build_tokenizer
 from alignloc.zoo.training import THREADS
 from alignloc.zoo.world import World, make_world, vocabulary
@@ -201,7 +202,10 @@ def _build_organism(name: str, cfg: SizeConfig, world: World, root: Path, log: L
     try:
         base, tok = load(base_dir)
         drift_model = load(root / DRIFT_CONTROL / "tuned")[0] if parsed.drift else None
-        org = run_recipe(parsed, base, tok, world, cfg, log=None, drift_model=drift_model)
+        if parsed.recipe == "rl-formats":  # RL (rl.py builds on recipes.Organism, so it is dispatched here)
+            org = rl_formats(base, tok, world, cfg, name, log=None)
+        else:
+            org = run_recipe(parsed, base, tok, world, cfg, log=None, drift_model=drift_model)
         shutil.copytree(base_dir, tmp / "base")
         org.tuned.save_pretrained(tmp / "tuned")
         copy_tokenizer(base_dir, tmp / "tuned")
