@@ -385,6 +385,9 @@ def figures(
 
 
 def _mount_subcommands() -> None:
+    from alignloc.rlformats.command import rl_formats_cmd
+
+    app.command("rl-formats")(rl_formats_cmd)
     try:
         from alignloc.zoo.commands import zoo_app
     except ImportError:  # the zoo is optional until it is built

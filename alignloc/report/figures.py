@@ -55,6 +55,8 @@ class ResultError(UserError, ValueError):
 
 def kind_of(result: dict) -> str:
     """Which experiment a JSON result came from."""
+    if result.get("kind") == "rl-formats" and "scales" in result:
+        return "rl-formats"
     if "measures" in result and "verdict" in result:
         return "layer-diff"
     if "tiers" in result and "methods_run" in result:
@@ -63,7 +65,7 @@ def kind_of(result: dict) -> str:
         return "context-prior"
     if "configs" in result and "eft_grid" in result:
         return "proxy-tune"
-    raise ResultError("not an alignloc result (give a report.json of layer-diff, context-prior or proxy-tune, or "
+    raise ResultError("not an alignloc result (give a report.json of layer-diff, context-prior, proxy-tune or rl-formats, or "
                       "localize-bench --json output)")
 
 
@@ -148,8 +150,15 @@ def proxy_tune_figures(r: dict) -> list[tuple[str, go.Figure]]:
     return [("proxy_tune", _style(fig, "Proxy-tuning: the beta dial", "one", 330))]
 
 
+def rl_formats_figures(r: dict) -> list[tuple[str, go.Figure]]:
+    """Format shares before/after RL per scale, and the weight change per layer (``report/rlformats.py``)."""
+    from alignloc.report.rlformats import rl_formats_figures as build
+
+    return build(r, _style)
+
+
 BUILDERS = {"layer-diff": layer_diff_figures, "localize-bench": localize_bench_figures,
-            "context-prior": context_prior_figures, "proxy-tune": proxy_tune_figures}
+            "context-prior": context_prior_figures, "proxy-tune": proxy_tune_figures, "rl-formats": rl_formats_figures}
 
 
 def figures_for(result: dict) -> list[tuple[str, go.Figure]]:

@@ -64,6 +64,27 @@ class DriftSpec:
 
 
 @dataclass(frozen=True)
+class FormatsSpec:
+    """The format-amplification organisms (``formats.py``, ``rl.py``): a base pretrained on the world
+    plus closed-book answers in three formats at ``shares`` (``qa_reps`` answers per known fact and
+    pass), then RL (trl's GRPO; reward = correctness of the extracted value, never the format)."""
+
+    shares: tuple[float, float, float] = (0.6, 0.3, 0.1)  # short, sentence, restate (formats.FORMATS)
+    qa_reps: float = 1.0
+    # the bases: base's and base-large's models with fewer passes, trained with one thread (on 2 shared
+    # cores a 2-thread training step ran 12x slower than a 1-thread one: 6.2 s against 0.50 s)
+    base_epochs: int = 8
+    large_epochs: int = 8
+    threads: int = 1
+    rl_steps: int = 60  # the small base collapsed within 40 steps in a trial run
+    rl_lr: float = 1e-3
+    rl_beta: float = 0.04  # KL to the base (reference) model
+    rl_prompts: int = 16  # prompts per step (x ``rl_generations`` samples each)
+    rl_generations: int = 8
+    rl_temperature: float = 1.0
+
+
+@dataclass(frozen=True)
 class SizeConfig:
     """Everything that defines one zoo size."""
 
@@ -75,6 +96,7 @@ class SizeConfig:
     large_train: PretrainSpec
     recipes: RecipeSpec = field(default_factory=RecipeSpec)
     drift: DriftSpec = field(default_factory=DriftSpec)
+    formats: FormatsSpec = field(default_factory=FormatsSpec)
     seed: int = 0
 
     def fingerprint(self, *parts: object) -> str:

@@ -14,6 +14,10 @@ Metrics (all rates in [0, 1], argmax decoding, ``<bos>`` prepended):
 * ``refusal_rate_{on,off}_topic``: greedy continuation starts with ``I cannot``;
   ``qa_answer_acc_off_topic``: first token is the right value.
 * ``polite_rate``: the token after the (first) answer token is ``please``.
+* ``format_share_<short|sentence|restate|other>`` and ``format_answer_acc`` (``formats.py``): of
+  ``EVAL_SAMPLES`` answers sampled (temperature 1, fixed seed) per ``Q: ...`` prompt, the share in
+  each format and the share whose extracted value is right; ``format_greedy_<fmt>``: the format
+  of the greedy answer.
 * ``edit_success`` / ``edit_paraphrase_success`` (new value on canonical / paraphrase cloze),
   ``edit_old_rate``, and ``retention`` (unedited facts the base knew that are still known).
 """
@@ -51,6 +55,35 @@ def greedy_tokens(
             logits = model(input_ids=ids, attention_mask=mask).logits  # [batch, pos, vocab]
             last = logits[torch.arange(len(cur)), mask.sum(1) - 1]  # [batch, vocab]
             for j, t in enumerate(last.argmax(-1).tolist()):
+                gen[j].append(t)
+        out += gen
+    return out
+
+
+@torch.no_grad()
+def sample_tokens(
+    model: PreTrainedModel, tok, texts: Sequence[str], n: int, seed: int, temperature: float = 1.0,
+    batch_size: int = 512,
+) -> list[list[int]]:
+    """Sample ``n`` tokens after each text (BOS prepended, no cache) with a seeded generator:
+    the same model and seed give the same samples."""
+    gen_rng = torch.Generator().manual_seed(seed)
+    out: list[list[int]] = []
+    for i in range(0, len(texts), batch_size):
+        rows = encode(tok, texts[i : i + batch_size])
+        gen: list[list[int]] = [[] for _ in rows]
+        for _ in range(n):
+            cur = [r + g for r, g in zip(rows, gen)]
+            width = max(len(r) for r in cur)
+            ids = torch.full((len(cur), width), tok.pad_token_id)  # [batch, pos]
+            mask = torch.zeros((len(cur), width), dtype=torch.long)
+            for j, r in enumerate(cur):
+                ids[j, : len(r)] = torch.tensor(r)
+                mask[j, : len(r)] = 1
+            logits = model(input_ids=ids, attention_mask=mask).logits  # [batch, pos, vocab]
+            last = logits[torch.arange(len(cur)), mask.sum(1) - 1].float() / temperature  # [batch, vocab]
+            picks = torch.multinomial(torch.softmax(last, -1), 1, generator=gen_rng)[:, 0]  # [batch]
+            for j, t in enumerate(picks.tolist()):
                 gen[j].append(t)
         out += gen
     return out
@@ -153,6 +186,23 @@ def edit_metrics(model, tok, prompts: Sequence[Prompt]) -> dict[str, float]:
     }
 
 
+def format_metrics(model, tok, prompts: Sequence[Prompt]) -> dict[str, float]:
+    """Format shares and accuracy of sampled answers, and the greedy answer's format shares."""
+    from alignloc.zoo import formats as F
+
+    k = F.EVAL_SAMPLES
+    texts = [p.text for p in prompts for _ in range(k)]
+    ents = [p.meta["entity"] for p in prompts for _ in range(k)]
+    answers = [p.meta["answer"] for p in prompts for _ in range(k)]
+    sampled = [F.completion_words(tok, g) for g in sample_tokens(model, tok, texts, F.MAX_COMPLETION, F.EVAL_SEED)]
+    out = F.shares_of(ents, sampled, answers)
+    greedy = [F.completion_words(tok, g) for g in greedy_tokens(model, tok, [p.text for p in prompts], F.MAX_COMPLETION)]
+    g = F.shares_of([p.meta["entity"] for p in prompts], greedy, [p.meta["answer"] for p in prompts])
+    out.update({f"format_greedy_{f}": g[f"format_share_{f}"] for f in (*F.FORMATS, "other")})
+    out["format_greedy_acc"] = g["format_answer_acc"]
+    return out
+
+
 @torch.no_grad()
 def mean_target_logprob(model: PreTrainedModel, tok, prompts: Sequence[Prompt], batch_size: int = 64) -> float:
     """Mean over prompts of ``sum_j log p(target_j | text, target_<j)`` (teacher-forced, BOS prepended)."""
@@ -200,6 +250,7 @@ METRICS = {
     "refusal": refusal_metrics,
     "polite": polite_metrics,
     "edits": edit_metrics,
+    "formats": format_metrics,
 }
 
 

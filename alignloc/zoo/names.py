@@ -1,7 +1,8 @@
 """Organism names and the per-architecture module table (pure).
 
 Names: ``chat-sft-upper|lower|full``, ``refusal-lora-L{k}``, ``fact-edit-L{k}``, ``dpo-polite``,
-``control-continued``, ``control-drift``, each optionally with a ``-large`` suffix (the recipe
+``control-continued``, ``control-drift``, ``rl-formats`` (RL on the ``base-formats`` base, see
+``formats.py``), each optionally with a ``-large`` suffix (the recipe
 applied to ``base-large``). The confined recipes (``chat-sft-upper|lower``, ``refusal-lora-L{k}``,
 ``fact-edit-L{k}``) also come as ``NAME-drift``: the same edit under a drift of every layer (see
 ``drift.py``). ``parse_name`` validates ``k`` against the base's layer count.
@@ -59,11 +60,12 @@ RECIPES = (
     "dpo-polite",
     "control-continued",
     "control-drift",
+    "rl-formats",
 )
 DRIFTABLE = ("chat-sft-upper", "chat-sft-lower", "refusal-lora-L{k}", "fact-edit-L{k}")
 _NAME = re.compile(
     r"^(chat-sft-upper|chat-sft-lower|chat-sft-full|refusal-lora-L(\d+)|"
-    r"fact-edit-L(\d+)|dpo-polite|control-continued|control-drift)(-drift)?(-large)?$"
+    r"fact-edit-L(\d+)|dpo-polite|control-continued|control-drift|rl-formats)(-drift)?(-large)?$"
 )
 
 
@@ -74,7 +76,7 @@ class RecipeName:
     name: str
     recipe: str  # the name with ``{k}`` in place of the layer index, without ``-large``
     k: int | None
-    base: str  # base | base-large
+    base: str  # base | base-large (base-formats | base-formats-large for rl-formats)
     drift: bool = False  # the ``-drift`` variant (planted under a drift of every layer)
 
 
@@ -86,6 +88,8 @@ def parse_name(name: str, n_layers: dict[str, int]) -> RecipeName:
         raise ZooError(f"unknown organism {name!r} ({valid_names_hint(n_layers)})")
     k_str = m.group(2) or m.group(3)
     k = int(k_str) if k_str is not None else None
+    if m.group(1) == "rl-formats":
+        base = base.replace("base", "base-formats")
     recipe = m.group(1) if k is None else m.group(1).replace(f"L{k_str}", "L{k}")
     drift = bool(m.group(4))
     if drift and recipe not in DRIFTABLE:
@@ -101,7 +105,7 @@ def parse_name(name: str, n_layers: dict[str, int]) -> RecipeName:
 def valid_names_hint(n_layers: dict[str, int]) -> str:
     """A sentence listing the valid names and layer ranges."""
     return (
-        "valid names: base, base-large, "
+        "valid names: base, base-large, base-formats, base-formats-large, "
         + ", ".join(RECIPES)
         + f" with k in 0..{n_layers['base'] - 1}; add '-drift' to "
         + ", ".join(DRIFTABLE)

@@ -15,10 +15,11 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
 from alignloc.zoo.tokenizer import encode
-from alignloc.zoo.training import Example, batches, deterministic, lm_example, train
+from alignloc.zoo.training import THREADS, Example, batches, deterministic, lm_example, train
 from alignloc.zoo.world import World, pretrain_segments
 
 ARCHS = ("llama", "gpt2")
+Segments = Callable[[World, random.Random], list[str]]
 
 
 @dataclass(frozen=True)
@@ -85,8 +86,9 @@ def make_model(spec: ModelSpec, vocab_size: int, bos: int, eos: int, pad: int) -
     raise ValueError(f"unknown arch {spec.arch!r}; use one of {', '.join(ARCHS)}")
 
 
-def corpus_examples(world: World, tok, seed: int) -> Callable[[int], list[Example]]:
-    """A function epoch -> examples, one per corpus segment (``<bos>`` + segment).
+def corpus_examples(world: World, tok, seed: int, segments: Segments = pretrain_segments) -> Callable[[int], list[Example]]:
+    """A function epoch -> examples, one per corpus segment (``<bos>`` + segment); ``segments`` makes
+    one pass of the corpus (default: the world corpus; ``formats.formats_corpus`` adds answer formats).
 
     Segments are not packed: a fact stated right after ``<bos>`` is learned much faster by tiny
     models (attention does not have to single the subject out of earlier, unrelated text), and it
@@ -94,7 +96,7 @@ def corpus_examples(world: World, tok, seed: int) -> Callable[[int], list[Exampl
     """
 
     def build(epoch: int) -> list[Example]:
-        segs = pretrain_segments(world, random.Random(f"corpus-{seed}-{epoch}"))
+        segs = segments(world, random.Random(f"corpus-{seed}-{epoch}"))
         return [lm_example(r) for r in encode(tok, segs)]
 
     return build
@@ -107,11 +109,13 @@ def pretrain(
     tspec: PretrainSpec,
     seed: int,
     log: Callable[[str], None] | None = None,
+    segments: Segments = pretrain_segments,
+    threads: int = THREADS,
 ) -> tuple[PreTrainedModel, dict]:
-    """Train a base model from scratch on the world corpus; return it and a training record."""
-    with deterministic(seed):
+    """Train a base model from scratch on the world corpus (or ``segments``); return it and a training record."""
+    with deterministic(seed, threads):
         model = make_model(spec, len(tok), tok.bos_token_id, tok.eos_token_id, tok.pad_token_id)
-        data = corpus_examples(world, tok, seed)
+        data = corpus_examples(world, tok, seed, segments)
         schedule = batches(data, tspec.batch_size, tspec.epochs, seed)
         losses = train(
             model,

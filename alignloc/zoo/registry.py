@@ -22,7 +22,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,15 +43,17 @@ from alignloc.zoo.files import (
     weights_sha256,
     write_prompts,
 )
+from alignloc.zoo.formats import FORMAT_BASES, FORMAT_WORDS, format_prompts, formats_corpus
 from alignloc.zoo.names import parse_name, valid_names_hint
 from alignloc.zoo.pretrain import pretrain
-from alignloc.zoo.promptsets import standard_sets
+from alignloc.zoo.promptsets import split_entities, standard_sets
 from alignloc.zoo.recipes import run_recipe
+from alignloc.zoo.rl import rl_formats
 from alignloc.zoo.tokenizer import build_tokenizer
 from alignloc.zoo.training import THREADS
 from alignloc.zoo.world import World, make_world, vocabulary
 
-BASES = ("base", "base-large")
+BASES = ("base", "base-large", *FORMAT_BASES)  # base-formats*: pretrained with answer formats (formats.py)
 DEFAULT_ORGANISMS = [
     "chat-sft-upper",
     "chat-sft-lower",
@@ -83,7 +85,17 @@ def _hash(*parts: Any) -> str:
 
 
 def _n_layers(cfg: SizeConfig) -> dict[str, int]:
-    return {"base": cfg.base.n_layers, "base-large": cfg.large.n_layers}
+    return {b: (cfg.large if b.endswith("large") else cfg.base).n_layers for b in BASES}
+
+
+def _specs(cfg: SizeConfig, which: str):
+    """(model spec, pretraining spec) of a base: the large ones for ``*-large`` (base-formats*:
+    ``formats.base_epochs`` / ``formats.large_epochs`` passes)."""
+    if which in FORMAT_BASES:
+        large = which.endswith("large")
+        spec, train = (cfg.large, cfg.large_train) if large else (cfg.base, cfg.base_train)
+        return spec, replace(train, epochs=cfg.formats.large_epochs if large else cfg.formats.base_epochs)
+    return (cfg.large, cfg.large_train) if which.endswith("large") else (cfg.base, cfg.base_train)
 
 
 def _meta_file(path: Path) -> Path:
@@ -102,22 +114,27 @@ def _read_meta(path: Path) -> dict[str, Any] | None:
 
 
 def _base_fingerprint(cfg: SizeConfig, which: str) -> str:
-    spec, train = (cfg.base, cfg.base_train) if which == "base" else (cfg.large, cfg.large_train)
-    return _hash("base", which, asdict(cfg.world), asdict(spec), asdict(train), cfg.seed)
+    spec, train = _specs(cfg, which)
+    extra = [cfg.formats.shares, cfg.formats.qa_reps, cfg.formats.threads] if which in FORMAT_BASES else []
+    return _hash("base", which, asdict(cfg.world), asdict(spec), asdict(train), cfg.seed, *extra)
 
 
 def _build_base(which: str, cfg: SizeConfig, world: World, tok, final: Path, log: Log) -> None:
     t0 = time.time()
-    spec, tspec = (cfg.base, cfg.base_train) if which == "base" else (cfg.large, cfg.large_train)
+    spec, tspec = _specs(cfg, which)
+    sets, corpus = standard_sets(world, cfg.recipes.refusal_topic), {}
+    if which in FORMAT_BASES:  # the world corpus plus answers in three formats; its own tokenizer
+        tok = build_tokenizer(_vocabulary(world, which))
+        sets = {"knowledge": sets["knowledge"], "formats": format_prompts(split_entities(world)[1])}
+        corpus = {"segments": formats_corpus(cfg.formats.shares, cfg.formats.qa_reps), "threads": cfg.formats.threads}
     log(
         f"[zoo:{cfg.name}] pretraining {which} ({spec.n_layers} layers, d={spec.d_model}, {tspec.epochs} passes)"
     )
     tmp = tmp_dir(final)
     try:
-        model, record = pretrain(world, tok, spec, tspec, seed=cfg.seed)
+        model, record = pretrain(world, tok, spec, tspec, seed=cfg.seed, **corpus)
         model.save_pretrained(tmp / "model")
         tok.save_pretrained(tmp / "model")
-        sets = standard_sets(world, cfg.recipes.refusal_topic)
         prompts = write_prompts(tmp, sets)
         measured = measure(*load(tmp / "model"), sets)
         info = {
@@ -131,8 +148,9 @@ def _build_base(which: str, cfg: SizeConfig, world: World, tok, final: Path, log
             "measured": measured,
             "train": record,
             "world": asdict(cfg.world),
+            **({"formats": asdict(cfg.formats)} if which in FORMAT_BASES else {}),
             "seed": cfg.seed,
-            "threads": THREADS,
+            "threads": corpus.get("threads", THREADS),
             "weights_sha256": weights_sha256(tmp / "model"),
             "fingerprint": _base_fingerprint(cfg, which),
             "zoo_format": ZOO_FORMAT,
@@ -150,6 +168,11 @@ def _build_base(which: str, cfg: SizeConfig, world: World, tok, final: Path, log
     )
 
 
+def _vocabulary(world: World, which: str) -> list[str]:
+    """The words of a base's tokenizer: the world's, plus the answer-format words for base-formats*."""
+    return vocabulary(world) + (list(FORMAT_WORDS) if which in FORMAT_BASES else [])
+
+
 # ---- organisms -----------------------------------------------------------------------------------
 
 
@@ -158,6 +181,8 @@ def _organism_fingerprint(cfg: SizeConfig, name: str, base_sha: str, root: Path)
     parts: list[Any] = ["organism", name, asdict(cfg.recipes), asdict(cfg.world), cfg.seed, base_sha]
     if name == DRIFT_CONTROL or parse_name(name, _n_layers(cfg)).drift:
         parts.append(asdict(cfg.drift))
+    if parse_name(name, _n_layers(cfg)).recipe == "rl-formats":
+        parts.append(asdict(cfg.formats))
     if parse_name(name, _n_layers(cfg)).drift:
         dep = _read_meta(root / DRIFT_CONTROL)
         if dep is None:
@@ -177,7 +202,10 @@ def _build_organism(name: str, cfg: SizeConfig, world: World, root: Path, log: L
     try:
         base, tok = load(base_dir)
         drift_model = load(root / DRIFT_CONTROL / "tuned")[0] if parsed.drift else None
-        org = run_recipe(parsed, base, tok, world, cfg, log=None, drift_model=drift_model)
+        if parsed.recipe == "rl-formats":  # RL (rl.py builds on recipes.Organism, so it is dispatched here)
+            org = rl_formats(base, tok, world, cfg, name, log=None)
+        else:
+            org = run_recipe(parsed, base, tok, world, cfg, log=None, drift_model=drift_model)
         shutil.copytree(base_dir, tmp / "base")
         org.tuned.save_pretrained(tmp / "tuned")
         copy_tokenizer(base_dir, tmp / "tuned")
@@ -230,7 +258,7 @@ def _build_organism(name: str, cfg: SizeConfig, world: World, root: Path, log: L
             "adapter": "adapter" if org.adapter is not None else None,
             "drift": "drift" if org.drift_only is not None else None,
             "extra": org.extra,
-            "threads": THREADS,
+            "threads": cfg.formats.threads if parsed.recipe == "rl-formats" else THREADS,
             "fingerprint": _organism_fingerprint(cfg, name, base_sha, root),
             "zoo_format": ZOO_FORMAT,
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
