@@ -11,7 +11,8 @@ store's batch, with ``one_at_a_time``).
 Run as a script, it builds a random base/tuned pair of SmolLM2-135M's configuration (fp32, about
 0.5 GB a side; cached under --cache) and runs ``layer_diff`` (no probes, no causal) in a fresh
 process per mode, printing the peak RSS above the process's RSS before loading, in units of one
-model's weights:
+model's weights; then the time and peak RSS of scored-position logits against full-sequence
+logits of one forward (``scored_vs_full``):
 
     python benchmarks/memory.py [--prompts 16] [--batch 8] [--cache /tmp/alignloc-memory-bench]
 """
@@ -139,6 +140,40 @@ def child(base: str, tuned: str, out: str, n: int, batch: int, one: bool) -> Non
                       "cuda_peak_mib": peak.cuda_peak_mib}))
 
 
+def scored_vs_full(base: str, n: int = 16, words: int = 60, rounds: int = 5) -> dict:
+    """Time ratio and peak RSS of the scored-position logits (``scored_logits``) against the full
+    ``[batch, pos, d_vocab]`` logits of one forward, on ``n`` prompts of ``words`` random words."""
+    import statistics
+    import time
+
+    import alignloc
+    from alignloc.causal.metrics import scored_batch, scored_logits
+    from alignloc.prompts import Prompt
+
+    lm = alignloc.load_model(base, device="cpu", compute_dtype="float32")
+    vocab = "the cat sat on mat and dog ran in park Alice lives Paris Bob Rome capital what is".split()
+    g = torch.Generator().manual_seed(0)
+    ps = [Prompt(id=str(i), text=" ".join(vocab[int(j)] for j in torch.randint(len(vocab), (words,), generator=g)),
+                 target=" Paris") for i in range(n)]
+    b = scored_batch(lm.tokenizer, ps, True, None)
+    full = lambda: lm.model(input_ids=b.ids, attention_mask=b.mask, use_cache=False).logits  # noqa: E731
+    ratios = []
+    with torch.no_grad():
+        full(), scored_logits(lm, b)
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            full()
+            t1 = time.perf_counter()
+            scored_logits(lm, b)
+            ratios.append((time.perf_counter() - t1) / (t1 - t0))
+        with PeakMemory() as pf:
+            full()
+        with PeakMemory() as ps_:
+            scored_logits(lm, b)
+    return {"batch": tuple(b.ids.shape), "time_ratio": statistics.median(ratios), "full_mib": pf.rss_delta_mib,
+            "scored_mib": ps_.rss_delta_mib}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--prompts", type=int, default=16)
@@ -162,6 +197,9 @@ def main() -> None:
     for r in rows:
         mode = "one model at a time" if r["one_at_a_time"] else "both resident"
         print(f"{mode:<20} {r['model_mib']:7.0f} MiB  {r['rss_delta_mib']:10.0f} MiB  {r['rss_delta_mib'] / r['model_mib']:8.2f}")
+    s = scored_vs_full(str(base))
+    print(f"scored-position logits vs full logits, batch {s['batch']}: time {s['time_ratio']:.2f}x (median of 5), "
+          f"peak RSS above start {s['scored_mib']:.0f} MiB vs {s['full_mib']:.0f} MiB")
 
 
 if __name__ == "__main__":

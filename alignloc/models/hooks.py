@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 
 import torch
+from jaxtyping import Float, Int
 
 from alignloc.models.families import Family, block_module, get_module, site_module
 from alignloc.models.placement import input_device
@@ -160,7 +161,7 @@ def count_hooks(model: torch.nn.Module) -> int:
 
 
 @contextmanager
-def unembed_at(model: torch.nn.Module, family: Family, index: torch.Tensor) -> Iterator[None]:
+def unembed_at(model: torch.nn.Module, family: Family, index: Int[torch.Tensor, "batch k"]) -> Iterator[None]:
     """Within the block the unembedding reads only positions ``index [batch, k]`` of each row, so
     the model's logits come out ``[batch, k, d_vocab]`` (any head post-processing, e.g. soft-capping,
     still applies: it is elementwise)."""
@@ -173,8 +174,9 @@ def unembed_at(model: torch.nn.Module, family: Family, index: torch.Tensor) -> I
         yield
 
 
-def logits_at(model: torch.nn.Module, family: Family, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-              index: torch.Tensor, forward: Callable | None = None) -> torch.Tensor:
+def logits_at(model: torch.nn.Module, family: Family, input_ids: Int[torch.Tensor, "batch pos"],
+              attention_mask: Int[torch.Tensor, "batch pos"], index: Int[torch.Tensor, "batch k"],
+              forward: Callable | None = None) -> Float[torch.Tensor, "batch k d_vocab"]:
     """Float logits ``[batch, k, d_vocab]`` (on the CPU) at positions ``index [batch, k]``: the one way
     alignloc scores a model. ``forward`` replaces ``model(...)`` (e.g. a ``functional_call``)."""
     dev = input_device(model)

@@ -157,7 +157,10 @@ class Store:
 
 def progress(manifest: dict) -> str:
     """How much of a capture a manifest records, e.g. ``3 of 8 chunks``."""
-    return f"{len(manifest['chunks'])} of {manifest['n_chunks']} chunks"
+    sides = len(manifest["models"])
+    kinds = len({name.partition(".")[0] for name in manifest["sites"]})
+    done = sum(len(c["files"]) == sides * kinds for c in manifest["chunks"])  # every side written
+    return f"{done} of {manifest['n_chunks']} chunks"
 
 
 def open_store(root: str | Path, verify: bool = True) -> Store:
