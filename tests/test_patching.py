@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from alignloc.analyses.outputs import gather_target_logprobs, teacher_forced_batch
+from alignloc.analyses.outputs import full_target_logprobs, teacher_forced_batch
 from alignloc.causal.attribution import attribution_sweep
 from alignloc.causal.patching import patch_sweep
 from alignloc.causal.report import spearman
@@ -35,7 +35,7 @@ def one_cell(pair, prompts, kind, layer, positions):
 
     with torch.no_grad(), edit(pair.base.model, pair.base.family, site, fn):
         logits = pair.base.model(input_ids=ids, attention_mask=mask).logits
-    return float(gather_target_logprobs(logits, ctx, tgt).mean())
+    return float(full_target_logprobs(logits, ctx, tgt).mean())
 
 
 @pytest.mark.parametrize("positions", ["all", "last"])

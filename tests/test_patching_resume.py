@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from alignloc.analyses.outputs import gather_target_logprobs, teacher_forced_batch
+from alignloc.analyses.outputs import full_target_logprobs, teacher_forced_batch
 from alignloc.causal.patching import patch_sweep, within_sweep
 from alignloc.models.backends.bridge import BridgeBackend
 from alignloc.models.families import get_module
@@ -116,7 +116,7 @@ def test_resumed_sweep_equals_transformer_lens_patching(pair):
     base, tuned = BridgeBackend(pair.base).bridge, BridgeBackend(pair.tuned).bridge
 
     def metric(logits):
-        return gather_target_logprobs(logits, gctx, tgt).mean()
+        return full_target_logprobs(logits, gctx, tgt).mean()
 
     with torch.no_grad():
         _, cache = tuned.run_with_cache(ids, attention_mask=mask)

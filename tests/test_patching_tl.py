@@ -22,7 +22,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from alignloc.analyses.outputs import gather_target_logprobs, teacher_forced_batch
+from alignloc.analyses.outputs import full_target_logprobs, teacher_forced_batch
 from alignloc.causal.patching import patch_sweep
 from alignloc.models.backends.bridge import BridgeBackend, hook_name
 from alignloc.models.hooks import count_hooks
@@ -66,7 +66,7 @@ def tl_cell(base, tuned_cache, batch, kind: str, layer: int, positions: str) -> 
 
     with torch.no_grad():
         logits = base.run_with_hooks(ids, attention_mask=mask, fwd_hooks=[(name, patch)])
-    return float(gather_target_logprobs(logits, ctx, tgt).mean())
+    return float(full_target_logprobs(logits, ctx, tgt).mean())
 
 
 def tl_sweep(base, tuned_cache, batch, kind: str, positions: str):
@@ -76,7 +76,7 @@ def tl_sweep(base, tuned_cache, batch, kind: str, positions: str):
     ids, _, ctx, tgt = batch
     with torch.no_grad():
         return patching.generic_activation_patch(
-            base, ids, tuned_cache, lambda logits: gather_target_logprobs(logits, ctx, tgt),
+            base, ids, tuned_cache, lambda logits: full_target_logprobs(logits, ctx, tgt),
             patch_setter=positions_setter(positions, ctx), activation_name=kind,
             index_axis_names=("layer",), reduce="mean", baseline=True,
         )
@@ -114,7 +114,7 @@ def test_patch_sweep_equals_bridge_hooks_and_tl_generic_patch(tl, positions):
         assert generic.values.tolist() == pytest.approx(per_cell, abs=1e-5), kind
         # same unpatched runs on both sides: bridges (TL's one without a mask) vs plain HF
         assert float(generic.baseline) == pytest.approx(sweep["recipient"], abs=1e-5)
-        assert float(gather_target_logprobs(tl.tuned_logits, ctx, tgt).mean()) == pytest.approx(sweep["donor"], abs=1e-5)
+        assert float(full_target_logprobs(tl.tuned_logits, ctx, tgt).mean()) == pytest.approx(sweep["donor"], abs=1e-5)
         # not vacuous: some layer moves the recipient's score
         assert max(abs(x - sweep["recipient"]) for x in per_cell) > 0.05, kind
     assert tl_hooks(tl.base) == 0
@@ -136,7 +136,7 @@ def test_patch_sweep_grid_equals_tl_block_every(tl):
     with torch.no_grad():
         _, cache = tl.tuned.run_with_cache(ids, attention_mask=mask)
         every = patching.get_act_patch_block_every(tl.base, ids, cache,
-                                                   lambda logits: gather_target_logprobs(logits, gctx, tgt).mean())
+                                                   lambda logits: full_target_logprobs(logits, gctx, tgt).mean())
     assert every.shape == (3, tl.pair.n_layers, ids.shape[1])
     for i, kind in enumerate(("resid_pre", "attn_out", "mlp_out")):
         grid = patch_sweep(tl.pair, group, kind=kind, positions="each")

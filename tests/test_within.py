@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from alignloc.analyses.outputs import gather_target_logprobs
+from alignloc.analyses.outputs import full_target_logprobs
 from alignloc.causal.attribution import within_attribution_sweep
 from alignloc.causal.metrics import resolve_metric, scored_batch
 from alignloc.causal.patching import patch_sweep, within_sweep
@@ -54,7 +54,7 @@ def test_within_sweep_equals_one_forward_per_cell(base_pair):
         donor = run_recording(model.model, model.family, [site], clean.ids, clean.mask, stop=False)[site]
         with torch.no_grad(), edit(model.model, model.family, site, lambda a, d=donor: d.clone()):
             logits = model.model(input_ids=bad.ids, attention_mask=bad.mask).logits
-        ref = gather_target_logprobs(logits, clean.ctx_lens, clean.tgt)
+        ref = full_target_logprobs(logits, clean.ctx_lens, clean.tgt)
         assert got["patched"][layer] == pytest.approx(float(ref.mean()), abs=1e-5)
     assert got["side"] == "tuned" and got["setting"] == "within_model"
     assert count_hooks(model.model) == 0

@@ -53,6 +53,13 @@ def gather_target_logprobs(logits: Float[torch.Tensor, "b k d_vocab"], tgt: list
     return out
 
 
+def full_target_logprobs(logits: Float[torch.Tensor, "b pos d_vocab"], ctx_lens: list[int],
+                         tgt: list[list[int]]) -> Float[torch.Tensor, " b"]:
+    """``gather_target_logprobs`` from full-sequence logits (e.g. TransformerLens's), read at ``scored_index``."""
+    index = scored_index(ctx_lens, tgt).to(logits.device)
+    return gather_target_logprobs(torch.take_along_dim(logits, index[..., None], dim=1), tgt)
+
+
 @torch.no_grad()
 def target_logprobs(
     model: LoadedModel, prompts: list[Prompt], bos: bool, batch_size: int = 16
