@@ -43,6 +43,7 @@ from alignloc.zoo.files import (
     weights_sha256,
     write_prompts,
 )
+from alignloc.zoo.lima import chat_lima
 from alignloc.zoo.names import parse_name, valid_names_hint
 from alignloc.zoo.pretrain import pretrain
 from alignloc.zoo.promptsets import standard_sets
@@ -158,6 +159,8 @@ def _organism_fingerprint(cfg: SizeConfig, name: str, base_sha: str, root: Path)
     parts: list[Any] = ["organism", name, asdict(cfg.recipes), asdict(cfg.world), cfg.seed, base_sha]
     if name == DRIFT_CONTROL or parse_name(name, _n_layers(cfg)).drift:
         parts.append(asdict(cfg.drift))
+    if parse_name(name, _n_layers(cfg)).recipe == "chat-lima":
+        parts.append(asdict(cfg.lima))
     if parse_name(name, _n_layers(cfg)).drift:
         dep = _read_meta(root / DRIFT_CONTROL)
         if dep is None:
@@ -177,7 +180,8 @@ def _build_organism(name: str, cfg: SizeConfig, world: World, root: Path, log: L
     try:
         base, tok = load(base_dir)
         drift_model = load(root / DRIFT_CONTROL / "tuned")[0] if parsed.drift else None
-        org = run_recipe(parsed, base, tok, world, cfg, log=None, drift_model=drift_model)
+        org = (chat_lima(base, tok, world, cfg, name) if parsed.recipe == "chat-lima"  # lima.py builds on recipes.py
+               else run_recipe(parsed, base, tok, world, cfg, log=None, drift_model=drift_model))
         shutil.copytree(base_dir, tmp / "base")
         org.tuned.save_pretrained(tmp / "tuned")
         copy_tokenizer(base_dir, tmp / "tuned")
