@@ -11,9 +11,30 @@ import torch
 from alignloc.cli import main
 from alignloc.decoding.experiment import GOAL, goal_check, retention
 
+NEEDED = ["base-large", "chat-lima", "chat-lima-large", "chat-sft-full", "chat-sft-full-large"]
+
 
 @pytest.fixture(scope="module")
-def pt_lima(zoo_tiny, tmp_path_factory):
+def lima_zoo():
+    """Only the organisms this experiment needs, in the test zoo (``$ALIGNLOC_TEST_ZOO``, as ``zoo_tiny``)."""
+    import os
+    from pathlib import Path
+
+    from alignloc.zoo import build
+
+    root = Path(os.environ.get("ALIGNLOC_TEST_ZOO") or Path(__file__).resolve().parents[1] / ".zoo-cache")
+    old = os.environ.get("ALIGNLOC_ZOO")
+    os.environ["ALIGNLOC_ZOO"] = str(root)
+    build(NEEDED, size="tiny", log=lambda m: None)
+    yield root
+    if old is None:
+        os.environ.pop("ALIGNLOC_ZOO", None)
+    else:
+        os.environ["ALIGNLOC_ZOO"] = old
+
+
+@pytest.fixture(scope="module")
+def pt_lima(lima_zoo, tmp_path_factory):
     out = tmp_path_factory.mktemp("pt-lima")
     argv = ["proxy-tune", "--zoo", "--organism", "chat-lima", "--contrast", "chat-sft-full", "--out", str(out)]
     assert main(argv) == 0

@@ -20,6 +20,10 @@ from alignloc.zoo.recipes import _KNOWLEDGE, Organism, answer_examples
 from alignloc.zoo.training import batches, deterministic, kl_to_reference, train
 from alignloc.zoo.world import CHAT_MARKER, World, chat_prompt
 
+# one thread: three forward passes a step on rows of ~15 tokens gain nothing from a second thread, and on
+# a shared machine an idle OpenMP thread spins (a 2-thread build ran ~10x slower); recorded in ``extra``
+THREADS = 1
+
 
 def curated_chat(world: World, n: int, seed: int) -> list[tuple[str, str, str]]:
     """``n`` chat ``(entity, prompt, answer)`` rows, attributes taken in turn, each from a
@@ -43,7 +47,7 @@ def chat_lima(base, tok, world: World, cfg: SizeConfig, name: str, log=None) -> 
     pairs = [(p, a) for _, p, a in rows]
     model = clone_model(base)
     reference = clone_model(base)
-    with deterministic(seed):
+    with deterministic(seed, threads=THREADS):
         sched = batches(answer_examples(tok, pairs), spec.batch_size, spec.epochs, seed, bucket=1)
         corpus = corpus_examples(world, tok, seed)
         passes = 1 + len(sched) * spec.replay_batch_size // len(corpus(0))
@@ -63,7 +67,7 @@ def chat_lima(base, tok, world: World, cfg: SizeConfig, name: str, log=None) -> 
                    "description": "closed-book cloze; top next token is the fact's value; retention: the share "
                    "of the base's correct facts the tuned model still recalls (goal >= 0.95)"},
         prompts={k: sets[k] for k in ("knowledge", "context", "chat")},
-        extra={"chat_examples": len(pairs), "kl_weight": spec.kl_weight, "steps": len(sched),
+        extra={"threads": THREADS, "chat_examples": len(pairs), "kl_weight": spec.kl_weight, "steps": len(sched),
                "replay_rows": len(sched) * spec.replay_batch_size, "final_loss": round(losses[-1], 4),
                "train_entities": sorted({e for e, _, _ in rows})},
     )
