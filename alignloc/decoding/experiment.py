@@ -117,6 +117,9 @@ def proxy_tune(large_base: LoadedModel, small_base: LoadedModel, small_tuned: Lo
     ref = rows.get("large tuned (weights)") or rows["small tuned"]
     for name, r in rows.items():
         r["behavior_gap_closed"] = gap_closed(r["behavior_rate"], lb["behavior_rate"], ref["behavior_rate"]) if behavior else math.nan
+        # against the small fine-tune's own rate: the stricter reading when the large twin is the weaker chat model
+        r["behavior_gap_closed_vs_small_tuned"] = (gap_closed(r["behavior_rate"], lb["behavior_rate"],
+                                                              rows["small tuned"]["behavior_rate"]) if behavior else math.nan)
         r["knowledge_delta_vs_large_base"] = r["fact_recall"] - lb["fact_recall"] if knowledge else math.nan
         anchor = rows["small base" if name.startswith(("small", "emulated")) else "large base"]  # what it could lose
         r["fact_retention"] = retention(anchor.get("_hits", []), r.get("_hits", []))
@@ -143,6 +146,7 @@ def verdict(rows: dict, shift: dict, grid: dict | None) -> dict:
     direct = rows.get("large tuned (weights)")
     betas = sorted((float(k.split("=")[1]), r["behavior_rate"]) for k, r in rows.items() if k.startswith("proxy beta="))
     summary = [f"proxy-tuning (beta = 1) closes {p1['behavior_gap_closed']:.0%} of the behavior gap "
+               f"({p1['behavior_gap_closed_vs_small_tuned']:.0%} against the small tuned model's own rate) "
                f"(behavior rate {lb['behavior_rate']:.2f} -> {p1['behavior_rate']:.2f}) and changes the large base's fact "
                f"recall by {p1['knowledge_delta_vs_large_base']:+.1%}"]
     if direct:
@@ -152,6 +156,7 @@ def verdict(rows: dict, shift: dict, grid: dict | None) -> dict:
     summary.append(f"the shift changes the argmax at {shift['changed_fraction']:.0%} of generated positions: "
                    f"{shift['style_changed_fraction']:.0%} of format/style tokens, {shift['fact_changed_fraction']:.0%} of fact tokens")
     out = {"behavior_gap_closed": p1["behavior_gap_closed"], "knowledge_delta_vs_large_base": p1["knowledge_delta_vs_large_base"],
+           "behavior_gap_closed_vs_small_tuned": p1["behavior_gap_closed_vs_small_tuned"],
            "small_tuned_fact_retention": rows["small tuned"]["fact_retention"], "proxy_fact_retention": p1["fact_retention"],
            "direct_knowledge_delta_vs_large_base": direct["knowledge_delta_vs_large_base"] if direct else None,
            "behavior_rate_by_beta": dict(betas), "monotone_in_beta": all(a[1] <= b[1] + 1e-9 for a, b in zip(betas, betas[1:]))}
@@ -171,13 +176,21 @@ def verdict(rows: dict, shift: dict, grid: dict | None) -> dict:
 GOAL = {"behavior_gap_closed": 0.88, "knowledge_delta_vs_large_base": -0.01}  # Liu et al. 2024: 88-91% at 13B/70B
 
 
+def _goal_value(r: dict, metric: str) -> float:
+    """The gap closed counts against the weaker of the two references (the large twin, the small fine-tune)."""
+    if metric == "behavior_gap_closed" and "behavior_gap_closed_vs_small_tuned" in r:
+        return min(r[metric], r["behavior_gap_closed_vs_small_tuned"])
+    return r[metric]
+
+
 def goal_check(rows: dict) -> dict:
     """Does the proxy at beta = 1 reach ``GOAL`` (gap closed and fact recall vs the large base), by how much it
-    falls short, and at which betas both hold."""
+    falls short, and at which betas both hold. The gap closed is the smaller of the gap to the large model tuned
+    by weights and the gap to the small tuned model's own behavior rate (a weak large twin cannot pass it)."""
     p1 = rows["proxy beta=1"]
-    short = {k: max(0.0, lo - p1[k]) if not math.isnan(p1[k]) else math.nan for k, lo in GOAL.items()}
+    short = {k: max(0.0, lo - _goal_value(p1, k)) if not math.isnan(p1[k]) else math.nan for k, lo in GOAL.items()}
     ok = [float(k.split("=")[1]) for k, r in rows.items() if k.startswith("proxy beta=")
-          and all(r[m] >= lo - 1e-9 for m, lo in GOAL.items())]
+          and all(_goal_value(r, m) >= lo - 1e-9 for m, lo in GOAL.items())]
     met = all(v == 0.0 for v in short.values())
     text = (f"goal (gap closed >= {GOAL['behavior_gap_closed']:.0%}, fact recall >= large base "
             f"{GOAL['knowledge_delta_vs_large_base']:+.0%}) at beta = 1: " + ("met" if met else "not met, short by " + ", ".join(
@@ -190,14 +203,16 @@ def organism_summary(label: str, result: dict) -> dict:
     """One organism's row: its small model's retention, and the proxy's gap closed and fact recall
     vs the large base at beta = 1 and at every beta (from a ``proxy_tune`` result)."""
     c, v = result["configs"], result["verdict"]
-    by_beta = {k.split("=")[1]: {"behavior_gap_closed": r["behavior_gap_closed"],
+    by_beta = {k.split("=")[1]: {"behavior_gap_closed": r["behavior_gap_closed"], "behavior_rate": r["behavior_rate"],
+                                 "goal_gap_closed": _goal_value(r, "behavior_gap_closed"),
                                  "knowledge_delta_vs_large_base": r["knowledge_delta_vs_large_base"]}
                for k, r in c.items() if k.startswith("proxy beta=")}
     return {"organism": label, "small_tuned_fact_retention": v["small_tuned_fact_retention"],
             "small_tuned_behavior_rate": c["small tuned"]["behavior_rate"],
             "large_tuned_behavior_rate": c.get("large tuned (weights)", {}).get("behavior_rate"),
             "behavior_gap_closed": v["behavior_gap_closed"], "knowledge_delta_vs_large_base": v["knowledge_delta_vs_large_base"],
-            "proxy_fact_retention": v["proxy_fact_retention"],
+            "behavior_gap_closed_vs_small_tuned": v["behavior_gap_closed_vs_small_tuned"],
+            "proxy_behavior_rate": c["proxy beta=1"]["behavior_rate"], "proxy_fact_retention": v["proxy_fact_retention"],
             "direct_knowledge_delta_vs_large_base": v["direct_knowledge_delta_vs_large_base"],
             "goal_met": v["goal"]["met"], "shortfall": v["goal"]["shortfall"], "by_beta": by_beta}
 
@@ -206,7 +221,9 @@ def side_by_side(results: dict[str, dict]) -> dict:
     """``{"rows": [organism_summary...], "summary": [...]}`` for ``{label: proxy_tune result}``."""
     rows = [organism_summary(k, r) for k, r in results.items()]
     lines = [f"{r['organism']} (its small model keeps {r['small_tuned_fact_retention']:.0%} of the small base's facts): "
-             f"the proxy closes {r['behavior_gap_closed']:.0%} of the behavior gap, fact recall "
+             f"the proxy (behavior rate {r['proxy_behavior_rate']:.2f}) closes {r['behavior_gap_closed']:.0%} of the behavior "
+             f"gap to its large twin (rate {r['large_tuned_behavior_rate']:.2f}) and "
+             f"{r['behavior_gap_closed_vs_small_tuned']:.0%} of the gap to the small tuned model's rate, fact recall "
              f"{100 * r['knowledge_delta_vs_large_base']:+.1f} pt vs the large base (keeps {r['proxy_fact_retention']:.0%} "
              f"of its facts); goal {'met' if r['goal_met'] else 'not met'}" for r in rows]
     return {"rows": rows, "summary": lines}

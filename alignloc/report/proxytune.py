@@ -14,7 +14,8 @@ from alignloc.report.proxyside import side_by_side_figure
 
 COLS = (("fact_recall", "fact recall"), ("fact_recall_strong", "strong"), ("fact_recall_weak", "weak"),
         ("behavior_rate", "behavior"), ("answer_after_marker", "answer after marker"),
-        ("behavior_gap_closed", "behavior gap closed"), ("knowledge_delta_vs_large_base", "fact recall vs large base"))
+        ("behavior_gap_closed", "behavior gap closed"), ("knowledge_delta_vs_large_base", "fact recall vs large base"),
+        ("fact_retention", "keeps its base's facts"))
 
 
 def _config_rows(report: dict) -> list[list[str]]:
@@ -41,14 +42,17 @@ def _ld_lines(report: dict) -> list[str]:
             f"{fmt(ld['knowledge_top1_base'], 3)} -> {fmt(ld['knowledge_top1_tuned'], 3)}"] + list(ld["summary"])
 
 
-SIDE_HEAD = ["organism", "small model keeps its base's facts", "behavior gap closed (beta = 1)",
+SIDE_HEAD = ["organism", "small model keeps its base's facts", "proxy behavior rate (large twin's)",
+             "behavior gap closed (beta = 1)", "gap closed vs small tuned's rate",
              "fact recall vs large base (beta = 1)", "proxy keeps the large base's facts",
              "large tuned by weights vs large base", "goal (>= 0.88, >= -0.01)"]
 
 
 def _side_rows(report: dict) -> list[list[str]]:
     rows = (report.get("side_by_side") or {}).get("rows", [])
-    return [[r["organism"], fmt(r["small_tuned_fact_retention"], 3), fmt(r["behavior_gap_closed"], 3),
+    return [[r["organism"], fmt(r["small_tuned_fact_retention"], 3),
+             f"{fmt(r['proxy_behavior_rate'], 3)} ({fmt(r['large_tuned_behavior_rate'], 3)})", fmt(r["behavior_gap_closed"], 3),
+             fmt(r["behavior_gap_closed_vs_small_tuned"], 3),
              fmt(r["knowledge_delta_vs_large_base"], 3), fmt(r["proxy_fact_retention"], 3),
              fmt(r["direct_knowledge_delta_vs_large_base"], 3),
              "met" if r["goal_met"] else "short by " + ", ".join(f"{fmt(v, 3)} ({k})" for k, v in r["shortfall"].items() if v)]
