@@ -124,11 +124,11 @@ def test_kl_to_reference_is_zero_against_itself():
     rows = [Example((1, 5, 6, 7), (-100, 5, 6, 7)), Example((1, 8, 9), (-100, 8, 9))]
     inputs = {"input_ids": torch.tensor([[1, 5, 6]]), "attention_mask": torch.ones(1, 3, dtype=torch.long),
               "labels": torch.tensor([[-100, 5, 6]])}
-    own = model(**inputs).loss
-    same = kl_to_reference(model, [rows], pad=0, weight=3.0)(model, inputs)
-    assert float(same) == pytest.approx(float(own), abs=1e-6)
-    diff = kl_to_reference(other, [rows], pad=0, weight=3.0)(model, inputs)
-    assert float(diff) > float(own) + 1e-3
+    own = model(**inputs).loss.item()
+    same = kl_to_reference(model, [rows], pad=0, weight=3.0)(model, inputs).item()
+    assert same == pytest.approx(own, abs=1e-6)
+    diff = kl_to_reference(other, [rows], pad=0, weight=3.0)(model, inputs).item()
+    assert diff > own + 1e-3
 
 
 def test_retention_and_goal_check():
@@ -139,3 +139,18 @@ def test_retention_and_goal_check():
     g = goal_check(rows)
     assert not g["met"] and g["shortfall"]["behavior_gap_closed"] == pytest.approx(0.08)
     assert g["shortfall"]["knowledge_delta_vs_large_base"] == 0.0 and g["met_at_betas"] == [1.5]
+
+
+def test_curated_chat_set_is_small_balanced_and_from_train_entities():
+    from alignloc.zoo.config import size_config
+    from alignloc.zoo.lima import curated_chat
+    from alignloc.zoo.promptsets import split_entities
+    from alignloc.zoo.world import make_world
+
+    world = make_world(size_config("tiny").world)
+    rows = curated_chat(world, 40, 7)
+    train = {e.name for e in split_entities(world)[0] if e.prior == "strong"}
+    assert len(rows) == len({p for _, p, _ in rows}) == 40 and {e for e, _, _ in rows} <= train
+    assert len({e for e, _, _ in rows}) == len(train)  # every strong train entity, each twice
+    assert all(a.startswith(" Sure! ") and a.endswith(" .") for _, _, a in rows)
+    assert rows == curated_chat(world, 40, 7)
