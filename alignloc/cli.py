@@ -316,7 +316,9 @@ def proxy_tune_cmd(
     large_tuned: str | None = typer.Option(None, help="Optional: the large model post-trained directly, for comparison."),
     zoo_mode: bool = typer.Option(False, "--zoo", help="Use zoo:base-large, zoo:base, an organism tuned from base and the same "
                                   "recipe applied to base-large (built on first use)."),
-    organism: str = typer.Option("chat-sft-full", help="With --zoo: the behavior organism."),
+    organism: str = typer.Option("chat-sft-full", help="With --zoo: the behavior organism (chat-lima keeps its knowledge)."),
+    contrast: str | None = typer.Option(None, help="With --zoo: a second organism reported side by side on the same prompts "
+                                        "and bases (e.g. --organism chat-lima --contrast chat-sft-full)."),
     prompts: Path | None = typer.Option(None, "--prompts", "-p", help="JSONL with knowledge and behavior prompts (targets "
                                         "required). Default with --zoo: the organism's."),
     beta: str = typer.Option("0,0.5,1,1.5", help="Comma-separated betas for the proxy."),
@@ -336,10 +338,14 @@ def proxy_tune_cmd(
     betas = check.betas(beta)
     place = check.placement(device, compute_dtype, device_map)
     if zoo_mode:
-        if organism.endswith("-large"):
-            raise UsageError("--organism: name the organism tuned from base; its -large twin is built for comparison")
+        check.organism("--organism", organism)
         large_base, small_base = "zoo:base-large", "zoo:base"
         small_tuned, large_tuned = f"zoo:{organism}", f"zoo:{organism}-large"
+        if contrast is not None:
+            check.organism("--contrast", contrast, organism)
+            _check_refs(f"zoo:{contrast}", f"zoo:{contrast}-large", allow_pickle=allow_pickle)
+    elif contrast is not None:
+        raise UsageError("--contrast needs --zoo")
     elif not (large_base and small_base and small_tuned):
         raise UsageError("give --large-base, --small-base and --small-tuned, or --zoo")
     _check_refs(large_base, small_base, small_tuned, large_tuned, allow_pickle=allow_pickle)
@@ -351,9 +357,11 @@ def proxy_tune_cmd(
     lb, sb = load_model(large_base, **opts), load_model(small_base, **opts)
     st = load_model(small_tuned, **opts)
     lt = load_model(large_tuned, **opts) if large_tuned else None
+    other = {"label": f"zoo:{contrast}", "small_tuned": load_model(f"zoo:{contrast}", **opts),
+             "large_tuned": load_model(f"zoo:{contrast}-large", **opts)} if contrast else None
     report = proxy_tune_report(lb, sb, st, prompt_list, out, default_bos(lb.tokenizer, lb.config.model_type), lt, betas,
-                               log=lambda m: typer.echo(m, err=True))
-    for line in report["verdict"]["summary"]:
+                               log=lambda m: typer.echo(m, err=True), contrast=other)
+    for line in report["verdict"]["summary"] + report.get("side_by_side", {}).get("summary", []):
         typer.echo(f"- {line}")
     typer.echo(f"report: {out / 'index.html'}  {out / 'report.json'}  {out / 'summary.md'}")
 

@@ -64,6 +64,18 @@ def betas(spec: str, required: float = 1.0) -> list[float]:
     return values
 
 
+def organism(option: str, name: str, other: str | None = None) -> str:
+    """A zoo organism tuned from ``base`` (``proxy-tune --zoo`` builds its ``-large`` twin), not ``other``."""
+    from alignloc.zoo import check_name
+
+    if name.endswith("-large"):
+        raise UsageError(f"{option}: name the organism tuned from base; its -large twin is built for comparison")
+    if name == other:
+        raise UsageError(f"{option}: {name!r} is the --organism itself; name another organism to compare with")
+    check_name(name)
+    return name
+
+
 def windows(spec: str | None, n_layers: int | None = None) -> list[int] | None:
     """``--windows``: a comma list of window sizes, each >= 1 (and <= ``n_layers`` when known)."""
     if spec is None:

@@ -18,30 +18,12 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from alignloc.errors import OutputError, UserError, one_line
+from alignloc.report.figstyle import BASE, SERIES, TUNED
+from alignloc.report.figstyle import line as _line
+from alignloc.report.figstyle import style as _style
+from alignloc.report.proxyside import side_by_side_figure
 from alignloc.store.manifest import file_mode
 from alignloc.store.outputs import claim
-
-BASE = {"color": "#0072B2", "dash": "solid", "symbol": "circle"}
-TUNED = {"color": "#D55E00", "dash": "dash", "symbol": "square"}
-SERIES = [("#0072B2", "solid", "circle"), ("#D55E00", "dash", "square"), ("#009E73", "dot", "diamond"),
-          ("#CC79A7", "dashdot", "triangle-up"), ("#E69F00", "longdash", "x"), ("#56B4E9", "longdashdot", "cross")]
-WIDTH = {"one": 336, "two": 687}  # px at 96/in: 3.5 in and 7.16 in
-FONT = {"family": "Helvetica, Arial, sans-serif", "size": 10}
-
-
-def _style(fig: go.Figure, title: str, size: str = "one", height: int = 260, legend_below: bool = True) -> go.Figure:
-    fig.update_layout(title={"text": title, "font": {"size": 11}, "y": 0.98, "yanchor": "top"}, width=WIDTH[size],
-                      height=height, font=FONT, template="simple_white", margin={"l": 50, "r": 10, "t": 60, "b": 40},
-                      legend={"font": {"size": 8}, "orientation": "h", **({"y": -0.3} if legend_below else
-                                                                        {"y": 1.0, "x": 1.0, "xanchor": "right", "yanchor": "bottom"})})
-    fig.update_annotations(font_size=10)  # subplot titles
-    return fig
-
-
-def _line(x, y, name: str, style: tuple | dict, **kw) -> go.Scatter:
-    color, dash, symbol = (style["color"], style["dash"], style["symbol"]) if isinstance(style, dict) else style
-    return go.Scatter(x=x, y=y, name=name, mode="lines+markers", line={"color": color, "dash": dash, "width": 1.5},
-                      marker={"symbol": symbol, "size": 5, "color": color}, **kw)
 
 
 def _shade(fig: go.Figure, layers: list[int], **kw) -> None:
@@ -147,7 +129,8 @@ def proxy_tune_figures(r: dict) -> list[tuple[str, go.Figure]]:
                                          line={"color": color, "dash": dash, "width": 1}, opacity=0.6))
     fig.update_xaxes(title_text="beta")
     fig.update_yaxes(title_text="rate", range=[-0.05, 1.05])
-    return [("proxy_tune", _style(fig, "Proxy-tuning: the beta dial", "one", 330))]
+    side = [("proxy_tune_organisms", side_by_side_figure(r))] if r.get("side_by_side") else []
+    return [("proxy_tune", _style(fig, "Proxy-tuning: the beta dial", "one", 330))] + side
 
 
 def rl_formats_figures(r: dict) -> list[tuple[str, go.Figure]]:

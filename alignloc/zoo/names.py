@@ -1,6 +1,6 @@
 """Organism names and the per-architecture module table (pure).
 
-Names: ``chat-sft-upper|lower|full``, ``refusal-lora-L{k}``, ``fact-edit-L{k}``, ``dpo-polite``,
+Names: ``chat-sft-upper|lower|full``, ``chat-lima``, ``refusal-lora-L{k}``, ``fact-edit-L{k}``, ``dpo-polite``,
 ``control-continued``, ``control-drift``, ``rl-formats`` (RL on the ``base-formats`` base, see
 ``formats.py``), each optionally with a ``-large`` suffix (the recipe
 applied to ``base-large``). The confined recipes (``chat-sft-upper|lower``, ``refusal-lora-L{k}``,
@@ -55,6 +55,7 @@ RECIPES = (
     "chat-sft-upper",
     "chat-sft-lower",
     "chat-sft-full",
+    "chat-lima",
     "refusal-lora-L{k}",
     "fact-edit-L{k}",
     "dpo-polite",
@@ -64,7 +65,7 @@ RECIPES = (
 )
 DRIFTABLE = ("chat-sft-upper", "chat-sft-lower", "refusal-lora-L{k}", "fact-edit-L{k}")
 _NAME = re.compile(
-    r"^(chat-sft-upper|chat-sft-lower|chat-sft-full|refusal-lora-L(\d+)|"
+    r"^(chat-sft-upper|chat-sft-lower|chat-sft-full|chat-lima|refusal-lora-L(\d+)|"
     r"fact-edit-L(\d+)|dpo-polite|control-continued|control-drift|rl-formats)(-drift)?(-large)?$"
 )
 

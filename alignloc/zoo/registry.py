@@ -44,6 +44,7 @@ from alignloc.zoo.files import (
     write_prompts,
 )
 from alignloc.zoo.formats import FORMAT_BASES, FORMAT_WORDS, format_prompts, formats_corpus
+from alignloc.zoo.lima import chat_lima
 from alignloc.zoo.names import parse_name, valid_names_hint
 from alignloc.zoo.pretrain import pretrain
 from alignloc.zoo.promptsets import split_entities, standard_sets
@@ -73,6 +74,9 @@ HARD_ORGANISMS = [
     "fact-edit-L1-drift",
 ]
 DRIFT_CONTROL = "control-drift"
+# organisms built by their own module (not recipes.run_recipe) and fingerprinted with their own spec
+OWN_RECIPES = {"rl-formats": rl_formats, "chat-lima": chat_lima}
+OWN_SPEC = {"rl-formats": "formats", "chat-lima": "lima"}
 DEFAULT_ORGANISM = "chat-sft-upper"
 Log = Callable[[str], None]
 
@@ -181,8 +185,9 @@ def _organism_fingerprint(cfg: SizeConfig, name: str, base_sha: str, root: Path)
     parts: list[Any] = ["organism", name, asdict(cfg.recipes), asdict(cfg.world), cfg.seed, base_sha]
     if name == DRIFT_CONTROL or parse_name(name, _n_layers(cfg)).drift:
         parts.append(asdict(cfg.drift))
-    if parse_name(name, _n_layers(cfg)).recipe == "rl-formats":
-        parts.append(asdict(cfg.formats))
+    recipe = parse_name(name, _n_layers(cfg)).recipe
+    if recipe in OWN_SPEC:  # only these organisms' fingerprints include their own spec
+        parts.append(asdict(getattr(cfg, OWN_SPEC[recipe])))
     if parse_name(name, _n_layers(cfg)).drift:
         dep = _read_meta(root / DRIFT_CONTROL)
         if dep is None:
@@ -202,8 +207,8 @@ def _build_organism(name: str, cfg: SizeConfig, world: World, root: Path, log: L
     try:
         base, tok = load(base_dir)
         drift_model = load(root / DRIFT_CONTROL / "tuned")[0] if parsed.drift else None
-        if parsed.recipe == "rl-formats":  # RL (rl.py builds on recipes.Organism, so it is dispatched here)
-            org = rl_formats(base, tok, world, cfg, name, log=None)
+        if parsed.recipe in OWN_RECIPES:  # built outside recipes.py (they build on its Organism)
+            org = OWN_RECIPES[parsed.recipe](base, tok, world, cfg, name, log=None)
         else:
             org = run_recipe(parsed, base, tok, world, cfg, log=None, drift_model=drift_model)
         shutil.copytree(base_dir, tmp / "base")

@@ -165,3 +165,34 @@ def train(
         for n, p in model.named_parameters():
             p.requires_grad_(saved[n])
     return losses
+
+
+def kl_to_reference(
+    reference: torch.nn.Module,
+    replay: Sequence[Sequence[Example]],
+    pad: int,
+    weight: float,
+) -> Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor]:
+    """A ``loss_fn`` for ``train``: the batch's own loss plus ``weight`` x KL(reference || model)
+    on the next replayed batch of pretraining text (one per step, cycling).
+
+    The KL is per predicted token (where labels are not ``IGNORE``), averaged over them: it keeps
+    the model's whole next-token distribution on pretraining text near the (frozen) reference's,
+    which is what keeps closed-book facts, not just the top token of rehearsed ones.
+    """
+    reference.eval()
+    step = iter(range(1 << 62))
+
+    def loss_fn(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        own = model(**inputs).loss
+        if weight == 0 or not replay:
+            return own
+        r = collate(replay[next(step) % len(replay)], pad)
+        keep = r["labels"][:, 1:] != IGNORE  # [batch, pos-1]: positions that predict a real token
+        with torch.no_grad():
+            ref = torch.log_softmax(reference(input_ids=r["input_ids"], attention_mask=r["attention_mask"]).logits[:, :-1].float(), -1)
+        cur = torch.log_softmax(model(input_ids=r["input_ids"], attention_mask=r["attention_mask"]).logits[:, :-1].float(), -1)
+        kl = (ref.exp() * (ref - cur)).sum(-1)  # [batch, pos-1]
+        return own + weight * kl[keep].mean()
+
+    return loss_fn
