@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+from alignloc.analyses.verdict import VerdictConfig
 from alignloc.causal.attribution import attribution_sweep
 from alignloc.causal.graft import carrier_window, graft_sweep, target_metric, window_sweep
 from alignloc.causal.mask import DeltaMask
@@ -74,10 +75,15 @@ def _windows(pair: ModelPair, prompts: list[Prompt], bos: bool) -> tuple[list[fl
 
 
 def _mask(pair: ModelPair, prompts: list[Prompt], bos: bool) -> tuple[list[float], float]:
-    """Per-layer gates of the learned delta mask (REINFORCE estimator, defaults)."""
+    """Per-layer gates of the learned delta mask (REINFORCE estimator, defaults); the rounded
+    selection scores 2 more when grafting it carries the gap as the verdict requires (>= 0.8 both
+    sufficient and necessary), so it is flagged only where the verdict would name it."""
     m = DeltaMask(seed=0).fit(pair, prompts, bos)
     metric = target_metric(prompts, None, bos)
-    return m.layer_gates_, metric(pair.tuned) - metric(pair.base)
+    sel = m.recovery(pair, metric, max_k=1)["selected"] if m.selected_ else None
+    carries = sel is not None and min(sel["sufficiency"], sel["necessity"]) >= VerdictConfig().carrier_at
+    named = set(sel["layers"]) if carries else set()
+    return [(2.0 if i in named else 0.0) + g for i, g in enumerate(m.layer_gates_)], metric(pair.tuned) - metric(pair.base)
 
 
 def _weights(pair: ModelPair, prompts: list[Prompt], bos: bool) -> tuple[list[float], float]:
@@ -118,7 +124,7 @@ def flagged(method: str, scores: list[float], gap: float, min_gap: float, flag_a
         return [i for i, s in enumerate(scores) if s > 0]
     if not abs(gap) >= min_gap:
         return []
-    if method == "graft_window":  # the carrier window's layers score >= 2
+    if method in ("graft_window", "delta_mask"):  # the layers they name (carrier set) score >= 2
         return [i for i, s in enumerate(scores) if s >= 2.0]
     return [i for i, s in enumerate(scores) if s >= flag_at]
 
