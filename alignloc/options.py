@@ -149,3 +149,14 @@ def prompt_file(path: Path | None) -> list | None:
     from alignloc.prompts import load_prompts
 
     return None if path is None else load_prompts(path)
+
+
+def conflict_set(name: str | None, prompts: Path | None) -> str | None:
+    """``--conflicts``: a named conflict set (``contextprior.conflicts.SETS``), not given with ``--prompts``."""
+    from alignloc.contextprior.conflicts import SETS
+
+    if name is None:
+        return None
+    if prompts is not None:
+        raise UsageError("--conflicts and --prompts: give one of them (a named conflict set or a prompt file)")
+    return one_of("--conflicts", name, tuple(SETS))
