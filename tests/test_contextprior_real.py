@@ -51,9 +51,9 @@ def test_smollm2_keeps_its_priors_and_only_an_unknown_entity_patch_moves_it(real
     assert base["acc_closed"] == 1.0 and base["acc_agree"] >= 0.9  # the kept facts are the known ones
     assert v["best_prompt_only_rate"] <= 0.3  # measured 18% (repeat the context)
     heads = [x for x in r["rows"] if x["name"].startswith("scale_context_heads")]
-    assert len(heads) == 9 and max(x["follow_strong"] for x in heads) <= 0.35  # measured at most 12-16%: far from 88%
+    assert len(heads) == 9 and max(x["follow_strong"] for x in heads) <= 0.35  # measured at most 12%: far from 88%
     assert len(r["searched_heads"]) == 2 and all(len(h) == 10 for h in r["searched_heads"])
     patch = rows[("unknown_subject_patch_subject_tokens", 10, None, True)]
-    assert patch["follow_strong"] >= 0.4  # measured 59%: the best, but at a cost on agreeing contexts
+    assert patch["follow_strong"] >= 0.4  # measured 59%, -34 points on agreeing contexts
     assert patch["collateral"]["agree_drop"] >= 0.15
     assert rows[("anonymize_subject", None, None, None)]["follow_strong"] >= 0.3  # measured 48%
