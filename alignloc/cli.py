@@ -272,12 +272,16 @@ def context_prior_cmd(
     instruction: str | None = typer.Option(None, help="The instruction of the 'instruction' prompt-only fix."),
     gate: str = typer.Option("both", help="always | context | both: intervene on every prompt, only where a context is given, or report both."),
     heads: bool = typer.Option(True, help="Also scale each attention head at the last token (--no-heads to skip)."),
+    head_search: bool = typer.Option(True, help="Also scale the 1, 3, 10 heads whose direct effect most favours the context."),
+    conflicts: str | None = typer.Option(None, help="Instead of --prompts: a conflict set built from real facts "
+                                         "(capitals | capitals-direct), priors measured on MODEL (see README)."),
     device: str = DEVICE, compute_dtype: str = COMPUTE_DTYPE, device_map: str = DEVICE_MAP,
     overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
     allow_pickle: bool = typer.Option(False, help="Allow pickle (.bin) checkpoints. Only for sources you trust."),
     trust_remote_code: bool = typer.Option(False, help="Run model code shipped with a hub checkpoint."),
 ) -> None:
     """Can a representation edit make the model follow a context that contradicts a strong prior, where prompting cannot?"""
+    from alignloc.contextprior.conflicts import named_sets
     from alignloc.contextprior.data import load_sets
     from alignloc.contextprior.run import DEFAULT_INSTRUCTION, context_prior_report
     from alignloc.models.pair import load_model
@@ -291,18 +295,22 @@ def context_prior_cmd(
     check.one_of("--gate", gate, ("always", "context", "both"))
     place = check.placement(device, compute_dtype, device_map)
     check.layer_spec(layers, check.model_ref(model, allow_pickle))
-    prompt_list = _prompts_for(model, prompts, "MODEL is a zoo model (zoo:NAME)")
+    named = check.conflict_set(conflicts, prompts)
+    prompt_list = None if named else _prompts_for(model, prompts, "MODEL is a zoo model (zoo:NAME) or --conflicts is given")
     texts = None
     if text is not None:
         texts = [ln.strip() for ln in read_text(text, PromptFormatError, "text file").split("\n") if ln.strip()]
         if not texts:
             raise PromptFormatError(f"{text}: no text in the file (write one passage per line)")
     check_out_dir(out, REPORT_FILES, overwrite=overwrite)
-    sets = load_sets(prompt_list, texts, src=str(prompts or model))
+    sets = None if named else load_sets(prompt_list, texts, src=str(prompts or model))
     lm = load_model(model, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, **place)
-    report = context_prior_report(lm, sets, out, default_bos(lm.tokenizer, lm.config.model_type),
+    bos, info = default_bos(lm.tokenizer, lm.config.model_type), None
+    if named:
+        sets, info = named_sets(lm, named, bos, texts, log=lambda m: typer.echo(m, err=True))
+    report = context_prior_report(lm, sets, out, bos, conflicts=info,
                                   layers=parse_layers(layers, lm.n_layers), instruction=instruction or DEFAULT_INSTRUCTION,
-                                  gate=gate, heads=heads, log=lambda m: typer.echo(m, err=True))
+                                  gate=gate, heads=heads, head_search=head_search, log=lambda m: typer.echo(m, err=True))
     for line in report["verdict"]["summary"]:
         typer.echo(f"- {line}")
     typer.echo(f"report: {out / 'index.html'}  {out / 'report.json'}  {out / 'summary.md'}")

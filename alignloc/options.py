@@ -170,3 +170,14 @@ def placement(device: str, compute_dtype: str, device_map: str | None) -> dict:
 
     resolve_placement(device, compute_dtype, device_map)
     return {"device": device, "compute_dtype": compute_dtype, "device_map": None if device_map in (None, "none") else device_map}
+
+
+def conflict_set(name: str | None, prompts: Path | None) -> str | None:
+    """``--conflicts``: a named conflict set (``contextprior.conflicts.SETS``), not given with ``--prompts``."""
+    from alignloc.contextprior.conflicts import SETS
+
+    if name is None:
+        return None
+    if prompts is not None:
+        raise UsageError("--conflicts and --prompts: give one of them (a named conflict set or a prompt file)")
+    return one_of("--conflicts", name, tuple(SETS))

@@ -45,3 +45,28 @@ def test_bad_results_are_clear_errors(tmp_path, capsys):
     assert main(["figures", str(bad), "--format", "gif"]) == 2
     with pytest.raises(ResultError):
         kind_of({})
+
+
+def test_context_prior_results_are_compared_side_by_side(zoo_tiny, tmp_path):
+    """Two context-prior results (e.g. the zoo and a real model) also give one figure with both."""
+    from alignloc.contextprior.data import load_sets
+    from alignloc.contextprior.run import context_prior_report
+    from alignloc.models.pair import load_model
+    from alignloc.report.figures import best_per_kind, context_prior_compare
+    from alignloc.zoo import organism_prompts
+
+    m, sets = load_model("zoo:base"), load_sets(organism_prompts("base"))
+    paths = []
+    for layer in (0, 3):
+        out = tmp_path / f"cp{layer}"
+        context_prior_report(m, sets, out, bos=True, layers=[layer], heads=False, gate="context")
+        paths.append(out / "report.json")
+    results = [json.loads(p.read_text()) for p in paths]
+    fig = context_prior_compare(results)
+    assert len(fig.data) == 4 and fig.data[0].type == "bar" and fig.data[1].type == "scatter"
+    best = best_per_kind(results[1])
+    assert list(fig.data[2].y) == [best[k]["follow_strong"] if best[k] else 0.0 for k in fig.data[2].x]
+    anyway = best_per_kind(results[1], within_budget=False)
+    assert best["baseline"]["name"] == "none" and anyway["head scaling"]["name"].startswith("scale_context_heads")
+    assert main(["figures", str(paths[0]), str(paths[1]), "--out", str(tmp_path / "f"), "--format", "svg"]) == 0
+    assert (tmp_path / "f" / "context_prior_compare.svg").read_bytes()[:200].find(b"<svg") >= 0

@@ -25,6 +25,7 @@ from alignloc.contextprior.evaluate import (
     rate,
     top1,
 )
+from alignloc.contextprior.heads import head_attribution, top_heads
 from alignloc.interventions.directions import diff_in_means
 from alignloc.interventions.specs import Ablate, PatchFrom, Scale, Steer
 from alignloc.models.hooks import run_recording
@@ -36,6 +37,8 @@ STEER_ALPHAS = (0.5, 1.0, 2.0, 4.0)
 MLP_FACTORS = (0.0, 0.5)
 ATTN_FACTORS = (1.5, 2.0, 3.0)
 HEAD_FACTOR = 3.0
+SEARCH_K = (1, 3, 10)  # heads found by attribution (Yu et al. 2023), scaled together
+SEARCH_FACTORS = (2.0, 5.0, 10.0)
 BUDGET = {"agree_drop": 0.05, "closed_drop": 0.05, "ppl_ratio": 1.10}  # "small collateral damage"
 
 
@@ -66,6 +69,20 @@ def conflict_directions(model: LoadedModel, train: list, answers: torch.Tensor, 
     return {layer: diff_in_means(a[follow], a[memory]) for layer, a in acts.items()}
 
 
+def swap_unknown(tokenizer, p, names: list[str], start: int):
+    """``p`` with its subject renamed to an unknown entity: the first of ``names`` from ``start`` (cyclic)
+    that keeps the token count (so activations can be patched position by position), else ``names[start]``."""
+    if not p.positions.get("subject"):
+        return p
+    width = len(tokenizer.encode(p.text, add_special_tokens=False))
+    order = [names[(start + k) % len(names)] for k in range(len(names))]
+    for name in order:
+        q = with_unknown_subject(p, name)
+        if len(tokenizer.encode(q.text, add_special_tokens=False)) == width:
+            return q
+    return with_unknown_subject(p, order[0])
+
+
 def unknown_subject_recipe(model: LoadedModel, site: Site, at: str, names: list[str], bos: bool) -> Recipe:
     """Patch ``site`` at the subject tokens (``at="subject"``) or the last token (``"last"``) from a
     run of the same prompts with the entity replaced by one the model cannot know."""
@@ -73,8 +90,7 @@ def unknown_subject_recipe(model: LoadedModel, site: Site, at: str, names: list[
     def recipe(b: Batch) -> list:
         if not b.subject.any() or not names:
             return []
-        swapped = [with_unknown_subject(p, names[i % len(names)]) if p.positions.get("subject") else p
-                   for i, p in enumerate(b.prompts)]
+        swapped = [swap_unknown(model.tokenizer, p, names, i) for i, p in enumerate(b.prompts)]
         src = next(batches(model, swapped, bos, size=len(swapped)))
         width = b.ids.shape[1]
         if src.ids.shape != b.ids.shape:  # rows whose length changed are not patched
@@ -117,12 +133,26 @@ def _configs(model: LoadedModel, layers: list[int], dirs: dict[int, torch.Tensor
     return out
 
 
+def searched_head_configs(ranked: list[tuple[int, int]]) -> list[tuple[dict, Recipe]]:
+    """Scale the top-k heads of ``ranked`` (best first) at the last token, for each k and factor."""
+    out: list[tuple[dict, Recipe]] = []
+    for k in SEARCH_K:
+        chosen = ranked[:k]
+        for f in SEARCH_FACTORS:
+            out.append(({"name": f"scale_context_heads_top{k}", "layer": chosen[0][0], "strength": f,
+                         "heads": [list(h) for h in chosen]},
+                        lambda b, chosen=chosen, f=f: [Scale(layer, "attn", f, head=h, where=b.last_mask) for layer, h in chosen]))
+    return out
+
+
 def _measure(model: LoadedModel, sets: PromptSets, bos: bool, folds: list[tuple[list, list]],
-             recipes: list[Recipe | None], fix: str | None, instruction: str, gated: bool = False) -> tuple[dict, torch.Tensor]:
+             recipes: list[Recipe | None], fix: str | None, instruction: str, gated: bool = False,
+             unchanged: dict | None = None) -> tuple[dict, torch.Tensor]:
     """One configuration's rates; ``recipes[f]`` is used for fold ``f``'s conflicts (fold 0's for the rest).
 
     ``gated``: interventions only on prompts with a context (so closed-book prompts and plain text
-    run unchanged, as they do under the prompt-only fixes).
+    run unchanged, as they do under the prompt-only fixes). ``unchanged``: the baseline row, whose
+    closed-book accuracy and perplexity a gated run reuses (it runs those inputs unchanged: the same numbers).
     """
     tok = model.tokenizer
     names = sets.unknown_names or [None]
@@ -138,11 +168,13 @@ def _measure(model: LoadedModel, sets: PromptSets, bos: bool, folds: list[tuple[
             weak_ans[w_idx] = top1(model, fixed([sets.weak[i] for i in w_idx]), bos, recipe, gated)
     r0 = recipes[0]
     agree = top1(model, fixed(sets.agree), bos, r0, gated)
-    closed = top1(model, fixed(sets.closed), bos, r0, gated)
+    reuse = gated and unchanged is not None and fix is None
+    closed = None if reuse else top1(model, fixed(sets.closed), bos, r0, gated)
     row = {"follow_strong": rate(tok, strong_ans, sets.strong), "memory_strong": rate(tok, strong_ans, sets.strong, "foil"),
            "follow_weak": rate(tok, weak_ans, sets.weak), "memory_weak": rate(tok, weak_ans, sets.weak, "foil"),
-           "acc_agree": rate(tok, agree, sets.agree), "acc_closed": rate(tok, closed, sets.closed),
-           "ppl": perplexity(model, sets.texts, bos, None if gated else r0) if sets.texts else float("nan")}
+           "acc_agree": rate(tok, agree, sets.agree),
+           "acc_closed": unchanged["acc_closed"] if reuse else rate(tok, closed, sets.closed),
+           "ppl": unchanged["ppl"] if reuse else perplexity(model, sets.texts, bos, None if gated else r0) if sets.texts else float("nan")}
     return row, strong_ans
 
 
@@ -156,11 +188,13 @@ def _collateral(row: dict, base: dict) -> dict:
 
 def context_prior(model: LoadedModel, sets: PromptSets, bos: bool, layers: list[int] | None = None,
                   instruction: str = DEFAULT_INSTRUCTION, heads: bool = True, budget: dict | None = None,
-                  gate: str = "both", log: Callable[[str], None] = lambda m: None) -> dict:
+                  gate: str = "both", head_search: bool = True, log: Callable[[str], None] = lambda m: None) -> dict:
     """Run every configuration; JSON-ready rows plus the verdict.
 
     ``gate``: ``always`` (interventions on every prompt and on the plain text), ``context`` (only
     on prompts that carry a context, like the prompt-only fixes) or ``both`` (each configuration twice).
+    ``head_search``: also scale the heads whose direct effect most favours the context's answer
+    (``heads.head_attribution`` on the other fold's conflicts, cross-fitted like the directions).
     """
     gates = {"always": (False,), "context": (True,), "both": (False, True)}.get(gate)
     if gates is None:
@@ -179,15 +213,20 @@ def context_prior(model: LoadedModel, sets: PromptSets, bos: bool, layers: list[
     # cross-fitted directions: fold f is evaluated with the direction from the other fold
     all_conf = sets.strong + sets.weak
     answers = top1(model, all_conf, bos)
-    dirs = []
+    dirs, ranked = [], []
     for f in (0, 1):
         train = [i for i, _ in enumerate(sets.strong) if i % 2 != f] + [len(sets.strong) + i for i, _ in enumerate(sets.weak) if i % 2 != f]
         dirs.append(conflict_directions(model, [all_conf[i] for i in train], answers[train], bos, layers))
+        if head_search:
+            ranked.append(top_heads(head_attribution(model, [all_conf[i] for i in train], bos), max(SEARCH_K)))
     per_fold = [_configs(model, layers, d, sets.unknown_names, bos, heads) for d in dirs]
+    if head_search:
+        per_fold = [cfgs + searched_head_configs(r) for cfgs, r in zip(per_fold, ranked, strict=True)]
+        log(f"heads favouring the context (layer.head, best first, used on fold 0): {', '.join(f'{a}.{h}' for a, h in ranked[0])}")
     targets = torch.tensor([first_token(model.tokenizer, p.target) for p in sets.strong])
     for (spec, r0), (_, r1) in zip(per_fold[0], per_fold[1], strict=True):
         for gated in gates:
-            r, strong_ans = _measure(model, sets, bos, halves, [r0, r1], None, instruction, gated)
+            r, strong_ans = _measure(model, sets, bos, halves, [r0, r1], None, instruction, gated, base_row)
             flips = int(((base_strong != strong_ans) & (strong_ans == targets)).sum())
             rows.append({**spec, "gated": gated, "family": "intervention", **r, "flips_to_context": flips})
     for r in rows:
@@ -199,6 +238,7 @@ def context_prior(model: LoadedModel, sets: PromptSets, bos: bool, layers: list[
     return {"n": {"strong": len(sets.strong), "weak": len(sets.weak), "agree": len(sets.agree),
                   "closed": len(sets.closed), "texts": len(sets.texts), "unknown_names": len(sets.unknown_names)},
             "layers": layers, "instruction": instruction, "budget": budget, "rows": rows,
+            "searched_heads": [[list(h) for h in r] for r in ranked],
             "verdict": verdict(rows, budget)}
 
 
@@ -244,7 +284,7 @@ def verdict(rows: list[dict], budget: dict, large: float = 0.2) -> dict:
                        f"{r['follow_strong']:.0%}, closed-book {-r['collateral']['closed_drop']:+.0%}")
 
     def pick(r):
-        return ({k: r.get(k) for k in ("name", "layer", "strength", "head", "gated", "follow_strong", "collateral")}
+        return ({k: r.get(k) for k in ("name", "layer", "strength", "head", "heads", "gated", "follow_strong", "collateral")}
                 if r else None)
     return {"baseline_rate": base["follow_strong"], "baseline_memory_rate": base["memory_strong"],
             "weak_prior_rate": base["follow_weak"],
@@ -255,13 +295,20 @@ def verdict(rows: list[dict], budget: dict, large: float = 0.2) -> dict:
             "intervention_beats_prompting": bool(best_i) and margin >= large, "summary": summary}
 
 
-def context_prior_report(model: LoadedModel, sets: PromptSets, out, bos: bool, write: bool = True, **options) -> dict:
-    """Run ``context_prior`` and write ``report.json``, ``summary.md`` and ``index.html`` under ``out``."""
+def context_prior_report(model: LoadedModel, sets: PromptSets, out, bos: bool, write: bool = True,
+                         conflicts: dict | None = None, **options) -> dict:
+    """Run ``context_prior`` and write ``report.json``, ``summary.md`` and ``index.html`` under ``out``.
+
+    ``conflicts``: how a named conflict set was built (``conflicts.measured_conflicts``), kept in the report."""
     import time
 
     from alignloc import __version__
 
+    start = time.perf_counter()
     result = context_prior(model, sets, bos, **options)
+    result["seconds"] = round(time.perf_counter() - start, 1)
+    if conflicts is not None:
+        result["conflicts"] = conflicts
     report = {"schema_version": 1, "alignloc_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "model": model.provenance(), **result}
     if write:

@@ -115,6 +115,45 @@ def context_prior_figures(r: dict) -> list[tuple[str, go.Figure]]:
     return [("context_prior", _style(fig, "Overriding a strong prior", "one", 300))]
 
 
+CP_KINDS: tuple[tuple[str, tuple[str, ...]], ...] = (  # (label, name prefixes) of context-prior rows
+    ("baseline", ("none",)), ("prompt-only fix", ("instruction", "repeat_context", "context_after_question")),
+    ("steering", ("steer_",)), ("direction ablation", ("ablate_",)), ("MLP scaling", ("scale_subject_mlp",)),
+    ("attention scaling", ("scale_last_token_attention",)), ("head scaling", ("scale_last_token_head_", "scale_context_heads")),
+    ("unknown-entity patch", ("unknown_subject_patch",)),
+)
+
+
+def best_per_kind(r: dict, within_budget: bool = True) -> dict[str, dict | None]:
+    """``{kind label: the row with the highest strong-prior follow rate}`` (None where no row qualifies)."""
+    out: dict[str, dict | None] = {}
+    for label, prefixes in CP_KINDS:
+        rows = [x for x in r["rows"] if x["name"].startswith(prefixes) and (x["within_budget"] or not within_budget)]
+        out[label] = max(rows, key=lambda x: x["follow_strong"]) if rows else None
+    return out
+
+
+def context_prior_compare(results: list[dict]) -> go.Figure:
+    """Best strong-prior follow rate per kind of configuration, one bar series per result (model), within
+    the collateral budget; open markers: the best at any collateral damage."""
+    fig = go.Figure()
+    labels = [label for label, _ in CP_KINDS]
+    for i, r in enumerate(results):
+        c, _, sym = SERIES[i % len(SERIES)]
+        name = str(r.get("model", {}).get("ref", f"result {i + 1}"))
+        ok, any_ = best_per_kind(r), best_per_kind(r, within_budget=False)
+        fig.add_trace(go.Bar(x=labels, y=[ok[k]["follow_strong"] if ok[k] else 0.0 for k in labels], name=name,
+                             marker={"color": c}, offsetgroup=str(i)))
+        fig.add_trace(go.Scatter(x=labels, y=[any_[k]["follow_strong"] if any_[k] else None for k in labels],
+                                 name=f"{name}, any damage", mode="markers", offsetgroup=str(i),
+                                 marker={"symbol": f"{sym}-open", "size": 7, "color": c}))
+    fig.add_hline(y=0.88, line={"dash": "dot", "width": 1, "color": "#555555"},
+                  annotation_text="Yu et al. 2023: 88%", annotation_font_size=8)
+    fig.update_layout(barmode="group", scattermode="group")
+    fig.update_xaxes(tickangle=-35)
+    fig.update_yaxes(title_text="follows context (strong prior)", range=[0, 1.05])
+    return _style(fig, "Overriding a strong prior: best per kind (bars: within budget)", "two", 340, legend_below=False)
+
+
 def proxy_tune_figures(r: dict) -> list[tuple[str, go.Figure]]:
     """The beta dial (behavior and fact recall), with the large base and the large model tuned by weights."""
     c = r["configs"]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
-from alignloc.report.figures import ResultError, export, figures_for
+from alignloc.report.figures import ResultError, context_prior_compare, export, figures_for, kind_of
 from alignloc.store.outputs import check_out_dir, claim
 from alignloc.textio import read_json
 
@@ -87,8 +87,9 @@ def zoo_results(cache: str | Path, log: Log = lambda m: None) -> list[Path]:
 
 def read_figures(results: list[str | Path]) -> list[tuple[Path, str, go.Figure]]:
     """``(result file, file stem, figure)`` for every result file (a ``report.json`` or a directory holding one),
-    stems unique across inputs (``-2``, ``-3`` appended to repeats); ResultError naming the file on any bad input."""
-    figs, seen = [], Counter()
+    stems unique across inputs (``-2``, ``-3`` appended to repeats), plus ``context_prior_compare`` when several
+    context-prior results are given; ResultError naming the file on any bad input."""
+    figs, seen, cp = [], Counter(), []
     for r in results:
         p = Path(r)
         p = p / "report.json" if p.is_dir() else p
@@ -102,6 +103,10 @@ def read_figures(results: list[str | Path]) -> list[tuple[Path, str, go.Figure]]
         for stem, fig in new:
             seen[stem] += 1
             figs.append((p, stem if seen[stem] == 1 else f"{stem}-{seen[stem]}", fig))
+        if kind_of(data) == "context-prior":
+            cp.append((p, data))
+    if len(cp) > 1:  # several context-prior results (e.g. the zoo and a real model): one figure side by side
+        figs.append((cp[-1][0], "context_prior_compare", context_prior_compare([d for _, d in cp])))
     return figs
 
 
