@@ -40,7 +40,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # TL's sweeps show a progress bar pe
 
 import torch  # noqa: E402
 
-from alignloc.analyses.outputs import gather_target_logprobs, teacher_forced_batch  # noqa: E402
+from alignloc.analyses.outputs import full_target_logprobs, teacher_forced_batch  # noqa: E402
 from alignloc.causal.patching import patch_sweep  # noqa: E402
 from alignloc.models.hooks import edit, record  # noqa: E402
 from alignloc.models.pair import ModelPair, load_pair  # noqa: E402
@@ -88,8 +88,8 @@ def loop_route(pair: ModelPair, batches: list[Batch], kind: str, positions: str 
     cells: list[list[torch.Tensor]] = [[] for _ in range(len(sites) * len(where))]
     for ids, mask, ctx, tgt in batches:
         with record(pair.tuned.model, pair.tuned.family, sites) as donor:
-            gather_target_logprobs(pair.tuned.model(input_ids=ids, attention_mask=mask).logits, ctx, tgt)
-        gather_target_logprobs(pair.base.model(input_ids=ids, attention_mask=mask).logits, ctx, tgt)
+            full_target_logprobs(pair.tuned.model(input_ids=ids, attention_mask=mask).logits, ctx, tgt)
+        full_target_logprobs(pair.base.model(input_ids=ids, attention_mask=mask).logits, ctx, tgt)
         for i, site in enumerate(sites):
             for j, pos in enumerate(where):
                 def fn(act, src=donor[site], ctx=ctx, pos=pos):
@@ -97,7 +97,7 @@ def loop_route(pair: ModelPair, batches: list[Batch], kind: str, positions: str 
 
                 with edit(pair.base.model, pair.base.family, site, fn):
                     logits = pair.base.model(input_ids=ids, attention_mask=mask).logits
-                cells[i * len(where) + j].append(gather_target_logprobs(logits, ctx, tgt))
+                cells[i * len(where) + j].append(full_target_logprobs(logits, ctx, tgt))
     means = [float(torch.cat(x).mean()) for x in cells]
     return means if not isinstance(positions, list) else [means[i * len(where):(i + 1) * len(where)] for i in range(len(sites))]
 
@@ -116,13 +116,13 @@ def tl_route(base, tuned, batches: list[Batch], kind: str, positions: str) -> li
     values = []
     for ids, mask, ctx, tgt in batches:
         logits, cache = tuned.run_with_cache(ids, attention_mask=mask, names_filter=names)
-        gather_target_logprobs(logits, ctx, tgt)
+        full_target_logprobs(logits, ctx, tgt)
 
         def setter(act, index, clean, ctx=ctx):
             return overwrite(act, clean, positions, ctx)
 
         res = patching.generic_activation_patch(
-            base, ids, cache, lambda lg, ctx=ctx, tgt=tgt: gather_target_logprobs(lg, ctx, tgt),
+            base, ids, cache, lambda lg, ctx=ctx, tgt=tgt: full_target_logprobs(lg, ctx, tgt),
             patch_setter=setter, activation_name=kind, index_axis_names=("layer",),
             reduce="none", baseline=True,
         )

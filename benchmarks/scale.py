@@ -223,7 +223,7 @@ def tl_grid(pair, batch, layers: list[int], offsets: list[int]) -> torch.Tensor:
     import pandas as pd
     from transformer_lens import patching
 
-    from alignloc.analyses.outputs import gather_target_logprobs
+    from alignloc.analyses.outputs import full_target_logprobs
     from alignloc.models.backends.bridge import BridgeBackend
 
     ids, mask, ctx, tgt = batch
@@ -237,7 +237,7 @@ def tl_grid(pair, batch, layers: list[int], offsets: list[int]) -> torch.Tensor:
     def run():
         _, cache = tuned.run_with_cache(ids, attention_mask=mask, names_filter=lambda n: n.endswith("hook_resid_pre"))
         cells = pd.DataFrame([(la, o) for la in layers for o in offsets], columns=["layer", "pos"])
-        return patching.generic_activation_patch(base, ids, cache, lambda lg: gather_target_logprobs(lg, ctx, tgt),
+        return patching.generic_activation_patch(base, ids, cache, lambda lg: full_target_logprobs(lg, ctx, tgt),
                                                  patch_setter=setter, activation_name="resid_pre", index_df=cells,
                                                  reduce="mean")
 
