@@ -63,6 +63,8 @@ def kind_of(result: dict) -> str:
         return "context-prior"
     if "configs" in result and "eft_grid" in result:
         return "proxy-tune"
+    if result.get("kind") == "surfacing-experiment":
+        return "surfacing-experiment"
     raise ResultError("not an alignloc result (give a report.json of layer-diff, context-prior or proxy-tune, or "
                       "localize-bench --json output)")
 
@@ -148,8 +150,16 @@ def proxy_tune_figures(r: dict) -> list[tuple[str, go.Figure]]:
     return [("proxy_tune", _style(fig, "Proxy-tuning: the beta dial", "one", 330))]
 
 
+def surfacing_figures(r: dict) -> list[tuple[str, go.Figure]]:
+    """Surfaced vs installed on the format organisms (``alignloc.report.surfacing``)."""
+    from alignloc.report.surfacing import experiment_figures
+
+    return experiment_figures(r)
+
+
 BUILDERS = {"layer-diff": layer_diff_figures, "localize-bench": localize_bench_figures,
-            "context-prior": context_prior_figures, "proxy-tune": proxy_tune_figures}
+            "context-prior": context_prior_figures, "proxy-tune": proxy_tune_figures,
+            "surfacing-experiment": surfacing_figures}
 
 
 def figures_for(result: dict) -> list[tuple[str, go.Figure]]:

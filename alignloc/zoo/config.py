@@ -16,6 +16,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 
+from alignloc.zoo.formats import FormatSpec
 from alignloc.zoo.names import ZooError
 from alignloc.zoo.pretrain import ModelSpec, PretrainSpec
 from alignloc.zoo.world import WorldConfig
@@ -75,6 +76,7 @@ class SizeConfig:
     large_train: PretrainSpec
     recipes: RecipeSpec = field(default_factory=RecipeSpec)
     drift: DriftSpec = field(default_factory=DriftSpec)
+    formats: FormatSpec = field(default_factory=FormatSpec)  # base-fmt and the format-* organisms
     seed: int = 0
 
     def fingerprint(self, *parts: object) -> str:

@@ -4,7 +4,8 @@ Names: ``chat-sft-upper|lower|full``, ``refusal-lora-L{k}``, ``fact-edit-L{k}``,
 ``control-continued``, ``control-drift``, each optionally with a ``-large`` suffix (the recipe
 applied to ``base-large``). The confined recipes (``chat-sft-upper|lower``, ``refusal-lora-L{k}``,
 ``fact-edit-L{k}``) also come as ``NAME-drift``: the same edit under a drift of every layer (see
-``drift.py``). ``parse_name`` validates ``k`` against the base's layer count.
+``drift.py``). ``format-surfaced|installed`` are built on ``base-fmt`` (``formats.py``) and have
+no variants. ``parse_name`` validates ``k`` against the base's layer count.
 """
 
 from __future__ import annotations
@@ -59,11 +60,14 @@ RECIPES = (
     "dpo-polite",
     "control-continued",
     "control-drift",
+    "format-surfaced",
+    "format-installed",
 )
+FORMAT_RECIPES = ("format-surfaced", "format-installed")  # on base-fmt only (formats.py)
 DRIFTABLE = ("chat-sft-upper", "chat-sft-lower", "refusal-lora-L{k}", "fact-edit-L{k}")
 _NAME = re.compile(
     r"^(chat-sft-upper|chat-sft-lower|chat-sft-full|refusal-lora-L(\d+)|"
-    r"fact-edit-L(\d+)|dpo-polite|control-continued|control-drift)(-drift)?(-large)?$"
+    r"fact-edit-L(\d+)|dpo-polite|control-continued|control-drift|format-surfaced|format-installed)(-drift)?(-large)?$"
 )
 
 
@@ -74,7 +78,7 @@ class RecipeName:
     name: str
     recipe: str  # the name with ``{k}`` in place of the layer index, without ``-large``
     k: int | None
-    base: str  # base | base-large
+    base: str  # base | base-large | base-fmt (the format-* organisms)
     drift: bool = False  # the ``-drift`` variant (planted under a drift of every layer)
 
 
@@ -88,6 +92,10 @@ def parse_name(name: str, n_layers: dict[str, int]) -> RecipeName:
     k = int(k_str) if k_str is not None else None
     recipe = m.group(1) if k is None else m.group(1).replace(f"L{k_str}", "L{k}")
     drift = bool(m.group(4))
+    if recipe in FORMAT_RECIPES:
+        if drift or m.group(5):
+            raise ZooError(f"organism {name!r}: {recipe} has no -drift or -large variant (it is built on base-fmt)")
+        base = "base-fmt"
     if drift and recipe not in DRIFTABLE:
         raise ValueError(f"organism {name!r}: only {', '.join(r + '-drift' for r in DRIFTABLE)} have a -drift variant")
     if k is not None and not 0 <= k < n_layers[base]:
@@ -101,7 +109,7 @@ def parse_name(name: str, n_layers: dict[str, int]) -> RecipeName:
 def valid_names_hint(n_layers: dict[str, int]) -> str:
     """A sentence listing the valid names and layer ranges."""
     return (
-        "valid names: base, base-large, "
+        "valid names: base, base-large, base-fmt, "
         + ", ".join(RECIPES)
         + f" with k in 0..{n_layers['base'] - 1}; add '-drift' to "
         + ", ".join(DRIFTABLE)

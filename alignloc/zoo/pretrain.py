@@ -85,8 +85,9 @@ def make_model(spec: ModelSpec, vocab_size: int, bos: int, eos: int, pad: int) -
     raise ValueError(f"unknown arch {spec.arch!r}; use one of {', '.join(ARCHS)}")
 
 
-def corpus_examples(world: World, tok, seed: int) -> Callable[[int], list[Example]]:
-    """A function epoch -> examples, one per corpus segment (``<bos>`` + segment).
+def corpus_examples(world: World, tok, seed: int, segments: Callable = pretrain_segments) -> Callable[[int], list[Example]]:
+    """A function epoch -> examples, one per corpus segment (``<bos>`` + segment); ``segments``
+    ``(world, rng) -> texts`` builds one pass (``base-fmt`` adds QA documents, ``formats.py``).
 
     Segments are not packed: a fact stated right after ``<bos>`` is learned much faster by tiny
     models (attention does not have to single the subject out of earlier, unrelated text), and it
@@ -94,7 +95,7 @@ def corpus_examples(world: World, tok, seed: int) -> Callable[[int], list[Exampl
     """
 
     def build(epoch: int) -> list[Example]:
-        segs = pretrain_segments(world, random.Random(f"corpus-{seed}-{epoch}"))
+        segs = segments(world, random.Random(f"corpus-{seed}-{epoch}"))
         return [lm_example(r) for r in encode(tok, segs)]
 
     return build
@@ -107,11 +108,13 @@ def pretrain(
     tspec: PretrainSpec,
     seed: int,
     log: Callable[[str], None] | None = None,
+    segments: Callable = pretrain_segments,
 ) -> tuple[PreTrainedModel, dict]:
-    """Train a base model from scratch on the world corpus; return it and a training record."""
+    """Train a base model from scratch on the world corpus (one pass: ``segments(world, rng)``);
+    return it and a training record."""
     with deterministic(seed):
         model = make_model(spec, len(tok), tok.bos_token_id, tok.eos_token_id, tok.pad_token_id)
-        data = corpus_examples(world, tok, seed)
+        data = corpus_examples(world, tok, seed, segments)
         schedule = batches(data, tspec.batch_size, tspec.epochs, seed)
         losses = train(
             model,

@@ -4,6 +4,7 @@ Layout under ``zoo_root()`` (``$ALIGNLOC_ZOO`` or ``platformdirs.user_cache_dir(
 
     <size>/base/{model/, prompts/*.jsonl, info.json}
     <size>/base-large/{model/, prompts/*.jsonl, info.json}
+    <size>/base-fmt/{model/, prompts/*.jsonl, info.json}    (base trained on with rare-format QA documents)
     <size>/<name>/{base/, tuned/, [adapter/], [drift/], prompts/*.jsonl, ground_truth.json}
 
 ``drift/`` (``-drift`` organisms only) is the base plus the organism's drift without the edit: its
@@ -43,6 +44,13 @@ from alignloc.zoo.files import (
     weights_sha256,
     write_prompts,
 )
+from alignloc.zoo.formats import (
+    FORMAT_BASE,
+    FORMAT_ORGANISMS,
+    FORMAT_WORDS,
+    format_base,
+    format_sets,
+)
 from alignloc.zoo.names import parse_name, valid_names_hint
 from alignloc.zoo.pretrain import pretrain
 from alignloc.zoo.promptsets import standard_sets
@@ -51,7 +59,7 @@ from alignloc.zoo.tokenizer import build_tokenizer
 from alignloc.zoo.training import THREADS
 from alignloc.zoo.world import World, make_world, vocabulary
 
-BASES = ("base", "base-large")
+BASES = ("base", "base-large", FORMAT_BASE)  # base-fmt: base + rare-format QA documents (formats.py)
 DEFAULT_ORGANISMS = [
     "chat-sft-upper",
     "chat-sft-lower",
@@ -83,7 +91,18 @@ def _hash(*parts: Any) -> str:
 
 
 def _n_layers(cfg: SizeConfig) -> dict[str, int]:
-    return {"base": cfg.base.n_layers, "base-large": cfg.large.n_layers}
+    return {"base": cfg.base.n_layers, "base-large": cfg.large.n_layers, FORMAT_BASE: cfg.base.n_layers}
+
+
+def _base_specs(cfg: SizeConfig, which: str) -> tuple:
+    """(model spec, pretraining spec) of a base; base-fmt shares base's."""
+    return (cfg.large, cfg.large_train) if which == "base-large" else (cfg.base, cfg.base_train)
+
+
+def _tokenizer(world: World, which: str):
+    """base-fmt's vocabulary has the two format markers appended (the other ids are unchanged)."""
+    extra = list(FORMAT_WORDS) if which == FORMAT_BASE else []
+    return build_tokenizer(vocabulary(world) + extra)
 
 
 def _meta_file(path: Path) -> Path:
@@ -102,22 +121,34 @@ def _read_meta(path: Path) -> dict[str, Any] | None:
 
 
 def _base_fingerprint(cfg: SizeConfig, which: str) -> str:
-    spec, train = (cfg.base, cfg.base_train) if which == "base" else (cfg.large, cfg.large_train)
+    spec, train = _base_specs(cfg, which)
+    if which == FORMAT_BASE:  # base trained on (formats.format_base)
+        return _hash("base", which, _base_fingerprint(cfg, "base"), asdict(cfg.formats), FORMAT_WORDS)
     return _hash("base", which, asdict(cfg.world), asdict(spec), asdict(train), cfg.seed)
 
 
 def _build_base(which: str, cfg: SizeConfig, world: World, tok, final: Path, log: Log) -> None:
     t0 = time.time()
-    spec, tspec = (cfg.base, cfg.base_train) if which == "base" else (cfg.large, cfg.large_train)
+    spec, tspec = _base_specs(cfg, which)
     log(
-        f"[zoo:{cfg.name}] pretraining {which} ({spec.n_layers} layers, d={spec.d_model}, {tspec.epochs} passes)"
+        f"[zoo:{cfg.name}] pretraining {which} ({spec.n_layers} layers, d={spec.d_model}, "
+        + (f"base + {cfg.formats.pretrain_epochs} passes with QA documents)" if which == FORMAT_BASE
+           else f"{tspec.epochs} passes)")
     )
     tmp = tmp_dir(final)
     try:
-        model, record = pretrain(world, tok, spec, tspec, seed=cfg.seed)
+        fmt = which == FORMAT_BASE
+        if fmt:
+            base = load(final.parent / "base" / "model")[0]
+            model, record = format_base(base, tok, world, cfg.formats, tspec.batch_size, cfg.seed + 8)
+        else:
+            model, record = pretrain(world, tok, spec, tspec, seed=cfg.seed)
         model.save_pretrained(tmp / "model")
         tok.save_pretrained(tmp / "model")
         sets = standard_sets(world, cfg.recipes.refusal_topic)
+        if fmt:  # the rare format's marker: its rate on QA prompts, and after one demonstration
+            sets |= {k: v for k, v in format_sets(world, "surfaced", cfg.recipes.refusal_topic, cfg.seed).items()
+                     if k in ("format", "demos")}
         prompts = write_prompts(tmp, sets)
         measured = measure(*load(tmp / "model"), sets)
         info = {
@@ -132,7 +163,7 @@ def _build_base(which: str, cfg: SizeConfig, world: World, tok, final: Path, log
             "train": record,
             "world": asdict(cfg.world),
             "seed": cfg.seed,
-            "threads": THREADS,
+            "threads": cfg.formats.threads if fmt else THREADS,
             "weights_sha256": weights_sha256(tmp / "model"),
             "fingerprint": _base_fingerprint(cfg, which),
             "zoo_format": ZOO_FORMAT,
@@ -156,6 +187,8 @@ def _build_base(which: str, cfg: SizeConfig, world: World, tok, final: Path, log
 def _organism_fingerprint(cfg: SizeConfig, name: str, base_sha: str, root: Path) -> str | None:
     """The build fingerprint; None if a dependency (``control-drift`` for ``-drift``) is not built."""
     parts: list[Any] = ["organism", name, asdict(cfg.recipes), asdict(cfg.world), cfg.seed, base_sha]
+    if name in FORMAT_ORGANISMS:
+        parts.append(asdict(cfg.formats))
     if name == DRIFT_CONTROL or parse_name(name, _n_layers(cfg)).drift:
         parts.append(asdict(cfg.drift))
     if parse_name(name, _n_layers(cfg)).drift:
@@ -230,7 +263,7 @@ def _build_organism(name: str, cfg: SizeConfig, world: World, root: Path, log: L
             "adapter": "adapter" if org.adapter is not None else None,
             "drift": "drift" if org.drift_only is not None else None,
             "extra": org.extra,
-            "threads": THREADS,
+            "threads": cfg.formats.threads if name in FORMAT_ORGANISMS else THREADS,
             "fingerprint": _organism_fingerprint(cfg, name, base_sha, root),
             "zoo_format": ZOO_FORMAT,
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
@@ -304,9 +337,10 @@ def build(
         names.insert(0, DRIFT_CONTROL)  # the -drift organisms are built from its drift
     names.sort(key=lambda n: n != DRIFT_CONTROL)
     bases = {b for b in (_check_name(n, cfg) for n in names)} | {n for n in names if n in BASES}
+    if FORMAT_BASE in bases:
+        bases.add("base")  # base-fmt is trained on from base
     root = zoo_root() / size
     world = make_world(cfg.world)
-    tok = build_tokenizer(vocabulary(world))
     t0 = time.time()
     out = []
     sweep_stale(root)
@@ -319,7 +353,7 @@ def build(
                 continue
             if path.exists():
                 log(f"[zoo:{size}] {which} is stale or forced; rebuilding")
-            _build_base(which, cfg, world, tok, path, log)
+            _build_base(which, cfg, world, _tokenizer(world, which), path, log)
         for name in names:
             path = root / name
             out.append(path)
@@ -425,6 +459,7 @@ __all__ = [
     "DEFAULT_ORGANISM",
     "DEFAULT_ORGANISMS",
     "DRIFT_CONTROL",
+    "FORMAT_ORGANISMS",
     "HARD_ORGANISMS",
     "ZooEntry",
     "build",

@@ -1,0 +1,113 @@
+"""Surfaced vs installed: the pure measure on constructed tensors, then on the format organisms."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from alignloc.analyses.surfacing import (
+    SurfacingConfig,
+    amplification,
+    behavior_subspace,
+    energy_share,
+    label_layer,
+    layer_surfacing,
+    placebo_null,
+    random_subspace_null,
+    surfacing_by_layer,
+    surfacing_verdict,
+)
+
+D, N = 32, 40
+
+
+def _demo(seed: int = 0, gap: float = 3.0):
+    """Matched demo/plain residuals whose mean difference is ``gap`` along e0 (+ small noise)."""
+    g = torch.Generator().manual_seed(seed)
+    plain = torch.randn(N, D, generator=g)
+    demo = plain + 0.1 * torch.randn(N, D, generator=g)
+    demo[:, 0] += gap
+    return demo, plain
+
+
+def test_subspace_is_orthonormal_and_starts_with_the_behavior_direction():
+    demo, plain = _demo()
+    q, g = behavior_subspace(demo, plain, k=4)
+    assert q.shape == (D, 4)
+    assert torch.allclose(q.T @ q, torch.eye(4, dtype=q.dtype), atol=1e-9)
+    assert q[0, 0] > 0.99  # column 0 is the mean difference's direction (e0)
+    assert g[0] == pytest.approx(3.0, abs=0.1)
+
+
+def test_share_inside_is_one_orthogonal_is_zero_and_scaling_is_amplification():
+    demo, plain = _demo()
+    q, g = behavior_subspace(demo, plain, k=4)
+    inside = 2.5 * g  # the tuned model moves 2.5x as far as a demonstration moves the base
+    assert energy_share(inside, q) == pytest.approx(1.0, abs=1e-9)
+    assert amplification(inside, g) == pytest.approx(2.5, abs=1e-9)
+    ortho = torch.zeros(D, dtype=torch.float64)
+    ortho[5:] = 1.0
+    ortho -= q @ (q.T @ ortho)  # remove any component in the subspace
+    assert energy_share(ortho, q) == pytest.approx(0.0, abs=1e-12)
+    assert amplification(ortho, g) == pytest.approx(0.0, abs=1e-9)
+    half = g / g.norm() + ortho / ortho.norm()  # equal energy inside and outside
+    assert energy_share(half, q) == pytest.approx(0.5, abs=1e-9)
+
+
+def test_random_subspace_null_has_mean_k_over_d():
+    x = torch.randn(D, generator=torch.Generator().manual_seed(1))
+    null = random_subspace_null(x, k=4, n=2000, seed=0)
+    assert null.mean().item() == pytest.approx(4 / D, abs=0.01)
+    assert torch.equal(null, random_subspace_null(x, k=4, n=2000, seed=0))  # seeded
+
+
+def test_placebo_null_does_not_find_the_behavior_direction():
+    demo, plain = _demo()
+    e0 = torch.eye(D, dtype=torch.float64)[0]
+    null = placebo_null(e0, demo, plain, k=4, n=200, seed=0)
+    assert torch.quantile(null, 0.95).item() < 0.5  # within-class contrasts lose e0 (true subspace: share 1)
+    # ... but follow the base's variance: a shift along its high-variance direction lands in them
+    plain[:, 9] *= 10
+    demo[:, 9] = plain[:, 9]
+    e9 = torch.eye(D, dtype=torch.float64)[9]
+    assert placebo_null(e9, demo, plain, k=4, n=50, seed=0).mean().item() > 0.9
+
+
+def test_layer_labels_and_verdict_on_constructed_shifts():
+    demo, plain = _demo()
+    gen = torch.Generator().manual_seed(3)
+    base = torch.randn(N, D, generator=gen)
+    cfg = SurfacingConfig(n_null=200)
+    surfaced = layer_surfacing(base, base + torch.tensor([4.0] + [0.0] * (D - 1)), demo, plain, cfg)
+    assert surfaced["share"] > 0.99 and surfaced["amplification"] == pytest.approx(4 / 3, rel=0.05)
+    assert label_layer(surfaced) == "surfaced"
+    new = torch.zeros(D)
+    new[7] = 4.0  # a direction the demonstrations never move
+    installed = layer_surfacing(base, base + new, demo, plain, cfg)
+    assert installed["share"] < installed["floor"] and label_layer(installed) == "installed"
+    stack = lambda *xs: torch.stack(xs)  # noqa: E731
+    res = surfacing_by_layer(stack(base, base), stack(base + new, base + 4 * torch.eye(D)[0]),
+                             stack(demo, demo), stack(plain, plain), cfg)
+    assert res["verdict"]["layer_labels"] == ["installed", "surfaced"]
+    assert res["verdict"]["label"] == "mixed / below noise floor"  # one layer each: no majority
+    assert surfacing_verdict([surfaced, surfaced, installed])["label"] == "surfaced"
+
+
+def test_identical_pair_is_not_surfaced():
+    demo, plain = _demo()
+    base = torch.randn(N, D, generator=torch.Generator().manual_seed(4))
+    row = layer_surfacing(base, base.clone(), demo, plain, SurfacingConfig(n_null=50))
+    assert row["share"] == 0.0 and label_layer(row) != "surfaced"
+
+
+# ---- the format organisms: the measure must separate surfaced from installed ----------------------
+
+
+@pytest.fixture(scope="module")
+def experiment(zoo_tiny, tmp_path_factory):
+    """The validation experiment on the tiny zoo (format organisms + chat-sft-upper)."""
+    from alignloc.layerdiff.surfacing import surfacing_experiment
+    from alignloc.zoo import FORMAT_ORGANISMS, build
+
+    build(FORMAT_ORGANISMS, size="tiny", log=lambda m: None)
+    return surfacing_experiment(tmp_path_factory.mktemp("surfacing"))
