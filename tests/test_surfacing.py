@@ -97,17 +97,97 @@ def test_identical_pair_is_not_surfaced():
     demo, plain = _demo()
     base = torch.randn(N, D, generator=torch.Generator().manual_seed(4))
     row = layer_surfacing(base, base.clone(), demo, plain, SurfacingConfig(n_null=50))
-    assert row["share"] == 0.0 and label_layer(row) != "surfaced"
+    assert row["share"] == 0.0 and label_layer(row) == "no shift"
+    v = surfacing_verdict([row, row])
+    assert v["label"] == "mixed / below noise floor" and v["layer_labels"] == ["no shift", "no shift"]
 
 
 # ---- the format organisms: the measure must separate surfaced from installed ----------------------
 
 
 @pytest.fixture(scope="module")
-def experiment(zoo_tiny, tmp_path_factory):
-    """The validation experiment on the tiny zoo (format organisms + chat-sft-upper)."""
-    from alignloc.layerdiff.surfacing import surfacing_experiment
+def format_zoo():
+    """The test zoo (as ``zoo_tiny``) with only what these tests need: the format organisms
+    (and base-fmt) and chat-sft-upper."""
+    import os
+    from pathlib import Path
+
     from alignloc.zoo import FORMAT_ORGANISMS, build
 
-    build(FORMAT_ORGANISMS, size="tiny", log=lambda m: None)
+    root = Path(os.environ.get("ALIGNLOC_TEST_ZOO") or Path(__file__).resolve().parents[1] / ".zoo-cache")
+    old = os.environ.get("ALIGNLOC_ZOO")
+    os.environ["ALIGNLOC_ZOO"] = str(root)
+    build([*FORMAT_ORGANISMS, "chat-sft-upper"], size="tiny", log=lambda m: None)
+    yield root
+    if old is None:
+        os.environ.pop("ALIGNLOC_ZOO", None)
+    else:
+        os.environ["ALIGNLOC_ZOO"] = old
+
+
+@pytest.fixture(scope="module")
+def experiment(format_zoo, tmp_path_factory):
+    """The validation experiment on the tiny zoo: both format organisms and chat-sft-upper."""
+    from alignloc.layerdiff.surfacing import surfacing_experiment
+
     return surfacing_experiment(tmp_path_factory.mktemp("surfacing"))
+
+
+def test_format_organisms_ship_their_known_answer(format_zoo):
+    from alignloc.zoo import resolve
+
+    gts = {n: resolve(n).ground_truth for n in ("format-surfaced", "format-installed")}
+    assert gts["format-surfaced"]["behavior"]["expected_origin"] == "surfaced"
+    assert gts["format-installed"]["behavior"]["expected_origin"] == "installed"
+    corpus = gts["format-surfaced"]["extra"]["corpus"]
+    assert 0.01 <= corpus["rare_document_share"] <= 0.03 and corpus["new_marker_documents"] == 0
+    base = gts["format-surfaced"]["measured"]["base"]
+    # the base shows the rare format in context (one demonstration) but not by default
+    assert base["marker_rate"] == 0.0 and base["marker_prob"] < 0.05 and base["demo_marker_rate"] > 0.5
+    assert gts["format-installed"]["measured"]["base"]["demo_marker_prob"] < 0.01  # never seen: not copied either
+    # the light SFT makes the format the top answer on about half of the held-out prompts (0.48 and
+    # 0.31; a heavier SFT reached 0.65 but buried the surfaced direction: README)
+    tuned = {n: gt["measured"]["tuned"] for n, gt in gts.items()}
+    assert tuned["format-surfaced"]["marker_rate"] > 0.4 and tuned["format-installed"]["marker_rate"] > 0.25
+    assert min(t["marker_prob"] for t in tuned.values()) > 0.25
+
+
+def test_measure_separates_surfaced_from_installed(experiment):
+    s, i = experiment["organisms"]["format-surfaced"], experiment["organisms"]["format-installed"]
+    assert experiment["separated"] == {"format-surfaced": True, "format-installed": True}
+    assert s["verdict"]["label"] == "surfaced" and i["verdict"]["label"] == "installed"
+    for rs, ri in zip(s["layers"], i["layers"], strict=True):
+        assert rs["share"] > rs["floor"] and rs["amplification"] > 0  # along the base's own direction
+        assert ri["share"] <= ri["floor"]  # at the random-subspace floor
+        assert rs["share"] > 2 * ri["share"]
+        assert ri["null_random"]["mean"] == pytest.approx(ri["k"] / ri["d"], abs=0.01)
+
+
+def test_layer_diff_reports_surfacing_with_its_floor(format_zoo, tmp_path):
+    from alignloc.layerdiff.run import layer_diff
+    from alignloc.models.pair import load_pair
+    from alignloc.zoo import organism_prompts
+
+    prompts = organism_prompts("format-surfaced")
+    n_demo = sum(p.meta.get("demo") in ("behavior", "plain") for p in prompts)
+    r = layer_diff(load_pair("zoo:format-surfaced"), prompts, tmp_path, n_boot=100, probes=False)
+    assert r["schema_version"] == 2 and "surfacing" in r["schema_notes"]
+    assert r["prompts"]["n"] == len(prompts) - n_demo  # demonstrations are set aside
+    s, v = r["measures"]["surfacing"], r["verdict"]["surfacing"]
+    assert s["n_demo_pairs"] == n_demo // 2 == s["n_behavior"]
+    assert v["label"] == "surfaced" and len(v["floor"]) == len(v["share"]) == r["pair"]["n_layers"]
+    assert any(line.startswith("surfaced vs installed: surfaced") for line in r["verdict"]["summary"])
+    md = (tmp_path / "summary.md").read_text()
+    assert "## Surfaced vs installed" in md and "noise floor" in md
+    assert "Surfaced vs installed" in (tmp_path / "index.html").read_text()
+
+
+def test_chat_sft_upper_reads_as_installed_in_its_trained_layers(experiment):
+    """The existing confined organism: the chat format is in no pretraining document (only the word
+    ``Sure!`` is, in chatter), layers 0-1 are frozen (no shift), and layers 2-3's shift lies outside
+    the base's in-context subspace."""
+    c = experiment["organisms"]["chat-sft-upper"]
+    assert c["expected"] is None
+    assert c["verdict"]["layer_labels"] == ["no shift", "no shift", "installed", "installed"]
+    assert c["verdict"]["label"] == "installed"
+    assert c["layers"][3]["share"] < 0.1 < c["layers"][3]["floor"]

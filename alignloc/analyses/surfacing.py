@@ -45,6 +45,8 @@ import torch
 from jaxtyping import Float
 
 LABELS = ("surfaced", "installed", "mixed / below noise floor")
+UNCHANGED = "no shift"  # a layer the tuning left (numerically) untouched: no label to give
+MIN_RELATIVE_SHIFT = 1e-4  # |mean shift| / mean |h_base| below this is no shift
 
 
 @dataclass(frozen=True)
@@ -167,7 +169,10 @@ def layer_surfacing(
 
 def label_layer(row: dict) -> str:
     """``surfaced`` (share above the floor, shift along +u), ``installed`` (share at or under the
-    floor), else ``mixed / below noise floor`` (above the floor but against the base direction)."""
+    floor), ``mixed / below noise floor`` (above the floor but against the base direction), or
+    ``no shift`` (the layer's mean shift is under ``MIN_RELATIVE_SHIFT`` of the residual norm)."""
+    if row["shift_norm"] <= MIN_RELATIVE_SHIFT * row["base_norm"]:
+        return UNCHANGED
     if row["share"] > row["floor"] and row["amplification"] > 0:
         return LABELS[0]
     if row["share"] <= row["floor"]:
@@ -177,17 +182,17 @@ def label_layer(row: dict) -> str:
 
 def surfacing_verdict(layers: list[dict], cfg: SurfacingConfig | None = None) -> dict:
     """The pair's label from per-layer rows: ``surfaced`` / ``installed`` if at least
-    ``cfg.majority`` of the layers say so (and the other label has no more), else ``mixed / below
-    noise floor``; with a one-line summary that quotes the numbers and the floor."""
+    ``cfg.majority`` of the shifted layers say so (and the other label has no more), else ``mixed /
+    below noise floor``; with a one-line summary that quotes the numbers and the floor."""
     cfg = cfg or SurfacingConfig()
     labels = [label_layer(r) for r in layers]
-    n = len(labels)
+    n = sum(lab != UNCHANGED for lab in labels)
     count = {lab: labels.count(lab) for lab in LABELS}
     label = LABELS[2]
     for lab, other in ((LABELS[0], LABELS[1]), (LABELS[1], LABELS[0])):
-        if count[lab] >= cfg.majority * n and count[lab] > count[other]:
+        if n and count[lab] >= cfg.majority * n and count[lab] > count[other]:
             label = lab
-    shares = ", ".join(f"{r['share']:.2f}" for r in layers)
+    shares = ", ".join(f"{r['share']:.2f}" if lab != UNCHANGED else "-" for r, lab in zip(layers, labels, strict=True))
     floors = ", ".join(f"{r['floor']:.2f}" for r in layers)
     amps = ", ".join(f"{r['amplification']:+.2f}" for r in layers)
     summary = (f"{label}: share of the tuned shift along the base's in-context behavior subspace per layer "

@@ -18,6 +18,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from alignloc.errors import OutputError, UserError, one_line
+from alignloc.report.surfacing import experiment_figures
 from alignloc.store.manifest import file_mode
 from alignloc.store.outputs import claim
 
@@ -152,9 +153,7 @@ def proxy_tune_figures(r: dict) -> list[tuple[str, go.Figure]]:
 
 def surfacing_figures(r: dict) -> list[tuple[str, go.Figure]]:
     """Surfaced vs installed on the format organisms (``alignloc.report.surfacing``)."""
-    from alignloc.report.surfacing import experiment_figures
-
-    return experiment_figures(r)
+    return [(stem, _style(fig, title, "two", 330)) for stem, title, fig in experiment_figures(r)]
 
 
 BUILDERS = {"layer-diff": layer_diff_figures, "localize-bench": localize_bench_figures,

@@ -54,24 +54,29 @@ def surfacing_figure(s: dict, title: str = "Surfaced vs installed") -> go.Figure
     return fig
 
 
-def experiment_figures(r: dict) -> list[tuple[str, go.Figure]]:
-    """The validation experiment: per-layer share for each organism (expected label in the legend)
-    with its noise floor, and the amplification coefficient."""
-    from alignloc.report.figures import SERIES, _line, _style
+COLORS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9")  # Okabe-Ito, as report.figures
+DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
 
+
+def experiment_figures(r: dict) -> list[tuple[str, str, go.Figure]]:
+    """The validation experiment, ``[(stem, title, figure)]`` (``report.figures`` styles them):
+    per-layer share for each organism (expected -> measured label in the legend) with its noise
+    floor, and the amplification coefficient."""
     fig_s, fig_a = go.Figure(), go.Figure()
     for i, (name, o) in enumerate(r["organisms"].items()):
-        style = SERIES[i % len(SERIES)]
+        color, dash = COLORS[i % len(COLORS)], DASHES[i % len(DASHES)]
         x = list(range(len(o["layers"])))
+        line = {"color": color, "dash": dash, "width": 1.5}
         tag = f"{name} ({o['expected'] or 'unknown'} -> {o['verdict']['label']})"
-        fig_s.add_trace(_line(x, [row["share"] for row in o["layers"]], tag, style))
+        fig_s.add_trace(go.Scatter(x=x, y=[row["share"] for row in o["layers"]], name=tag, mode="lines+markers", line=line))
         fig_s.add_trace(go.Scatter(x=x, y=[row["floor"] for row in o["layers"]], name=f"floor: {name}", mode="lines",
-                                   line={"color": style[0], "dash": "dot", "width": 1}, opacity=0.7))
-        fig_a.add_trace(_line(x, [row["amplification"] for row in o["layers"]], name, style))
+                                   line={"color": color, "dash": "dot", "width": 1}, opacity=0.7))
+        fig_a.add_trace(go.Scatter(x=x, y=[row["amplification"] for row in o["layers"]], name=name, mode="lines+markers",
+                                   line=line))
     fig_s.update_xaxes(title_text="layer", dtick=1)
     fig_s.update_yaxes(title_text="share of shift in base subspace", range=[0, 1.05])
     fig_a.add_hline(y=1.0, line_dash="dot", line_color="#777777")
     fig_a.update_xaxes(title_text="layer", dtick=1)
     fig_a.update_yaxes(title_text="amplification (x base demo gap)")
-    return [("surfacing_share", _style(fig_s, "Tuned shift along the base's behavior subspace", "two", 330)),
-            ("surfacing_amplification", _style(fig_a, "Amplification of the base's behavior direction", "one", 300))]
+    return [("surfacing_share", "Tuned shift along the base's behavior subspace", fig_s),
+            ("surfacing_amplification", "Amplification of the base's behavior direction", fig_a)]

@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from alignloc.prompts import Prompt
+from alignloc.zoo.config import FormatSpec
 from alignloc.zoo.pretrain import clone_model, corpus_examples
 from alignloc.zoo.promptsets import qa_behavior_prompts, split_entities, standard_sets
 from alignloc.zoo.training import batches, deterministic, train
@@ -41,21 +41,6 @@ FORMAT_WORDS = (RARE_MARKER, NEW_MARKER)
 MARKERS = {"surfaced": RARE_MARKER, "installed": NEW_MARKER}
 FORMAT_BASE = "base-fmt"
 FORMAT_ORGANISMS = ["format-surfaced", "format-installed"]
-
-
-@dataclass(frozen=True)
-class FormatSpec:
-    """The QA documents of ``base-fmt``'s corpus and the budget of the format SFT."""
-
-    qa_docs: int = 500  # multi-question QA documents per corpus pass (plain or rare format)
-    rare_frac: float = 0.2  # of the QA documents written in the rare format (~2.7% of all documents)
-    qa_per_doc: tuple[int, int] = (2, 4)
-    pretrain_epochs: int = 6  # passes of continued pretraining of base on the corpus + QA documents
-    pretrain_lr: float = 5e-3
-    threads: int = 1
-    sft_epochs: int = 20
-    sft_lr: float = 5e-3
-    replay: float = 2.0  # replayed strong-fact statements per SFT row
 
 
 def _qa_line(attr: str, e: str, v: str, marker: str | None) -> str:

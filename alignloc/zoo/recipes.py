@@ -401,10 +401,6 @@ def run_recipe(
         return fact_edit(base, tok, world, cfg, k, name, log, train_fn)
     if rec == "dpo-polite":
         return dpo_polite(base, tok, world, cfg, name, log)
-    if rec.startswith("format-"):
-        from alignloc.zoo.formats import format_sft
-
-        return format_sft(base, tok, world, cfg, rec.removeprefix("format-"), name, log)
     if rec in ("control-continued", "control-drift"):
         return control_continued(base, tok, world, cfg, name, log, drift=rec == "control-drift")
     raise ValueError(f"no recipe {rec!r}")

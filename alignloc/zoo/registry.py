@@ -50,6 +50,7 @@ from alignloc.zoo.formats import (
     FORMAT_WORDS,
     format_base,
     format_sets,
+    format_sft,
 )
 from alignloc.zoo.names import parse_name, valid_names_hint
 from alignloc.zoo.pretrain import pretrain
@@ -123,7 +124,7 @@ def _read_meta(path: Path) -> dict[str, Any] | None:
 def _base_fingerprint(cfg: SizeConfig, which: str) -> str:
     spec, train = _base_specs(cfg, which)
     if which == FORMAT_BASE:  # base trained on (formats.format_base)
-        return _hash("base", which, _base_fingerprint(cfg, "base"), asdict(cfg.formats), FORMAT_WORDS)
+        return _hash("base", which, _base_fingerprint(cfg, "base"), cfg.formats.corpus(), FORMAT_WORDS)
     return _hash("base", which, asdict(cfg.world), asdict(spec), asdict(train), cfg.seed)
 
 
@@ -210,7 +211,8 @@ def _build_organism(name: str, cfg: SizeConfig, world: World, root: Path, log: L
     try:
         base, tok = load(base_dir)
         drift_model = load(root / DRIFT_CONTROL / "tuned")[0] if parsed.drift else None
-        org = run_recipe(parsed, base, tok, world, cfg, log=None, drift_model=drift_model)
+        org = (format_sft(base, tok, world, cfg, parsed.recipe.removeprefix("format-"), name)
+               if name in FORMAT_ORGANISMS else run_recipe(parsed, base, tok, world, cfg, log=None, drift_model=drift_model))
         shutil.copytree(base_dir, tmp / "base")
         org.tuned.save_pretrained(tmp / "tuned")
         copy_tokenizer(base_dir, tmp / "tuned")
