@@ -191,3 +191,15 @@ def test_chat_sft_upper_reads_as_installed_in_its_trained_layers(experiment):
     assert c["verdict"]["layer_labels"] == ["no shift", "no shift", "installed", "installed"]
     assert c["verdict"]["label"] == "installed"
     assert c["layers"][3]["share"] < 0.1 < c["layers"][3]["floor"]
+
+
+def test_experiment_result_is_json_and_has_figures(experiment):
+    import json
+
+    from alignloc.report.figures import figures_for, kind_of
+
+    r = json.loads(json.dumps(experiment))  # a JSON round trip
+    assert kind_of(r) == "surfacing-experiment"
+    figs = dict(figures_for(r))
+    assert list(figs) == ["surfacing_share", "surfacing_amplification"]
+    assert len(figs["surfacing_share"].data) == 2 * len(r["organisms"])  # share and floor per organism
