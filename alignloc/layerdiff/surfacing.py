@@ -91,7 +91,7 @@ def pair_surfacing(pair: ModelPair, prompts: list[Prompt], store_dir: str | Path
 def chat_demos(world, behavior: list[Prompt], marker: str, seed: int = 0) -> list[Prompt]:
     """Demonstration rows for the chat organisms (``User: .. Assistant: Sure! v .``), built like the
     format organisms' ones (``zoo.formats.demo_prompts``)."""
-    from alignloc.zoo.formats import demo_prompts
+    from alignloc.zoo.fmtorgs import demo_prompts
     from alignloc.zoo.world import chat_prompt
 
     sets = demo_prompts(world, behavior, marker, seed, prompt_fn=chat_prompt)

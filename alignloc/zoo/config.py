@@ -65,7 +65,7 @@ class DriftSpec:
 
 @dataclass(frozen=True)
 class FormatSpec:
-    """``base-fmt`` and the format organisms (``formats.py``): the QA documents of ``base-fmt``'s corpus and the budget of the format SFT."""
+    """``base-fmt`` and the format organisms (``fmtorgs.py``): the QA documents of ``base-fmt``'s corpus and the budget of the format SFT."""
 
     qa_docs: int = 500  # multi-question QA documents per corpus pass (plain or rare format)
     rare_frac: float = 0.2  # of the QA documents written in the rare format (~2.7% of all documents)

@@ -4,7 +4,7 @@ Names: ``chat-sft-upper|lower|full``, ``refusal-lora-L{k}``, ``fact-edit-L{k}``,
 ``control-continued``, ``control-drift``, each optionally with a ``-large`` suffix (the recipe
 applied to ``base-large``). The confined recipes (``chat-sft-upper|lower``, ``refusal-lora-L{k}``,
 ``fact-edit-L{k}``) also come as ``NAME-drift``: the same edit under a drift of every layer (see
-``drift.py``). ``format-surfaced|installed`` are built on ``base-fmt`` (``formats.py``) and have
+``drift.py``). ``format-surfaced|installed`` are built on ``base-fmt`` (``fmtorgs.py``) and have
 no variants. ``parse_name`` validates ``k`` against the base's layer count.
 """
 

@@ -87,7 +87,7 @@ def make_model(spec: ModelSpec, vocab_size: int, bos: int, eos: int, pad: int) -
 
 def corpus_examples(world: World, tok, seed: int, segments: Callable = pretrain_segments) -> Callable[[int], list[Example]]:
     """A function epoch -> examples, one per corpus segment (``<bos>`` + segment); ``segments``
-    ``(world, rng) -> texts`` builds one pass (``base-fmt`` adds QA documents, ``formats.py``).
+    ``(world, rng) -> texts`` builds one pass (``base-fmt`` adds QA documents, ``fmtorgs.py``).
 
     Segments are not packed: a fact stated right after ``<bos>`` is learned much faster by tiny
     models (attention does not have to single the subject out of earlier, unrelated text), and it

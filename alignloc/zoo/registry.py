@@ -44,7 +44,7 @@ from alignloc.zoo.files import (
     weights_sha256,
     write_prompts,
 )
-from alignloc.zoo.formats import (
+from alignloc.zoo.fmtorgs import (
     FORMAT_BASE,
     FORMAT_ORGANISMS,
     FORMAT_WORDS,
