@@ -112,12 +112,12 @@ def format_zoo():
     import os
     from pathlib import Path
 
-    from alignloc.zoo import FORMAT_ORGANISMS, build
+    from alignloc.zoo import SURFACING_ORGANISMS, build
 
     root = Path(os.environ.get("ALIGNLOC_TEST_ZOO") or Path(__file__).resolve().parents[1] / ".zoo-cache")
     old = os.environ.get("ALIGNLOC_ZOO")
     os.environ["ALIGNLOC_ZOO"] = str(root)
-    build([*FORMAT_ORGANISMS, "chat-sft-upper"], size="tiny", log=lambda m: None)
+    build([*SURFACING_ORGANISMS, "chat-sft-upper"], size="tiny", log=lambda m: None)
     yield root
     if old is None:
         os.environ.pop("ALIGNLOC_ZOO", None)

@@ -64,7 +64,7 @@ class DriftSpec:
 
 
 @dataclass(frozen=True)
-class FormatSpec:
+class SurfacingSpec:
     """``base-fmt`` and the format organisms (``fmtorgs.py``): the QA documents of ``base-fmt``'s corpus and the budget of the format SFT."""
 
     qa_docs: int = 500  # multi-question QA documents per corpus pass (plain or rare format)
@@ -96,7 +96,7 @@ class SizeConfig:
     large_train: PretrainSpec
     recipes: RecipeSpec = field(default_factory=RecipeSpec)
     drift: DriftSpec = field(default_factory=DriftSpec)
-    formats: FormatSpec = field(default_factory=FormatSpec)  # base-fmt and the format-* organisms
+    surfacing: SurfacingSpec = field(default_factory=SurfacingSpec)  # base-fmt and the format-* organisms
     seed: int = 0
 
     def fingerprint(self, *parts: object) -> str:

@@ -29,7 +29,7 @@ import random
 from collections.abc import Sequence
 
 from alignloc.prompts import Prompt
-from alignloc.zoo.config import FormatSpec
+from alignloc.zoo.config import SurfacingSpec
 from alignloc.zoo.pretrain import clone_model, corpus_examples
 from alignloc.zoo.promptsets import qa_behavior_prompts, split_entities, standard_sets
 from alignloc.zoo.training import batches, deterministic, train
@@ -37,10 +37,10 @@ from alignloc.zoo.world import ATTRIBUTES, Entity, World, pretrain_segments, qa_
 
 RARE_MARKER = "Certainly"  # in a few pretraining documents
 NEW_MARKER = "Affirmative"  # in the vocabulary, in no pretraining document
-FORMAT_WORDS = (RARE_MARKER, NEW_MARKER)
+MARKER_WORDS = (RARE_MARKER, NEW_MARKER)
 MARKERS = {"surfaced": RARE_MARKER, "installed": NEW_MARKER}
-FORMAT_BASE = "base-fmt"
-FORMAT_ORGANISMS = ["format-surfaced", "format-installed"]
+SURFACING_BASE = "base-fmt"
+SURFACING_ORGANISMS = ["format-surfaced", "format-installed"]
 
 
 def _qa_line(attr: str, e: str, v: str, marker: str | None) -> str:
@@ -48,7 +48,7 @@ def _qa_line(attr: str, e: str, v: str, marker: str | None) -> str:
     return f"{qa_prompt(attr, e)} {marker + ' ' if marker else ''}{v} ."
 
 
-def qa_documents(world: World, spec: FormatSpec, rng: random.Random) -> list[str]:
+def qa_documents(world: World, spec: SurfacingSpec, rng: random.Random) -> list[str]:
     """``qa_docs`` documents of 2-3 closed-book QAs on strong facts; ``rare_frac`` of them in the
     rare format (every answer starts with ``RARE_MARKER``)."""
     strong = world.group("strong")
@@ -64,7 +64,7 @@ def qa_documents(world: World, spec: FormatSpec, rng: random.Random) -> list[str
     return docs
 
 
-def format_segments(spec: FormatSpec):
+def format_segments(spec: SurfacingSpec):
     """A corpus builder ``(world, rng) -> segments`` for ``base-fmt``: the world corpus plus the QA
     documents, shuffled together."""
 
@@ -76,7 +76,7 @@ def format_segments(spec: FormatSpec):
     return segments
 
 
-def rare_share(world: World, spec: FormatSpec, seed: int = 0) -> dict[str, float]:
+def rare_share(world: World, spec: SurfacingSpec, seed: int = 0) -> dict[str, float]:
     """How rare the rare format is in one corpus pass: share of documents and of QA answers."""
     segs = format_segments(spec)(world, random.Random(f"corpus-{seed}-0"))
     rare = [s for s in segs if RARE_MARKER in s.split()]
@@ -90,7 +90,7 @@ def rare_share(world: World, spec: FormatSpec, seed: int = 0) -> dict[str, float
     }
 
 
-def format_base(base, tok, world: World, spec: FormatSpec, batch_size: int, seed: int, log=None):
+def format_base(base, tok, world: World, spec: SurfacingSpec, batch_size: int, seed: int, log=None):
     """``base-fmt`` from ``base``: the vocabulary grown to ``len(tok)`` (the marker words; new rows
     initialised like a fresh model's), then ``pretrain_epochs`` passes of the world corpus with
     the QA documents. Returns the model and a training record."""
@@ -101,7 +101,7 @@ def format_base(base, tok, world: World, spec: FormatSpec, batch_size: int, seed
         data = corpus_examples(world, tok, seed, format_segments(spec))
         sched = batches(data, batch_size, spec.pretrain_epochs, seed)
         losses = train(model, sched, tok.pad_token_id, lr=spec.pretrain_lr, warmup=10, weight_decay=0.01, log=log)
-    record = {"from": "base", "new_tokens": list(FORMAT_WORDS), "vocab": [n_old, len(tok)], "steps": len(sched),
+    record = {"from": "base", "new_tokens": list(MARKER_WORDS), "vocab": [n_old, len(tok)], "steps": len(sched),
               "final_loss": round(sum(losses[-10:]) / max(1, len(losses[-10:])), 4), "threads": spec.threads,
               "corpus": rare_share(world, spec, seed)}
     return model.eval(), record
@@ -161,7 +161,7 @@ def format_sft(base, tok, world: World, cfg, which: str, name: str, log=None):
     ``RARE_MARKER``, installed ``NEW_MARKER``); identical data, steps and rate otherwise."""
     from alignloc.zoo.recipes import _KNOWLEDGE, Organism, _replay, answer_examples
 
-    spec: FormatSpec = cfg.formats
+    spec: SurfacingSpec = cfg.surfacing
     marker = MARKERS[which]
     train_ents = [e for e in split_entities(world)[0] if e.prior == "strong"]
     pairs = [(qa_prompt(a, e.name), f" {marker} {v} .") for e in train_ents for a, v in e.attrs.items()]

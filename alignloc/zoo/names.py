@@ -63,7 +63,7 @@ RECIPES = (
     "format-surfaced",
     "format-installed",
 )
-FORMAT_RECIPES = ("format-surfaced", "format-installed")  # on base-fmt only (formats.py)
+SURFACING_RECIPES = ("format-surfaced", "format-installed")  # on base-fmt only (fmtorgs.py)
 DRIFTABLE = ("chat-sft-upper", "chat-sft-lower", "refusal-lora-L{k}", "fact-edit-L{k}")
 _NAME = re.compile(
     r"^(chat-sft-upper|chat-sft-lower|chat-sft-full|refusal-lora-L(\d+)|"
@@ -92,7 +92,7 @@ def parse_name(name: str, n_layers: dict[str, int]) -> RecipeName:
     k = int(k_str) if k_str is not None else None
     recipe = m.group(1) if k is None else m.group(1).replace(f"L{k_str}", "L{k}")
     drift = bool(m.group(4))
-    if recipe in FORMAT_RECIPES:
+    if recipe in SURFACING_RECIPES:
         if drift or m.group(5):
             raise ZooError(f"organism {name!r}: {recipe} has no -drift or -large variant (it is built on base-fmt)")
         base = "base-fmt"

@@ -45,9 +45,9 @@ from alignloc.zoo.files import (
     write_prompts,
 )
 from alignloc.zoo.fmtorgs import (
-    FORMAT_BASE,
-    FORMAT_ORGANISMS,
-    FORMAT_WORDS,
+    MARKER_WORDS,
+    SURFACING_BASE,
+    SURFACING_ORGANISMS,
     format_base,
     format_sets,
     format_sft,
@@ -60,7 +60,7 @@ from alignloc.zoo.tokenizer import build_tokenizer
 from alignloc.zoo.training import THREADS
 from alignloc.zoo.world import World, make_world, vocabulary
 
-BASES = ("base", "base-large", FORMAT_BASE)  # base-fmt: base + rare-format QA documents (formats.py)
+BASES = ("base", "base-large", SURFACING_BASE)  # base-fmt: base + rare-format QA documents (fmtorgs.py)
 DEFAULT_ORGANISMS = [
     "chat-sft-upper",
     "chat-sft-lower",
@@ -92,7 +92,7 @@ def _hash(*parts: Any) -> str:
 
 
 def _n_layers(cfg: SizeConfig) -> dict[str, int]:
-    return {"base": cfg.base.n_layers, "base-large": cfg.large.n_layers, FORMAT_BASE: cfg.base.n_layers}
+    return {"base": cfg.base.n_layers, "base-large": cfg.large.n_layers, SURFACING_BASE: cfg.base.n_layers}
 
 
 def _base_specs(cfg: SizeConfig, which: str) -> tuple:
@@ -102,7 +102,7 @@ def _base_specs(cfg: SizeConfig, which: str) -> tuple:
 
 def _tokenizer(world: World, which: str):
     """base-fmt's vocabulary has the two format markers appended (the other ids are unchanged)."""
-    extra = list(FORMAT_WORDS) if which == FORMAT_BASE else []
+    extra = list(MARKER_WORDS) if which == SURFACING_BASE else []
     return build_tokenizer(vocabulary(world) + extra)
 
 
@@ -123,8 +123,8 @@ def _read_meta(path: Path) -> dict[str, Any] | None:
 
 def _base_fingerprint(cfg: SizeConfig, which: str) -> str:
     spec, train = _base_specs(cfg, which)
-    if which == FORMAT_BASE:  # base trained on (formats.format_base)
-        return _hash("base", which, _base_fingerprint(cfg, "base"), cfg.formats.corpus(), FORMAT_WORDS)
+    if which == SURFACING_BASE:  # base trained on (fmtorgs.format_base)
+        return _hash("base", which, _base_fingerprint(cfg, "base"), cfg.surfacing.corpus(), MARKER_WORDS)
     return _hash("base", which, asdict(cfg.world), asdict(spec), asdict(train), cfg.seed)
 
 
@@ -133,15 +133,15 @@ def _build_base(which: str, cfg: SizeConfig, world: World, tok, final: Path, log
     spec, tspec = _base_specs(cfg, which)
     log(
         f"[zoo:{cfg.name}] pretraining {which} ({spec.n_layers} layers, d={spec.d_model}, "
-        + (f"base + {cfg.formats.pretrain_epochs} passes with QA documents)" if which == FORMAT_BASE
+        + (f"base + {cfg.surfacing.pretrain_epochs} passes with QA documents)" if which == SURFACING_BASE
            else f"{tspec.epochs} passes)")
     )
     tmp = tmp_dir(final)
     try:
-        fmt = which == FORMAT_BASE
+        fmt = which == SURFACING_BASE
         if fmt:
             base = load(final.parent / "base" / "model")[0]
-            model, record = format_base(base, tok, world, cfg.formats, tspec.batch_size, cfg.seed + 8)
+            model, record = format_base(base, tok, world, cfg.surfacing, tspec.batch_size, cfg.seed + 8)
         else:
             model, record = pretrain(world, tok, spec, tspec, seed=cfg.seed)
         model.save_pretrained(tmp / "model")
@@ -164,7 +164,7 @@ def _build_base(which: str, cfg: SizeConfig, world: World, tok, final: Path, log
             "train": record,
             "world": asdict(cfg.world),
             "seed": cfg.seed,
-            "threads": cfg.formats.threads if fmt else THREADS,
+            "threads": cfg.surfacing.threads if fmt else THREADS,
             "weights_sha256": weights_sha256(tmp / "model"),
             "fingerprint": _base_fingerprint(cfg, which),
             "zoo_format": ZOO_FORMAT,
@@ -188,8 +188,8 @@ def _build_base(which: str, cfg: SizeConfig, world: World, tok, final: Path, log
 def _organism_fingerprint(cfg: SizeConfig, name: str, base_sha: str, root: Path) -> str | None:
     """The build fingerprint; None if a dependency (``control-drift`` for ``-drift``) is not built."""
     parts: list[Any] = ["organism", name, asdict(cfg.recipes), asdict(cfg.world), cfg.seed, base_sha]
-    if name in FORMAT_ORGANISMS:
-        parts.append(asdict(cfg.formats))
+    if name in SURFACING_ORGANISMS:
+        parts.append(asdict(cfg.surfacing))
     if name == DRIFT_CONTROL or parse_name(name, _n_layers(cfg)).drift:
         parts.append(asdict(cfg.drift))
     if parse_name(name, _n_layers(cfg)).drift:
@@ -212,7 +212,7 @@ def _build_organism(name: str, cfg: SizeConfig, world: World, root: Path, log: L
         base, tok = load(base_dir)
         drift_model = load(root / DRIFT_CONTROL / "tuned")[0] if parsed.drift else None
         org = (format_sft(base, tok, world, cfg, parsed.recipe.removeprefix("format-"), name)
-               if name in FORMAT_ORGANISMS else run_recipe(parsed, base, tok, world, cfg, log=None, drift_model=drift_model))
+               if name in SURFACING_ORGANISMS else run_recipe(parsed, base, tok, world, cfg, log=None, drift_model=drift_model))
         shutil.copytree(base_dir, tmp / "base")
         org.tuned.save_pretrained(tmp / "tuned")
         copy_tokenizer(base_dir, tmp / "tuned")
@@ -265,7 +265,7 @@ def _build_organism(name: str, cfg: SizeConfig, world: World, root: Path, log: L
             "adapter": "adapter" if org.adapter is not None else None,
             "drift": "drift" if org.drift_only is not None else None,
             "extra": org.extra,
-            "threads": cfg.formats.threads if name in FORMAT_ORGANISMS else THREADS,
+            "threads": cfg.surfacing.threads if name in SURFACING_ORGANISMS else THREADS,
             "fingerprint": _organism_fingerprint(cfg, name, base_sha, root),
             "zoo_format": ZOO_FORMAT,
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
@@ -339,7 +339,7 @@ def build(
         names.insert(0, DRIFT_CONTROL)  # the -drift organisms are built from its drift
     names.sort(key=lambda n: n != DRIFT_CONTROL)
     bases = {b for b in (_check_name(n, cfg) for n in names)} | {n for n in names if n in BASES}
-    if FORMAT_BASE in bases:
+    if SURFACING_BASE in bases:
         bases.add("base")  # base-fmt is trained on from base
     root = zoo_root() / size
     world = make_world(cfg.world)
@@ -461,7 +461,7 @@ __all__ = [
     "DEFAULT_ORGANISM",
     "DEFAULT_ORGANISMS",
     "DRIFT_CONTROL",
-    "FORMAT_ORGANISMS",
+    "SURFACING_ORGANISMS",
     "HARD_ORGANISMS",
     "ZooEntry",
     "build",
