@@ -131,7 +131,7 @@ def demo(
     place = check.placement(device, compute_dtype, device_map)
     if name in zoo.BASES:
         raise UsageError(f"--organism: {name} is a base model, not an organism (e.g. {zoo.DEFAULT_ORGANISM})")
-    check_out_dir(out, (*REPORT_FILES, "acts", "acts-control"), overwrite=overwrite)
+    check_out_dir(out, (*REPORT_FILES, "acts", "acts-control", "acts-demos"), overwrite=overwrite)
     watch(out / "acts")
     watch(out / "acts-control")
     typer.echo(f"[1/3] organism {name} ({size}): building or reusing under {zoo.zoo_root()}", err=True)
@@ -196,7 +196,7 @@ def layer_diff_cmd(
     no_control = control is not None and control.lower() == "none"
     _check_refs(base, tuned, None if control is None or no_control else control, allow_pickle=allow_pickle)
     prompt_list = _prompts_for(base, prompts)
-    check_out_dir(out, (*REPORT_FILES, "acts", "acts-control"), overwrite=overwrite)
+    check_out_dir(out, (*REPORT_FILES, "acts", "acts-control", "acts-demos"), overwrite=overwrite)
     if store is not None:
         check_store_dir(store, overwrite, "--store")
     watch(store or out / "acts")

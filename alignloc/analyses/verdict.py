@@ -40,6 +40,11 @@ weights line corroborates without gating:
   ``patching`` (attention or MLP output, or the residual increment, recovering >= ``patch_at``),
   ``lens``, and ``weights`` (above their floor: corroboration only).
 
+**Surfaced vs installed** (when the prompts carry demonstrations): ``verdict.surfacing`` is
+``analyses.surfacing.surfacing_verdict`` (surfaced | installed | mixed / below noise floor) with the
+per-layer share, floor and amplification; it has its own floor (random-subspace and placebo nulls,
+and the control pair's share when there is one).
+
 Output-level knowledge is *preserved* when top-1 recall moved by at most ``preserve_points`` and
 the mean log-prob of the facts by at most ``preserve_nats``.
 """
@@ -218,6 +223,10 @@ def verdict(m: dict, control: dict | None = None, cfg: VerdictConfig | None = No
         preserved = (abs(100 * know["accuracy_delta"]["mean"]) <= cfg.preserve_points
                      and know["logprob_delta"]["mean"] >= -cfg.preserve_nats)
     kinds = [k for k, v in (("behavior", behavior), ("knowledge", knowledge)) if v]
+    surf = m.get("surfacing")  # surfaced vs installed (analyses.surfacing), with its own floor
+    surfacing = surf and {**surf["verdict"], "floor": [r["floor"] for r in surf["layers"]],
+                          "share": [r["share"] for r in surf["layers"]],
+                          "amplification": [r["amplification"] for r in surf["layers"]]}
     return {
         "changed_layers": changed,
         "behavior_layers": behavior,
@@ -229,13 +238,15 @@ def verdict(m: dict, control: dict | None = None, cfg: VerdictConfig | None = No
         "localized": any(b.get("localized") for b in blocks.values()),
         "distributed_weight_change": not flags["weights"] and any(v > MIN_FLOOR["weights"] for v in lines["weights"]["mean"]),
         "knowledge_preserved": preserved,
+        "surfacing": surfacing,
         "flags": flags,
         "floors": fl,
         "floor_source": "control pair" if control is not None else "background (no control pair)",
         "config": asdict(cfg),
         "evidence": evidence,
         "summary": summary_lines(blocks, changed, know, beh, flags, control is not None, cfg, n,
-                                 lines["weights"]["mean"], moved=lines.get("knowledge")),
+                                 lines["weights"]["mean"], moved=lines.get("knowledge"))
+        + ([f"surfaced vs installed: {surfacing['summary']}"] if surfacing else []),
     }
 
 

@@ -19,16 +19,23 @@ from alignloc import __version__
 from alignloc.analyses.verdict import VerdictConfig, verdict
 from alignloc.layerdiff.collect import PairData, collect
 from alignloc.layerdiff.measures import (
+    kind_index,
     lens_measures,
     output_measures,
     probe_measures,
     shift_measures,
 )
+from alignloc.layerdiff.surfacing import demo_residuals, split_demos, surfacing_measures
 from alignloc.models.pair import LoadedModel, ModelPair, check_pair
 from alignloc.prompts import Prompt, prompts_hash
 
 SCHEMA_VERSION = 2
 SCHEMA_NOTES = (
+    "2 (+surfacing): with demonstration rows among the prompts (meta.demo = behavior|plain, matched by meta.pair; "
+    "left out of every other measure), measures.surfacing gives per layer the share of the tuned-minus-base mean shift "
+    "on behavior prompts inside the base's in-context behavior subspace, the amplification along the base's behavior "
+    "direction, the nulls and the floor, and verdict.surfacing its label (surfaced | installed | mixed / below noise "
+    "floor; analyses.surfacing). "
     "2: the verdict names behavior and knowledge layers from functional evidence: with --causal, the smallest "
     "layer set that grafting shows sufficient and necessary for most of the gap (graft windows, the learned delta "
     "mask; causal.localize) or 'not localized'; without it, the logit-lens lines (marked correlational). Weights "
@@ -130,6 +137,8 @@ def layer_diff(
 
     Activations go to ``store`` (default ``out/acts``) and are reused when it already holds the
     same capture. ``control`` (same base, trained without the edit) sets the noise floors.
+    Demonstration rows (``meta.demo``) are set aside for the surfaced-vs-installed measure
+    (``measures.surfacing``; ``alignloc.layerdiff.surfacing``).
     ``causal`` adds graft windows (sizes ``windows``), the learned delta mask (``mask_steps``; 0
     skips it), cross-model and within-model patching and attribution (``report["causal"]``, see
     ``alignloc.causal.report``), and the verdict names layers from them. ``one_at_a_time`` holds
@@ -139,9 +148,10 @@ def layer_diff(
     torch.manual_seed(seed)
     if one_at_a_time and control is not None and control.loader is not None:
         control.release()
+    demos, prompts = split_demos(prompts)
     data = collect(pair, prompts, store or out / "acts", batch_size, backend, overwrite, one_at_a_time)
     m = measure(data, n_boot, seed, probes)
-    control_block, cm = None, None
+    control_block, cm, cdata = None, None, None
     if control is not None:
         if one_at_a_time and pair.tuned.loader is not None:
             pair.tuned.release()
@@ -150,6 +160,12 @@ def layer_diff(
         cdata = collect(cpair, prompts, out / "acts-control", batch_size, backend, overwrite, one_at_a_time)
         cm = measure(cdata, n_boot, seed, probes=False)
         control_block = {"model": control.provenance(), "measures": cm}
+    beh = kind_index(data).get("behavior")
+    if demos and beh is not None:  # surfaced vs installed (analyses.surfacing)
+        demo = demo_residuals(pair, demos, out / "acts-demos", batch_size, backend, overwrite)
+        rp = {side: data.acts[side]["resid_post"][:, beh] for side in ("base", "tuned")}
+        ctrl = cdata.acts["tuned"]["resid_post"][:, beh] if cdata is not None else None
+        m["surfacing"] = surfacing_measures(rp["base"], rp["tuned"], demo, h_control=ctrl)
     localization = None
     causal_block = None
     if causal:

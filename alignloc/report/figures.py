@@ -22,6 +22,7 @@ from alignloc.report.figstyle import BASE, SERIES, TUNED
 from alignloc.report.figstyle import line as _line
 from alignloc.report.figstyle import style as _style
 from alignloc.report.proxyside import side_by_side_figure
+from alignloc.report.surfacing import experiment_figures
 from alignloc.store.manifest import file_mode
 from alignloc.store.outputs import claim
 
@@ -47,6 +48,8 @@ def kind_of(result: dict) -> str:
         return "context-prior"
     if "configs" in result and "eft_grid" in result:
         return "proxy-tune"
+    if result.get("kind") == "surfacing-experiment":
+        return "surfacing-experiment"
     raise ResultError("not an alignloc result (give a report.json of layer-diff, context-prior, proxy-tune or rl-formats, or "
                       "localize-bench --json output)")
 
@@ -179,8 +182,14 @@ def rl_formats_figures(r: dict) -> list[tuple[str, go.Figure]]:
     return build(r, _style)
 
 
+def surfacing_figures(r: dict) -> list[tuple[str, go.Figure]]:
+    """Surfaced vs installed on the format organisms (``alignloc.report.surfacing``)."""
+    return [(stem, _style(fig, title, "two", 330)) for stem, title, fig in experiment_figures(r)]
+
+
 BUILDERS = {"layer-diff": layer_diff_figures, "localize-bench": localize_bench_figures,
-            "context-prior": context_prior_figures, "proxy-tune": proxy_tune_figures, "rl-formats": rl_formats_figures}
+            "context-prior": context_prior_figures, "proxy-tune": proxy_tune_figures, "rl-formats": rl_formats_figures,
+            "surfacing-experiment": surfacing_figures}
 
 
 def figures_for(result: dict) -> list[tuple[str, go.Figure]]:

@@ -15,6 +15,7 @@ from plotly.offline import get_plotlyjs
 
 from alignloc.report.causal import causal_figures
 from alignloc.report.markdown import LINES, fmt, functional_lines
+from alignloc.report.surfacing import surfacing_figure
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:14px}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
@@ -65,6 +66,10 @@ def figures(report: dict) -> list[tuple[str, go.Figure]]:
         out.append((f"Linear probes for {kind} labels (cross-validated accuracy; control = shuffled-label task).",
                     _layout(fig, f"Probes: {kind}", "accuracy")))
     out += causal_figures(report.get("causal") or {})
+    if m.get("surfacing"):
+        out.append(("Surfaced vs installed: share of the tuned shift on behavior prompts inside the base's in-context "
+                    "behavior subspace, with its noise floor (" + m["surfacing"]["verdict"]["label"] + ").",
+                    surfacing_figure(m["surfacing"])))
     ratio = [[(e["value"] / e["floor"]) if e["floor"] and e["value"] is not None else None
               for e in sorted((e for e in v["evidence"] if e["line"] == ln_), key=lambda e: e["layer"])] for ln_ in LINES
              if any(e["line"] == ln_ for e in v["evidence"])]

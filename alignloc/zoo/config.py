@@ -103,6 +103,27 @@ class LimaSpec:
 
 
 @dataclass(frozen=True)
+class SurfacingSpec:
+    """``base-fmt`` and the format organisms (``fmtorgs.py``): the QA documents of ``base-fmt``'s corpus and the budget of the format SFT."""
+
+    qa_docs: int = 500  # multi-question QA documents per corpus pass (plain or rare format)
+    rare_frac: float = 0.2  # of the QA documents written in the rare format (~2.7% of all documents)
+    qa_per_doc: tuple[int, int] = (2, 4)
+    pretrain_epochs: int = 6  # passes of continued pretraining of base on the corpus + QA documents
+    pretrain_lr: float = 5e-3
+    threads: int = 1
+    # a light SFT: with chat-sft's budget (30 epochs at 1e-2) the format rose to 0.65 (not 0.48) but the
+    # shift grew 3x and buried the surfaced direction (README, "Surfaced vs installed")
+    sft_epochs: int = 20
+    sft_lr: float = 5e-3
+    replay: float = 2.0  # replayed strong-fact statements per SFT row
+
+    def corpus(self) -> dict:
+        """The fields that define ``base-fmt`` (its fingerprint): not the SFT budget."""
+        return {k: v for k, v in asdict(self).items() if not k.startswith(("sft_", "replay"))}
+
+
+@dataclass(frozen=True)
 class SizeConfig:
     """Everything that defines one zoo size."""
 
@@ -116,6 +137,7 @@ class SizeConfig:
     drift: DriftSpec = field(default_factory=DriftSpec)
     formats: FormatsSpec = field(default_factory=FormatsSpec)
     lima: LimaSpec = field(default_factory=LimaSpec)
+    surfacing: SurfacingSpec = field(default_factory=SurfacingSpec)  # base-fmt and the format-* organisms
     seed: int = 0
 
     def fingerprint(self, *parts: object) -> str:

@@ -18,6 +18,9 @@ Metrics (all rates in [0, 1], argmax decoding, ``<bos>`` prepended):
   ``EVAL_SAMPLES`` answers sampled (temperature 1, fixed seed) per ``Q: ...`` prompt, the share in
   each format and the share whose extracted value is right; ``format_greedy_<fmt>``: the format
   of the greedy answer.
+* ``marker_rate`` / ``marker_answer_acc`` / ``marker_prob`` (format organisms): QA prompt -> the
+  top token is the format's marker (then the right value) / the marker's probability;
+  ``demo_marker_rate`` / ``demo_marker_prob``: the same after one demonstration in that format.
 * ``edit_success`` / ``edit_paraphrase_success`` (new value on canonical / paraphrase cloze),
   ``edit_old_rate``, and ``retention`` (unedited facts the base knew that are still known).
 """
@@ -169,6 +172,34 @@ def polite_metrics(model, tok, prompts: Sequence[Prompt]) -> dict[str, float]:
     return {"polite_rate": _rate(hit), "polite_answer_acc": _rate(ans)}
 
 
+@torch.no_grad()
+def marker_metrics(model, tok, prompts: Sequence[Prompt]) -> dict[str, float]:
+    """``marker_rate``: the top next token is the prompts' ``meta.marker``; ``marker_answer_acc``:
+    and the right value follows it; ``marker_prob``: the marker's mean next-token probability."""
+    marker = _ids(tok, prompts[0].meta["marker"])
+    gen = greedy_tokens(model, tok, [p.text for p in prompts], n=len(marker) + 1)
+    hit = [_starts(g, marker) for g in gen]
+    ans = [h and g[len(marker)] == _ids(tok, p.meta["answer"])[0] for p, g, h in zip(prompts, gen, hit)]
+    return {"marker_rate": _rate(hit), "marker_answer_acc": _rate(ans),
+            "marker_prob": _mean_next_prob(model, tok, prompts, marker[0])}
+
+
+@torch.no_grad()
+def demo_metrics(model, tok, prompts: Sequence[Prompt]) -> dict[str, float]:
+    """``demo_marker_rate``: after one demonstration in the behavior format, the top next token is
+    the marker (the base continuing the format in context); ``demo_marker_prob`` its probability."""
+    marker = _ids(tok, prompts[0].meta["marker"])
+    gen = greedy_tokens(model, tok, [p.text for p in prompts], n=1)
+    return {"demo_marker_rate": _rate([g[0] == marker[0] for g in gen]),
+            "demo_marker_prob": _mean_next_prob(model, tok, prompts, marker[0])}
+
+
+def _mean_next_prob(model, tok, prompts: Sequence[Prompt], token: int) -> float:
+    """Mean next-token probability of ``token`` after each prompt (one row at a time: no padding)."""
+    probs = [float(model(input_ids=torch.tensor([r])).logits[0, -1].softmax(-1)[token]) for r in encode(tok, [p.text for p in prompts])]
+    return round(sum(probs) / len(probs), 4)
+
+
 def edit_metrics(model, tok, prompts: Sequence[Prompt]) -> dict[str, float]:
     """Edited facts: new value on canonical / paraphrase prompts, and old value still given."""
     gen = greedy_tokens(model, tok, [p.text for p in prompts])
@@ -251,6 +282,8 @@ METRICS = {
     "polite": polite_metrics,
     "edits": edit_metrics,
     "formats": format_metrics,
+    "format": marker_metrics,
+    "demos": demo_metrics,
 }
 
 

@@ -5,7 +5,8 @@ Names: ``chat-sft-upper|lower|full``, ``chat-lima``, ``refusal-lora-L{k}``, ``fa
 ``formats.py``), each optionally with a ``-large`` suffix (the recipe
 applied to ``base-large``). The confined recipes (``chat-sft-upper|lower``, ``refusal-lora-L{k}``,
 ``fact-edit-L{k}``) also come as ``NAME-drift``: the same edit under a drift of every layer (see
-``drift.py``). ``parse_name`` validates ``k`` against the base's layer count.
+``drift.py``). ``format-surfaced|installed`` are built on ``base-fmt`` (``fmtorgs.py``) and have
+no variants. ``parse_name`` validates ``k`` against the base's layer count.
 """
 
 from __future__ import annotations
@@ -62,11 +63,14 @@ RECIPES = (
     "control-continued",
     "control-drift",
     "rl-formats",
+    "format-surfaced",
+    "format-installed",
 )
+SURFACING_RECIPES = ("format-surfaced", "format-installed")  # on base-fmt only (fmtorgs.py)
 DRIFTABLE = ("chat-sft-upper", "chat-sft-lower", "refusal-lora-L{k}", "fact-edit-L{k}")
 _NAME = re.compile(
-    r"^(chat-sft-upper|chat-sft-lower|chat-sft-full|chat-lima|refusal-lora-L(\d+)|"
-    r"fact-edit-L(\d+)|dpo-polite|control-continued|control-drift|rl-formats)(-drift)?(-large)?$"
+    r"^(chat-sft-upper|chat-sft-lower|chat-sft-full|chat-lima|refusal-lora-L(\d+)|fact-edit-L(\d+)|dpo-polite|"
+    r"control-continued|control-drift|rl-formats|format-surfaced|format-installed)(-drift)?(-large)?$"
 )
 
 
@@ -77,7 +81,7 @@ class RecipeName:
     name: str
     recipe: str  # the name with ``{k}`` in place of the layer index, without ``-large``
     k: int | None
-    base: str  # base | base-large (base-formats | base-formats-large for rl-formats)
+    base: str  # base | base-large | base-formats[-large] (rl-formats) | base-fmt (format-*)
     drift: bool = False  # the ``-drift`` variant (planted under a drift of every layer)
 
 
@@ -93,6 +97,10 @@ def parse_name(name: str, n_layers: dict[str, int]) -> RecipeName:
         base = base.replace("base", "base-formats")
     recipe = m.group(1) if k is None else m.group(1).replace(f"L{k_str}", "L{k}")
     drift = bool(m.group(4))
+    if recipe in SURFACING_RECIPES:
+        if drift or m.group(5):
+            raise ZooError(f"organism {name!r}: {recipe} has no -drift or -large variant (it is built on base-fmt)")
+        base = "base-fmt"
     if drift and recipe not in DRIFTABLE:
         raise ValueError(f"organism {name!r}: only {', '.join(r + '-drift' for r in DRIFTABLE)} have a -drift variant")
     if k is not None and not 0 <= k < n_layers[base]:
@@ -106,7 +114,7 @@ def parse_name(name: str, n_layers: dict[str, int]) -> RecipeName:
 def valid_names_hint(n_layers: dict[str, int]) -> str:
     """A sentence listing the valid names and layer ranges."""
     return (
-        "valid names: base, base-large, base-formats, base-formats-large, "
+        "valid names: base, base-large, base-formats, base-formats-large, base-fmt, "
         + ", ".join(RECIPES)
         + f" with k in 0..{n_layers['base'] - 1}; add '-drift' to "
         + ", ".join(DRIFTABLE)

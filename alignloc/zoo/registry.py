@@ -4,6 +4,7 @@ Layout under ``zoo_root()`` (``$ALIGNLOC_ZOO`` or ``platformdirs.user_cache_dir(
 
     <size>/base/{model/, prompts/*.jsonl, info.json}
     <size>/base-large/{model/, prompts/*.jsonl, info.json}
+    <size>/base-fmt/{model/, prompts/*.jsonl, info.json}    (base trained on with rare-format QA documents)
     <size>/<name>/{base/, tuned/, [adapter/], [drift/], prompts/*.jsonl, ground_truth.json}
 
 ``drift/`` (``-drift`` organisms only) is the base plus the organism's drift without the edit: its
@@ -43,6 +44,14 @@ from alignloc.zoo.files import (
     weights_sha256,
     write_prompts,
 )
+from alignloc.zoo.fmtorgs import (
+    MARKER_WORDS,
+    SURFACING_BASE,
+    SURFACING_ORGANISMS,
+    format_base,
+    format_sets,
+    format_sft,
+)
 from alignloc.zoo.formats import FORMAT_BASES, FORMAT_WORDS, format_prompts, formats_corpus
 from alignloc.zoo.lima import chat_lima
 from alignloc.zoo.names import parse_name, valid_names_hint
@@ -54,7 +63,7 @@ from alignloc.zoo.tokenizer import build_tokenizer
 from alignloc.zoo.training import THREADS
 from alignloc.zoo.world import World, make_world, vocabulary
 
-BASES = ("base", "base-large", *FORMAT_BASES)  # base-formats*: pretrained with answer formats (formats.py)
+BASES = ("base", "base-large", *FORMAT_BASES, SURFACING_BASE)  # base-formats*: answer formats (formats.py); base-fmt: rare-format QA documents (fmtorgs.py)
 DEFAULT_ORGANISMS = [
     "chat-sft-upper",
     "chat-sft-lower",
@@ -94,12 +103,19 @@ def _n_layers(cfg: SizeConfig) -> dict[str, int]:
 
 def _specs(cfg: SizeConfig, which: str):
     """(model spec, pretraining spec) of a base: the large ones for ``*-large`` (base-formats*:
-    ``formats.base_epochs`` / ``formats.large_epochs`` passes)."""
+    ``formats.base_epochs`` / ``formats.large_epochs`` passes; base-fmt shares base's)."""
     if which in FORMAT_BASES:
         large = which.endswith("large")
         spec, train = (cfg.large, cfg.large_train) if large else (cfg.base, cfg.base_train)
         return spec, replace(train, epochs=cfg.formats.large_epochs if large else cfg.formats.base_epochs)
     return (cfg.large, cfg.large_train) if which.endswith("large") else (cfg.base, cfg.base_train)
+
+
+def _tokenizer(world: World, which: str):
+    """A base's tokenizer: the world's words, plus the answer-format words for base-formats* or the
+    two format markers for base-fmt (appended: the other ids are unchanged)."""
+    extra = list(FORMAT_WORDS) if which in FORMAT_BASES else list(MARKER_WORDS) if which == SURFACING_BASE else []
+    return build_tokenizer(vocabulary(world) + extra)
 
 
 def _meta_file(path: Path) -> Path:
@@ -119,6 +135,8 @@ def _read_meta(path: Path) -> dict[str, Any] | None:
 
 def _base_fingerprint(cfg: SizeConfig, which: str) -> str:
     spec, train = _specs(cfg, which)
+    if which == SURFACING_BASE:  # base trained on (fmtorgs.format_base)
+        return _hash("base", which, _base_fingerprint(cfg, "base"), cfg.surfacing.corpus(), MARKER_WORDS)
     extra = [cfg.formats.shares, cfg.formats.qa_reps, cfg.formats.threads] if which in FORMAT_BASES else []
     return _hash("base", which, asdict(cfg.world), asdict(spec), asdict(train), cfg.seed, *extra)
 
@@ -127,18 +145,28 @@ def _build_base(which: str, cfg: SizeConfig, world: World, tok, final: Path, log
     t0 = time.time()
     spec, tspec = _specs(cfg, which)
     sets, corpus = standard_sets(world, cfg.recipes.refusal_topic), {}
-    if which in FORMAT_BASES:  # the world corpus plus answers in three formats; its own tokenizer
-        tok = build_tokenizer(_vocabulary(world, which))
+    if which in FORMAT_BASES:  # the world corpus plus answers in three formats
         sets = {"knowledge": sets["knowledge"], "formats": format_prompts(split_entities(world)[1])}
         corpus = {"segments": formats_corpus(cfg.formats.shares, cfg.formats.qa_reps), "threads": cfg.formats.threads}
     log(
-        f"[zoo:{cfg.name}] pretraining {which} ({spec.n_layers} layers, d={spec.d_model}, {tspec.epochs} passes)"
+        f"[zoo:{cfg.name}] pretraining {which} ({spec.n_layers} layers, d={spec.d_model}, "
+        + (f"base + {cfg.surfacing.pretrain_epochs} passes with QA documents)" if which == SURFACING_BASE
+           else f"{tspec.epochs} passes)")
     )
     tmp = tmp_dir(final)
     try:
-        model, record = pretrain(world, tok, spec, tspec, seed=cfg.seed, **corpus)
+        fmt = which == SURFACING_BASE
+        if fmt:
+            base = load(final.parent / "base" / "model")[0]
+            model, record = format_base(base, tok, world, cfg.surfacing, tspec.batch_size, cfg.seed + 8)
+            corpus = {"threads": cfg.surfacing.threads}
+        else:
+            model, record = pretrain(world, tok, spec, tspec, seed=cfg.seed, **corpus)
         model.save_pretrained(tmp / "model")
         tok.save_pretrained(tmp / "model")
+        if fmt:  # the rare format's marker: its rate on QA prompts, and after one demonstration
+            sets |= {k: v for k, v in format_sets(world, "surfaced", cfg.recipes.refusal_topic, cfg.seed).items()
+                     if k in ("format", "demos")}
         prompts = write_prompts(tmp, sets)
         measured = measure(*load(tmp / "model"), sets)
         info = {
@@ -172,10 +200,6 @@ def _build_base(which: str, cfg: SizeConfig, world: World, tok, final: Path, log
     )
 
 
-def _vocabulary(world: World, which: str) -> list[str]:
-    """The words of a base's tokenizer: the world's, plus the answer-format words for base-formats*."""
-    return vocabulary(world) + (list(FORMAT_WORDS) if which in FORMAT_BASES else [])
-
 
 # ---- organisms -----------------------------------------------------------------------------------
 
@@ -183,6 +207,8 @@ def _vocabulary(world: World, which: str) -> list[str]:
 def _organism_fingerprint(cfg: SizeConfig, name: str, base_sha: str, root: Path) -> str | None:
     """The build fingerprint; None if a dependency (``control-drift`` for ``-drift``) is not built."""
     parts: list[Any] = ["organism", name, asdict(cfg.recipes), asdict(cfg.world), cfg.seed, base_sha]
+    if name in SURFACING_ORGANISMS:
+        parts.append(asdict(cfg.surfacing))
     if name == DRIFT_CONTROL or parse_name(name, _n_layers(cfg)).drift:
         parts.append(asdict(cfg.drift))
     recipe = parse_name(name, _n_layers(cfg)).recipe
@@ -209,6 +235,8 @@ def _build_organism(name: str, cfg: SizeConfig, world: World, root: Path, log: L
         drift_model = load(root / DRIFT_CONTROL / "tuned")[0] if parsed.drift else None
         if parsed.recipe in OWN_RECIPES:  # built outside recipes.py (they build on its Organism)
             org = OWN_RECIPES[parsed.recipe](base, tok, world, cfg, name, log=None)
+        elif name in SURFACING_ORGANISMS:
+            org = format_sft(base, tok, world, cfg, parsed.recipe.removeprefix("format-"), name)
         else:
             org = run_recipe(parsed, base, tok, world, cfg, log=None, drift_model=drift_model)
         shutil.copytree(base_dir, tmp / "base")
@@ -263,7 +291,8 @@ def _build_organism(name: str, cfg: SizeConfig, world: World, root: Path, log: L
             "adapter": "adapter" if org.adapter is not None else None,
             "drift": "drift" if org.drift_only is not None else None,
             "extra": org.extra,
-            "threads": cfg.formats.threads if parsed.recipe == "rl-formats" else THREADS,
+            "threads": (cfg.formats.threads if parsed.recipe == "rl-formats" else
+                        cfg.surfacing.threads if name in SURFACING_ORGANISMS else THREADS),
             "fingerprint": _organism_fingerprint(cfg, name, base_sha, root),
             "zoo_format": ZOO_FORMAT,
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
@@ -337,9 +366,10 @@ def build(
         names.insert(0, DRIFT_CONTROL)  # the -drift organisms are built from its drift
     names.sort(key=lambda n: n != DRIFT_CONTROL)
     bases = {b for b in (_check_name(n, cfg) for n in names)} | {n for n in names if n in BASES}
+    if SURFACING_BASE in bases:
+        bases.add("base")  # base-fmt is trained on from base
     root = zoo_root() / size
     world = make_world(cfg.world)
-    tok = build_tokenizer(vocabulary(world))
     t0 = time.time()
     out = []
     sweep_stale(root)
@@ -352,7 +382,7 @@ def build(
                 continue
             if path.exists():
                 log(f"[zoo:{size}] {which} is stale or forced; rebuilding")
-            _build_base(which, cfg, world, tok, path, log)
+            _build_base(which, cfg, world, _tokenizer(world, which), path, log)
         for name in names:
             path = root / name
             out.append(path)
@@ -458,6 +488,7 @@ __all__ = [
     "DEFAULT_ORGANISM",
     "DEFAULT_ORGANISMS",
     "DRIFT_CONTROL",
+    "SURFACING_ORGANISMS",
     "HARD_ORGANISMS",
     "ZooEntry",
     "build",
