@@ -66,8 +66,8 @@ class RealSpec:
     sft_lr: float = 3e-4
     sft_epochs: int = 6
     lora_rank: int = 8
-    lora_lr: float = 1e-3
-    lora_epochs: int = 6
+    lora_lr: float = 5e-3  # 1e-3 x 6 epochs (30 steps) left the refusal rate at 0.00
+    lora_epochs: int = 12
     drift_lr: float = 1e-4
     drift_statements: int = 240
     drift_epochs: int = 1
@@ -313,13 +313,25 @@ def _meta(path: Path) -> dict | None:
         return None
 
 
+SPEC_FIELDS = {"format-upper": ("format_layers", "sft_lr", "sft_epochs"),
+               "refusal-lora": ("lora_layer", "lora_rank", "lora_lr", "lora_epochs"),
+               "control-drift": ("drift_lr", "drift_statements", "drift_epochs")}
+
+
+def _spec_used(name: str) -> dict:
+    """The ``SPEC`` fields an organism's build reads (so a change to one recipe's budget rebuilds only it)."""
+    spec = asdict(SPEC)
+    keys = ["batch_size", "seed"] + [k for part, ks in SPEC_FIELDS.items() if part in name for k in ks]
+    return {k: spec[k] for k in keys}
+
+
 def _fingerprint(name: str) -> str | None:
     from alignloc.zoo.config import ZOO_FORMAT, DriftSpec
 
     base = _meta(_root() / BASE)
     if base is None:
         return None
-    parts: list[Any] = [ZOO_FORMAT, name, asdict(SPEC), base["weights_sha256"]]
+    parts: list[Any] = [ZOO_FORMAT, name, _spec_used(name), base["weights_sha256"]]
     if name.endswith("-drift") and name != "smollm2-control-drift":
         dep = _meta(_root() / "smollm2-control-drift")
         if dep is None:
