@@ -38,11 +38,9 @@ from alignloc.zoo.tokenizer import encode
 from alignloc.zoo.world import words
 
 
-@torch.no_grad()
-def greedy_tokens(
-    model: PreTrainedModel, tok, texts: Sequence[str], n: int = 1, batch_size: int = 256
-) -> list[list[int]]:
-    """Argmax-decode ``n`` tokens after each text (BOS prepended, right padding, no cache)."""
+def _decode(model: PreTrainedModel, tok, texts: Sequence[str], n: int, pick, batch_size: int) -> list[list[int]]:
+    """``n`` tokens after each text (BOS prepended, right padding, no cache), each chosen by
+    ``pick(last_logits [batch, vocab]) -> [batch]`` token ids."""
     out: list[list[int]] = []
     for i in range(0, len(texts), batch_size):
         rows = encode(tok, texts[i : i + batch_size])
@@ -56,11 +54,18 @@ def greedy_tokens(
                 ids[j, : len(r)] = torch.tensor(r)
                 mask[j, : len(r)] = 1
             logits = model(input_ids=ids, attention_mask=mask).logits  # [batch, pos, vocab]
-            last = logits[torch.arange(len(cur)), mask.sum(1) - 1]  # [batch, vocab]
-            for j, t in enumerate(last.argmax(-1).tolist()):
+            for j, t in enumerate(pick(logits[torch.arange(len(cur)), mask.sum(1) - 1]).tolist()):
                 gen[j].append(t)
         out += gen
     return out
+
+
+@torch.no_grad()
+def greedy_tokens(
+    model: PreTrainedModel, tok, texts: Sequence[str], n: int = 1, batch_size: int = 256
+) -> list[list[int]]:
+    """Argmax-decode ``n`` tokens after each text (BOS prepended, right padding, no cache)."""
+    return _decode(model, tok, texts, n, lambda last: last.argmax(-1), batch_size)
 
 
 @torch.no_grad()
@@ -71,25 +76,11 @@ def sample_tokens(
     """Sample ``n`` tokens after each text (BOS prepended, no cache) with a seeded generator:
     the same model and seed give the same samples."""
     gen_rng = torch.Generator().manual_seed(seed)
-    out: list[list[int]] = []
-    for i in range(0, len(texts), batch_size):
-        rows = encode(tok, texts[i : i + batch_size])
-        gen: list[list[int]] = [[] for _ in rows]
-        for _ in range(n):
-            cur = [r + g for r, g in zip(rows, gen)]
-            width = max(len(r) for r in cur)
-            ids = torch.full((len(cur), width), tok.pad_token_id)  # [batch, pos]
-            mask = torch.zeros((len(cur), width), dtype=torch.long)
-            for j, r in enumerate(cur):
-                ids[j, : len(r)] = torch.tensor(r)
-                mask[j, : len(r)] = 1
-            logits = model(input_ids=ids, attention_mask=mask).logits  # [batch, pos, vocab]
-            last = logits[torch.arange(len(cur)), mask.sum(1) - 1].float() / temperature  # [batch, vocab]
-            picks = torch.multinomial(torch.softmax(last, -1), 1, generator=gen_rng)[:, 0]  # [batch]
-            for j, t in enumerate(picks.tolist()):
-                gen[j].append(t)
-        out += gen
-    return out
+
+    def pick(last: torch.Tensor) -> torch.Tensor:  # [batch, vocab] -> [batch]
+        return torch.multinomial(torch.softmax(last.float() / temperature, -1), 1, generator=gen_rng)[:, 0]
+
+    return _decode(model, tok, texts, n, pick, batch_size)
 
 
 def _ids(tok, text: str) -> list[int]:
