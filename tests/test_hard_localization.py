@@ -109,23 +109,27 @@ def test_localize_bench_hard_tier(zoo_tiny, tmp_path, capsys):
     assert m["weight_diff"]["hit@1"] <= 0.3 and m["weight_diff"]["control_false_positives"] == 4.0
     assert m["graft_window"]["hit@1"] >= 0.9 and m["graft_window"]["hit@k"] >= 0.9
     assert m["delta_mask"]["hit@1_single_layer"] == 1.0, "the mask recovers single-layer edits"
-    for method in ("graft_window", "delta_mask", "graft_sufficiency", "patch_mlp_out"):
+    for method in ("graft_window", "delta_mask"):  # the methods whose named layers must pass the verdict's bar
         assert m[method]["control_false_positives"] == 0.0, method
+    for method in ("graft_sufficiency", "patch_mlp_out"):  # single-layer scores: the drift may lift one layer
+        assert m[method]["control_false_positives"] <= 1.0, method
     assert "## hard tier" in capsys.readouterr().out
 
 
 def test_verdict_v2_on_a_drift_organism_and_a_full_finetune(zoo_tiny, tmp_path, capsys):
     out = tmp_path / "drift"
-    assert main(["layer-diff", "zoo:refusal-lora-L2-drift", "--out", str(out), "--n-boot", "100", "--no-probes",
+    assert main(["layer-diff", "zoo:chat-sft-upper-drift", "--out", str(out), "--n-boot", "100", "--no-probes",
                  "--causal"]) == 0
     rep = json.loads((out / "report.json").read_text())
     v = rep["verdict"]
     assert rep["schema_version"] == 2 and "functional evidence" in rep["schema_notes"]
-    assert rep["control"]["model"]["zoo"] == "refusal-lora-L2-drift:drift", "its own drift-only model is the control"
-    assert v["behavior_layers"] == [2] and v["behavior"]["basis"] == "causal"
-    assert {"graft_window", "mask"} <= set(v["behavior"]["named_by"]["2"])
-    assert "weights" not in v["behavior"]["named_by"]["2"], "the drift outweighs the edit in the weights"
-    assert any("carry none of the behavior" in s for s in v["summary"])
+    assert rep["control"]["model"]["zoo"] == "chat-sft-upper-drift:drift", "its own drift-only model is the control"
+    assert v["behavior_layers"] == [2, 3] and v["behavior"]["basis"] == "causal"
+    for layer in ("2", "3"):
+        assert {"graft_window", "mask"} <= set(v["behavior"]["named_by"][layer])
+        assert "weights" not in v["behavior"]["named_by"][layer], "the drift outweighs the edit in the weights"
+    c = v["behavior"]["carrier"]
+    assert min(c["sufficiency"], c["necessity"]) >= 0.8
     full = tmp_path / "full"
     assert main(["layer-diff", "zoo:chat-sft-full", "--out", str(full), "--n-boot", "100", "--no-probes", "--causal",
                  "--mask-steps", "60"]) == 0

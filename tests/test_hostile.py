@@ -273,7 +273,9 @@ def test_sigint_during_capture_exits_130_and_the_store_resumes(zoo_tiny, tmp_pat
     assert "Traceback" not in err
     kept = json.loads((out / "manifest.json").read_text())["chunks"]
     assert 3 <= len(kept) < len(prompts), "the interrupt should land mid-capture"
-    assert err.strip().splitlines()[-1] == (f"alignloc: interrupted; kept {len(kept)} of {len(prompts)} chunks in {out} "
+    n = len(prompts)  # the sides run one after the other: the interrupt lands in the base side's pass
+    assert err.strip().splitlines()[-1] == (f"alignloc: interrupted; kept 0 of {n} chunks (base: {len(kept)} of {n}, "
+                                            f"tuned: 0 of {n}) in {out} "
                                             "(rerun the same command to resume: finished work is reused)")
     done = {rel: (out / rel).stat().st_mtime_ns for c in kept for rel in c["files"]}
     assert main(argv) == 0  # the same command resumes (zoo_tiny points ALIGNLOC_ZOO at the test zoo)

@@ -77,11 +77,13 @@ def _windows(pair: ModelPair, prompts: list[Prompt], bos: bool) -> tuple[list[fl
 def _mask(pair: ModelPair, prompts: list[Prompt], bos: bool) -> tuple[list[float], float]:
     """Per-layer gates of the learned delta mask (REINFORCE estimator, defaults); the rounded
     selection scores 2 more when grafting it carries the gap as the verdict requires (>= 0.8 both
-    sufficient and necessary), so it is flagged only where the verdict would name it."""
+    sufficient and necessary, at most half the layers), so it is flagged only where the verdict would name it."""
     m = DeltaMask(seed=0).fit(pair, prompts, bos)
     metric = target_metric(prompts, None, bos)
     sel = m.recovery(pair, metric, max_k=1)["selected"] if m.selected_ else None
-    carries = sel is not None and min(sel["sufficiency"], sel["necessity"]) >= VerdictConfig().carrier_at
+    cfg = VerdictConfig()
+    carries = (sel is not None and len(sel["layers"]) <= cfg.max_share * pair.n_layers
+               and min(sel["sufficiency"], sel["necessity"]) >= cfg.carrier_at)
     named = set(sel["layers"]) if carries else set()
     return [(2.0 if i in named else 0.0) + g for i, g in enumerate(m.layer_gates_)], metric(pair.tuned) - metric(pair.base)
 
