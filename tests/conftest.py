@@ -26,25 +26,31 @@ def llama_pair(arch_pairs) -> tuple:
     return arch_pairs["llama"]
 
 
-@pytest.fixture(scope="session")
-def zoo_tiny():
-    """The tiny model-organism zoo (default set, hard tier + both bases), built once and cached on disk.
+def tiny_zoo_with(names: list[str]):
+    """Generator for a fixture: build (or reuse) ``names`` in the test zoo, point ``ALIGNLOC_ZOO`` at it,
+    yield its root and restore the variable afterwards.
 
-    ``ALIGNLOC_ZOO`` is pointed at ``$ALIGNLOC_TEST_ZOO`` or ``<repo>/.zoo-cache`` (git-ignored);
-    builds are reused across runs while their fingerprints match. Returns the zoo root.
+    The test zoo is ``$ALIGNLOC_TEST_ZOO`` or ``<repo>/.zoo-cache`` (git-ignored); builds are reused
+    across runs while their fingerprints match.
     """
     from pathlib import Path
 
-    from alignloc.zoo import DEFAULT_ORGANISMS, HARD_ORGANISMS, build
+    from alignloc.zoo import build
 
-    root = Path(
-        os.environ.get("ALIGNLOC_TEST_ZOO") or Path(__file__).resolve().parents[1] / ".zoo-cache"
-    )
+    root = Path(os.environ.get("ALIGNLOC_TEST_ZOO") or Path(__file__).resolve().parents[1] / ".zoo-cache")
     old = os.environ.get("ALIGNLOC_ZOO")
     os.environ["ALIGNLOC_ZOO"] = str(root)
-    build(DEFAULT_ORGANISMS + HARD_ORGANISMS + ["base-large"], size="tiny", log=lambda m: None)
+    build(names, size="tiny", log=lambda m: None)
     yield root
     if old is None:
         os.environ.pop("ALIGNLOC_ZOO", None)
     else:
         os.environ["ALIGNLOC_ZOO"] = old
+
+
+@pytest.fixture(scope="session")
+def zoo_tiny():
+    """The tiny model-organism zoo (default set, hard tier + both bases), built once and cached on disk. Returns its root."""
+    from alignloc.zoo import DEFAULT_ORGANISMS, HARD_ORGANISMS
+
+    yield from tiny_zoo_with(DEFAULT_ORGANISMS + HARD_ORGANISMS + ["base-large"])

@@ -10,27 +10,15 @@ import torch
 
 from alignloc.cli import main
 from alignloc.decoding.experiment import GOAL, goal_check, retention
+from tests.conftest import tiny_zoo_with
 
 NEEDED = ["base-large", "chat-lima", "chat-lima-large", "chat-sft-full", "chat-sft-full-large"]
 
 
 @pytest.fixture(scope="module")
 def lima_zoo():
-    """Only the organisms this experiment needs, in the test zoo (``$ALIGNLOC_TEST_ZOO``, as ``zoo_tiny``)."""
-    import os
-    from pathlib import Path
-
-    from alignloc.zoo import build
-
-    root = Path(os.environ.get("ALIGNLOC_TEST_ZOO") or Path(__file__).resolve().parents[1] / ".zoo-cache")
-    old = os.environ.get("ALIGNLOC_ZOO")
-    os.environ["ALIGNLOC_ZOO"] = str(root)
-    build(NEEDED, size="tiny", log=lambda m: None)
-    yield root
-    if old is None:
-        os.environ.pop("ALIGNLOC_ZOO", None)
-    else:
-        os.environ["ALIGNLOC_ZOO"] = old
+    """Only the organisms this experiment needs, in the test zoo (as ``zoo_tiny``)."""
+    yield from tiny_zoo_with(NEEDED)
 
 
 @pytest.fixture(scope="module")

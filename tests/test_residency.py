@@ -4,8 +4,6 @@ give the results of holding both; grafting swaps weights in place; bf16 against 
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +13,7 @@ from alignloc.causal.graft import grafted, swapped
 from alignloc.layerdiff.run import layer_diff
 from alignloc.models.residency import CheckpointWeights, head_only
 from alignloc.prompts import Prompt
+from tests.conftest import tiny_zoo_with
 from tests.tiny_models import ARCHS
 
 TEXTS = ["The cat sat on the", "Alice lives in Paris and Bob lives in", "A dog ran in the park", "User: what is it ? Assistant:"]
@@ -101,17 +100,7 @@ def _spearman(a: list[float], b: list[float]) -> float:
 @pytest.fixture(scope="module")
 def sft_upper():
     """The zoo root with chat-sft-upper built (only that organism: cheaper than the whole tiny zoo)."""
-    from alignloc.zoo import build
-
-    root = Path(os.environ.get("ALIGNLOC_TEST_ZOO") or Path(__file__).resolve().parents[1] / ".zoo-cache")
-    old = os.environ.get("ALIGNLOC_ZOO")
-    os.environ["ALIGNLOC_ZOO"] = str(root)
-    build(["chat-sft-upper"], size="tiny", log=lambda m: None)
-    yield root
-    if old is None:
-        os.environ.pop("ALIGNLOC_ZOO", None)
-    else:
-        os.environ["ALIGNLOC_ZOO"] = old
+    yield from tiny_zoo_with(["chat-sft-upper"])
 
 
 def test_bfloat16_layer_diff_agrees_with_float32(sft_upper, tmp_path):

@@ -4,9 +4,7 @@ reward) with their recorded format shares at two scales, and the experiment's re
 from __future__ import annotations
 
 import math
-import os
 import random
-from pathlib import Path
 
 import pytest
 
@@ -21,6 +19,7 @@ from alignloc.zoo.formats import (
     shares_of,
 )
 from alignloc.zoo.world import words
+from tests.conftest import tiny_zoo_with
 
 SCALES = ("rl-formats", "rl-formats-large")
 
@@ -28,17 +27,7 @@ SCALES = ("rl-formats", "rl-formats-large")
 @pytest.fixture(scope="module")
 def zoo_formats():
     """The two rl-formats organisms (and their bases), built once into the test zoo."""
-    from alignloc.zoo import build
-
-    root = Path(os.environ.get("ALIGNLOC_TEST_ZOO") or Path(__file__).resolve().parents[1] / ".zoo-cache")
-    old = os.environ.get("ALIGNLOC_ZOO")
-    os.environ["ALIGNLOC_ZOO"] = str(root)
-    build(list(SCALES), size="tiny", log=lambda m: None)
-    yield root
-    if old is None:
-        os.environ.pop("ALIGNLOC_ZOO", None)
-    else:
-        os.environ["ALIGNLOC_ZOO"] = old
+    yield from tiny_zoo_with(list(SCALES))
 
 
 def test_formats_classify_and_grade_by_value_only():

@@ -17,6 +17,7 @@ from alignloc.analyses.surfacing import (
     surfacing_by_layer,
     surfacing_verdict,
 )
+from tests.conftest import tiny_zoo_with
 
 D, N = 32, 40
 
@@ -109,20 +110,9 @@ def test_identical_pair_is_not_surfaced():
 def format_zoo():
     """The test zoo (as ``zoo_tiny``) with only what these tests need: the format organisms
     (and base-fmt) and chat-sft-upper."""
-    import os
-    from pathlib import Path
+    from alignloc.zoo import SURFACING_ORGANISMS
 
-    from alignloc.zoo import SURFACING_ORGANISMS, build
-
-    root = Path(os.environ.get("ALIGNLOC_TEST_ZOO") or Path(__file__).resolve().parents[1] / ".zoo-cache")
-    old = os.environ.get("ALIGNLOC_ZOO")
-    os.environ["ALIGNLOC_ZOO"] = str(root)
-    build([*SURFACING_ORGANISMS, "chat-sft-upper"], size="tiny", log=lambda m: None)
-    yield root
-    if old is None:
-        os.environ.pop("ALIGNLOC_ZOO", None)
-    else:
-        os.environ["ALIGNLOC_ZOO"] = old
+    yield from tiny_zoo_with([*SURFACING_ORGANISMS, "chat-sft-upper"])
 
 
 @pytest.fixture(scope="module")
