@@ -108,7 +108,11 @@ def test_experiment_result_and_figures(zoo_formats, tmp_path):
         assert (c["format"] in FORMATS) if c["collapsed"] else c["format"] is None
         assert len(s["layer_diff"]["weights_relative"]) == s["n_layers"]
         assert max(s["layer_diff"]["weights_relative"]) > 0  # RL moved the weights
-        assert s["surfacing"]["status"] == "not wired"  # the integration point (issue 15 item 1)
+        surf = s["surfacing"]  # surfaced vs installed, for the format RL moved toward
+        assert surf["status"] == "measured" and surf["contrast_format"] != surf["behavior_format"] in FORMATS
+        assert len(surf["layers"]) == s["n_layers"] and surf["n_demo_pairs"] == surf["n_behavior"] > 0
+        assert surf["verdict"]["label"] in ("surfaced", "installed", "mixed / below noise floor")
+        assert any(x.startswith(f"{s['organism']}: surfaced or installed") for x in r["verdict"]["summary"])
     v = r["verdict"]
     assert v["collapsed"] == any(s["collapse"]["collapsed"] for s in r["scales"].values())
     assert any(("Not reproduced" in x) or ("eproduced" in x) for x in v["summary"])

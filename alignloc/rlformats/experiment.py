@@ -6,8 +6,8 @@ For each scale (``rl-formats`` on ``base-formats``, 4 layers; ``rl-formats-large
 ``base-formats-large``, 8 layers) it reads the format shares and accuracy that the zoo measured
 on the saved checkpoints before and after RL (``ground_truth.json``), says whether RL collapsed
 onto one format (``COLLAPSE_SHARE`` of the sampled answers or more) and which one, runs
-``layer-diff`` on the pair (where the change lands) and, once wired, the surfaced-vs-installed
-measure. ``collapse`` and ``verdict_lines`` are pure; only ``rl_formats_experiment`` loads models.
+``layer-diff`` on the pair (where the change lands) and the surfaced-vs-installed measure for the
+format RL moved toward (``alignloc.layerdiff.surfacing``). ``collapse`` and ``verdict_lines`` are pure; only ``rl_formats_experiment`` loads models.
 """
 
 from __future__ import annotations
@@ -19,13 +19,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from alignloc import __version__
-from alignloc.zoo.formats import FORMATS
+from alignloc.prompts import Prompt
+from alignloc.zoo.formats import FORMATS, format_answer, format_question
 
 SCALES = ("rl-formats", "rl-formats-large")
 COLLAPSE_SHARE = 0.9  # the top format's share of sampled answers after RL, to call it a collapse
 SCHEMA_VERSION = 1
 KIND = "rl-formats"
-OUT_FILES = ("report.json", "summary.md", *(f"layer-diff-{s}" for s in SCALES))
+OUT_FILES = ("report.json", "summary.md", *(f"{part}-{s}" for s in SCALES for part in ("layer-diff", "surfacing")))
 Log = Callable[[str], None]
 
 
@@ -83,6 +84,11 @@ def verdict_lines(scales: dict[str, dict]) -> dict:
             lines.append(f"{name} ({s['n_layers']} layers): no collapse (top format '{c['top_after']}' at "
                          f"{c['top_share_after']:.3f} < {c['threshold']}; RL moved most toward '{c['largest_gain']}'; "
                          f"{share}; {acc}).")
+        surf = (s.get("surfacing") or {}).get("verdict")
+        if surf:
+            fmt, other = s["surfacing"]["behavior_format"], s["surfacing"]["contrast_format"]
+            lines.append(f"{name}: surfaced or installed, the shift toward '{fmt}' against the base's in-context "
+                         f"'{fmt}' minus '{other}' direction: {surf['summary']}")
     collapsed = bool(winners)
     scale_dependent = len(set(winners.values())) > 1 and len(winners) == len(scales)
     if collapsed and scale_dependent:
@@ -111,16 +117,22 @@ def layer_summary(report: dict) -> dict:
     }
 
 
-def surfacing(pair, prompts) -> dict:
-    """Surfaced vs installed, per layer: NOT WIRED YET.
+def surfacing(pair, behavior: list[Prompt], fmt: str, contrast: str, size: str, store_dir: Path) -> dict:
+    """Surfaced vs installed for the format RL moved toward (``fmt``): the tuned shift on the behavior
+    prompts against the base's own in-context direction, demonstrations answered in ``fmt`` minus the
+    same demonstrations answered in ``contrast`` (the base's most used other format); see
+    ``alignloc.layerdiff.surfacing``. The result carries ``verdict.label``."""
+    from alignloc.layerdiff.surfacing import pair_surfacing
+    from alignloc.zoo.config import size_config
+    from alignloc.zoo.fmtorgs import demo_prompts
+    from alignloc.zoo.world import make_world
 
-    INTEGRATION POINT (issue 15, item 1): call the surfaced-vs-installed measure of
-    ``alignloc/analyses/surfacing.py`` (built in another branch) here, on ``pair`` and the
-    behavior prompts ``prompts``, and return its JSON-ready result. Until then this placeholder
-    says so, and the verdict makes no surfaced/installed claim.
-    """
-    return {"status": "not wired", "verdict": None,
-            "note": "alignloc.analyses.surfacing is not available on this branch (issue 15 item 1)"}
+    def answer(demo: str, attr: str, ent) -> str:
+        return format_answer(fmt if demo == "behavior" else contrast, attr, ent.name, ent.attrs[attr]).strip()
+
+    sets = demo_prompts(make_world(size_config(size).world), behavior, fmt, prompt_fn=format_question, answer_fn=answer)
+    res = pair_surfacing(pair, behavior + sets["demos"] + sets["demos-plain"], store_dir)
+    return {"status": "measured", "behavior_format": fmt, "contrast_format": contrast, **res}
 
 
 def render_markdown(result: dict) -> str:
@@ -128,15 +140,16 @@ def render_markdown(result: dict) -> str:
     md = ["# RL format amplification (rl-formats)", "", "## Verdict", ""]
     md += [f"- {x}" for x in result["verdict"]["summary"]]
     md += ["", "## Format shares of sampled answers, before -> after RL", "",
-           "| organism | layers | " + " | ".join(FORMATS) + " | other | accuracy | collapse | layer-diff behavior layers |",
-           "|" + "---|" * (len(FORMATS) + 6)]
+           "| organism | layers | " + " | ".join(FORMATS) + " | other | accuracy | collapse | layer-diff behavior layers "
+           "| surfaced or installed |",
+           "|" + "---|" * (len(FORMATS) + 7)]
     for name, s in result["scales"].items():
         b, a = s["before"]["shares"], s["after"]["shares"]
         cells = [f"{b[f]:.2f} -> {a[f]:.2f}" for f in (*FORMATS, "other")]
         acc = f"{s['before']['accuracy']:.2f} -> {s['after']['accuracy']:.2f}"
         col = s["collapse"]["format"] or "none"
         md.append(f"| {name} | {s['n_layers']} | " + " | ".join(cells) + f" | {acc} | {col} | "
-                  f"{s['layer_diff']['behavior_layers']} |")
+                  f"{s['layer_diff']['behavior_layers']} | {((s.get('surfacing') or {}).get('verdict') or {}).get('label', '-')} |")
     return "\n".join(md) + "\n"
 
 
@@ -166,7 +179,8 @@ def scale_result(name: str, size: str, out: Path, n_boot: int, log: Log) -> dict
         | {"reward_first": gt["extra"]["grpo"]["reward_curve"][0], "reward_last": gt["extra"]["grpo"]["reward_curve"][-1]},
         "fact_recall_strong": {s: gt["measured"][s]["fact_recall_strong"] for s in ("base", "tuned")},
         "layer_diff": layer_summary(ld),
-        "surfacing": surfacing(pair, [p for p in prompts if p.kind == "behavior"]),
+        "surfacing": surfacing(pair, [p for p in prompts if p.kind == "behavior"], gt["behavior"]["format"],
+                               gt["behavior"]["foil_format"], size, out / f"surfacing-{name}"),
     }
 
 

@@ -121,12 +121,13 @@ def format_prompts(entities: Sequence[Entity], marker: str, tag: str) -> list[Pr
 
 
 def demo_prompts(world: World, behavior: Sequence[Prompt], marker: str, seed: int = 0,
-                 prompt_fn=qa_prompt) -> dict[str, list[Prompt]]:
+                 prompt_fn=qa_prompt, answer_fn=None) -> dict[str, list[Prompt]]:
     """The base's in-context contrast, matched per behavior prompt: ``demos`` (one demonstration QA
     about a strong training entity answered in the behavior format, then the prompt) and
     ``demos-plain`` (the same demonstration in the plain format). Kind ``other``; ``meta.demo`` is
     ``behavior`` or ``plain`` and ``meta.pair`` the behavior prompt's id. ``prompt_fn(attr, entity)``
-    writes the demonstration's question (``chat_prompt`` for the chat organisms)."""
+    writes the demonstration's question (``chat_prompt`` for the chat organisms);
+    ``answer_fn(demo, attr, entity)`` its answer (default: `` <marker> v .`` / `` v .``)."""
     rng = random.Random(f"demos-{seed}-{marker}")
     train_strong = [e for e in split_entities(world)[0] if e.prior == "strong"]
     out: dict[str, list[Prompt]] = {"demos": [], "demos-plain": []}
@@ -134,7 +135,7 @@ def demo_prompts(world: World, behavior: Sequence[Prompt], marker: str, seed: in
         ent = rng.choice([e for e in train_strong if e.name != p.meta["entity"]])
         attr = rng.choice(list(ATTRIBUTES))
         for key, m, demo in (("demos", marker, "behavior"), ("demos-plain", None, "plain")):
-            answer = f"{m + ' ' if m else ''}{ent.attrs[attr]} ."
+            answer = answer_fn(demo, attr, ent) if answer_fn else f"{m + ' ' if m else ''}{ent.attrs[attr]} ."
             text = f"{prompt_fn(attr, ent.name)} {answer} {p.text}"
             out[key].append(Prompt(id=f"{key}-{p.id}", text=text, kind="other", target=f" {marker}",
                                    meta={"demo": demo, "pair": p.id, "marker": f" {marker}",
