@@ -71,6 +71,12 @@ class VerdictConfig:
     patch_at: float = 0.5  # patching names a layer that recovers this share of the gap
     min_gap: float = 0.5  # nats: a smaller gap is no change to localize
 
+    def carries(self, candidate: dict, n_layers: int) -> bool:
+        """Whether a layer set ``{"layers", "sufficiency", "necessity"}`` may be named: small enough
+        (at most ``max_share`` of the layers) and both sufficient and necessary for ``carrier_at``."""
+        return (len(candidate["layers"]) <= self.max_share * n_layers
+                and min(candidate["sufficiency"], candidate["necessity"]) >= self.carrier_at)
+
 
 def evidence_lines(m: dict) -> dict[str, dict[str, list[float]]]:
     """Per line: ``{"mean", "lo", "hi"}`` per layer, from one pair's measures (see layerdiff.measures)."""
@@ -129,8 +135,7 @@ def _carrier(loc: dict, cfg: VerdictConfig, n_layers: int) -> tuple[dict | None,
     sel = (loc.get("mask") or {}).get("recovery", {}).get("selected")
     if sel and sel["layers"]:
         cands.append({"source": "mask", **sel})
-    ok = [c for c in cands if len(c["layers"]) <= cfg.max_share * n_layers
-          and min(c["sufficiency"], c["necessity"]) >= cfg.carrier_at]
+    ok = [c for c in cands if cfg.carries(c, n_layers)]
     best = min(ok, key=lambda c: (len(c["layers"]), c["source"] != "graft_window")) if ok else None
     return best, cands
 

@@ -81,9 +81,7 @@ def _mask(pair: ModelPair, prompts: list[Prompt], bos: bool) -> tuple[list[float
     m = DeltaMask(seed=0).fit(pair, prompts, bos)
     metric = target_metric(prompts, None, bos)
     sel = m.recovery(pair, metric, max_k=1)["selected"] if m.selected_ else None
-    cfg = VerdictConfig()
-    carries = (sel is not None and len(sel["layers"]) <= cfg.max_share * pair.n_layers
-               and min(sel["sufficiency"], sel["necessity"]) >= cfg.carrier_at)
+    carries = sel is not None and VerdictConfig().carries(sel, pair.n_layers)
     named = set(sel["layers"]) if carries else set()
     return [(2.0 if i in named else 0.0) + g for i, g in enumerate(m.layer_gates_)], metric(pair.tuned) - metric(pair.base)
 

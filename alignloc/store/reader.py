@@ -159,14 +159,14 @@ def progress(manifest: dict) -> str:
     """How much of a capture a manifest records, e.g. ``3 of 8 chunks``, or, while the sides are
     captured one after the other, ``0 of 8 chunks (base: 3 of 8, tuned: 0 of 8)``."""
     kinds = len({name.partition(".")[0] for name in manifest["sites"]})
-    n = manifest["n_chunks"]
-    per_side = {side: sum(sum(rel.startswith(f"{side}/") for rel in c["files"]) == kinds for c in manifest["chunks"])
-                for side in manifest["models"]}
-    done = sum(all(sum(rel.startswith(f"{side}/") for rel in c["files"]) == kinds for side in per_side)
-               for c in manifest["chunks"])  # every side written
+    n, sides = manifest["n_chunks"], list(manifest["models"])
+    complete = [{s for s in sides if sum(rel.startswith(f"{s}/") for rel in c["files"]) == kinds}
+                for c in manifest["chunks"]]  # per chunk: the sides whose every site kind is written
+    per_side = {s: sum(s in c for c in complete) for s in sides}
+    done = sum(len(c) == len(sides) for c in complete)
     if len(set(per_side.values())) <= 1:
         return f"{done} of {n} chunks"
-    return f"{done} of {n} chunks (" + ", ".join(f"{side}: {k} of {n}" for side, k in per_side.items()) + ")"
+    return f"{done} of {n} chunks (" + ", ".join(f"{s}: {k} of {n}" for s, k in per_side.items()) + ")"
 
 
 def open_store(root: str | Path, verify: bool = True) -> Store:
