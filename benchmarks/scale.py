@@ -227,22 +227,23 @@ def tl_grid(pair, batch, layers: list[int], offsets: list[int]) -> torch.Tensor:
     from alignloc.models.backends.bridge import BridgeBackend
 
     ids, mask, ctx, tgt = batch
-    base, tuned = BridgeBackend(pair.base).bridge, BridgeBackend(pair.tuned).bridge  # boots are not timed
     rows, last = torch.arange(len(ctx)), torch.tensor([n - 1 for n in ctx])
 
     def setter(act, index, clean):
         act[rows, last + int(index[1])] = clean[rows, last + int(index[1])]
         return act
 
-    def run():
-        _, cache = tuned.run_with_cache(ids, attention_mask=mask, names_filter=lambda n: n.endswith("hook_resid_pre"))
+    with torch.no_grad():  # one bridge (a copy of one model) at a time; boots are not timed
+        tuned = BridgeBackend(pair.tuned).bridge
+        (_, cache), t_cache = timed(tuned.run_with_cache, ids, attention_mask=mask,
+                                    names_filter=lambda n: n.endswith("hook_resid_pre"))
+        del tuned
+        base = BridgeBackend(pair.base).bridge
         cells = pd.DataFrame([(la, o) for la in layers for o in offsets], columns=["layer", "pos"])
-        return patching.generic_activation_patch(base, ids, cache, lambda lg: full_target_logprobs(lg, ctx, tgt),
-                                                 patch_setter=setter, activation_name="resid_pre", index_df=cells,
-                                                 reduce="mean")
-
-    with torch.no_grad():
-        return timed(run)
+        out, t_grid = timed(patching.generic_activation_patch, base, ids, cache,
+                            lambda lg: full_target_logprobs(lg, ctx, tgt), patch_setter=setter,
+                            activation_name="resid_pre", index_df=cells, reduce="mean")
+    return out, t_cache + t_grid
 
 
 def run_model(name: str, args, tok, out: Path) -> None:

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from alignloc.analyses.outputs import full_target_logprobs, teacher_forced_batch
-from alignloc.causal.patching import patch_sweep, within_sweep
+from alignloc.causal.patching import pack, patch_sweep, within_sweep
 from alignloc.models.backends.bridge import BridgeBackend
 from alignloc.models.families import get_module
 from alignloc.models.hooks import count_hooks
@@ -52,13 +52,17 @@ def test_resuming_the_recorded_run_gives_its_logits_back(pair):
     assert ids.shape[1] > 32  # the long prompt reaches past gemma2's sliding window
     n = pair.n_layers
     prefix = record_prefix(pair.base.model, pair.base.family, ids, mask, list(range(n + 1)))
+    lens = mask.sum(1)
+    per_row = torch.stack([torch.zeros_like(lens), lens - 1, lens // 2 + torch.arange(len(lens)) % 3])  # one start per row
+    assert len({int(x) for x in per_row[2]}) > 2  # rows really start at different positions
     for layer in range(n + 1):
-        for start in (0, 5, ids.shape[1] - 3):
+        for start in (0, 5, ids.shape[1] - 3, *per_row):
             assert resumes_exactly(pair.base.model, pair.base.family, prefix, ids, layer, start, 1e-5), (layer, start)
     # not vacuous: another model's keys and values in the prefix do not reproduce the run
     other = record_prefix(pair.tuned.model, pair.tuned.family, ids, mask, [1])
     prefix.keys, prefix.values = other.keys, other.values
     assert not resumes_exactly(pair.base.model, pair.base.family, prefix, ids, 1, 5, 1e-5)
+    assert not resumes_exactly(pair.base.model, pair.base.family, prefix, ids, 1, per_row[1], 1e-5)
     assert count_hooks(pair.base.model) == 0
 
 
@@ -151,3 +155,13 @@ def test_cells_that_write_the_recipients_own_values_are_the_unpatched_run(arch_p
         assert abs(rows[-1]) > 0.05, kind
         flat = (lambda r: sum(r, [])) if positions == "each" else (lambda r: r)
         assert flat(fast["patched"]) == pytest.approx(flat(full["patched"]), abs=1e-5), kind
+
+
+def test_pack_groups_items_by_length_under_a_row_cap():
+    # no fixed cost: every distinct length its own forward; a large one: one forward (if max_rows allows)
+    assert pack([3, 9, 3, 9, 5], max_rows=8, overhead=0.0) == [[1, 3], [4], [0, 2]]
+    assert pack([3, 9, 3, 9, 5], max_rows=8, overhead=1e6) == [[1, 3, 4, 0, 2]]
+    assert pack([3, 9, 3, 9, 5], max_rows=2, overhead=1e6) == [[1, 3], [4], [0, 2]]  # 5 + 2 * 3 < 2 * 5 + 3
+    # the trade-off: 12 rows of 10 and 12 of 2 split when a forward costs less than the 96 saved
+    assert len(pack([10] * 12 + [2] * 12, max_rows=256, overhead=64.0)) == 2
+    assert len(pack([10] * 12 + [2] * 12, max_rows=256, overhead=128.0)) == 1

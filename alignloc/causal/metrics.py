@@ -43,6 +43,12 @@ class ScoredBatch:
         """The positions every metric reads (``scored_index``: last context token and target-predicting ones)."""
         return scored_index(self.ctx_lens, self.tgt)
 
+    def take(self, rows: Int[torch.Tensor, " m"]) -> ScoredBatch:
+        """The batch of rows ``rows`` (in that order; a row may repeat)."""
+        r = rows.tolist()
+        return ScoredBatch(self.ids[rows], self.mask[rows], [self.ctx_lens[i] for i in r], [self.tgt[i] for i in r],
+                           [self.foil[i] for i in r])
+
 
 def scored_logits(model, batch: ScoredBatch, ids: Int[torch.Tensor, "n pos"] | None = None,
                   forward=None) -> Float[torch.Tensor, "n k d_vocab"]:

@@ -16,19 +16,20 @@ Cells are layers (``positions="all"`` or ``"last"``) or layer x position (``"eac
 position counted back from the last context token, for heatmaps).
 
 Engine (``reuse_prefix=True``, the default): a patch at (layer L, position p) leaves blocks below
-L and positions before p as in the unpatched recipient run, so each cell's forward *resumes* that
+L and positions before p as in the unpatched recipient run, so each patched prompt *resumes* that
 run (``alignloc.models.resume``): it enters block L with the recorded residual, keeps the
-recorded keys/values of positions before ``p`` (the earliest patched position of the batch) as a
-KV cache, and computes blocks ``L..n-1`` on positions ``p..`` up to the last scored one only. A
-sweep then costs what it changes: a per-layer sweep about half of one full forward per cell, a
-layer x position grid over the last ``w`` of ``T`` tokens about ``w / 4T`` of it; a cell whose
-donor values equal the recipient's own where it writes (below the first layer a fine-tune
-changed, or before the corrupted token within a model) is the unpatched run and costs nothing. Prompts are
-batched by token length so that ``p`` is the same for most rows. Before the first batch the
-engine checks that resuming the unpatched run gives its logits back; where it does not (an
-architecture whose blocks pass other state between layers), and with ``reuse_prefix=False``,
-every cell runs the full forward instead: the batch is repeated once per cell (``[n_cells * b,
-pos]``, at most ``max_rows`` rows per forward) and each cell's hook patches only its own copy.
+recorded keys/values of its own positions before ``p`` as a KV cache, and computes blocks
+``L..n-1`` on positions ``p..`` up to its last scored one only. The (cell, prompt) items of one
+site are grouped by that length into forwards of up to ``max_rows`` rows (``pack``). A sweep then
+costs what it changes: a per-layer sweep about half of one full forward per cell, a layer x
+position grid over the last ``w`` of ``T`` tokens about ``w / 4T`` of it; a cell whose donor
+values equal the recipient's own where it writes (below the first layer a fine-tune changed, or
+before the corrupted token within a model) is the unpatched run and costs nothing. Before the
+first batch the engine checks that resuming the unpatched run gives its logits back; where it
+does not (an architecture whose blocks pass other state between layers), and with
+``reuse_prefix=False``, every cell runs the full forward instead: the batch is repeated once per
+cell (``[n_cells * b, pos]``, at most ``max_rows`` rows per forward) and each cell's hook patches
+only its own copy.
 """
 
 from __future__ import annotations
@@ -36,12 +37,14 @@ from __future__ import annotations
 import logging
 from contextlib import ExitStack, nullcontext
 
+import numpy as np
 import torch
+from jaxtyping import Float, Int
 
 from alignloc.causal.metrics import ScoredBatch, resolve_metric, score, scored_batch, scored_logits
 from alignloc.models.hooks import edit, record, unembed_at
 from alignloc.models.pair import LoadedModel, ModelPair
-from alignloc.models.resume import Prefix, record_prefix, resume, resumes_exactly
+from alignloc.models.resume import Prefix, record_prefix, resume, resumes_exactly, window
 from alignloc.prompts import Prompt
 from alignloc.sites import Site
 from alignloc.tokens import encode_prompts
@@ -52,25 +55,27 @@ Cell = tuple[Site, int | None]  # (site, offset from the last context token; Non
 log = logging.getLogger(__name__)
 
 
-def _patch_fn(donor_act: torch.Tensor, items: list[tuple[int, int | None]], batch: ScoredBatch, start: int = 0):
-    """Hook body: in copy ``i`` of the batch, overwrite the positions of its cell with the donor's.
-
-    ``start``: the activation holds positions ``start..`` only (a resumed forward).
-    """
-    b, last = donor_act.shape[0], batch.last
-    rows = torch.arange(b)
+def _patch_fn(donor_act: Float[torch.Tensor, "b pos d_model"], at: Int[torch.Tensor, " m"],
+              rows: Int[torch.Tensor, " m"], pos: Int[torch.Tensor, " m"], starts: Int[torch.Tensor, " m"]):
+    """Hook body: item ``i`` writes the donor's row ``rows[i]`` into row ``at[i]`` of the activation,
+    at position ``pos[i]`` (``-1``: every position). The activation's row ``at[i]`` holds positions
+    ``starts[i]..`` (0 in a full forward; later in a resumed one)."""
+    one, every = pos >= 0, pos < 0
 
     def fn(act: torch.Tensor) -> torch.Tensor:
         act = act.clone()
-        for i, offset in items:
-            block = act[i * b : (i + 1) * b]  # a view: writes go through
-            if offset is None:
-                block[:] = donor_act[:, start : start + act.shape[1]].to(act.device, act.dtype)
-            else:
-                block[rows, last + offset - start] = donor_act[rows, last + offset].to(act.device, act.dtype)
+        if one.any():
+            act[at[one], pos[one] - starts[one]] = donor_act[rows[one], pos[one]].to(act.device, act.dtype)
+        if every.any():
+            act[at[every]] = window(donor_act[rows[every]], starts[every], act.shape[1]).to(act.device, act.dtype)
         return act
 
     return fn
+
+
+def _written(batch: ScoredBatch, offset: int | None) -> Int[torch.Tensor, " b"]:
+    """The position a cell writes in each row: ``last + offset``, or ``-1`` (every position)."""
+    return torch.full_like(batch.last, -1) if offset is None else batch.last + offset
 
 
 def forward_recording(model: LoadedModel, batch: ScoredBatch, sites: list[Site]):
@@ -92,12 +97,15 @@ def run_cells(recipient: LoadedModel, ids: torch.Tensor, batch: ScoredBatch, don
     out = []
     for c0 in range(0, len(cells), per):
         chunk = cells[c0 : c0 + per]
-        by_site: dict[Site, list[tuple[int, int | None]]] = {}
-        for i, (site, offset) in enumerate(chunk):
-            by_site.setdefault(site, []).append((i, offset))
+        by_site: dict[Site, list[int]] = {}
+        for i, (site, _) in enumerate(chunk):
+            by_site.setdefault(site, []).append(i)
         with ExitStack() as stack:
-            for site, items in by_site.items():
-                stack.enter_context(edit(recipient.model, recipient.family, site, _patch_fn(donor_acts[site], items, batch)))
+            for site, copies in by_site.items():
+                at = torch.cat([i * b + torch.arange(b) for i in copies])
+                pos = torch.cat([_written(batch, chunk[i][1]) for i in copies])
+                fn = _patch_fn(donor_acts[site], at, torch.arange(b).repeat(len(copies)), pos, torch.zeros_like(at))
+                stack.enter_context(edit(recipient.model, recipient.family, site, fn))
             logits = scored_logits(recipient, batch, ids.repeat(len(chunk), 1))
         out.append(score(logits, batch, metric, ref_logprobs).view(len(chunk), b))
     return torch.cat(out)
@@ -127,33 +135,69 @@ def entry_layers(sites: list[Site]) -> list[int]:
     return sorted({_entry(s)[0] for s in sites})
 
 
+def pack(lengths: list[int], max_rows: int, overhead: float = 32.0) -> list[list[int]]:
+    """Items (patched prompt rows) grouped into resumed forwards: indices, longest first.
+
+    A forward computes ``len(group) x max(length)`` row-positions, plus a fixed cost worth
+    ``overhead`` of them (per-call work, small-matrix inefficiency); groups of items sorted by
+    length are chosen to minimise the sum (dynamic programming), at most ``max_rows`` to a group.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    ls = np.array([lengths[i] for i in order], dtype=float)
+    n = len(ls)
+    best, cut = np.zeros(n + 1), np.zeros(n + 1, dtype=int)
+    for j in range(1, n + 1):  # best[j]: the first j items; the last group is order[i:j], as long as ls[i]
+        i = np.arange(max(0, j - max_rows), j)
+        cost = best[i] + overhead + (j - i) * ls[i]
+        cut[j] = i[int(np.argmin(cost))]
+        best[j] = cost.min()
+    groups, j = [], n
+    while j:
+        groups.append(order[cut[j] : j])
+        j = cut[j]
+    return groups[::-1]
+
+
 def run_cells_resumed(recipient: LoadedModel, ids: torch.Tensor, batch: ScoredBatch, prefix: Prefix,
                       donor_acts: dict[Site, torch.Tensor], cells: list[Cell], metric: str,
-                      ref_logprobs: torch.Tensor | None = None) -> torch.Tensor:
+                      ref_logprobs: torch.Tensor | None = None, max_rows: int = 256) -> torch.Tensor:
     """Metric ``[n_cells, b]`` as ``run_cells``, each cell resuming the recipient's recorded run.
 
-    A cell patching position ``last + offset`` (per row) computes positions from the batch's
-    earliest such position up to the last scored one, from block ``L`` (``L + 1`` for
-    ``resid_post``) on. A cell whose donor values equal the recipient's own where it writes
-    (``prefix.acts``) is the unpatched run, and is not run again.
+    Each (cell, prompt) item patching position ``p = last + offset`` computes the positions from
+    ``p`` up to its prompt's last scored one, from block ``L`` (``L + 1`` for ``resid_post``) on:
+    items of one site, of all cells and prompts, are grouped by length into forwards (``pack``).
+    A cell whose donor values equal the recipient's own where it writes (``prefix.acts``) is the
+    unpatched run, and is not run again.
     """
-    end = scored_end(batch)
+    b = ids.shape[0]
+    row_end = batch.index.max(dim=1).values + 1  # [b]: one past each row's last scored position
     unpatched = score(prefix_scored(prefix, batch), batch, metric, ref_logprobs)
-    out = []
-    for site, offset in cells:
-        if site in prefix.acts and _same_where_patched(donor_acts[site], prefix.acts[site], batch, offset, end):
-            out.append(unpatched)  # the patch writes what is already there: the run is the unpatched one
-            continue
-        start = 0 if offset is None else int((batch.last + offset).min())
-        fn = _patch_fn(donor_acts[site], [(0, offset)], batch, start)
+    out = unpatched.repeat(len(cells), 1)  # [n_cells, b]
+    by_site: dict[Site, list[int]] = {}
+    for i, (site, offset) in enumerate(cells):
+        if site in prefix.acts and _same_where_patched(donor_acts[site], prefix.acts[site], batch, offset,
+                                                       scored_end(batch)):
+            continue  # the patch writes what is already there: the run is the unpatched one
+        by_site.setdefault(site, []).append(i)
+    for site, todo in by_site.items():
+        cell = torch.tensor(todo).repeat_interleave(b)  # items: (cell, row), [m]
+        rows = torch.arange(b).repeat(len(todo))
+        pos = torch.cat([_written(batch, cells[i][1]) for i in todo])
+        starts = pos.clamp(min=0)
+        lengths = row_end[rows] - starts
         enter, on_entry = _entry(site)
-        hidden = prefix.resid[enter][:, start:end]
-        with (nullcontext() if on_entry else edit(recipient.model, recipient.family, site, fn),
-              unembed_at(recipient.model, recipient.family, batch.index - start)):  # scored positions only
-            logits = resume(recipient.model, recipient.family, prefix, enter, start, end,
-                            fn(hidden) if on_entry else hidden, ids)
-        out.append(score(logits.float().cpu(), batch, metric, ref_logprobs))
-    return torch.stack(out)
+        for group in pack(lengths.tolist(), max_rows):
+            g = torch.tensor(group)
+            r, s, new = rows[g], starts[g], int(lengths[g].max())
+            fn = _patch_fn(donor_acts[site], torch.arange(len(g)), r, pos[g], s)
+            hidden = window(prefix.resid[enter][r.to(prefix.resid[enter].device)], s, new)
+            with (nullcontext() if on_entry else edit(recipient.model, recipient.family, site, fn),
+                  unembed_at(recipient.model, recipient.family, batch.index[r] - s[:, None])):  # scored positions
+                logits = resume(recipient.model, recipient.family, prefix, enter, r, s,
+                                fn(hidden) if on_entry else hidden, ids)
+            ref = None if ref_logprobs is None else ref_logprobs[r]
+            out[cell[g], r] = score(logits.float().cpu(), batch.take(r), metric, ref)
+    return out
 
 
 def _same_where_patched(donor: torch.Tensor, own: torch.Tensor, batch: ScoredBatch, offset: int | None,
@@ -170,11 +214,10 @@ def _same_where_patched(donor: torch.Tensor, own: torch.Tensor, batch: ScoredBat
 def can_resume(recipient: LoadedModel, ids: torch.Tensor, batch: ScoredBatch, prefix: Prefix) -> bool:
     """Whether resuming the unpatched run mid-network and mid-sequence gives its logits back."""
     layer = sorted(prefix.resid)[len(prefix.resid) // 2]
-    start = int(batch.last.min())
     dtype = next(recipient.model.parameters()).dtype
     rtol = 1e-4 if dtype == torch.float32 else 2e-2
     try:
-        return resumes_exactly(recipient.model, recipient.family, prefix, ids, layer, start, rtol)
+        return resumes_exactly(recipient.model, recipient.family, prefix, ids, layer, batch.last, rtol)
     except (TypeError, ValueError, RuntimeError, AttributeError) as e:  # a family whose forward will not resume
         log.warning("patching: %s cannot resume a recorded forward (%s: %s)", recipient.ref, type(e).__name__, e)
         return False
@@ -236,7 +279,8 @@ def _sweep(recipient: LoadedModel, donor: LoadedModel, tokenizer, prompts: list[
                 reuse_prefix = False
         if reuse_prefix:
             m_rec.append(score(prefix_scored(prefix, clean), clean, metric, ref))
-            m_patch.append(run_cells_resumed(recipient, rec_ids, clean, prefix, donor_acts, cells, metric, ref))
+            m_patch.append(run_cells_resumed(recipient, rec_ids, clean, prefix, donor_acts, cells, metric, ref,
+                                             max_rows))
         else:
             m_rec.append(score(scored_logits(recipient, clean, rec_ids), clean, metric, ref))
             m_patch.append(run_cells(recipient, rec_ids, clean, donor_acts, cells, metric, ref, max_rows))

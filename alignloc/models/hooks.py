@@ -164,13 +164,20 @@ def count_hooks(model: torch.nn.Module) -> int:
 def unembed_at(model: torch.nn.Module, family: Family, index: Int[torch.Tensor, "batch k"]) -> Iterator[None]:
     """Within the block the unembedding reads only positions ``index [batch, k]`` of each row, so
     the model's logits come out ``[batch, k, d_vocab]`` (any head post-processing, e.g. soft-capping,
-    still applies: it is elementwise)."""
+    still applies: it is elementwise). A column that repeats the one before it (``scored_index``
+    pads rows so) is not unembedded again but copied: real vocabularies make each column costly."""
     head = get_module(model, family.unembed)
+    keep = torch.ones_like(index, dtype=torch.bool)
+    keep[:, 1:] = index[:, 1:] != index[:, :-1]
+    src = keep.view(-1).cumsum(0) - 1  # [batch * k]: the unembedded column each one copies
 
-    def take(h: torch.Tensor) -> torch.Tensor:  # [batch, pos, d_model] -> [batch, k, d_model]
-        return torch.take_along_dim(h, index.to(h.device)[..., None], dim=1)
+    def take(h: torch.Tensor) -> torch.Tensor:  # [batch, pos, d_model] -> [1, n kept, d_model]
+        return torch.take_along_dim(h, index.to(h.device)[..., None], dim=1)[keep.to(h.device)][None]
 
-    with hook_site(head, "in", take):
+    def spread(logits: torch.Tensor) -> torch.Tensor:  # [1, n kept, d_vocab] -> [batch, k, d_vocab]
+        return logits[0, src.to(logits.device)].view(*index.shape, logits.shape[-1])
+
+    with hook_site(head, "in", take), hook_site(head, "out", spread):
         yield
 
 

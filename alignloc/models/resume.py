@@ -80,18 +80,40 @@ def record_prefix(model: torch.nn.Module, family: Family, ids: Int[torch.Tensor,
     return Prefix(logits, {k: acts[s] for k, s in sites.items()}, keys, values, mask, {s: acts[s] for s in also})
 
 
-def _prefix_cache(prefix: Prefix, start: int):
-    """A ``DynamicCache`` holding the recorded K/V of positions ``< start`` (views, no copies)."""
+def window(t: torch.Tensor, starts: Int[torch.Tensor, " b"], length: int) -> torch.Tensor:
+    """Row ``r``'s positions ``starts[r] .. starts[r] + length - 1`` of ``t [b, pos, ...]`` (past the
+    end: the last position, as padding): ``[b, length, ...]``."""
+    at = (starts[:, None] + torch.arange(length)).clamp(max=t.shape[1] - 1).to(t.device)
+    return torch.take_along_dim(t, at.view(*at.shape, *[1] * (t.dim() - 2)), dim=1)
+
+
+def _prefix_cache(prefix: Prefix, rows: Int[torch.Tensor, " m"], starts: Int[torch.Tensor, " m"], layer: int):
+    """``(cache, cache mask [m, S])``: a ``DynamicCache`` whose item ``i`` holds the recorded K/V of
+    row ``rows[i]`` at positions ``< starts[i]``, right-aligned in ``S = max(starts)`` slots (masked
+    slots on the left, as in left-padded generation). The recorded batch itself at one start: views.
+    Layers below ``layer`` (skipped by the resumed forward) get zero views of the right shape only."""
     from transformers import DynamicCache
     from transformers.cache_utils import DynamicLayer
 
+    s = int(starts.max())
+    pos = torch.arange(s)[None, :] - (s - starts[:, None])  # [m, S]: the position each slot holds
+    plain = bool((starts == s).all()) and torch.equal(rows, torch.arange(prefix.mask.shape[0]))
+    at = pos.clamp(min=0).to(prefix.mask.device)
+    mask = prefix.mask[:, :s] if plain else prefix.mask[rows.to(at.device)[:, None], at] * (pos >= 0).to(at.device)
     cache = DynamicCache()
-    for k, v in zip(prefix.keys, prefix.values, strict=True):
-        layer = DynamicLayer()
-        layer.lazy_initialization(k, v)
-        layer.keys, layer.values = k[:, :, :start], v[:, :, :start]
-        cache.layers.append(layer)
-    return cache
+    for i, (k, v) in enumerate(zip(prefix.keys, prefix.values, strict=True)):
+        kv = DynamicLayer()
+        kv.lazy_initialization(k, v)
+        if plain:
+            kv.keys, kv.values = k[:, :, :s], v[:, :, :s]
+        elif i < layer:  # never read
+            kv.keys = k.new_zeros(()).expand(len(rows), k.shape[1], s, k.shape[3])
+            kv.values = v.new_zeros(()).expand(len(rows), v.shape[1], s, v.shape[3])
+        else:  # [m, kv_heads, S, head_dim]: row rows[i], slots at[i]
+            r, h, a = rows.to(k.device)[:, None, None], torch.arange(k.shape[1], device=k.device)[None, :, None], at.to(k.device)[:, None, :]
+            kv.keys, kv.values = k[r, h, a], v[r, h, a]
+        cache.layers.append(kv)
+    return cache, mask
 
 
 @contextmanager
@@ -110,27 +132,42 @@ def entering(model: torch.nn.Module, family: Family, layer: int,
         yield
 
 
-def resume(model: torch.nn.Module, family: Family, prefix: Prefix, layer: int, start: int, end: int,
-           hidden: Float[torch.Tensor, "b new d_model"], ids: Int[torch.Tensor, "b pos"]
-           ) -> Float[torch.Tensor, "b new d_vocab"]:
-    """Logits at positions ``start..end-1`` of a forward entering block ``layer`` with ``hidden``.
+def resume(model: torch.nn.Module, family: Family, prefix: Prefix, layer: int, rows: Int[torch.Tensor, " m"],
+           starts: Int[torch.Tensor, " m"], hidden: Float[torch.Tensor, "m new d_model"],
+           ids: Int[torch.Tensor, "b pos"]) -> Float[torch.Tensor, "m new d_vocab"]:
+    """Logits of ``m`` resumed forwards: item ``i`` continues row ``rows[i]`` of the recorded run at
+    its positions ``starts[i] .. starts[i] + new - 1``, entering block ``layer`` with ``hidden[i]``
+    (the residual there: ``window(resid[rows], starts, new)``, or a patched version of it).
 
-    ``hidden`` is the residual at positions ``start..end-1``; positions before ``start`` are the
-    recorded run's (its K/V). Hooks that the caller holds on blocks ``>= layer`` fire as usual
-    (on ``[b, end - start, d_model]`` activations).
+    Positions before ``starts[i]`` are the recorded run's (its K/V). Items that start at different
+    positions are aligned on their start (``_prefix_cache``), each keeping its own position ids;
+    positions past a row's end are padding. A row may appear in several items (patched variants
+    of one prompt sharing a forward). Hooks that the caller holds on blocks ``>= layer`` fire as
+    usual (on ``[m, new, d_model]`` activations).
     """
-    cache = _prefix_cache(prefix, start) if start > 0 else None
+    new, n_pos = hidden.shape[1], ids.shape[1]
+    pos = starts[:, None] + torch.arange(new)  # [m, new]
+    real = window(prefix.mask[rows.to(prefix.mask.device)], starts, new) * (pos < n_pos).to(prefix.mask.device)
+    pos = pos.clamp(max=n_pos - 1)  # padding keeps a valid position id (learned position tables)
+    if int(starts.max()) == 0:
+        cache, mask = None, real
+    else:
+        cache, past = _prefix_cache(prefix, rows, starts, layer)
+        mask = torch.cat([past, real], 1)
     with entering(model, family, layer, hidden):
-        return model(input_ids=ids[:, start:end], attention_mask=prefix.mask[:, :end], cache=cache,
-                     use_cache=cache is not None).logits
+        return model(input_ids=window(ids[rows.to(ids.device)], starts, new), attention_mask=mask,
+                     position_ids=pos.to(ids.device), cache=cache, use_cache=cache is not None).logits
 
 
 def resumes_exactly(model: torch.nn.Module, family: Family, prefix: Prefix, ids: Int[torch.Tensor, "b pos"],
-                    layer: int, start: int, rtol: float) -> bool:
-    """True when resuming the unpatched run at (``layer``, ``start``) gives its logits back (to ``rtol``)."""
-    end = ids.shape[1]
-    hidden = prefix.resid[layer][:, start:end]
-    got = resume(model, family, prefix, layer, start, end, hidden, ids).float()
-    ref = prefix.logits[:, start:end].float()
-    real = prefix.mask[:, start:end].bool()  # padded positions need not agree
+                    layer: int, starts: int | Int[torch.Tensor, " b"], rtol: float) -> bool:
+    """True when resuming the unpatched run at block ``layer`` and position ``starts`` (one for all
+    rows, or one per row) gives its logits back (to ``rtol``)."""
+    rows = torch.arange(ids.shape[0])
+    starts = torch.full_like(rows, starts) if isinstance(starts, int) else starts
+    new = ids.shape[1] - int(starts.min())
+    got = resume(model, family, prefix, layer, rows, starts, window(prefix.resid[layer], starts, new), ids).float()
+    ref = window(prefix.logits, starts, new).float()
+    pos = starts[:, None] + torch.arange(new)
+    real = (window(prefix.mask, starts, new) * (pos < ids.shape[1])).bool()  # padded positions need not agree
     return bool(((got - ref).abs()[real] <= rtol * (1 + ref.abs().max())).all())
