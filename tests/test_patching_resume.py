@@ -165,3 +165,11 @@ def test_pack_groups_items_by_length_under_a_row_cap():
     # the trade-off: 12 rows of 10 and 12 of 2 split when a forward costs less than the 96 saved
     assert len(pack([10] * 12 + [2] * 12, max_rows=256, overhead=64.0)) == 2
     assert len(pack([10] * 12 + [2] * 12, max_rows=256, overhead=128.0)) == 1
+
+
+def test_window_gathers_each_rows_positions_from_its_own_start_and_pads_with_the_last():
+    from alignloc.models.resume import window
+
+    t = torch.arange(2 * 5).view(2, 5, 1)  # [b=2, pos=5, 1]: row r, position p holds 5r + p
+    got = window(t, torch.tensor([1, 3]), 3)[..., 0]
+    assert got.tolist() == [[1, 2, 3], [8, 9, 9]]  # row 1 runs past its end: the last position repeats

@@ -68,3 +68,14 @@ def test_unembedding_input_is_only_the_scored_rows(llama_pair):
     distinct = sum(len(set(row.tolist())) for row in b.index)  # scored positions, padding repeats dropped
     assert distinct < b.index.numel()  # rows of unequal length: the repeats are real, and skipped
     assert seen == [(1, distinct, lm.d_model)]  # the head never saw the other positions, nor a repeat
+
+
+def test_take_selects_rows_of_a_scored_batch_in_order_with_repeats(llama_pair):
+    lm = alignloc.load_model(str(llama_pair[0]), device="cpu")
+    b = scored_batch(lm.tokenizer, PROMPTS, True, lm.max_len)
+    sub = b.take(torch.tensor([2, 0, 2]))
+    assert torch.equal(sub.ids, b.ids[[2, 0, 2]]) and sub.ctx_lens == [b.ctx_lens[i] for i in (2, 0, 2)]
+    assert sub.tgt == [b.tgt[2], b.tgt[0], b.tgt[2]] and sub.foil == [b.foil[2], b.foil[0], b.foil[2]]
+    full = scored_logits(lm, b)
+    # scoring the taken rows equals taking the rows of the scored batch (same index, same metric)
+    torch.testing.assert_close(score(full[[2, 0, 2]], sub, "logit_diff"), score(full, b, "logit_diff")[[2, 0, 2]])
