@@ -63,3 +63,9 @@ def list_cmd(
         nums = "  ".join(f"{k}={m[k]:.2f}" for k in _KEYS if isinstance(m.get(k), (int, float)))
         state = "built" if r["built"] else "-"
         typer.echo(f"{r['name']:<26} {state:<6} layers={r['layers']}  {nums}")
+        spec = r.get("spec")
+        if spec:
+            typer.echo(f"    spec {'met' if spec['met'] else 'MISSED'} (training seed {spec['training_seed']}, "
+                       f"attempt {spec['attempt']} of {spec['max_attempts']}):")
+            for c in spec["requirements"]:
+                typer.echo(f"      {'ok  ' if c['ok'] else 'MISS'} {c['requirement']:<58} measured {c['value']}")

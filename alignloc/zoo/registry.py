@@ -227,6 +227,8 @@ def list_organisms(size: str = "tiny") -> list[dict[str, Any]]:
                 "layers": (meta or {}).get("layers", []),
                 "behavior": (meta or {}).get("behavior", {}).get("metric") if meta else None,
                 "measured": measured,
+                # the specification and whether this build met it (``specs``; absent on older builds)
+                "spec": (meta or {}).get("spec"),
             }
         )
     return out

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from alignloc.zoo.provenance import thread_override
+
 THREADS = 2  # fixed so that weights are reproducible on one machine; recorded in ground truth
 IGNORE = -100
 
@@ -31,7 +33,9 @@ class Example:
 
 @contextmanager
 def deterministic(seed: int, threads: int = THREADS) -> Iterator[None]:
-    """Seed python/numpy/torch, fix threads, enable deterministic algorithms; restore on exit."""
+    """Seed python/numpy/torch, fix threads (``$ALIGNLOC_ZOO_THREADS`` overrides ``threads``), enable
+    deterministic algorithms; restore on exit."""
+    threads = thread_override() or threads
     prev_threads = torch.get_num_threads()
     prev_det = torch.are_deterministic_algorithms_enabled()
     prev_rng = torch.get_rng_state()
