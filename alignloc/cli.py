@@ -64,9 +64,9 @@ def capture(
     check.one_of("--dtype", dtype, DTYPE_NAMES)
     check.one_of("--backend", backend, BACKENDS)
     place = check.placement(device, compute_dtype, device_map)
-    n_layers = _check_refs(base, tuned, allow_pickle=allow_pickle)
+    n_layers = check.model_refs(base, tuned, allow_pickle=allow_pickle)
     check.sites(sites, layers, n_layers)
-    prompt_list = _prompts_for(base, prompts)
+    prompt_list = check.prompts_for(base, prompts)
     check.positions(positions, prompt_list)
     check_store_dir(out, overwrite, "--out")
     watch(out)
@@ -75,26 +75,6 @@ def capture(
     store = run_capture(pair, prompt_list, out, sites=sites, positions=positions, layers=layers, batch_size=batch_size,
                         dtype=dtype, backend=backend, overwrite=overwrite, release=one_at_a_time)
     typer.echo(store.summary())
-
-
-def _check_refs(*refs: str | None, allow_pickle: bool) -> int | None:
-    """Check every model reference given (none is loaded); the layer count when a config says it."""
-    counts = [check.model_ref(r, allow_pickle) for r in refs if r is not None]
-    return min((n for n in counts if n is not None), default=None)
-
-
-def _prompts_for(model: str, prompts: Path | None, what: str = "the pair is an organism (zoo:NAME)") -> list:
-    """``--prompts`` read and validated now, or an organism's bundled prompts for ``zoo:NAME``."""
-    from alignloc.models.refs import split_zoo
-    from alignloc.prompts import PromptFormatError
-    from alignloc.zoo import organism_prompts
-
-    if prompts is not None:
-        return check.prompt_file(prompts)
-    zoo = split_zoo(model)
-    if zoo is None:
-        raise PromptFormatError(f"--prompts is required unless {what} (give a JSONL prompt file)")
-    return organism_prompts(zoo[0])
 
 
 @app.command()
@@ -183,6 +163,7 @@ def layer_diff_cmd(
     from alignloc.models.backends import BACKENDS
     from alignloc.models.pair import load_model, load_pair
     from alignloc.report import REPORT_FILES
+    from alignloc.report.causal import skip_warnings
     from alignloc.store.outputs import check_out_dir
     from alignloc.store.writer import check_store_dir
 
@@ -194,8 +175,8 @@ def layer_diff_cmd(
     place = check.placement(device, compute_dtype, device_map)
     check.windows(windows, check.model_ref(base, allow_pickle))
     no_control = control is not None and control.lower() == "none"
-    _check_refs(base, tuned, None if control is None or no_control else control, allow_pickle=allow_pickle)
-    prompt_list = _prompts_for(base, prompts)
+    check.model_refs(base, tuned, None if control is None or no_control else control, allow_pickle=allow_pickle)
+    prompt_list = check.prompts_for(base, prompts)
     check_out_dir(out, (*REPORT_FILES, "acts", "acts-control", "acts-demos"), overwrite=overwrite)
     if store is not None:
         check_store_dir(store, overwrite, "--store")
@@ -215,6 +196,8 @@ def layer_diff_cmd(
     report = layer_diff(pair, prompt_list, out, control=ctrl, store=store, n_boot=n_boot, seed=seed, probes=probes,
                         batch_size=batch_size, backend=backend, overwrite=overwrite, causal=causal, windows=sizes,
                         mask_steps=mask_steps, one_at_a_time=one_at_a_time and not causal)
+    for line in skip_warnings(report, out / "index.html"):
+        typer.echo(line, err=True)
     for line in report["verdict"]["summary"]:
         typer.echo(f"- {line}")
     typer.echo(f"report: {out / 'index.html'}  {out / 'report.json'}  {out / 'summary.md'}")
@@ -296,7 +279,7 @@ def context_prior_cmd(
     place = check.placement(device, compute_dtype, device_map)
     check.layer_spec(layers, check.model_ref(model, allow_pickle))
     named = check.conflict_set(conflicts, prompts)
-    prompt_list = None if named else _prompts_for(model, prompts, "MODEL is a zoo model (zoo:NAME) or --conflicts is given")
+    prompt_list = None if named else check.prompts_for(model, prompts, "MODEL is a zoo model (zoo:NAME) or --conflicts is given")
     texts = None
     if text is not None:
         texts = [ln.strip() for ln in read_text(text, PromptFormatError, "text file").split("\n") if ln.strip()]
@@ -339,6 +322,7 @@ def proxy_tune_cmd(
     """Decoding-time alignment (large base + beta * (small tuned - small base)) against weight fine-tuning."""
     from alignloc.decoding.experiment import proxy_tune_report, split_prompts
     from alignloc.models.pair import load_model
+    from alignloc.models.tokcheck import check_shared_tokenizer
     from alignloc.report import REPORT_FILES
     from alignloc.store.outputs import check_out_dir
     from alignloc.tokens import default_bos
@@ -351,15 +335,18 @@ def proxy_tune_cmd(
         small_tuned, large_tuned = f"zoo:{organism}", f"zoo:{organism}-large"
         if contrast is not None:
             check.organism("--contrast", contrast, organism)
-            _check_refs(f"zoo:{contrast}", f"zoo:{contrast}-large", allow_pickle=allow_pickle)
+            check.model_refs(f"zoo:{contrast}", f"zoo:{contrast}-large", allow_pickle=allow_pickle)
     elif contrast is not None:
         raise UsageError("--contrast needs --zoo")
     elif not (large_base and small_base and small_tuned):
         raise UsageError("give --large-base, --small-base and --small-tuned, or --zoo")
-    _check_refs(large_base, small_base, small_tuned, large_tuned, allow_pickle=allow_pickle)
-    prompt_list = _prompts_for(small_tuned if zoo_mode else "", prompts, "--zoo is given")
-    split_prompts(prompt_list)
+    check.model_refs(large_base, small_base, small_tuned, large_tuned, allow_pickle=allow_pickle)
     check_out_dir(out, (*REPORT_FILES, "large-layer-diff"), overwrite=overwrite)
+    check_shared_tokenizer({"--large-base": large_base, "--small-base": small_base, "--small-tuned": small_tuned,
+                            "--large-tuned": large_tuned, "--contrast": contrast and f"zoo:{contrast}"},
+                           allow_pickle, trust_remote_code)
+    prompt_list = check.prompts_for(small_tuned if zoo_mode else "", prompts, "--zoo is given")  # last: --zoo builds the organism
+    split_prompts(prompt_list)
     watch(out / "large-layer-diff" / "acts")
     opts = {"allow_pickle": allow_pickle, "trust_remote_code": trust_remote_code, **place}
     lb, sb = load_model(large_base, **opts), load_model(small_base, **opts)
@@ -379,15 +366,17 @@ def figures(
     results: list[Path] = typer.Argument(None, help="JSON results (report.json of layer-diff, context-prior, proxy-tune, or "
                                          "localize-bench --json). None: run or reuse the zoo experiments."),
     out: Path = typer.Option(Path("figures"), "--out", "-o", help="Directory for the figures."),
-    fmt: str = typer.Option("pdf,svg,png", "--format", help="Comma-separated: pdf, svg, png."),
+    fmt: str = typer.Option("pdf,svg,png", "--format", help="Comma-separated: pdf, svg, png (drawn in Chromium by kaleido), "
+                            "html (one page), json (plotly's, per figure): these two need no browser."),
     cache: Path = typer.Option(Path("alignloc-results"), help="Where the zoo experiments' results are kept and reused."),
     overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
 ) -> None:
     """Publication figures (plotly + kaleido, via the system Chromium) from results, or from the zoo experiments."""
+    from alignloc.report.figfiles import FORMATS
     from alignloc.report.paper import EXPERIMENTS, make_figures, zoo_results
     from alignloc.store.outputs import check_out_dir
 
-    formats = check.subset("--format", fmt, ("pdf", "svg", "png"))
+    formats = check.subset("--format", fmt, FORMATS)
     log = lambda m: typer.echo(m, err=True)  # noqa: E731
     if results:
         paths = list(results)  # make_figures reads and checks every one, then the folder, before it writes anything

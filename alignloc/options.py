@@ -156,6 +156,26 @@ def model_ref(ref: str, allow_pickle: bool = False, size: str = "tiny") -> int |
     return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
 
 
+def model_refs(*refs: str | None, allow_pickle: bool) -> int | None:
+    """Check every model reference given (none is loaded); the layer count when a config says it."""
+    counts = [model_ref(r, allow_pickle) for r in refs if r is not None]
+    return min((n for n in counts if n is not None), default=None)
+
+
+def prompts_for(model: str, prompts: Path | None, what: str = "the pair is an organism (zoo:NAME)") -> list:
+    """``--prompts`` read and validated now, or an organism's bundled prompts for ``zoo:NAME`` (built on first use)."""
+    from alignloc.models.refs import split_zoo
+    from alignloc.prompts import PromptFormatError
+    from alignloc.zoo import organism_prompts
+
+    if prompts is not None:
+        return prompt_file(prompts)
+    zoo = split_zoo(model)
+    if zoo is None:
+        raise PromptFormatError(f"--prompts is required unless {what} (give a JSONL prompt file)")
+    return organism_prompts(zoo[0])
+
+
 def prompt_file(path: Path | None) -> list | None:
     """The prompts of ``--prompts`` (validated now, before any model is loaded), or None."""
     from alignloc.prompts import load_prompts

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 DEEP = "[" * 5000 + "]" * 5000
@@ -191,3 +192,20 @@ def assert_one_error(rc: int, err: str, needle: str) -> str:
     assert lines[0].startswith("alignloc: error: ") and "Traceback" not in err, err
     assert needle in lines[0], lines[0]
     return lines[0]
+
+
+def manifest_or_none(store: Path) -> dict | None:
+    """A store's manifest as written so far (None before it is first written)."""
+    try:
+        return json.loads((store / "manifest.json").read_text())
+    except (OSError, ValueError):  # not written yet
+        return None
+
+
+def wait_stopped(pid: int, timeout: float = 30.0) -> None:
+    """Until the kernel reports process ``pid`` stopped (state T in /proc; where there is no /proc, at once)."""
+    stat = Path(f"/proc/{pid}/stat")
+    deadline = time.time() + timeout
+    while stat.exists() and stat.read_text().rpartition(")")[2].split()[0] not in ("T", "t"):
+        assert time.time() < deadline, f"process {pid} did not stop"
+        time.sleep(0.001)

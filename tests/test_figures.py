@@ -70,3 +70,33 @@ def test_context_prior_results_are_compared_side_by_side(zoo_tiny, tmp_path):
     assert best["baseline"]["name"] == "none" and anyway["head scaling"]["name"].startswith("scale_context_heads")
     assert main(["figures", str(paths[0]), str(paths[1]), "--out", str(tmp_path / "f"), "--format", "svg"]) == 0
     assert (tmp_path / "f" / "context_prior_compare.svg").read_bytes()[:200].find(b"<svg") >= 0
+
+
+def test_without_chromium_the_browser_free_files_are_written_and_one_line_says_how_to_get_it(tmp_path, capsys,
+                                                                                             monkeypatch):
+    """kaleido finds no Chrome (as on a machine without chromium): the figures' HTML page and plotly JSON are
+    written, then one error line says that static export needs Chromium and how to install it; exit 2, and the
+    user's own file in the folder is untouched."""
+    import plotly.io as pio
+    from choreographer.browsers.chromium import Chromium
+
+    monkeypatch.delenv("BROWSER_PATH", raising=False)
+    monkeypatch.setattr(Chromium, "find_browser", classmethod(lambda cls, **kw: None))  # what kaleido searches with
+    result = {"methods_run": ["m"], "tiers": {"easy": {"methods": {"m": {"hit@1_single_layer": 1.0, "hit@1": 1.0,
+                                                                          "control_false_positives": 0.0}}}}}
+    (tmp_path / "r.json").write_text(json.dumps(result))
+    out = tmp_path / "figs"
+    out.mkdir()
+    (out / "mine.txt").write_text("precious")
+    rc = main(["figures", str(tmp_path / "r.json"), "--out", str(out), "--overwrite"])
+    err = capsys.readouterr().err
+    line = err.strip().splitlines()[-1]  # after the progress line naming the result read
+    assert rc == 2 and err.count("alignloc: error: ") == 1 and line.startswith("alignloc: error: ") and "Traceback" not in err
+    assert "static figures (pdf, svg, png) need Chromium" in line and "apt-get install chromium" in line
+    assert "plotly_get_chrome" in line and f"wrote figures.html and 1 plotly JSON file in {out}" in line
+    assert sorted(p.name for p in out.iterdir()) == [".alignloc-outputs", "figures.html", "localize_bench.json", "mine.txt"]
+    assert (out / "mine.txt").read_text() == "precious"
+    fig = pio.read_json(out / "localize_bench.json")  # exportable later: pio.write_image(fig, "x.pdf")
+    assert fig.layout.width == figures_for(result)[0][1].layout.width
+    page = (out / "figures.html").read_text()
+    assert page.count('class="plotly-graph-div"') == 1 and "localize_bench" in page

@@ -22,7 +22,15 @@ from pathlib import Path
 import pytest
 
 from alignloc.cli import main
-from tests.hostile_inputs import GOOD, Inputs, assert_one_error, jsonl, tree
+from tests.hostile_inputs import (
+    GOOD,
+    Inputs,
+    assert_one_error,
+    jsonl,
+    manifest_or_none,
+    tree,
+    wait_stopped,
+)
 
 
 @pytest.fixture(scope="module")
@@ -242,32 +250,38 @@ def test_read_only_output_folder_is_an_error(command, llama_pair, capsys):
         shutil.rmtree(root)
 
 
-def test_sigint_during_capture_exits_130_and_the_store_resumes(zoo_tiny, tmp_path):
-    """A real Ctrl-C in the middle of `alignloc capture` on an organism: exit 130, what was kept, and a resumable store."""
-    import dataclasses
+def test_sigint_during_capture_exits_130_and_the_store_resumes(llama_pair, tmp_path):
+    """A real Ctrl-C in the middle of `alignloc capture`: exit 130, what was kept, and a resumable store.
 
-    from alignloc.prompts import save_prompts
+    Independent of the machine's speed: the child is stopped (SIGSTOP) as soon as 3 chunks are on disk, checked
+    to be mid-capture while it cannot move, and only then gets SIGINT (and SIGCONT). With 300 prompts, 2 x 300
+    chunk writes remain after the 3rd: far more than a process can do between a poll and the stop.
+    """
+    from alignloc.prompts import Prompt, save_prompts
     from alignloc.store import open_store
-    from alignloc.zoo import organism_prompts
 
-    prompts = [dataclasses.replace(p, id=f"{i}/{p.id}") for i, p in enumerate(organism_prompts("fact-edit-L1")[:240])]
+    prompts = [Prompt(id=f"p{i}", text=f"the cat number {i} sat on the mat and the dog ran") for i in range(300)]
     save_prompts(prompts, tmp_path / "p.jsonl")
     out = tmp_path / "acts"
-    argv = ["capture", "zoo:fact-edit-L1", "--prompts", str(tmp_path / "p.jsonl"), "--sites", "resid_post,mlp_out",
+    argv = ["capture", *map(str, llama_pair), "--prompts", str(tmp_path / "p.jsonl"), "--sites", "resid_post,mlp_out",
             "--positions", "all", "--batch-size", "1", "--out", str(out)]
-    env = {**os.environ, "ALIGNLOC_ZOO": str(zoo_tiny), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
+    env = {**os.environ, "ALIGNLOC_ZOO": str(tmp_path / "no-zoo"), "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": str(Path(__file__).parents[1])}
     proc = subprocess.Popen([sys.executable, "-m", "alignloc.cli", *argv], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 180
-    while time.time() < deadline:
+    while (m := manifest_or_none(out)) is None or len(m["chunks"]) < 3:
         assert proc.poll() is None, proc.communicate()[1]
-        try:
-            if len(json.loads((out / "manifest.json").read_text())["chunks"]) >= 3:
-                break
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
+        assert time.time() < deadline, "3 chunks were not written within 180 s"
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        wait_stopped(proc.pid)
+        m = manifest_or_none(out)  # the child cannot write from here until SIGCONT
+        assert proc.poll() is None and not m["complete"] and 3 <= len(m["chunks"]) < len(prompts), "stopped mid-capture"
+    finally:
+        proc.send_signal(signal.SIGINT)  # pending while stopped: it lands right after SIGCONT, at the stopped point
+        proc.send_signal(signal.SIGCONT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "Traceback" not in err
@@ -278,7 +292,7 @@ def test_sigint_during_capture_exits_130_and_the_store_resumes(zoo_tiny, tmp_pat
                                             f"tuned: 0 of {n}) in {out} "
                                             "(rerun the same command to resume: finished work is reused)")
     done = {rel: (out / rel).stat().st_mtime_ns for c in kept for rel in c["files"]}
-    assert main(argv) == 0  # the same command resumes (zoo_tiny points ALIGNLOC_ZOO at the test zoo)
+    assert main(argv) == 0  # the same command resumes
     store = open_store(out)
     assert store.verify_all() == 4 * len(prompts)
     assert {rel: (out / rel).stat().st_mtime_ns for rel in done} == done  # kept chunks were not redone

@@ -165,3 +165,26 @@ def test_layer_diff_runs_on_every_family(arch, arch_pairs, tmp_path):
 
     data = collect(pair, prompts[:1], tmp_path / "one")
     assert float(data.lens["kl"][-1, 0]) == pytest.approx(kl, rel=1e-4, abs=1e-5)
+
+
+def test_skipped_within_model_patching_is_said_on_the_console_and_in_index_html(llama_pair, tmp_path, capsys):
+    """A corrupt_text of another token length skips within-model patching (the rest of --causal runs): one
+    warning line on stderr and a line in index.html say why, not only report.json and summary.md."""
+    from alignloc.cli import main
+
+    recs = [{"id": f"k{i}", "text": f"the cat number {i} sat on", "kind": "knowledge", "target": " the"} for i in range(4)]
+    recs += [{"id": f"b{i}", "text": f"hello there friend {i}", "kind": "behavior", "target": " x"} for i in range(4)]
+    recs[5]["corrupt_text"] = "a dog"  # b1: fewer tokens than its text
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    out = tmp_path / "r"
+    rc = main(["layer-diff", *map(str, llama_pair), "-p", str(tmp_path / "p.jsonl"), "--control", "none", "--causal",
+               "--no-probes", "--n-boot", "20", "--mask-steps", "0", "--windows", "1", "-o", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    reason = json.loads((out / "report.json").read_text())["causal"]["patch"]["behavior"]["within"]["skipped"]
+    assert reason.startswith("prompt 'b1': 'corrupt_text' has ")
+    warnings = [ln for ln in err.splitlines() if ln.startswith("alignloc: warning: ")]
+    assert warnings == [f"alignloc: warning: within-model patching skipped on the behavior prompts: {reason} "
+                        f"(the rest of the report is complete; see {out / 'index.html'})"], err
+    page = (out / "index.html").read_text()
+    assert "Within-model patching skipped on the behavior prompts: prompt &#x27;b1&#x27;" in page

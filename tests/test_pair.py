@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -130,3 +131,71 @@ def test_not_a_model_directory(tmp_path):
     with pytest.raises(ModelRefError, match="no config.json"):
         alignloc.load_model(str(tmp_path))
 
+
+
+@pytest.mark.parametrize("weights, config, needle", [
+    (2, 3, "9 tensors the model needs are missing from the checkpoint (model.layers.2."),
+    (3, 2, "9 tensors in the checkpoint are not used by the model (model.layers.2."),
+])
+def test_weights_that_do_not_match_config_json_are_an_error(tmp_path, capsys, weights, config, needle):
+    """config.json and the weights disagree on the layer count: one error line naming the tensors, not a
+    layer of random weights (or tensors silently dropped) and exit 0."""
+    from alignloc.cli import main
+    from tests.hostile_inputs import GOOD, assert_one_error, jsonl, tree
+
+    model, _ = build_arch_pair(tmp_path / "m", "llama", n_layers=weights)
+    cfg = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**cfg, "num_hidden_layers": config}))
+    (tmp_path / "p.jsonl").write_text(jsonl(*GOOD))
+    before = tree(tmp_path)
+    rc = main(["capture", str(model), str(model), "-p", str(tmp_path / "p.jsonl"), "-o", str(tmp_path / "acts")])
+    line = assert_one_error(rc, capsys.readouterr().err, needle)
+    assert line.startswith(f"alignloc: error: {model}: ") and f"config.json says {config} layers" in line
+    assert tree(tmp_path) == before
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ("touch PAYLOAD-RAN",))
+
+
+@pytest.mark.parametrize("how, needle", [
+    ("torch.save", "it names the global posix.system"),
+    ("pickle protocol 4", "it uses pickle opcode 149"),
+])
+def test_allow_pickle_on_a_malicious_pickle_is_one_line_saying_what_was_refused(llama_pair, tmp_path, capsys, recwarn,
+                                                                                 monkeypatch, how, needle):
+    """--allow-pickle still loads through torch's weights-only unpickler; what it refused and what to do is one
+    line (no torch warning, no torch text cut mid-word), and the payload never runs."""
+    import pickle
+
+    from alignloc.cli import main
+    from tests.hostile_inputs import GOOD, assert_one_error, jsonl
+
+    monkeypatch.chdir(tmp_path)
+    d = tmp_path / "evil"
+    shutil.copytree(llama_pair[1], d, ignore=shutil.ignore_patterns("model.safetensors"))
+    state = {"model.embed_tokens.weight": torch.zeros(2), "x": _Payload()}
+    if how == "torch.save":
+        torch.save(state, d / "pytorch_model.bin")
+    else:
+        (d / "pytorch_model.bin").write_bytes(pickle.dumps(state, protocol=4))
+    (tmp_path / "p.jsonl").write_text(jsonl(*GOOD))
+    rc = main(["capture", str(llama_pair[0]), str(d), "-p", "p.jsonl", "-o", "acts", "--allow-pickle"])
+    line = assert_one_error(rc, capsys.readouterr().err, f"{d}: pytorch_model.bin: torch's weights-only unpickler refused it: "
+                                                         f"{needle}")
+    assert "safetensors" in line and "do not load it" in line and "complete checkpoint" not in line
+    assert not [w for w in recwarn if "torch" in w.filename], [str(w.message) for w in recwarn]
+    assert not (tmp_path / "PAYLOAD-RAN").exists() and not (tmp_path / "acts").exists()
+
+
+def test_benign_unmatched_tensors_are_not_errors(arch_pairs):
+    """Recomputed buffers and an output embedding tied to the input one are left out; an untied one is not."""
+    from alignloc.models.loading import unmatched
+
+    gpt2 = alignloc.load_model(str(arch_pairs["gpt2"][0])).model  # ties lm_head to the input embedding
+    info = {"missing_keys": {"lm_head.weight", "transformer.h.0.attn.bias"},
+            "unexpected_keys": {"model.rotary_emb.inv_freq", "transformer.h.0.attn.masked_bias", "position_ids"}}
+    assert unmatched(gpt2, info) == ([], [])
+    llama = alignloc.load_model(str(arch_pairs["llama"][0])).model  # its own lm_head
+    assert unmatched(llama, {"missing_keys": {"lm_head.weight"}, "unexpected_keys": set()}) == (["lm_head.weight"], [])

@@ -63,3 +63,27 @@ def test_proxy_tune_report_renders(pt, tmp_path):
 def test_proxy_tune_needs_three_models(capsys):
     assert main(["proxy-tune", "--large-base", "x"]) == 2
     assert "--small-base" in capsys.readouterr().err
+
+
+def test_a_tokenizer_mismatch_is_found_before_any_zoo_model_is_built(llama_pair, tmp_path, capsys, monkeypatch):
+    """--large-base zoo:base-large with local small models of another vocabulary: one error line from the
+    tokenizers alone; the zoo is neither built nor written, no model is loaded, no report folder made."""
+    import alignloc.models.pair as pair_mod
+    import alignloc.zoo as zoo_pkg
+    import alignloc.zoo.registry as registry
+    from tests.hostile_inputs import GOOD, assert_one_error, jsonl
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("built or loaded a model before checking the tokenizers")
+
+    zoo = tmp_path / "zoo"
+    monkeypatch.setenv("ALIGNLOC_ZOO", str(zoo))
+    for mod, name in ((registry, "build"), (zoo_pkg, "build"), (pair_mod, "_load")):
+        monkeypatch.setattr(mod, name, forbidden)
+    (tmp_path / "p.jsonl").write_text(jsonl(*GOOD))
+    rc = main(["proxy-tune", "--large-base", "zoo:base-large", "--small-base", str(llama_pair[0]), "--small-tuned",
+               str(llama_pair[1]), "-p", str(tmp_path / "p.jsonl"), "-o", str(tmp_path / "pt")])
+    line = assert_one_error(rc, capsys.readouterr().err, f"--small-base {llama_pair[0]}: its tokenizer differs from that "
+                                                         "of --large-base zoo:base-large (")
+    assert "proxy-tuning needs one vocabulary" in line
+    assert not zoo.exists() and not (tmp_path / "pt").exists()

@@ -15,7 +15,7 @@ For each prompt kind with targets (behavior, knowledge, context; at most ``n`` p
   correlation of the grids (most grid cells are ~0, so their ranks are noise);
 - ``within[kind]``: within-model patching (clean into ``corrupt_text``) grids in the base *and* the
   tuned model on the prompts that have a ``corrupt_text``, or the reason it was skipped (none
-  has one, unequal token lengths).
+  has one, unequal token lengths) and ``n_paired``, how many had one.
 
 Metrics per kind: ``logprob`` of the target for behavior and knowledge, ``auto`` (logit
 difference to the ``foil``) for context prompts and for within-model runs.
@@ -84,7 +84,7 @@ def _kind_block(pair: ModelPair, prompts: list[Prompt], metric: str, bos: bool, 
         within["attribution_base"] = within_attribution_sweep(pair, paired, side="base", kind="resid_pre", bos=bos,
                                                               window=window)
     except ValueError as e:  # no corrupt_text, or corrupted prompts of another length
-        within = {"skipped": str(e)}
+        within = {"skipped": str(e), "n_paired": len(paired)}  # n_paired > 0: asked for (a corrupt_text given)
     return {"metric": patch["grid"]["metric"], "n": patch["grid"]["n"], "patch": patch, "attribution": attr,
             "within": within}
 

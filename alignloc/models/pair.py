@@ -21,6 +21,7 @@ import torch
 
 from alignloc.errors import UserError, one_line
 from alignloc.models.families import Family, family_for
+from alignloc.models.loading import load_causal_lm
 from alignloc.models.placement import (
     Placement,
     input_device,
@@ -200,19 +201,12 @@ def tokenizer_hash(tokenizer) -> str:
 
 
 def _from_pretrained(ref: Ref, place: Placement, trust_remote_code: bool, allow_pickle: bool, attn: str | None):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+    """The model and tokenizer of ``ref``; weights that do not match config.json are an error (``models.loading``)."""
     kwargs = dict(trust_remote_code=trust_remote_code, use_safetensors=None if allow_pickle else True,
                   **place.from_pretrained_kwargs())
     if attn:
         kwargs["attn_implementation"] = attn
-    try:
-        model = AutoModelForCausalLM.from_pretrained(ref.location, **kwargs)
-        tok = AutoTokenizer.from_pretrained(ref.location, trust_remote_code=trust_remote_code)
-    except Exception as e:  # any failure to load the user's files is theirs to fix: one line, not a traceback
-        raise ModelRefError(f"{ref.source}: could not load as a Hugging Face causal LM: {type(e).__name__}: "
-                            f"{one_line(e)[:500]} (check that the directory is a complete checkpoint)") from e
-    return model.eval(), tok
+    return load_causal_lm(ref, kwargs, trust_remote_code)
 
 
 def load_model(

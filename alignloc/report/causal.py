@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import plotly.graph_objects as go
 
 from alignloc.report.text import fmt
@@ -81,6 +83,23 @@ def causal_figures(causal: dict) -> list[tuple[str, go.Figure]]:
                             "the two models' circuits for the same task.",
                             _heatmap(w, w["recovered"], f"Within-model ({side}): {kind}")))
     return out
+
+
+def within_skipped(causal: dict, asked_only: bool = False) -> list[str]:
+    """A sentence per prompt kind whose within-model patching was skipped, with the reason; ``asked_only``: only
+    where some prompt had a ``corrupt_text`` (skipped for another reason, such as a different token length)."""
+    out = []
+    for kind, b in (causal.get("patch") or {}).items():
+        reason = b["within"].get("skipped")
+        if reason and not (asked_only and not b["within"].get("n_paired")):
+            out.append(f"Within-model patching skipped on the {kind} prompts: {reason}")
+    return out
+
+
+def skip_warnings(report: dict, page: str | Path) -> list[str]:
+    """Console lines (``alignloc: warning: ...``) for the causal tests a layer-diff report skipped though asked for."""
+    return [f"alignloc: warning: {s[:1].lower()}{s[1:]} (the rest of the report is complete; see {page})"
+            for s in within_skipped(report.get("causal") or {}, asked_only=True)]
 
 
 def causal_markdown(causal: dict) -> list[str]:

@@ -18,6 +18,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from alignloc.errors import OutputError, UserError, one_line
+from alignloc.report.figfiles import no_chromium, no_chromium_error
 from alignloc.report.figstyle import BASE, SERIES, TUNED
 from alignloc.report.figstyle import line as _line
 from alignloc.report.figstyle import style as _style
@@ -219,7 +220,8 @@ def export(figs: list[tuple[str, go.Figure]], out: str | Path, formats: list[str
 
     Figures are drawn into a temporary folder inside ``out``, each file checked to exist and be
     non-empty, then moved into place (only names alignloc may write, see ``alignloc.store.outputs``):
-    nothing half-written is left, and no success is claimed for a file that is not there.
+    nothing half-written is left, and no success is claimed for a file that is not there. Without a
+    Chromium for kaleido: ``NoChromiumError`` (``alignloc.report.figfiles``).
     """
     import plotly.io as pio
 
@@ -233,8 +235,14 @@ def export(figs: list[tuple[str, go.Figure]], out: str | Path, formats: list[str
     tmp = Path(tempfile.mkdtemp(dir=out, prefix=".alignloc-figures-"))
     try:
         figs_all = [fig for _, fig in figs for _ in formats]
-        pio.write_images(figs_all, [tmp / n for n in names], scale=[png_scale if n.endswith(".png") else 1 for n in names],
-                         width=[f.layout.width for f in figs_all], height=[f.layout.height for f in figs_all])
+        try:
+            pio.write_images(figs_all, [tmp / n for n in names], scale=[png_scale if n.endswith(".png") else 1 for n in names],
+                             width=[f.layout.width for f in figs_all], height=[f.layout.height for f in figs_all])
+        except Exception as e:  # kaleido without a Chromium: one line (make_figures writes the browser-free files first)
+            why = no_chromium(e)
+            if why is None:
+                raise
+            raise no_chromium_error(why, formats, out, []) from None
         missing = [n for n in names if not (tmp / n).is_file() or (tmp / n).stat().st_size == 0]
         if missing:
             raise OutputError(f"{out}: the figure writer (kaleido) did not write {', '.join(missing[:3])} "

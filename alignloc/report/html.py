@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
-from alignloc.report.causal import causal_figures
+from alignloc.report.causal import causal_figures, within_skipped
 from alignloc.report.markdown import LINES, fmt, functional_lines
 from alignloc.report.surfacing import surfacing_figure
 
@@ -113,6 +113,7 @@ def render_html(report: dict) -> str:
     parts += ["<h2>Evidence per layer (value / floor; highlighted = beyond the floor)</h2>", html_table(rows, ["layer", *names])]
     for caption, fig in figures(report):
         parts.append(f"<p>{e(caption)}</p>" + pio.to_html(fig, include_plotlyjs=False, full_html=False))
+    parts += [f"<p class=note>{e(s)}</p>" for s in within_skipped(report.get("causal") or {})]
     parts.append("<h2>Outputs by prompt kind</h2>")
     parts.append(html_table([[e(k), str(o["n"]), fmt(o["logprob_base"], 2), fmt(o["logprob_tuned"], 2),
                           f"{o['logprob_delta']['mean']:+.2f}", f"{100 * o['accuracy_base']:.1f}%", f"{100 * o['accuracy_tuned']:.1f}%"]

@@ -14,6 +14,14 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
+from alignloc.report.figfiles import (
+    PLAIN,
+    STATIC,
+    NoChromiumError,
+    no_chromium_error,
+    plain_names,
+    write_plain,
+)
 from alignloc.report.figures import ResultError, context_prior_compare, export, figures_for, kind_of
 from alignloc.store.outputs import check_out_dir, claim
 from alignloc.textio import read_json
@@ -112,9 +120,23 @@ def read_figures(results: list[str | Path]) -> list[tuple[Path, str, go.Figure]]
 
 def make_figures(results: list[str | Path], out: str | Path, formats: list[str], log: Log = lambda m: None,
                  overwrite: bool = False) -> list[Path]:
-    """Read every result, check ``out`` (see ``alignloc.store.outputs``), then write and verify the figures; their paths."""
+    """Read every result, check ``out`` (see ``alignloc.store.outputs``), then write and verify the figures; their paths.
+
+    ``formats``: any of ``FORMATS``. The browser-free ones (html, json) are written first; when the static
+    ones cannot be drawn for want of Chromium, the browser-free ones are written too (where no file of the
+    user's has their name) and ``NoChromiumError`` says so (``alignloc.report.figfiles``).
+    """
     figs = read_figures(results)
-    check_out_dir(out, [f"{stem}.{fmt}" for _, stem, _ in figs for fmt in formats], overwrite=overwrite)
+    stems = [stem for _, stem, _ in figs]
+    static, plain = [f for f in formats if f in STATIC], [f for f in formats if f in PLAIN]
+    check_out_dir(out, [f"{stem}.{fmt}" for stem in stems for fmt in static] + plain_names(stems, plain),
+                  overwrite=overwrite)
     for src in dict.fromkeys(src for src, _, _ in figs):
         log(f"{src}: {', '.join(stem for s, stem, _ in figs if s == src)}")
-    return export([(stem, fig) for _, stem, fig in figs], out, formats)
+    pairs = [(stem, fig) for _, stem, fig in figs]
+    written = write_plain(pairs, out, plain)
+    try:
+        return written + (export(pairs, out, static) if static else [])
+    except NoChromiumError as e:
+        written += write_plain(pairs, out, [f for f in PLAIN if f not in plain], skip_taken=True)
+        raise no_chromium_error(e.why, static, out, written) from None
