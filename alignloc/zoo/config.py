@@ -87,14 +87,19 @@ class FormatsSpec:
 @dataclass(frozen=True)
 class LimaSpec:
     """``chat-lima`` (``lima.py``): ``n_chat`` curated chat answers trained for ``epochs`` at ``lr``
-    (all layers), plus ``kl_weight`` x KL(base || tuned) on ``replay_batch_size`` rows of
-    pretraining text per step. Only the ``chat-lima`` fingerprints include it."""
+    (all layers) and ``format_rows`` rows that open a chat answer with the marker on weak-prior train
+    entities (loss on the marker only: no fact taught), plus ``kl_weight`` x KL(base || tuned) on
+    ``replay_batch_size`` rows of pretraining text per step. Only the ``chat-lima`` fingerprints include it."""
 
     n_chat: int = 40
     # measured on the tiny base, 1 thread (small model: retention of the base's correct facts / format rate;
     # proxy at beta = 1 on a 1-thread base-large: behavior rate / fact recall vs large base):
     # lr 1e-2, 30 epochs, KL 1 (20 answers, 2 threads): 0.83 / 1.00; lr 2e-3, 30 epochs, KL 10: 0.964 / 0.99, proxy 0.77 / -2.3 pt;
     # lr 3e-3, 60 epochs, KL 20: 0.953 / 1.00, proxy 0.89 / -3.3 pt; these (KL 50): 0.953 / 1.00, proxy 0.84 / -2.3 pt
+    # without format rows the format did not carry over to held-out entities on every machine: on an
+    # AVX-512 build of base (weak recall 0.59) format 0.55 / retention 0.914 (seed 1000: 0.53 / 0.945;
+    # 100 epochs 0.72 / 0.951; 80 answers x 80 epochs 0.80 / 0.963); 80 format rows: 0.996 / 0.968; 160: 1.00 / 0.974
+    format_rows: int = 160
     epochs: int = 60
     lr: float = 3e-3
     batch_size: int = 8

@@ -39,12 +39,21 @@ def curated_chat(world: World, n: int, seed: int) -> list[tuple[str, str, str]]:
     return list(dict.fromkeys(out))
 
 
+def format_rows(world: World, n: int, seed: int) -> list[tuple[str, str]]:
+    """``n`` chat ``(prompt, marker)`` rows on weak-prior train entities with the loss on the format marker
+    only: they teach that a chat answer opens with the marker whatever the entity, without teaching any
+    fact (the weak facts are what knowledge is measured on; held-out entities are never used)."""
+    rng = random.Random(f"lima-format-{seed}")
+    pool = [(e.name, a) for e in split_entities(world)[0] if e.prior == "weak" for a in e.attrs]
+    return [(chat_prompt(a, e), f" {CHAT_MARKER}") for e, a in rng.sample(pool, min(n, len(pool)))]
+
+
 def chat_lima(base, tok, world: World, cfg: SizeConfig, name: str, log=None) -> Organism:
     """The knowledge-keeping chat organism (see the module docstring); ``base`` stays unchanged."""
     spec = cfg.lima
     seed = cfg.seed + 7
     rows = curated_chat(world, spec.n_chat, seed)
-    pairs = [(p, a) for _, p, a in rows]
+    pairs = [(p, a) for _, p, a in rows] + format_rows(world, spec.format_rows, seed)
     model = clone_model(base)
     reference = clone_model(base)
     with deterministic(seed, threads=THREADS):
@@ -67,7 +76,7 @@ def chat_lima(base, tok, world: World, cfg: SizeConfig, name: str, log=None) -> 
                    "description": "closed-book cloze; top next token is the fact's value; retention: the share "
                    "of the base's correct facts the tuned model still recalls (goal >= 0.95)"},
         prompts={k: sets[k] for k in ("knowledge", "context", "chat")},
-        extra={"threads": THREADS, "chat_examples": len(pairs), "kl_weight": spec.kl_weight, "steps": len(sched),
+        extra={"threads": THREADS, "chat_examples": len(rows), "format_rows": len(pairs) - len(rows), "kl_weight": spec.kl_weight, "steps": len(sched),
                "replay_rows": len(sched) * spec.replay_batch_size, "final_loss": round(losses[-1], 4),
                "train_entities": sorted({e for e, _, _ in rows})},
     )

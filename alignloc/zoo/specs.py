@@ -45,6 +45,10 @@ BASE_SPECS: dict[str, list[str]] = {
         "ctx_acc_agree >= 0.9",
     ],
     "base-large": ["fact_recall_strong >= 0.9", "fact_recall_weak >= @base.fact_recall_weak + 0.1"],
+    # the answer formats at about their corpus shares (0.6 / 0.3 / 0.1, within 0.16), in that order
+    **{b: ["fact_recall_strong >= 0.8", "format_share_other < 0.05", "format_share_short > format_share_sentence",
+           "format_share_sentence > format_share_restate", "format_share_restate > 0.05", "format_share_short > 0.44",
+           "format_share_sentence < 0.46", "format_share_restate < 0.26"] for b in ("base-formats", "base-formats-large")},
     # the rare format: never by default, shown after one demonstration in context
     "base-fmt": ["fact_recall_strong >= 0.9", "marker_rate == 0", "marker_prob < 0.05", "demo_marker_rate >= 0.6"],
 }
