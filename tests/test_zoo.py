@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -248,6 +249,13 @@ def test_cli_list_json(zoo_tiny):
     assert bad.exit_code != 0
 
 
+def test_cli_list_shows_spec_and_measured_side_by_side(zoo_tiny):
+    out = CliRunner().invoke(zoo_app, ["list", "--size", TINY]).output
+    block = out.split("chat-sft-upper ", 1)[1].split("\nchat-sft-lower", 1)[0]
+    assert "spec met (training seed" in block
+    assert re.search(r"ok   tuned\.format_rate >= 0\.9\s+measured 0\.\d+", block), block
+
+
 # ---- determinism and atomicity (a cut-down size) ------------------------------------------------
 
 
@@ -276,6 +284,8 @@ def micro(monkeypatch):
         recipes=replace(config.SIZES["tiny"].recipes, sft_epochs=2),
     )
     monkeypatch.setitem(config.SIZES, "micro", cfg)
+    # far too small to meet the zoo's specifications (specs.py), which these tests are not about
+    monkeypatch.setattr("alignloc.zoo.artifacts.spec_for", lambda *a: [])
     return "micro"
 
 
