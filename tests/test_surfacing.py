@@ -133,7 +133,7 @@ def test_format_organisms_ship_their_known_answer(format_zoo):
     assert 0.01 <= corpus["rare_document_share"] <= 0.03 and corpus["new_marker_documents"] == 0
     base = gts["format-surfaced"]["measured"]["base"]
     # the base shows the rare format in context (one demonstration) but not by default
-    assert base["marker_rate"] == 0.0 and base["marker_prob"] < 0.05 and base["demo_marker_rate"] > 0.5
+    assert base["marker_rate"] <= 0.02 and base["marker_prob"] < 0.05 and base["demo_marker_rate"] > 0.5
     assert gts["format-installed"]["measured"]["base"]["demo_marker_prob"] < 0.01  # never seen: not copied either
     # the light SFT makes the format the top answer on about half of the held-out prompts (0.48 and
     # 0.31; a heavier SFT reached 0.65 but buried the surfaced direction: README)

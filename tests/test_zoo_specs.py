@@ -37,7 +37,9 @@ def test_every_default_artifact_declares_a_specification():
                  "format-surfaced", "format-installed"]:
         p = parse_name(name, n_layers)
         assert spec_for(name, p.recipe, p.drift, False), name
-    assert "drift_only.format_rate <= 0.02" in spec_for("chat-sft-upper-drift", "chat-sft-upper", True, False)
+    drift = spec_for("chat-sft-upper-drift", "chat-sft-upper", True, False)
+    assert drift == ["base.format_rate <= 0.1", "tuned.format_rate >= 0.9", "drift_only.format_rate <= 0.02"]
+    assert "tuned.retention >= 0.85" in spec_for("chat-sft-upper", "chat-sft-upper", False, False)
     assert spec_for("base-large", "", False, True)[-1].startswith("fact_recall_weak >= @base.")
 
 
@@ -47,9 +49,8 @@ def test_code_hash_ignores_prose_and_sees_code():
     c = 'def f(x):\n    """Doc."""\n    return x + 2\n'
     assert provenance._code_only(a) == provenance._code_only(b) != provenance._code_only(c)
     names = {p.name for p in provenance.training_files()}
-    assert {"training.py", "recipes.py", "lima.py", "pretrain.py", "world.py", "specs.py", "evaluate.py",
-            "prompts.py"} <= names
-    assert not names & {"registry.py", "commands.py", "realdisk.py"}
+    assert {"training.py", "recipes.py", "lima.py", "pretrain.py", "world.py", "specs.py", "evaluate.py"} <= names
+    assert not names & {"registry.py", "commands.py", "realdisk.py", "provenance.py"}
 
 
 def test_code_change_changes_the_fingerprint(monkeypatch):

@@ -19,8 +19,8 @@ THREADS_VAR = "ALIGNLOC_ZOO_THREADS"
 _ZOO = Path(__file__).resolve().parent
 # modules of the zoo that never affect what a build produces (lookup, listing, files on disk, the CLI)
 # and the real-weight tier's own (fingerprinted by realdisk)
-NOT_TRAINING = {"__init__.py", "registry.py", "realdisk.py", "commands.py", "entry.py", "files.py", "prompts.py"}
-ALSO_TRAINING = ("prompts.py",)  # alignloc/prompts.py: the prompt rows the zoo writes and measures on
+NOT_TRAINING = {"__init__.py", "registry.py", "realdisk.py", "commands.py", "entry.py", "files.py", "prompts.py",
+                "provenance.py"}
 
 
 def _code_only(source: str) -> str:
@@ -37,8 +37,7 @@ def _code_only(source: str) -> str:
 
 def training_files() -> list[Path]:
     """The source files whose code decides what a tiny/small zoo build produces."""
-    own = [p for p in sorted(_ZOO.glob("*.py")) if p.name not in NOT_TRAINING and not p.name.startswith("real")]
-    return own + [_ZOO.parent / name for name in ALSO_TRAINING]
+    return [p for p in sorted(_ZOO.glob("*.py")) if p.name not in NOT_TRAINING and not p.name.startswith("real")]
 
 
 @cache
