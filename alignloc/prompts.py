@@ -5,7 +5,10 @@ One JSON object per line::
     {"id": "f-001", "text": "Alice lives in", "kind": "knowledge", "target": " Paris",
      "label": "paris", "positions": {"subject": "Alice"}}
 
-Fields: ``id`` (str, unique), ``text`` (str, non-empty) are required. Optional: ``kind``
+Fields: ``id`` (str, unique) and ``text`` (str, non-empty) are required, except that a chat gives
+``messages`` instead of ``text``: a list of ``{"role": "system"|"user"|"assistant", "content": str}``
+turns (an optional system turn first, then user and assistant alternating, ending with user), kept
+as turns because only a model's chat template knows how to render them. Optional: ``kind``
 (knowledge | behavior | context | other; default other), ``target`` (str: the expected
 continuation), ``label`` (str or int: a class for probes), ``foil`` (str: a contrasting continuation,
 e.g. the fact's old value or the memorised answer, for logit-difference metrics), ``positions``
@@ -40,7 +43,9 @@ _FIELDS = {
     "corrupt_text": str,
     "context": str,
     "meta": dict,
+    "messages": list,
 }
+ROLES = ("system", "user", "assistant")
 
 
 class PromptFormatError(UserError, ValueError):
@@ -52,7 +57,7 @@ class Prompt:
     """One prompt record (see the module docstring for the fields)."""
 
     id: str
-    text: str
+    text: str | None = None
     kind: str = "other"
     target: str | None = None
     foil: str | None = None
@@ -61,11 +66,21 @@ class Prompt:
     corrupt_text: str | None = None
     context: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    messages: tuple[dict[str, str], ...] | None = None  # chat turns, in place of ``text``
+
+    def __post_init__(self) -> None:
+        # exactly one of the two, so that no consumer silently reads an empty prompt
+        if (self.text is None) == (self.messages is None):
+            raise PromptFormatError(f"prompt {self.id!r}: give exactly one of 'text' and 'messages'")
+        if self.messages is not None and not isinstance(self.messages, tuple):
+            object.__setattr__(self, "messages", tuple(dict(m) for m in self.messages))
 
     def to_json(self) -> dict[str, Any]:
         """The record as a JSON-ready dict, without unset optional fields."""
         d = asdict(self)
-        return {k: v for k, v in d.items() if v not in (None, {}) or k in ("id", "text")}
+        if self.messages is not None:
+            d["messages"] = [dict(m) for m in self.messages]
+        return {k: v for k, v in d.items() if v not in (None, {}) or k == "id"}
 
 
 def _where(src: str, line: int | None) -> str:
@@ -80,6 +95,29 @@ def _check_strings(rec: dict, where: str) -> None:
                                 "text (remove it)") from None
 
 
+def _messages(value: list, where: str) -> tuple[dict[str, str], ...]:
+    """The validated chat turns of field ``messages``; errors name the turn."""
+    turns = []
+    for i, m in enumerate(value):
+        at = f"{where}: field 'messages[{i}]'"
+        if not isinstance(m, dict) or set(m) != {"role", "content"}:
+            got = f"keys {sorted(m)}" if isinstance(m, dict) else type(m).__name__
+            raise PromptFormatError(f"{at} must be an object with exactly 'role' and 'content', got {got}")
+        if m["role"] not in ROLES:
+            raise PromptFormatError(f"{at}.role is {m['role']!r} (use one of {', '.join(ROLES)})")
+        if not isinstance(m["content"], str) or not m["content"].strip():
+            raise PromptFormatError(f"{at}.content must be non-blank text")
+        turns.append({"role": m["role"], "content": m["content"]})
+    roles = [m["role"] for m in turns]
+    chat = roles[1:] if roles[:1] == ["system"] else roles
+    if not chat or chat != ["user", "assistant"] * (len(chat) // 2) + ["user"]:
+        raise PromptFormatError(
+            f"{where}: field 'messages' has roles {', '.join(roles) or 'none'} (after an optional "
+            "system turn, user and assistant alternate, starting and ending with user)"
+        )
+    return tuple(turns)
+
+
 def prompt_from_dict(rec: Any, src: str = "<prompts>", line: int | None = None) -> Prompt:
     """Validate one decoded record and build a Prompt; errors name ``src:line`` and the field."""
     where = _where(src, line)
@@ -90,16 +128,22 @@ def prompt_from_dict(rec: Any, src: str = "<prompts>", line: int | None = None) 
             raise PromptFormatError(
                 f"{where}: unknown field {key!r} (allowed fields: {', '.join(_FIELDS)})"
             )
-    for key in ("id", "text"):
+    body = "messages" if "messages" in rec else "text"
+    for key in ("id", body):
         if key not in rec:
-            raise PromptFormatError(f"{where}: missing required field {key!r} (every prompt needs 'id' and 'text')")
+            raise PromptFormatError(f"{where}: missing required field {key!r} (every prompt needs 'id' and "
+                                    "'text', or 'messages' for a chat)")
+    if "text" in rec and "messages" in rec:
+        raise PromptFormatError(f"{where}: fields 'text' and 'messages' are both given (give 'text' for a raw "
+                                "prompt or 'messages' for a chat, not both)")
     for key, typ in _FIELDS.items():
-        if key in rec and rec[key] is not None and (not isinstance(rec[key], typ) or isinstance(rec[key], bool)):
+        required = key in ("id", body)
+        if key in rec and (rec[key] is not None or required) and (not isinstance(rec[key], typ) or isinstance(rec[key], bool)):
             want = typ.__name__ if isinstance(typ, type) else " or ".join(t.__name__ for t in typ)
             raise PromptFormatError(
                 f"{where}: field {key!r} must be {want}, got {type(rec[key]).__name__}"
             )
-    for key in ("id", "text"):
+    for key in ("id", "text") if body == "text" else ("id",):
         if not rec[key].strip():
             raise PromptFormatError(f"{where}: field {key!r} is {'empty' if not rec[key] else 'blank'} "
                                     "(give it visible text)")
@@ -107,6 +151,10 @@ def prompt_from_dict(rec: Any, src: str = "<prompts>", line: int | None = None) 
         if rec.get(key) == "":
             raise PromptFormatError(f"{where}: field {key!r} is empty (leave the field out instead)")
     _check_strings(rec, where)
+    messages = _messages(rec["messages"], where) if body == "messages" else None
+    if messages is not None and rec.get("corrupt_text") is not None:
+        raise PromptFormatError(f"{where}: field 'corrupt_text' needs 'text' (a chat has no text to corrupt "
+                                "until a template renders it; leave the field out)")
     kind = rec.get("kind") or "other"
     if kind not in KINDS:
         raise PromptFormatError(f"{where}: field 'kind' is {kind!r} (use one of {', '.join(KINDS)})")
@@ -117,6 +165,11 @@ def prompt_from_dict(rec: Any, src: str = "<prompts>", line: int | None = None) 
                 f"{where}: field 'positions.{name}' must be a token index (int) or a substring "
                 f"of 'text' (str), got {pos!r}"
             )
+        if isinstance(pos, str) and messages is not None:
+            raise PromptFormatError(
+                f"{where}: field 'positions.{name}' is a substring, which needs 'text' (a chat's text is "
+                "rendered later by a template; give a token index)"
+            )
         if isinstance(pos, str) and (not pos or pos not in rec["text"]):
             raise PromptFormatError(
                 f"{where}: field 'positions.{name}' is {pos!r}, which does not occur in 'text' "
@@ -124,7 +177,7 @@ def prompt_from_dict(rec: Any, src: str = "<prompts>", line: int | None = None) 
             )
     return Prompt(
         id=rec["id"],
-        text=rec["text"],
+        text=rec.get("text"),
         kind=kind,
         target=rec.get("target"),
         foil=rec.get("foil"),
@@ -133,6 +186,7 @@ def prompt_from_dict(rec: Any, src: str = "<prompts>", line: int | None = None) 
         corrupt_text=rec.get("corrupt_text"),
         context=rec.get("context"),
         meta=dict(rec.get("meta") or {}),
+        messages=messages,
     )
 
 
