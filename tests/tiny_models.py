@@ -70,3 +70,32 @@ def build_arch_pair(root: Path, arch: str, n_layers: int = 3, d_model: int = 64,
             model.save_pretrained(d)
         paths.append(d)
     return paths[0], paths[1]
+
+
+def edited_copy(src: Path, dst: Path, edit) -> Path:
+    """Save ``dst``: the checkpoint at ``src`` (and its tokenizer) after ``edit(model)`` changed its weights in place."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not (dst / "config.json").exists():
+        model = AutoModelForCausalLM.from_pretrained(src).eval()
+        with torch.no_grad():
+            edit(model)
+        model.save_pretrained(dst)
+        AutoTokenizer.from_pretrained(src).save_pretrained(dst)
+    return dst
+
+
+def build_with_bias(root: Path, arch: str = "llama", n_layers: int = 4, d_model: int = 64, seed: int = 0) -> Path:
+    """A tiny checkpoint whose MLPs have output biases (``mlp_bias``), so a residual offset is one weight edit."""
+    from transformers import AutoModelForCausalLM
+
+    d = root / f"{arch}-{n_layers}x{d_model}-mlpbias"
+    if not (d / "config.json").exists():
+        d.mkdir(parents=True, exist_ok=True)
+        tok = make_tokenizer(d)
+        ids = dict(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+        cfg = config_for(arch, len(tok), ids, n_layers, d_model)
+        cfg.mlp_bias = True
+        torch.manual_seed(seed)
+        AutoModelForCausalLM.from_config(cfg).eval().save_pretrained(d)
+    return d

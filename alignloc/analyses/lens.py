@@ -16,17 +16,28 @@ from alignloc.models.families import get_module
 from alignloc.models.pair import LoadedModel
 
 
-@torch.no_grad()
-def lens_logprobs(model: LoadedModel, h: Float[torch.Tensor, "n d_model"]) -> Float[torch.Tensor, "n d_vocab"]:
-    """Next-token log-probs that ``model``'s final norm + unembedding give for residuals ``h``."""
+def _head_logits(model: LoadedModel, h: Float[torch.Tensor, "n d_model"]) -> Float[torch.Tensor, "n d_vocab"]:
     norm = get_module(model.model, model.family.final_norm)
     unembed = get_module(model.model, model.family.unembed)
     p = next(unembed.parameters())
-    logits = unembed(norm(h.to(device=p.device, dtype=p.dtype))).float()
+    logits = unembed(norm(h.to(device=p.device, dtype=p.dtype))).float()  # on the head's device
     cap = getattr(model.config, "final_logit_softcapping", None)
     if cap:
         logits = torch.tanh(logits / cap) * cap
-    return torch.log_softmax(logits, dim=-1).cpu()
+    return logits
+
+
+@torch.no_grad()
+def lens_logits(model: LoadedModel, h: Float[torch.Tensor, "n d_model"]) -> Float[torch.Tensor, "n d_vocab"]:
+    """Float logits (on the CPU) that ``model``'s final norm + unembedding (and soft-capping, if the
+    model has it) give for residuals ``h``: the activation-difference lens reads differences with it."""
+    return _head_logits(model, h).cpu()
+
+
+@torch.no_grad()
+def lens_logprobs(model: LoadedModel, h: Float[torch.Tensor, "n d_model"]) -> Float[torch.Tensor, "n d_vocab"]:
+    """Next-token log-probs that ``model``'s final norm + unembedding give for residuals ``h``."""
+    return torch.log_softmax(_head_logits(model, h), dim=-1).cpu()
 
 
 @torch.no_grad()

@@ -26,11 +26,20 @@ from alignloc.layerdiff.measures import (
     shift_measures,
 )
 from alignloc.layerdiff.surfacing import demo_residuals, split_demos, surfacing_measures
+from alignloc.layerdiff.whatchanged import what_changed as what_changed_block
 from alignloc.models.pair import LoadedModel, ModelPair, check_pair
 from alignloc.prompts import Prompt, prompts_hash
 
 SCHEMA_VERSION = 2
 SCHEMA_NOTES = (
+    "2 (+what_changed): measures.what_changed (on by default; layer_diff(what_changed=False) leaves it out) reads the "
+    "per-layer mean tuned-minus-base residual difference through the tuned model's final norm + unembedding (minus its "
+    "reading of zero), on the first k_tokens of each line of the bundled generic corpus (generic) and on the behavior "
+    "prompts' own tokens (prompts; all prompts when none is a behavior prompt): per layer norm, relative_norm, changed "
+    "and the top promoted / demoted tokens ({id, token, logit}), and a heatmap table (layer x tokens); kl gives "
+    "KL(tuned || base) along the teacher-forced targets: mean_by_position, n_by_position, top_tokens (by mean KL where "
+    "the token is the one predicted) and output_shift (tokens whose output probability rose / fell most); seconds = "
+    "its cost (analyses.difflens, layerdiff.whatchanged). "
     "2 (+surfacing): with demonstration rows among the prompts (meta.demo = behavior|plain, matched by meta.pair; "
     "left out of every other measure), measures.surfacing gives per layer the share of the tuned-minus-base mean shift "
     "on behavior prompts inside the base's in-context behavior subspace, the amplification along the base's behavior "
@@ -132,6 +141,7 @@ def layer_diff(
     windows: list[int] | None = None,
     mask_steps: int = 100,
     one_at_a_time: bool = False,
+    what_changed: bool = True,
 ) -> dict:
     """Compare ``pair`` layer by layer on ``prompts``; write the report under ``out`` and return it.
 
@@ -143,6 +153,9 @@ def layer_diff(
     skips it), cross-model and within-model patching and attribution (``report["causal"]``, see
     ``alignloc.causal.report``), and the verdict names layers from them. ``one_at_a_time`` holds
     one model in memory at a time while collecting (``collect``); the causal tests need both.
+    ``what_changed`` adds ``measures.what_changed``, the activation-difference lens (tokens the
+    tuned-minus-base difference promotes per layer, on generic text and on the prompts, and the KL
+    along the targets; ``alignloc.layerdiff.whatchanged``): two short forward passes per model.
     """
     out = Path(out)
     torch.manual_seed(seed)
@@ -151,6 +164,9 @@ def layer_diff(
     demos, prompts = split_demos(prompts)
     data = collect(pair, prompts, store or out / "acts", batch_size, backend, overwrite, one_at_a_time)
     m = measure(data, n_boot, seed, probes)
+    if what_changed:  # before the control: with one_at_a_time the control releases the tuned model
+        m["what_changed"] = what_changed_block(pair, prompts, batch_size=batch_size, backend=backend,
+                                               one_at_a_time=one_at_a_time)
     control_block, cm, cdata = None, None, None
     if control is not None:
         if one_at_a_time and pair.tuned.loader is not None:

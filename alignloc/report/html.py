@@ -16,6 +16,7 @@ from plotly.offline import get_plotlyjs
 from alignloc.report.causal import causal_figures, within_skipped
 from alignloc.report.markdown import LINES, fmt, functional_lines
 from alignloc.report.surfacing import surfacing_figure
+from alignloc.report.whatchanged import what_changed_figures, what_changed_html
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:14px}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
@@ -70,6 +71,7 @@ def figures(report: dict) -> list[tuple[str, go.Figure]]:
         out.append(("Surfaced vs installed: share of the tuned shift on behavior prompts inside the base's in-context "
                     "behavior subspace, with its noise floor (" + m["surfacing"]["verdict"]["label"] + ").",
                     surfacing_figure(m["surfacing"])))
+    out += what_changed_figures(m.get("what_changed"))
     ratio = [[(e["value"] / e["floor"]) if e["floor"] and e["value"] is not None else None
               for e in sorted((e for e in v["evidence"] if e["line"] == ln_), key=lambda e: e["layer"])] for ln_ in LINES
              if any(e["line"] == ln_ for e in v["evidence"])]
@@ -114,6 +116,7 @@ def render_html(report: dict) -> str:
     for caption, fig in figures(report):
         parts.append(f"<p>{e(caption)}</p>" + pio.to_html(fig, include_plotlyjs=False, full_html=False))
     parts += [f"<p class=note>{e(s)}</p>" for s in within_skipped(report.get("causal") or {})]
+    parts.append(what_changed_html(report))
     parts.append("<h2>Outputs by prompt kind</h2>")
     parts.append(html_table([[e(k), str(o["n"]), fmt(o["logprob_base"], 2), fmt(o["logprob_tuned"], 2),
                           f"{o['logprob_delta']['mean']:+.2f}", f"{100 * o['accuracy_base']:.1f}%", f"{100 * o['accuracy_tuned']:.1f}%"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from alignloc.report.causal import causal_markdown
 from alignloc.report.surfacing import surfacing_markdown
 from alignloc.report.text import fmt
+from alignloc.report.whatchanged import what_changed_markdown
 
 __all__ = ["LINES", "fmt", "functional_lines", "layer_table", "render_markdown"]
 LINES = ("weights", "representation", "lens", "behavior", "knowledge")
@@ -85,6 +86,7 @@ def render_markdown(report: dict) -> str:
                 md.append(f"  - {key}: " + ", ".join(fmt(x, 2) for x in p[key]))
     md += causal_markdown(report.get("causal") or {})
     md += surfacing_markdown(report)
+    md += what_changed_markdown(report)
     md += ["", "## Representation and lens (per layer)", ""]
     sh, ln = report["measures"]["shift"], report["measures"]["lens"]
     for label, vals in (("relative L2 shift", sh["relative_l2"]["mean"]), ("1 - cos", sh["one_minus_cos"]["mean"]),

@@ -1,0 +1,173 @@
+"""Where each stage of a training run lands: layer-diff along a chain of checkpoints.
+
+    summary = trajectory(["ckpt0", "ckpt1", "ckpt2"], "traj/", prompts)
+
+A post-training pipeline is a chain (pretrained -> SFT -> DPO -> ...). One base-vs-final layer-diff
+mixes the stages; comparing each step ``k-1 -> k`` says where *that* stage wrote, and comparing the
+base with each stage ``0 -> k`` says where the changes so far add up (or cancel). Both are ordinary
+layer-diff reports (``DIR/step-k``, ``DIR/base-k``; ``base-1`` is ``step-1``, written twice) on one
+prompt set; ``trajectory.json`` keeps the per-layer lines of each, and ``trajectory.html`` one
+figure, stage x layer. Floors come from each comparison's own background (no control pair).
+
+Checkpoints are any model reference layer-diff takes (``models.refs``): a local HF directory, a hub
+id, ``zoo:NAME[:base|tuned]`` (an organism's tuned side unless a side is named) or a peft adapter
+directory, merged onto the first checkpoint. Models are loaded once and dropped when no later
+comparison needs them (the first checkpoint, and the current stage, stay).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from alignloc import __version__
+from alignloc.errors import OutputError, UsageError, one_line
+from alignloc.layerdiff.run import layer_diff
+from alignloc.models.pair import LoadedModel, ModelPair, check_pair, load_model, load_pair
+from alignloc.models.refs import resolve_ref, split_zoo
+from alignloc.prompts import Prompt, prompts_hash
+
+FILES = ("trajectory.json", "trajectory.html", "trajectory.png")
+STEM = "trajectory"
+
+
+def stage_dirs(n_stages: int) -> list[str]:
+    """``step-1 .. step-n`` and ``base-1 .. base-n``: one report folder each."""
+    return [f"{kind}-{k}" for k in range(1, n_stages + 1) for kind in ("step", "base")]
+
+
+def trajectory_prompts(refs: list[str]) -> list[Prompt]:
+    """The bundled prompts of the last checkpoint that is a zoo organism (UsageError if none is)."""
+    from alignloc import zoo
+
+    for ref in reversed(refs):
+        z = split_zoo(ref)
+        if z is not None and z[0] not in zoo.BASES:
+            return zoo.organism_prompts(z[0])
+    raise UsageError("--prompts is required unless a checkpoint is a zoo organism (zoo:NAME; give a JSONL prompt file)")
+
+
+def stage_summary(report: dict, where: str) -> dict:
+    """The per-layer lines of one layer-diff report that a trajectory compares across stages."""
+    m, v = report["measures"], report["verdict"]
+    weights = [x["relative_frobenius"] for x in m["weights"]["layers"]]
+    out = {
+        "report": where,
+        "weights": weights,
+        "residual_shift": m["shift"]["relative_l2_increment"]["mean"],
+        "residual_shift_total": m["shift"]["relative_l2"]["mean"],
+        "lens": m["lens"]["kl_increment"]["mean"],
+        "lens_kl": m["lens"]["kl"]["mean"],
+        "top_weight_layer": max(range(len(weights)), key=lambda i: weights[i]) if any(weights) else None,
+        "changed_layers": v["changed_layers"],
+        "verdict": v["summary"],
+    }
+    w = m.get("what_changed")
+    if w:  # the tokens the last changed layer's mean difference promotes on generic text
+        changed = [r for r in w["generic"]["layers"] if r["changed"]]
+        out["what_changed"] = [e["token"] for e in changed[-1]["promoted"][:5]] if changed else []
+    return out
+
+
+def trajectory_figure(stages: list[dict]) -> go.Figure:
+    """Stage x layer heatmaps: relative weight change and residual-shift increment, per step and from the base."""
+    fig = make_subplots(rows=2, cols=2, shared_yaxes=True, vertical_spacing=0.2, horizontal_spacing=0.05,
+                        subplot_titles=("ΔW/W, step k-1 -> k", "ΔW/W, base -> k",
+                                        "residual shift increment, step", "residual shift increment, base -> k"))
+    y = [f"{s['stage']}: {s['ref'].rstrip('/').rsplit('/', 1)[-1][:30]}" for s in stages]
+    for row, (line, axis) in enumerate((("weights", "coloraxis"), ("residual_shift", "coloraxis2")), start=1):
+        for col, which in enumerate(("step", "from_base"), start=1):
+            z = [s[which][line] for s in stages]
+            fig.add_trace(go.Heatmap(z=z, y=y, x=list(range(len(z[0]))), coloraxis=axis,
+                                     hovertemplate=f"%{{y}}, layer %{{x}}<br>{line} %{{z:.4g}}<extra></extra>"), row, col)
+            fig.update_xaxes(title_text="layer" if row == 2 else None, dtick=1, row=row, col=col)
+    fig.update_layout(title="Where each stage lands", height=300 + 60 * len(stages), margin={"t": 80},
+                      coloraxis={"colorscale": "Blues", "cmin": 0, "colorbar": {"title": "ΔW/W", "y": 0.8, "len": 0.4}},
+                      coloraxis2={"colorscale": "Oranges", "cmin": 0, "colorbar": {"title": "shift", "y": 0.2, "len": 0.4}})
+    return fig
+
+
+def _static(fig: go.Figure, out: Path) -> str | None:
+    """Write ``trajectory.png`` if kaleido can draw it; the reason it was skipped otherwise."""
+    from alignloc.report.figfiles import NoChromiumError
+    from alignloc.report.figures import export
+
+    try:
+        export([(STEM, fig)], out, ["png"])
+    except NoChromiumError as e:
+        return f"no static image: kaleido {e.why} Chromium (trajectory.html holds the figure)"
+    except OutputError:
+        raise
+    except Exception as e:  # kaleido missing or broken: the HTML figure stands
+        return f"no static image: {type(e).__name__} {one_line(e)[:200]}"
+    return None
+
+
+def trajectory(refs: list[str], out: str | Path, prompts: list[Prompt] | None = None, *, n_boot: int = 200,
+               seed: int = 0, probes: bool = False, what_changed: bool = True, batch_size: int = 16,
+               backend: str = "hf", overwrite: bool = False, placement: dict | None = None,
+               allow_pickle: bool = False, trust_remote_code: bool = False,
+               log: Callable[[str], None] | None = None) -> dict:
+    """layer-diff of every step and of the base against every stage of ``refs`` (see the module
+    docstring); writes the reports, ``trajectory.json`` and the figure under ``out``; returns the summary."""
+    from alignloc.report import REPORT_FILES, json_safe, write_report
+    from alignloc.store.outputs import check_out_dir, write_outputs
+
+    if len(refs) < 2:
+        raise UsageError(f"a trajectory needs at least two checkpoints (CKPT0 CKPT1 ...), got {len(refs)}")
+    out, log = Path(out), log or (lambda _m: None)
+    check_out_dir(out, (*FILES, *stage_dirs(len(refs) - 1)), overwrite=overwrite)
+    for d in stage_dirs(len(refs) - 1):
+        check_out_dir(out / d, (*REPORT_FILES, "acts"), overwrite=overwrite)
+    prompts = prompts if prompts is not None else trajectory_prompts(refs)
+    opts = {"allow_pickle": allow_pickle, "trust_remote_code": trust_remote_code, **(placement or {})}
+    models: dict[int, LoadedModel] = {}
+    hashes: dict[int, str] = {}
+
+    def model(k: int) -> LoadedModel:
+        if k not in models:
+            adapter = k > 0 and split_zoo(refs[k]) is None and resolve_ref(refs[k], allow_pickle).is_adapter
+            models[k] = load_pair(refs[0], refs[k], **opts).tuned if adapter else load_model(refs[k], **opts)
+            hashes[k] = models[k].weights_hash
+        return models[k]
+
+    def compare(i: int, k: int, where: str) -> dict:
+        check_pair(model(i), model(k))
+        log(f"layer-diff {refs[i]} -> {refs[k]}: {out / where}")
+        pair = ModelPair(base=model(i), tuned=model(k), name=f"{where}: {refs[i]} -> {refs[k]}")
+        return layer_diff(pair, prompts, out / where, n_boot=n_boot, seed=seed, probes=probes, batch_size=batch_size,
+                          backend=backend, overwrite=overwrite, what_changed=what_changed)
+
+    stages = []
+    for k in range(1, len(refs)):
+        step = compare(k - 1, k, f"step-{k}")
+        if k == 1:
+            base = step
+            write_report(base, out / "base-1")
+        else:
+            base = compare(0, k, f"base-{k}")
+        stages.append({"stage": k, "ref": refs[k], "step": stage_summary(step, f"step-{k}/report.json"),
+                       "from_base": stage_summary(base, f"base-{k}/report.json")})
+        for j in [j for j in models if j not in (0, k)]:  # no later comparison reads it
+            del models[j]
+        gc.collect()
+    fig = trajectory_figure(stages)
+    write_outputs(out, {"trajectory.html": fig.to_html(include_plotlyjs=True, full_html=True).encode()})
+    skipped = _static(fig, out)
+    summary = {
+        "kind": "trajectory", "alignloc_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "checkpoints": [{"stage": k, "ref": r, "weights_sha256": hashes[k]}
+                        for k, r in enumerate(refs)],
+        "prompts": {"n": len(prompts), "sha256": prompts_hash(prompts)},
+        "settings": {"n_boot": n_boot, "seed": seed, "probes": probes, "what_changed": what_changed, "backend": backend},
+        "stages": stages,
+        "figure": {"html": "trajectory.html", "png": None if skipped else "trajectory.png", "png_skipped": skipped},
+    }
+    write_outputs(out, {"trajectory.json": json.dumps(json_safe(summary), indent=1, allow_nan=False).encode()})
+    return summary

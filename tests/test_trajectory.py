@@ -1,0 +1,73 @@
+"""trajectory on a tiny chain of checkpoints whose stages are known: base, then layer 1 changed, then
+layer 3 changed on top. Step 1 must land on layer 1, step 2 on layer 3, and base -> 2 on both."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from alignloc.cli import main
+from alignloc.errors import UsageError
+from alignloc.layerdiff.trajectory import trajectory
+from tests.tiny_models import build_arch_pair, edited_copy
+
+FIRST, SECOND = 1, 3
+
+
+def _perturb(layer: int, seed: int):
+    def edit(m):
+        g = torch.Generator().manual_seed(seed)
+        for lin in (m.model.layers[layer].mlp.down_proj, m.model.layers[layer].self_attn.o_proj):
+            w = lin.weight
+            w += 2.0 * w.std() * torch.randn(w.shape, generator=g)
+    return edit
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory) -> list[str]:
+    root = tmp_path_factory.mktemp("chain")
+    base, _ = build_arch_pair(root, "llama", n_layers=4)
+    one = edited_copy(base, root / "stage1", _perturb(FIRST, 1))
+    two = edited_copy(one, root / "stage2", _perturb(SECOND, 2))
+    return [str(base), str(one), str(two)]
+
+
+def _prompts(path):
+    recs = [{"id": f"k{i}", "text": f"Alice number {i} lives in", "kind": "knowledge", "target": " Paris"} for i in range(8)]
+    recs += [{"id": f"b{i}", "text": f"User: what is {i} ? Assistant:", "kind": "behavior", "target": " Sure !"} for i in range(8)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    return path
+
+
+def test_each_stage_lands_where_it_was_made(chain, tmp_path, capsys):
+    out = tmp_path / "traj"
+    rc = main(["trajectory", *chain, "--prompts", str(_prompts(tmp_path / "p.jsonl")), "--out", str(out), "--n-boot", "50"])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    t = json.loads((out / "trajectory.json").read_text())
+    s1, s2 = t["stages"]
+    for s, layers in ((s1["step"], [FIRST]), (s2["step"], [SECOND]), (s2["from_base"], [FIRST, SECOND]), (s1["from_base"], [FIRST])):
+        assert [i for i, w in enumerate(s["weights"]) if w > 0] == layers, s["weights"]
+        assert s["changed_layers"] == layers, s
+    assert s1["step"]["top_weight_layer"] == FIRST and s2["step"]["top_weight_layer"] == SECOND
+    for d in ("step-1", "base-1", "step-2", "base-2"):
+        assert json.loads((out / d / "report.json").read_text())["measures"]["what_changed"]["generic"]["layers"]
+    assert (out / "trajectory.html").stat().st_size > 10_000
+    assert (out / "trajectory.png").is_file() == (t["figure"]["png"] is not None)
+    assert f"step changed layers [{SECOND}]" in cap.out
+
+
+def test_one_checkpoint_is_a_usage_error(chain, tmp_path, capsys):
+    assert main(["trajectory", chain[0], "--out", str(tmp_path / "x")]) == 2
+    assert "at least two checkpoints" in capsys.readouterr().err
+    assert main(["trajectory", *chain[:2], "--out", str(tmp_path / "x")]) == 2  # no --prompts, no zoo organism
+    assert "--prompts is required" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_the_library_refuses_a_single_checkpoint_before_loading(tmp_path):
+    with pytest.raises(UsageError, match="at least two checkpoints"):
+        trajectory(["no/such/model"], tmp_path / "y", [])
+    assert not (tmp_path / "y").exists()
