@@ -11,7 +11,14 @@ import typer
 
 from alignloc import options as check
 from alignloc.cli_errors import run, watch
-from alignloc.cli_options import COMPUTE_DTYPE, DEVICE, DEVICE_MAP, ONE_AT_A_TIME
+from alignloc.cli_options import (
+    CHAT_TEMPLATE,
+    COMPUTE_DTYPE,
+    DEVICE,
+    DEVICE_MAP,
+    ONE_AT_A_TIME,
+    SUITE,
+)
 from alignloc.errors import UsageError
 
 OVERWRITE_HELP = "Write into an OUT folder that holds other files (they are never replaced), and replace alignloc's own earlier outputs."
@@ -38,8 +45,10 @@ def _quiet_libraries() -> None:
 def capture(
     base: str = typer.Argument(..., help="Base model: local HF directory, hub id, or zoo:NAME."),
     tuned: str | None = typer.Argument(None, help="Post-trained model (directory, hub id, peft adapter dir). Omit with zoo:NAME."),
-    prompts: Path | None = typer.Option(None, "--prompts", "-p", help="JSONL prompt file (see README). Default for zoo:NAME: its bundled prompts."),
+    prompts: Path | None = typer.Option(None, "--prompts", "-p", help="JSONL prompt file (see README). Default: an "
+                                        "organism's bundled prompts for zoo:NAME, else the built-in suites (--suite)."),
     out: Path = typer.Option(..., "--out", "-o", help="Store directory to create, reuse or resume."),
+    suite: str | None = SUITE, chat_template: str = CHAT_TEMPLATE,
     sites: str = typer.Option("resid_post", help="Comma list of resid_pre|resid_mid|resid_post|attn_out|mlp_out[.LAYER]."),
     layers: str | None = typer.Option(None, help="Layers for sites without .LAYER: '*', '0,2', '1-3', '-1'."),
     positions: str = typer.Option("last", help="last | all | an integer index | a named position from the prompts."),
@@ -59,6 +68,7 @@ def capture(
     from alignloc.models.pair import load_pair
     from alignloc.store.schema import DTYPE_NAMES
     from alignloc.store.writer import check_store_dir
+    from alignloc.suites.prepare import choose_prompts
 
     check.at_least("--batch-size", batch_size)
     check.one_of("--dtype", dtype, DTYPE_NAMES)
@@ -66,9 +76,13 @@ def capture(
     place = check.placement(device, compute_dtype, device_map)
     n_layers = check.model_refs(base, tuned, allow_pickle=allow_pickle)
     check.sites(sites, layers, n_layers)
-    prompt_list = check.prompts_for(base, prompts)
+    chosen = choose_prompts(base, tuned, prompts, suite, chat_template, allow_pickle=allow_pickle,
+                            trust_remote_code=trust_remote_code)
+    prompt_list = chosen.prompts
     check.positions(positions, prompt_list)
     check_store_dir(out, overwrite, "--out")
+    for line in chosen.describe() if chosen.chosen else []:
+        typer.echo(line, err=True)
     watch(out)
     pair = load_pair(base, tuned, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
                      one_at_a_time=one_at_a_time, **place)
@@ -136,8 +150,12 @@ def demo(
 def layer_diff_cmd(
     base: str = typer.Argument(..., help="Base model: local HF directory, hub id, or zoo:NAME (then omit TUNED)."),
     tuned: str | None = typer.Argument(None, help="Post-trained model (directory, hub id, peft adapter dir)."),
-    prompts: Path | None = typer.Option(None, "--prompts", "-p", help="JSONL prompt file (see README). Default for zoo:NAME: its bundled prompts."),
+    prompts: Path | None = typer.Option(None, "--prompts", "-p", help="JSONL prompt file (see README). Default: an "
+                                        "organism's bundled prompts for zoo:NAME, else the built-in suites (--suite)."),
     out: Path = typer.Option(Path("layer-diff-report"), "--out", "-o", help="Report directory (index.html, report.json, summary.md)."),
+    suite: str | None = SUITE, chat_template: str = CHAT_TEMPLATE,
+    answer_tokens: int = typer.Option(16, help="Chat prompts without a target: the tuned model's greedy answer, at most "
+                                      "this many tokens (stopped at end of turn), is the target; the base's the foil."),
     control: str | None = typer.Option(None, help="Control checkpoint on the same base (e.g. continued pretraining) that sets "
                                        "the noise floors; 'none' to disable. Default: the zoo's control for zoo:NAME, else none."),
     store: Path | None = typer.Option(None, help="Activation store to create or reuse (default OUT/acts)."),
@@ -159,15 +177,24 @@ def layer_diff_cmd(
     trust_remote_code: bool = typer.Option(False, help="Run model code shipped with a hub checkpoint."),
 ) -> None:
     """Compare base and tuned layer by layer: where is the change, and is it knowledge or behavior?"""
+    from alignloc.layerdiff.answers import (
+        ANSWERS_FILE,
+        answer_targets,
+        answers_markdown,
+        refusal_lines,
+    )
     from alignloc.layerdiff.run import default_control, layer_diff
     from alignloc.models.backends import BACKENDS
     from alignloc.models.pair import load_model, load_pair
-    from alignloc.report import REPORT_FILES
+    from alignloc.report import REPORT_FILES, write_report
     from alignloc.report.causal import skip_warnings
+    from alignloc.report.markdown import render_markdown
     from alignloc.store.outputs import check_out_dir
     from alignloc.store.writer import check_store_dir
+    from alignloc.suites.prepare import choose_prompts
 
     check.at_least("--n-boot", n_boot)
+    check.at_least("--answer-tokens", answer_tokens)
     check.seed(seed)
     check.at_least("--batch-size", batch_size)
     check.one_of("--backend", backend, BACKENDS)
@@ -176,14 +203,28 @@ def layer_diff_cmd(
     check.windows(windows, check.model_ref(base, allow_pickle))
     no_control = control is not None and control.lower() == "none"
     check.model_refs(base, tuned, None if control is None or no_control else control, allow_pickle=allow_pickle)
-    prompt_list = check.prompts_for(base, prompts)
-    check_out_dir(out, (*REPORT_FILES, "acts", "acts-control", "acts-demos"), overwrite=overwrite)
+    chosen = choose_prompts(base, tuned, prompts, suite, chat_template, allow_pickle=allow_pickle,
+                            trust_remote_code=trust_remote_code, reserve=answer_tokens)
+    check_out_dir(out, (*REPORT_FILES, "acts", "acts-control", "acts-demos", ANSWERS_FILE), overwrite=overwrite)
     if store is not None:
         check_store_dir(store, overwrite, "--store")
+    chats = chosen.chats
+    say = lambda m: typer.echo(m, err=True)  # noqa: E731
+    for line in chosen.describe() if chosen.chosen else []:
+        say(line)
+    if chats:
+        say(f"targets: the tuned model's greedy answer (at most {answer_tokens} tokens, --answer-tokens) to each of "
+            f"{len(chats)} chat prompts, the base model's as foil; kept in {out / ANSWERS_FILE}")
     watch(store or out / "acts")
     watch(out / "acts-control")
     pair = load_pair(base, tuned, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
                      one_at_a_time=one_at_a_time and not causal, **place)
+    prompt_list, answers = chosen.prompts, None
+    if chats:
+        prompt_list, answers = answer_targets(pair, prompt_list, out, answer_tokens=answer_tokens,
+                                              template=chosen.template.record(), bos=chosen.bos,
+                                              batch_size=batch_size, log=say,
+                                              one_at_a_time=one_at_a_time and not causal)
     if one_at_a_time and not causal and not no_control:
         pair.tuned.release()  # before a control model is loaded
     if control is None:
@@ -195,12 +236,25 @@ def layer_diff_cmd(
     sizes = check.windows(windows, pair.n_layers)
     report = layer_diff(pair, prompt_list, out, control=ctrl, store=store, n_boot=n_boot, seed=seed, probes=probes,
                         batch_size=batch_size, backend=backend, overwrite=overwrite, causal=causal, windows=sizes,
-                        mask_steps=mask_steps, one_at_a_time=one_at_a_time and not causal)
+                        mask_steps=mask_steps, one_at_a_time=one_at_a_time and not causal, write=answers is None)
+    if answers is not None:  # layer_diff's report plus the answers block, written once
+        report["answers"] = answers
+        write_report(report, out, render_markdown=lambda r: render_markdown(r) + answers_markdown(r))
     for line in skip_warnings(report, out / "index.html"):
         typer.echo(line, err=True)
-    for line in report["verdict"]["summary"]:
+    for line in report["verdict"]["summary"] + (refusal_lines(answers) if answers else []):
         typer.echo(f"- {line}")
     typer.echo(f"report: {out / 'index.html'}  {out / 'report.json'}  {out / 'summary.md'}")
+
+
+@app.command("suites")
+def suites_cmd() -> None:
+    """List the built-in prompt suites (layer-diff and capture run them when no --prompts is given)."""
+    from alignloc.suites import list_suites
+
+    for s in list_suites():
+        counts = f" ({len(s['counts'])} {'categories' if s['name'] == 'chat' else 'relations'})" if s["counts"] else ""
+        typer.echo(f"{s['name']:<10} {s['size']:>4} prompts{counts}: {s['description']}")
 
 
 @app.command("localize-bench")
@@ -401,6 +455,52 @@ def _mount_subcommands() -> None:
 
 
 _mount_subcommands()
+
+
+@app.command("trajectory")
+def trajectory_cmd(
+    checkpoints: list[str] = typer.Argument(..., metavar="CKPT", help="Checkpoints in training order, CKPT0 (the base) CKPT1 ... CKPTn: each "
+                                            "a local HF directory, hub id, zoo:NAME[:base|tuned] or peft adapter dir "
+                                            "(merged onto CKPT0)."),
+    prompts: Path | None = typer.Option(None, "--prompts", "-p", help="JSONL prompt file (see README). Default when a "
+                                        "checkpoint is zoo:NAME: the last such organism's bundled prompts."),
+    out: Path = typer.Option(Path("trajectory-report"), "--out", "-o", help="Folder for step-k/ and base-k/ reports, "
+                             "trajectory.json and trajectory.html (and trajectory.png when kaleido can draw it)."),
+    n_boot: int = typer.Option(200, help="Bootstrap resamples over prompts for every interval."),
+    seed: int = typer.Option(0, help="Seed for bootstrap, folds and control tasks."),
+    probes: bool = typer.Option(False, help="Also train per-layer linear probes in every report."),
+    what_changed: bool = typer.Option(True, help="The activation-difference lens in every report (--no-what-changed to skip)."),
+    batch_size: int = typer.Option(16, help="Prompts per forward pass."),
+    backend: str = typer.Option("hf", help="hf | bridge | nnsight (same activations)."),
+    device: str = DEVICE, compute_dtype: str = COMPUTE_DTYPE, device_map: str = DEVICE_MAP,
+    overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
+    allow_pickle: bool = typer.Option(False, help="Allow pickle (.bin) checkpoints. Only for sources you trust."),
+    trust_remote_code: bool = typer.Option(False, help="Run model code shipped with a hub checkpoint."),
+) -> None:
+    """layer-diff along a chain of checkpoints: each step k-1 -> k and the base against each stage; where each stage lands."""
+    from alignloc.layerdiff.trajectory import stage_dirs, trajectory, trajectory_prompts
+    from alignloc.models.backends import BACKENDS
+
+    if len(checkpoints) < 2:
+        raise UsageError(f"give at least two checkpoints (CKPT0 CKPT1 ...), got {len(checkpoints)}")
+    check.at_least("--n-boot", n_boot)
+    check.seed(seed)
+    check.at_least("--batch-size", batch_size)
+    check.one_of("--backend", backend, BACKENDS)
+    place = check.placement(device, compute_dtype, device_map)
+    check.model_refs(*checkpoints, allow_pickle=allow_pickle)
+    prompt_list = check.prompt_file(prompts) if prompts is not None else trajectory_prompts(checkpoints)
+    for d in stage_dirs(len(checkpoints) - 1):
+        watch(out / d / "acts")
+    summary = trajectory(checkpoints, out, prompt_list, n_boot=n_boot, seed=seed, probes=probes, what_changed=what_changed,
+                         batch_size=batch_size, backend=backend, overwrite=overwrite, placement=place,
+                         allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, log=lambda m: typer.echo(m, err=True))
+    for s in summary["stages"]:
+        typer.echo(f"- stage {s['stage']} ({s['ref']}): step changed layers {s['step']['changed_layers']} (largest weight "
+                   f"change: layer {s['step']['top_weight_layer']}); from the base: {s['from_base']['changed_layers']}")
+    if summary["figure"]["png_skipped"]:
+        typer.echo(f"alignloc: note: {summary['figure']['png_skipped']}", err=True)
+    typer.echo(f"trajectory: {out / 'trajectory.html'}  {out / 'trajectory.json'}")
 
 
 def main(argv: list[str] | None = None) -> int:

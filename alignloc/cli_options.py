@@ -11,3 +11,8 @@ DEVICE_MAP = typer.Option("none", "--device-map", help="none | auto | balanced |
                           "visible GPUs (then CPU) with accelerate (leave --device at auto).")
 ONE_AT_A_TIME = typer.Option(False, help="Hold one model in memory at a time (each is loaded again when its turn "
                              "comes): about half the peak memory, at the cost of reloading (layer-diff --causal needs both).")
+SUITE = typer.Option(None, "--suite", help="Without --prompts (and not zoo:NAME): built-in prompt suites to run, a comma "
+                     "list of chat, knowledge, generic (default chat,knowledge; `alignloc suites` lists them).")
+CHAT_TEMPLATE = typer.Option("auto", "--chat-template", help="How chat prompts become text, the same for both models: "
+                             "auto (the tuned tokenizer's template, else the base's, else none) | tuned | base | none "
+                             "('User: ...' / 'Assistant:' lines) | PATH of a Jinja template.")
