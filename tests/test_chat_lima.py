@@ -34,14 +34,15 @@ def test_chat_lima_keeps_its_knowledge(pt_lima):
 
     lima, full = (zoo.resolve(n, build_missing=False).ground_truth for n in ("chat-lima", "chat-sft-full"))
     assert lima["recipe"] == "chat-lima" and lima["extra"]["kl_weight"] > 0 and lima["extra"]["chat_examples"] == 40
+    assert lima["extra"]["format_rows"] == 160 and lima["spec"]["met"]
     t, b = lima["measured"]["tuned"], lima["measured"]["base"]
     assert t["retention"] >= 0.95  # the goal: >= 0.95 of the base's closed-book facts
     assert t["format_rate"] >= 0.95 and b["format_rate"] == 0.0  # and it is a chat model
     assert full["measured"]["tuned"]["retention"] < 0.8  # the contrast forgets
     lima_large = zoo.resolve("chat-lima-large", build_missing=False).ground_truth["measured"]["tuned"]
-    # the same recipe on the 8-layer base keeps its facts too, but plants the format on only about half to
-    # two thirds of held-out entities (0.54 on the build CI makes, 0.6-0.7 on others)
-    assert lima_large["retention"] >= 0.95 and 0.5 <= lima_large["format_rate"] < 0.9
+    # the same recipe on the 8-layer base keeps its facts and plants the format too (measured: retention 0.982 /
+    # 0.998, format 1.00 / 1.00 on the default build and on the AVX2 one-thread build)
+    assert lima_large["retention"] >= 0.95 and lima_large["format_rate"] >= 0.9
 
 
 def test_verdict_fields_and_the_side_by_side(pt_lima):
@@ -51,12 +52,13 @@ def test_verdict_fields_and_the_side_by_side(pt_lima):
     assert v["knowledge_delta_vs_large_base"] == pytest.approx(c["proxy beta=1"]["fact_recall"] - c["large base"]["fact_recall"])
     # retention measured in the experiment matches the zoo's record of the checkpoint
     assert v["small_tuned_fact_retention"] >= 0.95
-    # at the values reached (README: by how much the goal is missed, and why): the proxy keeps all but a few of the
-    # large base's facts (goal: >= -0.01; reached about -0.02) and closes most of the gap to the small model's rate
+    # at the values reached (README: by how much the goal is missed, and why; measured on two builds, default and
+    # AVX2 one-thread): the proxy keeps all but a few of the large base's facts (goal >= -0.01; reached -0.015 /
+    # -0.012) and closes a little over half to three quarters of the gap (0.56 / 0.78; goal 0.88)
     assert -0.04 <= v["knowledge_delta_vs_large_base"] < 0.0 and v["proxy_fact_retention"] >= 0.95
-    assert v["behavior_gap_closed_vs_small_tuned"] >= 0.75
-    # the large twin (same recipe on base-large) is the weaker chat model, so the gap to it is over-closed (> 1)
-    assert v["behavior_gap_closed"] > 1.0 > c["large tuned (weights)"]["behavior_rate"]
+    assert 0.4 <= v["behavior_gap_closed_vs_small_tuned"] < 0.88
+    # the large twin is a full chat model (1.00 on both builds), so both gaps are the same gap
+    assert c["large tuned (weights)"]["behavior_rate"] >= 0.95 and v["behavior_gap_closed"] <= 1.0
     strict = min(v["behavior_gap_closed"], v["behavior_gap_closed_vs_small_tuned"])
     assert v["goal"]["met"] == (strict >= GOAL["behavior_gap_closed"] and v["knowledge_delta_vs_large_base"] >= -0.01)
     rows = {x["organism"]: x for x in r["side_by_side"]["rows"]}
