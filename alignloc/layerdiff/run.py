@@ -38,8 +38,9 @@ SCHEMA_NOTES = (
     "prompts' own tokens (prompts; all prompts when none is a behavior prompt): per layer norm, relative_norm, changed "
     "and the top promoted / demoted tokens ({id, token, logit}), and a heatmap table (layer x tokens); kl gives "
     "KL(tuned || base) along the teacher-forced targets: mean_by_position, n_by_position, top_tokens (by mean KL where "
-    "the token is the one predicted) and output_shift (tokens whose output probability rose / fell most); seconds = "
-    "its cost (analyses.difflens, layerdiff.whatchanged). "
+    "the token is the one predicted) and output_shift (tokens whose output probability rose / fell most) "
+    "(analyses.difflens, layerdiff.whatchanged); its cost is timings.what_changed_seconds, kept out of measures so that "
+    "measures depend on the inputs only. "
     "2 (+surfacing): with demonstration rows among the prompts (meta.demo = behavior|plain, matched by meta.pair; "
     "left out of every other measure), measures.surfacing gives per layer the share of the tuned-minus-base mean shift "
     "on behavior prompts inside the base's in-context behavior subspace, the amplification along the base's behavior "
@@ -164,9 +165,12 @@ def layer_diff(
     demos, prompts = split_demos(prompts)
     data = collect(pair, prompts, store or out / "acts", batch_size, backend, overwrite, one_at_a_time)
     m = measure(data, n_boot, seed, probes)
+    timings = {}
     if what_changed:  # before the control: with one_at_a_time the control releases the tuned model
+        t0 = time.perf_counter()
         m["what_changed"] = what_changed_block(pair, prompts, batch_size=batch_size, backend=backend,
                                                one_at_a_time=one_at_a_time)
+        timings["what_changed_seconds"] = round(time.perf_counter() - t0, 3)
     control_block, cm, cdata = None, None, None
     if control is not None:
         if one_at_a_time and pair.tuned.loader is not None:
@@ -208,6 +212,7 @@ def layer_diff(
         "measures": m,
         "control": control_block,
         "verdict": verdict(m, cm, config, localization),
+        "timings": timings,
     }
     if causal_block is not None:
         report["causal"] = causal_block

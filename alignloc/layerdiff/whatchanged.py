@@ -18,7 +18,6 @@ model over short inputs, and it works with one model in memory at a time.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -143,7 +142,6 @@ def what_changed(pair: ModelPair, prompts: list[Prompt], *, k: int = DEFAULT_K, 
     from alignloc.models.residency import head_only
     from alignloc.suites import generic_corpus
 
-    t0 = time.perf_counter()
     tok = pair.tokenizer
     bos = default_bos(tok, pair.base.config.model_type)
     limits = [m for m in (pair.base.max_len, pair.tuned.max_len) if m]
@@ -178,5 +176,4 @@ def what_changed(pair: ModelPair, prompts: list[Prompt], *, k: int = DEFAULT_K, 
                                         runs["tuned"]["prompts"]["answer"], answers, decode, top_k)
     else:
         block["prompts"] = block["kl"] = None
-    block["seconds"] = round(time.perf_counter() - t0, 3)
     return block

@@ -53,6 +53,11 @@ def _kl_lines(kl: dict | None, positions: int = 16) -> list[str]:
             f"lowered most: {', '.join(quoted(e['token']) for e in sh['demoted'][:SHOW])}"]
 
 
+def _cost(report: dict) -> str:
+    seconds = report.get("timings", {}).get("what_changed_seconds")
+    return "not recorded" if seconds is None else f"{seconds} s"
+
+
 def what_changed_markdown(report: dict) -> list[str]:
     """The summary's "What changed" section (empty when the block was turned off)."""
     w = report["measures"].get("what_changed")
@@ -65,7 +70,7 @@ def what_changed_markdown(report: dict) -> list[str]:
           f"The mean tuned-minus-base residual difference of each layer, read through the tuned model's final norm + "
           f"unembedding: the tokens it promotes and demotes, discovered rather than declared ({about}; the first "
           f"{w['config']['k_tokens']} tokens of each generic line). norm = the difference's L2 norm (relative to the base's "
-          f"residual norm); a layer below {w['config']['rel_tol']:g} of it reads as unchanged. Cost: {w['seconds']} s.", ""]
+          f"residual norm); a layer below {w['config']['rel_tol']:g} of it reads as unchanged. Cost: {_cost(report)}.", ""]
     head = "| layer | " + " | ".join(f"norm ({label}) | promoted ({label}) | demoted ({label})" for _, label, _ in sets) + " |"
     md += [head, "|---" * (1 + 3 * len(sets)) + "|"]
     for layer in range(len(sets[0][2]["layers"])):
@@ -96,7 +101,7 @@ def what_changed_html(report: dict) -> str:
                       for k in ("promoted", "demoted")]
         rows.append("<tr>" + "".join(cells) + "</tr>")
     kl = "".join(f"<li>{e(x.removeprefix('- '))}</li>" for x in _kl_lines(w.get("kl")))
-    return (f"<h2>What changed (activation-difference lens; {e(str(w['seconds']))} s)</h2>"
+    return (f"<h2>What changed (activation-difference lens; {e(_cost(report))})</h2>"
             f"<table><tr>{th}</tr>{''.join(rows)}</table><ul>{kl}</ul>")
 
 
