@@ -115,24 +115,30 @@ def capture(
     pid = pad_id(pair.tokenizer)
     show = sys.stderr.isatty() if progress is None else progress
     order = sorted(SIDES, key=lambda side: not pair.side(side).resident)  # a model already in memory goes first
-    for k, side in enumerate(order):
-        todo = [i for i in range(plan["n_chunks"]) if i not in writer.done_chunks(side)]
-        if not todo:
-            continue
-        be = make_backend(backend, pair.side(side))
-        for i in tqdm(todo, desc=f"capture {side} -> {out}", unit="batch", disable=not show):
-            start, end = i * batch_size, min((i + 1) * batch_size, plan["n_prompts"])
-            input_ids, mask = pad_batch(ids[start:end], pid)
-            rows = plan["position_index"][start:end]
-            lens = plan["lengths"][start:end]
-            acts = be.run(input_ids, mask, site_list)
-            chunk = {side: {s: select_positions(acts[s].float(), rows, lens, plan["max_len"]) for s in site_list}}
-            del acts
-            writer.write_chunk(i, start, end, chunk)
-            if on_chunk is not None and writer.chunk_done(i):
-                on_chunk(i)
-        del be
-        if release and k < len(order) - 1:
-            pair.side(side).release()
+    try:
+        for k, side in enumerate(order):
+            todo = [i for i in range(plan["n_chunks"]) if i not in writer.done_chunks(side)]
+            if not todo:
+                continue
+            be = make_backend(backend, pair.side(side))
+            for i in tqdm(todo, desc=f"capture {side} -> {out}", unit="batch", disable=not show):
+                start, end = i * batch_size, min((i + 1) * batch_size, plan["n_prompts"])
+                input_ids, mask = pad_batch(ids[start:end], pid)
+                rows = plan["position_index"][start:end]
+                lens = plan["lengths"][start:end]
+                acts = be.run(input_ids, mask, site_list)
+                chunk = {side: {s: select_positions(acts[s].float(), rows, lens, plan["max_len"]) for s in site_list}}
+                del acts
+                writer.write_chunk(i, start, end, chunk)
+                if on_chunk is not None and writer.chunk_done(i):
+                    writer.flush()  # "safely on disk" includes the manifest's record of it
+                    on_chunk(i)
+            writer.flush()  # this side's chunks are on record before the next model loads
+            del be
+            if release and k < len(order) - 1:
+                pair.side(side).release()
+    except BaseException:
+        writer.flush()  # what was written stays recorded: a rerun resumes after it
+        raise
     writer.finish({"backend": backend})
     return open_store(out)

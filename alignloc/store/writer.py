@@ -53,11 +53,15 @@ def shard_relpath(side: str, kind: str, chunk: int) -> str:
     return f"{side}/{kind}/chunk-{chunk:05d}.safetensors"
 
 
+MANIFEST_EVERY_S = 0.25  # chunks are recorded on disk at most this often (and at the end of each side, and on errors)
+
+
 class StoreWriter:
     """Write a store under ``root`` for a capture ``plan`` (see capture.py), resuming if possible."""
 
     def __init__(self, root: str | Path, plan: dict, prompts: list[Prompt], overwrite: bool = False):
         self.root = Path(root)
+        self._saved_at = float("-inf")
         if plan["dtype"] not in DTYPES:
             raise StoreError(f"storage dtype {plan['dtype']!r} is not one of {', '.join(DTYPES)}")
         self.dtype = DTYPES[plan["dtype"]]
@@ -91,7 +95,7 @@ class StoreWriter:
             "complete": False,
         }
         # The manifest first: from then on the folder is recognisably a store (resumable, alignloc's own).
-        atomic_write_json(self.root / MANIFEST, self.manifest)
+        self._save_manifest(force=True)
         atomic_write_bytes(self.root / PROMPTS, dumps_prompts(prompts).encode())
 
     def _sweep_temp_files(self) -> None:
@@ -156,7 +160,20 @@ class StoreWriter:
         chunks = [c for c in self.manifest["chunks"] if c["index"] != index]
         chunks.append({"index": index, "start": start, "end": end, "files": files})
         self.manifest["chunks"] = sorted(chunks, key=lambda c: c["index"])
-        atomic_write_json(self.root / MANIFEST, self.manifest)
+        self._save_manifest(force=False)
+
+    def flush(self) -> None:
+        """Record every chunk written so far in the manifest on disk (at the end of a side, or on an interruption)."""
+        self._save_manifest(force=True)
+
+    def _save_manifest(self, force: bool) -> None:
+        """Write the manifest now, or (``force=False``) only when the last write is ``MANIFEST_EVERY_S`` old:
+        rewriting a large manifest after every small chunk cost more than the chunks. A chunk written but
+        not yet recorded is simply written again by a resumed capture."""
+        now = time.monotonic()
+        if force or now - self._saved_at >= MANIFEST_EVERY_S:
+            atomic_write_json(self.root / MANIFEST, self.manifest)
+            self._saved_at = now
 
     def finish(self, extra: dict | None = None) -> None:
         """Mark the store complete (all chunks written)."""
@@ -166,4 +183,4 @@ class StoreWriter:
             raise StoreError(f"{self.root}: chunks {missing} were not written")
         self.manifest.update(extra or {})
         self.manifest["complete"] = True
-        atomic_write_json(self.root / MANIFEST, self.manifest)
+        self._save_manifest(force=True)
