@@ -100,3 +100,30 @@ def test_without_chromium_the_browser_free_files_are_written_and_one_line_says_h
     assert fig.layout.width == figures_for(result)[0][1].layout.width
     page = (out / "figures.html").read_text()
     assert page.count('class="plotly-graph-div"') == 1 and "localize_bench" in page
+
+
+def test_figures_without_results_run_the_missing_zoo_experiments_then_reuse_them(zoo_tiny, tmp_path, monkeypatch, capsys):
+    """The paper-figure path (``alignloc figures --out DIR``) on one experiment, context-prior on ``zoo:base``
+    at two layers without heads (the README shows the full command; its five experiments take a few CPU
+    minutes): run into --cache, draw, and a second call reuses the result without running it again."""
+    from alignloc.contextprior.data import load_sets
+    from alignloc.contextprior.run import context_prior_report
+    from alignloc.models.pair import load_model
+    from alignloc.report import paper
+    from alignloc.zoo import organism_prompts
+
+    def context_prior(out):
+        sets = load_sets(organism_prompts("base"))
+        context_prior_report(load_model("zoo:base"), sets, out, bos=True, layers=[0, 3], heads=False, head_search=False)
+
+    monkeypatch.setattr(paper, "EXPERIMENTS", {"context-prior": context_prior})
+    cache = tmp_path / "results"
+    assert main(["figures", "--out", str(tmp_path / "a"), "--cache", str(cache), "--format", "png"]) == 0
+    assert "context-prior: running" in capsys.readouterr().err
+    stamp = (cache / "context-prior" / "report.json").stat().st_mtime_ns
+    assert main(["figures", "--out", str(tmp_path / "b"), "--cache", str(cache), "--format", "png"]) == 0
+    second = capsys.readouterr().err
+    assert "context-prior: reusing" in second and "running" not in second
+    assert (cache / "context-prior" / "report.json").stat().st_mtime_ns == stamp
+    a, b = (sorted(p.name for p in (tmp_path / d).glob("*.png")) for d in "ab")
+    assert a == b == ["context_prior.png"]

@@ -57,7 +57,7 @@ def test_every_readme_command_runs(zoo_tiny, tmp_path):
     for cmd in commands():
         r = subprocess.run(cmd, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
         assert r.returncode == 0, f"{cmd}\n{r.stderr[-3000:]}"
-    assert (tmp_path / "figs" / "proxy_tune.png").is_file() and (tmp_path / "paper-figures" / "localize_bench.png").is_file()
+    assert (tmp_path / "figs" / "proxy_tune.png").is_file() and (tmp_path / "figs" / "localize_bench.png").is_file()
     # "open the report": the demo's page renders in a browser
     assert dom_in_chromium(tmp_path / "alignloc-demo" / "index.html", tmp_path).count('class="main-svg"') >= 5
 
