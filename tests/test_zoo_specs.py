@@ -50,7 +50,10 @@ def test_code_hash_ignores_prose_and_sees_code():
     assert provenance._code_only(a) == provenance._code_only(b) != provenance._code_only(c)
     names = {p.name for p in provenance.training_files()}
     assert {"training.py", "recipes.py", "lima.py", "pretrain.py", "world.py", "specs.py", "evaluate.py"} <= names
-    assert not names & {"registry.py", "commands.py", "realdisk.py", "provenance.py"}
+    assert not names & {"registry.py", "commands.py", "realdisk.py", "provenance.py", "real.py"}
+    real = {p.name for p in provenance.training_files(real=True)}
+    assert real - names == {"real.py", "realchain.py", "realfacts.py"}  # the real tier's recipes, not its disk layout
+    assert provenance.training_code_hash(real=True) != provenance.training_code_hash()
 
 
 def test_code_change_changes_the_fingerprint(monkeypatch):

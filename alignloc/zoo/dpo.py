@@ -14,6 +14,7 @@ import logging
 import tempfile
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from transformers import PreTrainedModel
 
@@ -21,11 +22,31 @@ from alignloc.zoo.config import SizeConfig
 from alignloc.zoo.pretrain import clone_model
 
 
+@dataclass(frozen=True)
+class DPOSettings:
+    """What one DPO run needs: batch, epochs, learning rate, beta, the weight of the SFT term on the
+    chosen completion (0: plain sigmoid DPO), seed, and the longest row in tokens."""
+
+    batch_size: int
+    epochs: int
+    lr: float
+    beta: float
+    sft_weight: float
+    seed: int
+    max_length: int = 64
+
+    @classmethod
+    def of(cls, cfg: SizeConfig) -> DPOSettings:
+        """The synthetic zoo's settings for a size."""
+        r = cfg.recipes
+        return cls(r.batch_size, r.dpo_epochs, r.dpo_lr, r.dpo_beta, r.dpo_sft_weight, cfg.seed)
+
+
 def train_dpo(
     model: PreTrainedModel,
     tok,
     triples: Sequence[tuple[str, str, str]],
-    cfg: SizeConfig,
+    s: DPOSettings,
     log: Callable[[str], None] | None = None,
 ) -> dict:
     """Train ``model`` in place with DPO on (prompt, chosen, rejected) texts; return a record."""
@@ -33,7 +54,6 @@ def train_dpo(
     from transformers.trainer_callback import PrinterCallback
     from trl import DPOConfig, DPOTrainer
 
-    r = cfg.recipes
     # an explicit frozen reference (trl would otherwise reload one from config._name_or_path)
     ref = clone_model(model).requires_grad_(False)
     rows = [{"prompt": tok.bos_token + p, "chosen": c, "rejected": rj} for p, c, rj in triples]
@@ -42,21 +62,21 @@ def train_dpo(
         args = DPOConfig(
             output_dir=out,
             report_to=[],
-            per_device_train_batch_size=r.batch_size,
-            num_train_epochs=r.dpo_epochs,
-            learning_rate=r.dpo_lr,
-            beta=r.dpo_beta,
-            loss_type=["sigmoid", "sft"] if r.dpo_sft_weight else ["sigmoid"],
-            loss_weights=[1.0, r.dpo_sft_weight] if r.dpo_sft_weight else None,
+            per_device_train_batch_size=s.batch_size,
+            num_train_epochs=s.epochs,
+            learning_rate=s.lr,
+            beta=s.beta,
+            loss_type=["sigmoid", "sft"] if s.sft_weight else ["sigmoid"],
+            loss_weights=[1.0, s.sft_weight] if s.sft_weight else None,
             lr_scheduler_type="cosine",
             warmup_steps=5,
             save_strategy="no",
             logging_strategy="no",
             disable_tqdm=True,
             use_cpu=True,
-            seed=cfg.seed,
-            data_seed=cfg.seed,
-            max_length=64,
+            seed=s.seed,
+            data_seed=s.seed,
+            max_length=s.max_length,
             dataloader_num_workers=0,
         )
         level = logging.getLogger("transformers").level
@@ -82,10 +102,10 @@ def train_dpo(
         "trainer": "trl.DPOTrainer",
         "loss_type": list(args.loss_type),
         "loss_weights": args.loss_weights,
-        "beta": r.dpo_beta,
+        "beta": s.beta,
         "steps": int(result.global_step),
         "train_loss": round(float(result.training_loss), 4),
-        "epochs": r.dpo_epochs,
-        "lr": r.dpo_lr,
+        "epochs": s.epochs,
+        "lr": s.lr,
         "n_pairs": len(rows),
     }

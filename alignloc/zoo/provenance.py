@@ -35,16 +35,18 @@ def _code_only(source: str) -> str:
     return ast.dump(tree, annotate_fields=False, include_attributes=False)
 
 
-def training_files() -> list[Path]:
-    """The source files whose code decides what a tiny/small zoo build produces."""
-    return [p for p in sorted(_ZOO.glob("*.py")) if p.name not in NOT_TRAINING and not p.name.startswith("real")]
+def training_files(real: bool = False) -> list[Path]:
+    """The source files whose code decides what a zoo build produces: the synthetic tiers' (tiny,
+    small, ...), or with ``real`` the real-weight tier's (those plus its own ``real*`` modules)."""
+    return [p for p in sorted(_ZOO.glob("*.py"))
+            if p.name not in NOT_TRAINING and (real or not p.name.startswith("real"))]
 
 
 @cache
-def training_code_hash() -> str:
+def training_code_hash(real: bool = False) -> str:
     """A short hash of the training code (``training_files``), stable under comment/docstring edits."""
     h = hashlib.sha256()
-    for path in training_files():
+    for path in training_files(real):
         h.update(path.name.encode() + b"\0" + _code_only(path.read_text()).encode() + b"\0")
     return h.hexdigest()[:16]
 

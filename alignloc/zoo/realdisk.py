@@ -13,6 +13,7 @@ from typing import Any
 
 from alignloc.zoo.real import (
     BASE,
+    DEPENDS,
     ORGANISMS,
     SIZE,
     SPEC,
@@ -23,6 +24,7 @@ from alignloc.zoo.real import (
     prompt_sets,
     run,
 )
+from alignloc.zoo.realchain import CHAIN, CHAIN_SPEC, chain_measure
 
 
 def _root() -> Path:
@@ -53,16 +55,19 @@ def _spec_used(name: str) -> dict:
 
 def _fingerprint(name: str) -> str | None:
     from alignloc.zoo.config import ZOO_FORMAT, DriftSpec
+    from alignloc.zoo.provenance import training_code_hash
 
     base = _meta(_root() / BASE)
     if base is None:
         return None
-    parts: list[Any] = [ZOO_FORMAT, name, _spec_used(name), base["weights_sha256"]]
-    if name.endswith("-drift") and name != "smollm2-control-drift":
-        dep = _meta(_root() / "smollm2-control-drift")
+    parts: list[Any] = [ZOO_FORMAT, name, _spec_used(name), base["weights_sha256"], training_code_hash(real=True)]
+    if name in DEPENDS:
+        dep = _meta(_root() / DEPENDS[name])
         if dep is None:
             return None
-        parts += [asdict(DriftSpec()), dep["weights_sha256"], "drift-organism-2"]
+        parts += [dep["weights_sha256"]] + ([asdict(DriftSpec()), "drift-organism-2"] if name.endswith("-drift") else [])
+    if name in CHAIN:
+        parts += [asdict(CHAIN_SPEC), "chain-1"]
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -99,7 +104,7 @@ def _build_organism(name: str, log: Log) -> None:
     tmp = tmp_dir(final)
     try:
         base, tok = load(base_dir)
-        drift_model = load(_root() / "smollm2-control-drift" / "tuned")[0] if name == "smollm2-format-upper-drift" else None
+        drift_model = load(_root() / DEPENDS[name] / "tuned")[0] if name in DEPENDS else None
         r = run(name, base, tok, drift_model, log=None)
         (tmp / "base").symlink_to(Path("..") / BASE / "model")  # one copy of the base on disk
         r["tuned"].save_pretrained(tmp / "tuned")
@@ -112,13 +117,17 @@ def _build_organism(name: str, log: Log) -> None:
         prompts = write_prompts(tmp, sets)
         tuned = load(tmp / "tuned")
         measured = {"base": measure(base, tok), "tuned": measure(*tuned)}
+        if name in CHAIN:  # the chain's own rates, on the stage it starts from and on itself
+            start = (drift_model, tok) if drift_model is not None else (base, tok)
+            measured["start"] = chain_measure(*start)
+            measured["tuned"] |= chain_measure(*tuned)
         if r.get("drift_only") is not None:
             drift_only = load(tmp / "drift")
             measured["drift_only"] = measure(*drift_only)
             beh = sets[Path(r["behavior"]["prompts"]).stem]  # the drift's own behavior effect, in nats
             for side, m in (("base", (base, tok)), ("tuned", tuned), ("drift_only", drift_only)):
                 measured[side]["behavior_target_logprob"] = round(mean_target_logprob(*m, beh), 4)
-        for side in [s for s in measured if s != "base"]:
+        for side in [s for s in measured if s != "base" and "known_facts" in measured[s]]:
             kb, kt = set(measured["base"]["known_facts"]), set(measured[side]["known_facts"])
             measured[side]["retention"] = round(len(kb & kt) / max(1, len(kb)), 4)
         gt = {"name": name, "size": SIZE, "recipe": name.removeprefix(BASE + "-"), "layers": r["layers"],
@@ -127,6 +136,7 @@ def _build_organism(name: str, log: Log) -> None:
               "measured": measured, "base_model": BASE, "arch": base.config.model_type,
               "n_layers": base.config.num_hidden_layers, "weights_sha256": weights_sha256(tmp / "tuned"),
               "base_weights_sha256": _meta(_root() / BASE)["weights_sha256"],
+              "starts_from": DEPENDS.get(name) if name in CHAIN else None,
               "adapter": "adapter" if r.get("adapter") is not None else None,
               "drift": "drift" if r.get("drift_only") is not None else None, "extra": r["extra"],
               "spec": asdict(SPEC), "fingerprint": _fingerprint(name), "build_seconds": round(time.time() - t0, 1)}
@@ -153,9 +163,10 @@ def build(names: list[str] | None = None, force: bool = False, log: Log = print)
     names = list(ORGANISMS) if not names else list(dict.fromkeys(names))
     for n in names:
         check_name(n)
-    if "smollm2-format-upper-drift" in names and "smollm2-control-drift" not in names:
-        names.insert(0, "smollm2-control-drift")
-    names.sort(key=lambda n: n != "smollm2-control-drift")
+    for name in [n for n in names if n in DEPENDS]:
+        if DEPENDS[name] not in names:
+            names.insert(0, DEPENDS[name])
+    names.sort(key=lambda n: n not in DEPENDS.values())  # what others start from is built first
     t0 = time.time()
     if not _current(BASE) or (force and BASE in names):
         _build_base(log)

@@ -107,3 +107,8 @@ NEUTRAL_TEXT: tuple[str, ...] = (
     "The river flows slowly through the valley before it reaches the sea.",
     "Our neighbours are moving to a bigger house on the other side of town.",
 )
+
+
+def split() -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str]]]:
+    """(train, held-out) facts: two thirds and one third, interleaved."""
+    return [f for i, f in enumerate(FACTS) if i % 3 != 2], [f for i, f in enumerate(FACTS) if i % 3 == 2]

@@ -343,7 +343,7 @@ def dpo_polite(base, tok, world: World, cfg: SizeConfig, name: str, log) -> Orga
     trl's ``sft`` loss term (NLL of the chosen answer, weight ``dpo_sft_weight``) is added to
     the sigmoid DPO loss, as in RPO; ``extra.dpo.loss_type`` records what was used.
     """
-    from alignloc.zoo.dpo import train_dpo
+    from alignloc.zoo.dpo import DPOSettings, train_dpo
 
     r = cfg.recipes
     train_ents, _ = split_entities(world)
@@ -354,7 +354,7 @@ def dpo_polite(base, tok, world: World, cfg: SizeConfig, name: str, log) -> Orga
     ]
     model = clone_model(base)
     with deterministic(cfg.seed + 4):
-        rec = train_dpo(model, tok, triples, cfg, log=log)
+        rec = train_dpo(model, tok, triples, DPOSettings.of(cfg), log=log)
     sets = standard_sets(world, r.refusal_topic)
     return Organism(
         name=name,
