@@ -47,10 +47,10 @@ class ChainSpec:
     """Budgets of the chain (CPU minutes on 2 cores)."""
 
     answer_tokens: int = 20
-    sft_lr: float = 5e-5
+    sft_lr: float = 1e-4
     sft_epochs: int = 3
-    dpo_lr: float = 5e-6
-    dpo_epochs: int = 2
+    dpo_lr: float = 2e-5
+    dpo_epochs: int = 3
     dpo_beta: float = 0.1
     batch_size: int = 8
     seed: int = 0
