@@ -12,6 +12,19 @@ import pytest  # noqa: E402
 
 from tests.tiny_models import ARCHS, build_arch_pair  # noqa: E402
 
+HEAVY = "ALIGNLOC_HEAVY"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``heavy`` (validations that build large organisms; their results are quoted in the
+    README) run only with ``$ALIGNLOC_HEAVY`` set, so that the default suite stays inside CI's time."""
+    if os.environ.get(HEAVY):
+        return
+    skip = pytest.mark.skip(reason=f"heavy validation (minutes of CPU; results quoted in the README): set {HEAVY}=1 to run it")
+    for item in items:
+        if "heavy" in item.keywords:
+            item.add_marker(skip)
+
 
 @pytest.fixture(scope="session")
 def arch_pairs(tmp_path_factory) -> dict[str, tuple]:

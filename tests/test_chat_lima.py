@@ -16,8 +16,14 @@ NEEDED = ["base-large", "chat-lima", "chat-lima-large", "chat-sft-full", "chat-s
 
 
 @pytest.fixture(scope="module")
+def lima_small():
+    """chat-lima and its contrast, in the test zoo (as ``zoo_tiny``): the default suite's slice."""
+    yield from tiny_zoo_with(["chat-lima", "chat-sft-full"])
+
+
+@pytest.fixture(scope="module")
 def lima_zoo():
-    """Only the organisms this experiment needs, in the test zoo (as ``zoo_tiny``)."""
+    """Every organism the proxy experiment needs, large twins included (heavy tests only)."""
     yield from tiny_zoo_with(NEEDED)
 
 
@@ -29,7 +35,7 @@ def pt_lima(lima_zoo, tmp_path_factory):
     return json.loads((out / "report.json").read_text()), out
 
 
-def test_chat_lima_keeps_its_knowledge(pt_lima):
+def test_chat_lima_keeps_its_knowledge(lima_small):
     from alignloc import zoo
 
     lima, full = (zoo.resolve(n, build_missing=False).ground_truth for n in ("chat-lima", "chat-sft-full"))
@@ -39,12 +45,19 @@ def test_chat_lima_keeps_its_knowledge(pt_lima):
     assert t["retention"] >= 0.95  # the goal: >= 0.95 of the base's closed-book facts
     assert t["format_rate"] >= 0.95 and b["format_rate"] == 0.0  # and it is a chat model
     assert full["measured"]["tuned"]["retention"] < 0.8  # the contrast forgets
+
+
+@pytest.mark.heavy
+def test_the_large_twin_keeps_its_knowledge_too(lima_zoo):
+    from alignloc import zoo
+
     lima_large = zoo.resolve("chat-lima-large", build_missing=False).ground_truth["measured"]["tuned"]
     # the same recipe on the 8-layer base keeps its facts and plants the format too (measured: retention 0.982 /
     # 0.998, format 1.00 / 1.00 on the default build and on the AVX2 one-thread build)
     assert lima_large["retention"] >= 0.95 and lima_large["format_rate"] >= 0.9
 
 
+@pytest.mark.heavy
 def test_verdict_fields_and_the_side_by_side(pt_lima):
     r, _ = pt_lima
     v, c = r["verdict"], r["configs"]
@@ -71,6 +84,7 @@ def test_verdict_fields_and_the_side_by_side(pt_lima):
     assert set(lima["by_beta"]) == {"0", "0.5", "1", "1.5"} and lima["by_beta"]["0"]["knowledge_delta_vs_large_base"] == 0
 
 
+@pytest.mark.heavy
 def test_report_and_figure_show_both(pt_lima):
     from alignloc.report.figures import figures_for
 
@@ -83,6 +97,7 @@ def test_report_and_figure_show_both(pt_lima):
     assert len(fig.data) == 4  # two organisms x (gap closed, fact recall)
 
 
+@pytest.mark.heavy
 def test_notebook_function_matches_the_command(pt_lima, tmp_path):
     from alignloc.decoding.organisms import proxy_tune_zoo
 

@@ -23,7 +23,11 @@ def _seconds(cell) -> float:
     return (datetime.fromisoformat(end.replace("Z", "+00:00")) - datetime.fromisoformat(start.replace("Z", "+00:00"))).total_seconds()
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+HEAVY = {"06_seeds_thesis"}  # builds the large twins (chat-lima-large, rl-formats-large): with ALIGNLOC_HEAVY=1
+
+
+@pytest.mark.parametrize("path", [pytest.param(p, marks=[pytest.mark.heavy] if p.stem in HEAVY else [], id=p.stem)
+                                  for p in NOTEBOOKS])
 def test_notebook_runs(path, zoo_tiny, tmp_path):
     nb = nbformat.read(path, as_version=4)
     NotebookClient(nb, timeout=TIMEOUT, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()

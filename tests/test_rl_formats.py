@@ -26,7 +26,13 @@ SCALES = ("rl-formats", "rl-formats-large")
 
 @pytest.fixture(scope="module")
 def zoo_formats():
-    """The two rl-formats organisms (and their bases), built once into the test zoo."""
+    """The small rl-formats organism (and its base), built once into the test zoo."""
+    yield from tiny_zoo_with(["rl-formats"])
+
+
+@pytest.fixture(scope="module")
+def zoo_formats_both():
+    """Both scales (the large one only for the heavy tests)."""
     yield from tiny_zoo_with(list(SCALES))
 
 
@@ -71,10 +77,11 @@ def test_rl_formats_options_are_checked_first(args, message, capsys, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", SCALES)
-def test_organism_records_format_shares(zoo_formats, name):
+@pytest.mark.parametrize("name", ["rl-formats", pytest.param("rl-formats-large", marks=pytest.mark.heavy)])
+def test_organism_records_format_shares(request, name):
     from alignloc.zoo import resolve
 
+    request.getfixturevalue("zoo_formats_both" if name.endswith("-large") else "zoo_formats")
     gt = resolve(name).ground_truth
     assert gt["base_model"] == name.replace("rl-formats", "base-formats") and gt["recipe"] == "rl-formats"
     corpus = gt["extra"]["corpus_shares"]
@@ -94,8 +101,8 @@ def test_organism_records_format_shares(zoo_formats, name):
     assert gt["behavior"]["format"] in FORMATS and gt["behavior"]["metric"] == f"format_share_{gt['behavior']['format']}"
 
 
-@pytest.mark.slow
-def test_experiment_result_and_figures(zoo_formats, tmp_path):
+@pytest.mark.heavy
+def test_experiment_result_and_figures(zoo_formats_both, tmp_path):
     from alignloc.report.figures import figures_for, kind_of
     from alignloc.rlformats.experiment import COLLAPSE_SHARE, rl_formats_experiment
 
