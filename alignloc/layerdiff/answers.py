@@ -22,10 +22,12 @@ import dataclasses
 import hashlib
 import inspect
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from alignloc.models.pair import LoadedModel, ModelPair
 from alignloc.models.placement import input_device
@@ -139,7 +141,8 @@ def greedy_answers(lm: LoadedModel, prompts: list[Prompt], n: int, bos: bool, st
     ctx = encode_prompts(lm.tokenizer, prompts, bos=bos).ids
     order = sorted(range(len(ctx)), key=lambda i: len(ctx[i]))
     gen: dict[int, list[int]] = {}
-    for s in range(0, len(order), batch_size):
+    starts = range(0, len(order), batch_size)  # a bar with its ETA on a terminal (decoding takes minutes on a real pair)
+    for s in tqdm(starts, desc=f"answers of {lm.ref}", unit="batch", disable=not sys.stderr.isatty()):
         idx = order[s : s + batch_size]
         gen.update(zip(idx, _greedy_cached(lm.model, [ctx[i] for i in idx], n, pad_id(lm.tokenizer), stops), strict=True))
     out = []
