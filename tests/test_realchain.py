@@ -26,3 +26,15 @@ def test_chain_names_are_real_tier_organisms_built_after_what_they_start_from():
     assert real.ORGANISMS.index(SFT) < real.ORGANISMS.index(DPO)
     with pytest.raises(ZooError, match="unknown real-tier organism"):
         real.check_name("smollm2-chat-ppo")
+
+
+def test_the_tuned_side_gets_the_base_tokenizers_chat_template(tmp_path):
+    from alignloc.zoo.files import copy_tokenizer
+
+    src, dst = tmp_path / "base", tmp_path / "tuned"
+    src.mkdir()
+    dst.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "config.json"):
+        (src / name).write_text(name)
+    copy_tokenizer(src, dst)
+    assert sorted(p.name for p in dst.iterdir()) == ["chat_template.jinja", "tokenizer.json", "tokenizer_config.json"]

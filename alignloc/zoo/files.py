@@ -60,9 +60,10 @@ def install(tmp: Path, final: Path, log: Callable[[str], None]) -> None:
 
 
 def copy_tokenizer(src: Path, dst: Path) -> None:
-    """Copy the base's tokenizer files byte for byte (tuned and base must hash the same)."""
+    """Copy the base's tokenizer files byte for byte (tuned and base must hash the same), its chat
+    template included (``chat_template.jinja`` / ``.json``: without it the tuned side reads no template)."""
     for f in src.iterdir():
-        if f.name.startswith(("tokenizer", "special_tokens")):
+        if f.name.startswith(("tokenizer", "special_tokens", "chat_template")):
             shutil.copy2(f, dst / f.name)
 
 
