@@ -177,18 +177,13 @@ def layer_diff_cmd(
     trust_remote_code: bool = typer.Option(False, help="Run model code shipped with a hub checkpoint."),
 ) -> None:
     """Compare base and tuned layer by layer: where is the change, and is it knowledge or behavior?"""
-    from alignloc.layerdiff.answers import (
-        ANSWERS_FILE,
-        answer_targets,
-        answers_markdown,
-        refusal_lines,
-    )
+    from alignloc.layerdiff.answers import ANSWERS_FILE, answer_targets
     from alignloc.layerdiff.run import default_control, layer_diff
     from alignloc.models.backends import BACKENDS
     from alignloc.models.pair import load_model, load_pair
-    from alignloc.report import REPORT_FILES, write_report
+    from alignloc.report import REPORT_FILES
+    from alignloc.report.answers import refusal_lines
     from alignloc.report.causal import skip_warnings
-    from alignloc.report.markdown import render_markdown
     from alignloc.store.outputs import check_out_dir
     from alignloc.store.writer import check_store_dir
     from alignloc.suites.prepare import choose_prompts
@@ -236,10 +231,7 @@ def layer_diff_cmd(
     sizes = check.windows(windows, pair.n_layers)
     report = layer_diff(pair, prompt_list, out, control=ctrl, store=store, n_boot=n_boot, seed=seed, probes=probes,
                         batch_size=batch_size, backend=backend, overwrite=overwrite, causal=causal, windows=sizes,
-                        mask_steps=mask_steps, one_at_a_time=one_at_a_time and not causal, write=answers is None)
-    if answers is not None:  # layer_diff's report plus the answers block, written once
-        report["answers"] = answers
-        write_report(report, out, render_markdown=lambda r: render_markdown(r) + answers_markdown(r))
+                        mask_steps=mask_steps, one_at_a_time=one_at_a_time and not causal, answers=answers)
     for line in skip_warnings(report, out / "index.html"):
         typer.echo(line, err=True)
     for line in report["verdict"]["summary"] + (refusal_lines(answers) if answers else []):

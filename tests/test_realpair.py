@@ -16,6 +16,8 @@ import pytest
 from alignloc.cli import main
 from alignloc.layerdiff import answers as A
 from alignloc.prompts import Prompt
+from alignloc.report.html import render_html
+from alignloc.report.markdown import render_markdown
 from alignloc.suites import load_suites
 from alignloc.suites.templates import ChatTemplateError, check_token_ids, choose_template, render
 from alignloc.tokens import encode_prompts
@@ -274,6 +276,16 @@ def test_layer_diff_with_no_options_on_a_chat_pair(pair, tmp_path, capsys):
     assert ans["n"] >= 300 and ans["settings"]["answer_tokens"] == 16 and ans["settings"]["template"]["source"] == "tuned"
     assert ans["refusal"]["decline"]["n"] >= 45 and set(ans["refusal"]["decline"]["tuned"]) == {"refused", "rate"}
     assert "## Answers (targets written by the tuned model)" in (out / "summary.md").read_text()
+    # the report shows examples, requests models often decline first, with both answers and refusal flags
+    ex = ans["examples"]
+    decline = {p.id for p in load_suites("chat") if p.meta.get("decline")}
+    assert len(ex) == 8 and [x["id"] in decline for x in ex] == [True] * 4 + [False] * 4
+    assert all(x["tuned_refused"] == A.is_refusal(x["tuned"]) and x["prompt"] for x in ex)
+    page = (out / "index.html").read_text()
+    assert "<h2>Answers (targets written by the tuned model)</h2>" in page and "refusals on" in page
+    hostile = {**report, "answers": {**ans, "examples": [{**ex[0], "tuned": "<script>x</script> | `y`"}]}}
+    assert "<script>x</script>" not in render_html(hostile) and "&lt;script&gt;" in render_html(hostile)
+    assert "\\| \\`y\\`" in render_markdown(hostile)
     stored = (out / "answers.json").read_bytes()
     assert main(["layer-diff", *map(str, pair), "--out", str(out)]) == 0  # rerun: the same answers, read back
     assert "reused" in capsys.readouterr().err and (out / "answers.json").read_bytes() == stored

@@ -42,6 +42,7 @@ REFUSAL_PHRASES: tuple[str, ...] = (
     "I don't think I can", "I do not feel comfortable",
 )
 # end-of-turn markers of common chat formats, used as stop tokens when the vocabulary has them
+EXAMPLES = 8  # answers shown in the report (all of them are in answers.json)
 END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>", "</s>", "<|end_of_text|>")
 
 
@@ -152,6 +153,12 @@ def greedy_answers(lm: LoadedModel, prompts: list[Prompt], n: int, bos: bool, st
     return out
 
 
+def _examples(prompts: list[Prompt], n: int = EXAMPLES) -> list[Prompt]:
+    """Up to ``n`` prompts for the report: the requests models often decline first (half), then the others."""
+    decline = [p for p in prompts if p.meta.get("decline")][: n // 2]
+    return decline + [p for p in prompts if not p.meta.get("decline")][: n - len(decline)]
+
+
 def answer_settings(pair: ModelPair, prompts: list[Prompt], answer_tokens: int, template: dict | None,
                     bos: bool, stops: list[int]) -> dict:
     """Everything the answers depend on; equal settings mean the stored answers can be reused. Models are
@@ -235,33 +242,8 @@ def answer_targets(pair: ModelPair, prompts: list[Prompt], out: str | Path, *, a
         "foil_left_out_same_first_token": same_start,
         "targets_retokenized_as_generated": exact,  # the target is text: tokenized again, it may split otherwise
         "refusal": refusal_rates(need, texts),
+        "examples": [{"id": p.id, "prompt": p.text, **{side: texts[p.id][side] for side in ("base", "tuned")},
+                      **{f"{side}_refused": is_refusal(texts[p.id][side]) for side in ("base", "tuned")}}
+                     for p in _examples(need)],
     }
     return [by_id.get(p.id, p) for p in prompts], block
-
-
-def refusal_lines(block: dict) -> list[str]:
-    """The refusal numbers as sentences (command line and summary.md)."""
-    r = block["refusal"]
-    out = []
-    for group, what in (("decline", "requests safety-tuned models often decline"), ("other", "other requests")):
-        g = r[group]
-        if g["n"]:
-            out.append(f"refusals on {g['n']} {what}: base {g['base']['refused']} ({g['base']['rate']:.0%}), "
-                       f"tuned {g['tuned']['refused']} ({g['tuned']['rate']:.0%}) (an answer opening with a phrase "
-                       "of the refusal lexicon)")
-    return out
-
-
-def answers_markdown(report: dict) -> str:
-    """summary.md's section on the self-written targets and refusals (empty without an answers block)."""
-    block = report.get("answers")
-    if not block:
-        return ""
-    s = block["settings"]
-    lines = ["", "## Answers (targets written by the tuned model)", "",
-             f"{block['n']} chat prompts: target = the tuned model's greedy answer (at most {s['answer_tokens']} "
-             f"tokens, to end of turn), foil = the base model's; template: {(s['template'] or {}).get('origin')}; "
-             f"stored in `{block['file']}`{' (reused)' if block['reused'] else ''}.", ""]
-    lines += [f"- {line}" for line in refusal_lines(block)]
-    lines += ["", "Refusal lexicon: " + ", ".join(f"`{p}`" for p in block["refusal"]["lexicon"]), ""]
-    return "\n".join(lines)

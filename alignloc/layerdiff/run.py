@@ -143,6 +143,7 @@ def layer_diff(
     mask_steps: int = 100,
     one_at_a_time: bool = False,
     what_changed: bool = True,
+    answers: dict | None = None,
 ) -> dict:
     """Compare ``pair`` layer by layer on ``prompts``; write the report under ``out`` and return it.
 
@@ -157,6 +158,8 @@ def layer_diff(
     ``what_changed`` adds ``measures.what_changed``, the activation-difference lens (tokens the
     tuned-minus-base difference promotes per layer, on generic text and on the prompts, and the KL
     along the targets; ``alignloc.layerdiff.whatchanged``): two short forward passes per model.
+    ``answers``: the block of ``alignloc.layerdiff.answers.answer_targets`` when the targets are the tuned
+    model's own answers; it goes into the report as ``answers``.
     """
     out = Path(out)
     torch.manual_seed(seed)
@@ -216,6 +219,8 @@ def layer_diff(
     }
     if causal_block is not None:
         report["causal"] = causal_block
+    if answers is not None:
+        report["answers"] = answers
     if write:
         from alignloc.report import write_report
 

@@ -13,6 +13,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
+from alignloc.report.answers import answers_html
 from alignloc.report.causal import causal_figures, within_skipped
 from alignloc.report.markdown import LINES, fmt, functional_lines
 from alignloc.report.surfacing import surfacing_figure
@@ -117,6 +118,7 @@ def render_html(report: dict) -> str:
         parts.append(f"<p>{e(caption)}</p>" + pio.to_html(fig, include_plotlyjs=False, full_html=False))
     parts += [f"<p class=note>{e(s)}</p>" for s in within_skipped(report.get("causal") or {})]
     parts.append(what_changed_html(report))
+    parts.append(answers_html(report))
     parts.append("<h2>Outputs by prompt kind</h2>")
     parts.append(html_table([[e(k), str(o["n"]), fmt(o["logprob_base"], 2), fmt(o["logprob_tuned"], 2),
                           f"{o['logprob_delta']['mean']:+.2f}", f"{100 * o['accuracy_base']:.1f}%", f"{100 * o['accuracy_tuned']:.1f}%"]

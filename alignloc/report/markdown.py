@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from alignloc.report.answers import answers_markdown
 from alignloc.report.causal import causal_markdown
 from alignloc.report.surfacing import surfacing_markdown
 from alignloc.report.text import fmt
@@ -87,6 +88,7 @@ def render_markdown(report: dict) -> str:
     md += causal_markdown(report.get("causal") or {})
     md += surfacing_markdown(report)
     md += what_changed_markdown(report)
+    md += answers_markdown(report)
     md += ["", "## Representation and lens (per layer)", ""]
     sh, ln = report["measures"]["shift"], report["measures"]["lens"]
     for label, vals in (("relative L2 shift", sh["relative_l2"]["mean"]), ("1 - cos", sh["one_minus_cos"]["mean"]),
