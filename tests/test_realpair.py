@@ -367,3 +367,16 @@ def test_smollm2_instruct_real_template():
     assert encode_prompts(tok, [chat], bos=True).ids[0] == tok(full, add_special_tokens=False)["input_ids"]
     assert fact_chat.text.endswith("<|im_end|>\n<|im_start|>assistant\nAlice lives in")
     assert check_token_ids([chat, fact_chat], tok, tok, 49152, t) == []
+
+
+def test_causal_on_the_suites_measures_the_gap_of_the_tuned_models_answers(pair, tmp_path):
+    out = tmp_path / "r"
+    assert main(["layer-diff", *map(str, pair), "--out", str(out), "--suite", "chat", "--causal", "--n-boot", "50",
+                 "--no-probes", "--mask-steps", "5"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    loc, gap = report["causal"]["localize"]["behavior"], report["measures"]["outputs"]["behavior"]["logprob_delta"]["mean"]
+    # windows, mask and patching score the same targets (the tuned model's answers) as the output line
+    assert report["answers"]["n"] == report["prompts"]["by_kind"]["behavior"] > 300
+    assert abs(loc["gap"] - gap) < 0.3 and loc["gap"] > 1.0, (loc["gap"], gap)
+    assert loc["windows"]["gap"] == loc["gap"] == loc["patching"]["gap"]
+    assert set(loc["mask"]["layer_gates"]) and len(loc["mask"]["layer_gates"]) == report["pair"]["n_layers"]
