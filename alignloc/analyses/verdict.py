@@ -25,9 +25,17 @@ weights line corroborates without gating:
 - ``behavior_layers`` / ``knowledge_layers``, with causal evidence (``layer-diff --causal``,
   ``alignloc.causal.localize``, on the behavior prompts and on the facts that moved): the smallest
   layer set that is both sufficient and necessary for at least ``carrier_at`` of the gap, among
-  the smallest carrier window of weight grafting and the learned mask's selection (checked by
-  grafting it). If no set of at most ``max_share`` of the layers carries the gap, the kind is
-  **not localized** (and no layer is named). A gap under ``min_gap`` nats is no change.
+  the smallest carrier window of weight grafting, the learned mask's selection (checked by
+  grafting it) and the concentration profile's top-k sets (``causal.profile``). Each kind gets a
+  ``grade``: **localized** (such a set of at most ``max_share`` of the layers exists: named),
+  **concentrated** but redundant (a set that small brings ``carrier_at`` of the gap into the base
+  alone, but none that small is also necessary: the tuned model carries it elsewhere too; the set
+  and its necessity are given, and no layer is named), or **distributed** (no set that small is
+  even sufficient). A gap under ``min_gap`` nats is no change (no grade).
+- ``behavior_vs_control``, with causal evidence and a control pair: the same rules on the part of the
+  behavior gap that the control does not share (the pair control -> tuned; ``causal.report.versus_control``):
+  where the control is the training without the edit (a drift, continued pretraining), the edit's own
+  layers, named in ``behavior_layers_vs_control``.
 - without causal evidence (correlational fallback): the layers where the kind's lens line is above
   its floor, intersected with the weights' flags when the weights single out at most
   ``max_share`` of the layers (``basis: "lens+weights"``; on a disagreement nothing is named and
@@ -53,6 +61,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from alignloc.analyses.concentration import at_k, smallest_k
 from alignloc.analyses.stats import background
 
 MIN_FLOOR = {"weights": 1e-6, "representation": 0.01, "lens": 0.01, "behavior": 0.05, "knowledge": 0.005}
@@ -125,8 +134,8 @@ def _span(layers: list[int]) -> str:
 
 
 def _carrier(loc: dict, cfg: VerdictConfig, n_layers: int) -> tuple[dict | None, list[dict]]:
-    """The chosen carrier set (smallest of the window and the mask selection that meet the bar) and
-    every candidate considered, each ``{"source", "layers", "sufficiency", "necessity"}``."""
+    """The chosen carrier set (the smallest of the window, the mask selection and the profile's top-k sets
+    that meet the bar) and every candidate considered, each ``{"source", "layers", "sufficiency", "necessity"}``."""
     cands = []
     if loc.get("carrier"):
         c = loc["carrier"]
@@ -135,9 +144,39 @@ def _carrier(loc: dict, cfg: VerdictConfig, n_layers: int) -> tuple[dict | None,
     sel = (loc.get("mask") or {}).get("recovery", {}).get("selected")
     if sel and sel["layers"]:
         cands.append({"source": "mask", **sel})
+    prof = loc.get("profile")
+    if prof:
+        k = next((k for k in range(1, len(prof["sets"]) + 1) if cfg.carries(at_k(prof, k), n_layers)), None)
+        if k is not None:
+            cands.append({"source": "profile", "metric": prof["metric"],
+                          **{key: at_k(prof, k)[key] for key in ("layers", "sufficiency", "necessity")}})
     ok = [c for c in cands if cfg.carries(c, n_layers)]
-    best = min(ok, key=lambda c: (len(c["layers"]), c["source"] != "graft_window")) if ok else None
+    order = {"graft_window": 0, "mask": 1, "profile": 2}
+    best = min(ok, key=lambda c: (len(c["layers"]), order[c["source"]])) if ok else None
     return best, cands
+
+
+def sufficient_set(loc: dict, cfg: VerdictConfig, n_layers: int) -> dict | None:
+    """The smallest set of at most ``max_share`` of the layers whose graft alone brings ``carrier_at`` of the gap into
+    the base (a window of the sweep or a top-k set of the profile), with its necessity; None if there is none."""
+    small = int(cfg.max_share * n_layers)
+    cands = []
+    win = loc.get("windows") or {}
+    for w in win.get("sizes", []):
+        row = win["windows"][str(w)]
+        ok = [i for i, x in enumerate(row["sufficiency"]) if w <= small and x == x and x >= cfg.carrier_at]
+        if ok:
+            i = max(ok, key=lambda j: row["sufficiency"][j])
+            start = row["starts"][i]
+            cands.append({"source": "graft_window", "layers": list(range(start, start + w)),
+                          "sufficiency": row["sufficiency"][i], "necessity": row["necessity"][i]})
+            break
+    prof = loc.get("profile")
+    if prof:
+        k = smallest_k(prof["sufficiency"]["mean"], cfg.carrier_at)
+        if k is not None and k <= small:
+            cands.append({"source": "profile", **at_k(prof, k)})
+    return min(cands, key=lambda c: (len(c["layers"]), -c["sufficiency"])) if cands else None
 
 
 def _patching_layers(loc: dict, at: float) -> list[int]:
@@ -175,10 +214,23 @@ def functional_block(kind: str, loc: dict | None, lens_flags: list[int], weight_
         return block
     best, cands = _carrier(loc, cfg, n_layers)
     block["candidates"] = cands
+    prof = loc.get("profile")
+    if prof:
+        block["profile"] = {key: prof[key] for key in ("metric", "ranking_source", "k_sufficient", "k_necessary",
+                                                        "saturated", "tuned_target_probability") if key in prof}
     if best is None:
         block["localized"] = False
-        block["reason"] = (f"no set of at most {int(cfg.max_share * n_layers)} layers is both sufficient and necessary "
-                           f"for {cfg.carrier_at:.0%} of the gap")
+        small = int(cfg.max_share * n_layers)
+        suff = sufficient_set(loc, cfg, n_layers)
+        if suff is not None:
+            block.update(grade="concentrated", sufficient=suff,
+                         reason=f"{_span(suff['layers'])} alone bring {suff['sufficiency']:.2f} of the gap into the base, "
+                                f"but reverting them in the tuned model removes only {suff['necessity']:.2f}: "
+                                "the tuned model carries it elsewhere too (redundant)")
+        else:
+            block.update(grade="distributed",
+                         reason=f"no set of at most {small} layers brings {cfg.carrier_at:.0%} of the gap into the base "
+                                "or is both sufficient and necessary for it")
         return block
     mask_sel = next((c["layers"] for c in cands if c["source"] == "mask"), [])
     window = next((c["layers"] for c in cands if c["source"] == "graft_window"), [])
@@ -187,7 +239,7 @@ def functional_block(kind: str, loc: dict | None, lens_flags: list[int], weight_
     for i in best["layers"]:
         named[str(i)] = ([src for src, ls in (("graft_window", window), ("mask", mask_sel), ("patching", patched),
                                          ("lens", lens_flags), ("weights", weight_flags)) if i in ls])
-    block.update(layers=best["layers"], localized=True, named_by=named, carrier=best,
+    block.update(layers=best["layers"], localized=True, grade="localized", named_by=named, carrier=best,
                  agreement={"window_vs_mask": _jaccard(window, mask_sel), "patching": patched})
     return block
 
@@ -214,6 +266,8 @@ def verdict(m: dict, control: dict | None = None, cfg: VerdictConfig | None = No
     blocks = {kind: functional_block(kind, loc.get(kind) if localization is not None else None,
                                      flags.get(kind, []), flags["weights"], cfg, n, gaps[kind])
               for kind in ("behavior", "knowledge") if kind in lines or kind in loc}
+    vs_loc = loc.get("behavior_vs_control")
+    versus = functional_block("behavior", vs_loc, [], [], cfg, n) if vs_loc else None
     behavior = blocks.get("behavior", {}).get("layers", [])
     knowledge = blocks.get("knowledge", {}).get("layers", [])
     evidence = [
@@ -237,10 +291,13 @@ def verdict(m: dict, control: dict | None = None, cfg: VerdictConfig | None = No
         "behavior_layers": behavior,
         "knowledge_layers": knowledge,
         "behavior": blocks.get("behavior"),
+        "behavior_vs_control": versus,
+        "behavior_layers_vs_control": versus["layers"] if versus else None,
         "knowledge": blocks.get("knowledge"),
         "basis": "causal" if localization is not None else "correlational",
         "kind": "+".join(kinds) if kinds else ("unclassified" if changed else "none"),
         "localized": any(b.get("localized") for b in blocks.values()),
+        "grades": {kind: b.get("grade") for kind, b in blocks.items() if b and b.get("grade")},
         "distributed_weight_change": not flags["weights"] and any(v > MIN_FLOOR["weights"] for v in lines["weights"]["mean"]),
         "knowledge_preserved": preserved,
         "surfacing": surfacing,
@@ -251,6 +308,7 @@ def verdict(m: dict, control: dict | None = None, cfg: VerdictConfig | None = No
         "evidence": evidence,
         "summary": summary_lines(blocks, changed, know, beh, flags, control is not None, cfg, n,
                                  lines["weights"]["mean"], moved=lines.get("knowledge"))
+        + ([versus_line(versus)] if versus else [])
         + ([f"surfaced vs installed: {surfacing['summary']}"] if surfacing else []),
     }
 
@@ -258,7 +316,9 @@ def verdict(m: dict, control: dict | None = None, cfg: VerdictConfig | None = No
 def _why(block: dict) -> str:
     """The numbers behind a causal carrier: grafting, mask agreement, patching, corroboration."""
     c = block["carrier"]
-    parts = [f"grafting {'the window' if c['source'] == 'graft_window' else 'the mask-selected layers'} into the base "
+    what = {"graft_window": "the window", "mask": "the mask-selected layers"}.get(
+        c["source"], f"the top {len(c['layers'])} layers of the concentration profile ({c.get('metric', 'logprob')})")
+    parts = [f"grafting {what} into the base "
              f"brings {c['sufficiency']:.2f} of the {block['gap']:+.2f}-nat gap and removing it from the tuned model costs "
              f"{c['necessity']:.2f}"]
     others = {src for srcs in block["named_by"].values() for src in srcs}
@@ -269,6 +329,33 @@ def _why(block: dict) -> str:
     w = [int(i) for i, srcs in block["named_by"].items() if "weights" in srcs]
     parts.append(f"weights corroborate at {_span(sorted(w))}" if w else "the weights do not single these layers out")
     return "; ".join(parts)
+
+
+def versus_line(block: dict) -> str:
+    """The verdict on the part of the behavior gap the control does not share (tuned against the control)."""
+    head = f"against the control (tuned vs control: the part of the behavior gap the control does not share, " \
+           f"{block['gap']:+.2f} nats)" if "gap" in block else "against the control"
+    if block["localized"]:
+        return f"{head}: behavior carried by {_span(block['layers'])}: {_why(block)}"
+    if block["localized"] is None:
+        return f"{head}: {block.get('reason', 'nothing to localize')}"
+    label = {"concentrated": "concentrated but redundant", "distributed": "distributed"}.get(block.get("grade"), "")
+    return f"{head}: behavior {label + ', ' if label else ''}not localized: {block['reason']}{_profile_text(block)}"
+
+
+def _profile_text(block: dict) -> str:
+    """The concentration profile in a clause: how many top-ranked layers bring / remove 80% of the gap."""
+    p = block.get("profile")
+    if not p:
+        return ""
+    k_s, k_n = p["k_sufficient"].get("0.8"), p["k_necessary"].get("0.8")
+    sat = "; the log-prob saturates, so it is read on the logit difference to the foil" if p["metric"] == "logit_diff" else (
+        "; the log-prob saturates (no foil for a logit difference): necessity reads low" if p.get("saturated") else "")
+    bring = (f"the top {k_s} bring 80% of the gap into the base" if k_s else
+             "no top-k set brings 80% of the gap into the base")
+    remove = (f"reverting the top {k_n} removes 80% from the tuned model" if k_n else
+              "no top-k set removes 80% from the tuned model when reverted")
+    return f"; concentration profile (layers ranked by {p['ranking_source']}): {bring}, {remove}{sat}"
 
 
 def summary_lines(blocks: dict, changed: list[int], know, beh, flags, has_control: bool, cfg: VerdictConfig,
@@ -307,7 +394,8 @@ def summary_lines(blocks: dict, changed: list[int], know, beh, flags, has_contro
             best = max(block.get("candidates") or [{}], key=lambda c: min(c.get("sufficiency", 0), c.get("necessity", 0)))
             tried = (f"; best found: {best['source']} {_span(best['layers'])} with sufficiency {best['sufficiency']:.2f}, "
                      f"necessity {best['necessity']:.2f}") if best else ""
-            s.append(f"{kind} not localized: {block['reason']}{tried}")
+            label = {"concentrated": "concentrated but redundant", "distributed": "distributed"}.get(block.get("grade"), "")
+            s.append(f"{kind} {label + ', ' if label else ''}not localized: {block['reason']}{tried}{_profile_text(block)}")
         else:
             s.append(f"{kind} carried by {_span(block['layers'])}: {_why(block)}")
             top = sorted(range(n_layers), key=lambda i: -weights[i])[: len(block["layers"])]

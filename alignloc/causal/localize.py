@@ -6,7 +6,9 @@ knowledge layers, computed on the pair itself rather than read off its weight no
 - ``windows``: grafting of every contiguous window of each size (``causal.graft.window_sweep``),
   and the ``carrier``: the smallest window that is both sufficient and necessary;
 - ``mask``: a learned per-layer gate over the delta (``causal.mask.DeltaMask``), its ranking and
-  how much of the gap its rounded selection and its top-k layers carry;
+  how much of the gap its rounded selection carries;
+- ``profile``: the concentration profile (``causal.profile``): the top-k layers of that ranking
+  grafted both ways for every k, with bootstrap intervals over prompts;
 - ``patching``: cross-model patching (tuned into base, all positions) of each block's attention and
   MLP output, and the per-layer increment of ``resid_post`` patching.
 
@@ -18,9 +20,11 @@ from __future__ import annotations
 
 import time
 
+from alignloc.analyses.concentration import at_k
 from alignloc.causal.graft import carrier_window, window_sweep
 from alignloc.causal.mask import DeltaMask
 from alignloc.causal.patching import patch_sweep
+from alignloc.causal.profile import concentration_profile, ranking_from_windows
 from alignloc.models.pair import ModelPair
 from alignloc.prompts import Prompt
 
@@ -50,11 +54,14 @@ def patch_summary(per_layer: dict[str, dict]) -> dict:
 
 def localize(pair: ModelPair, prompts: list[Prompt], bos: bool, *, sizes: list[int] | None = None, carrier_at: float = 0.8, mask: DeltaMask | None = None,
              knowledge: list[Prompt] | None = None, patching: dict[str, dict] | None = None,
-             batch_size: int = 8) -> dict:
-    """Windows, mask and patching for the gap of ``prompts`` (those with a target); JSON-ready.
+             batch_size: int = 8, n_boot: int = 1000, seed: int = 0, sites: tuple[str, ...] = PATCH_SITES) -> dict:
+    """Windows, mask, concentration profile and patching for the gap of ``prompts`` (those with a target); JSON-ready.
 
-    ``mask=None`` uses ``DeltaMask()`` defaults; pass ``DeltaMask(steps=0)`` to skip fitting.
-    ``patching`` may hold per-site ``patch_sweep`` results already computed on the same prompts.
+    ``mask=None`` uses ``DeltaMask()`` defaults; pass ``DeltaMask(steps=0)`` to skip fitting. The profile
+    (``causal.profile``) follows the mask's ranking, or single-layer grafting's without a mask; the mask's
+    selection is read off it (``mask.recovery.selected``: the profile's set of that size, on the log-prob).
+    ``patching`` may hold per-site ``patch_sweep`` results already computed on the same prompts; ``sites=()``
+    skips patching.
     """
     from alignloc.causal.graft import target_metric
 
@@ -70,12 +77,27 @@ def localize(pair: ModelPair, prompts: list[Prompt], bos: bool, *, sizes: list[i
     if mask.steps > 0:
         t0 = time.time()
         mask.fit(pair, chosen, bos, knowledge=knowledge)
-        out["mask"] = mask.to_json() | {"recovery": mask.recovery(pair, metric)}
+        out["mask"] = mask.to_json()
         out["seconds"]["mask"] = round(time.time() - t0, 2)
+    t0 = time.time()
+    fitted = mask.steps > 0
+    ranking = mask.ranking_ if fitted else ranking_from_windows(win)
+    prof = concentration_profile(pair, chosen, bos, ranking, ranking_source="mask" if fitted else "single-layer grafting",
+                                 n_boot=n_boot, seed=seed, batch_size=batch_size)
+    out["profile"] = prof
+    out["seconds"]["profile"] = round(time.time() - t0, 2)
+    if fitted:
+        lp = prof.get("logprob_profile", prof)
+        k = len(mask.selected_)
+        sel = at_k(lp, k) if k else {"sufficiency": 0.0, "necessity": 0.0}
+        out["mask"]["recovery"] = {"gap": lp["gap"], "selected": {"layers": mask.selected_, "sufficiency": sel["sufficiency"],
+                                                                "necessity": sel["necessity"]}}
+    if not sites:
+        return out
     t0 = time.time()
     if patching is None:
         patching = {k: patch_sweep(pair, chosen, kind=k, positions="all", bos=bos, batch_size=batch_size)
-                    for k in PATCH_SITES}
+                    for k in sites}
     out["patching"] = patch_summary(patching)
     out["seconds"]["patching"] = round(time.time() - t0, 2)
     return out

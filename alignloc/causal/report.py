@@ -1,7 +1,7 @@
 """The causal block of a layer-diff report (``--causal``): localization, patching and attribution.
 
 - ``localize[behavior]``: on the behavior prompts (at most ``n``), graft windows of each size,
-  the learned delta mask and per-layer patching (``alignloc.causal.localize``): the evidence the
+  the learned delta mask, the concentration profile and per-layer patching (``alignloc.causal.localize``): the evidence the
   verdict names behavior layers from; ``localize[knowledge]``: the same on the knowledge prompts
   whose fact moved by more than 2 nats (``moved``), if any did.
 
@@ -31,7 +31,7 @@ from alignloc.causal.attribution import attribution_sweep, within_attribution_sw
 from alignloc.causal.localize import localize
 from alignloc.causal.mask import DeltaMask
 from alignloc.causal.patching import patch_sweep, within_sweep
-from alignloc.models.pair import ModelPair
+from alignloc.models.pair import LoadedModel, ModelPair
 from alignloc.prompts import Prompt
 
 KINDS = ("behavior", "knowledge", "context")
@@ -90,11 +90,13 @@ def _kind_block(pair: ModelPair, prompts: list[Prompt], metric: str, bos: bool, 
 
 
 def causal_report(pair: ModelPair, prompts: list[Prompt], bos: bool, n: int = 64, window: int = 12,
-                  moved: list[Prompt] | None = None, sizes: list[int] | None = None, mask_steps: int = 100) -> dict:
+                  moved: list[Prompt] | None = None, sizes: list[int] | None = None, mask_steps: int = 100,
+                  n_boot: int = 1000, seed: int = 0) -> dict:
     """Everything ``layer-diff --causal`` adds to ``report["causal"]``.
 
     ``moved``: knowledge prompts whose fact moved (``localize.moved_prompts``); ``sizes``: graft
-    window sizes (default ``graft.window_sizes``); ``mask_steps=0`` skips the learned mask.
+    window sizes (default ``graft.window_sizes``); ``mask_steps=0`` skips the learned mask; ``n_boot``
+    resamples give the concentration profile's intervals.
     """
     out: dict = {"patch": {}, "localize": {},
                  "settings": {"n": n, "window": window, "sizes": sizes, "mask_steps": mask_steps}}
@@ -107,9 +109,25 @@ def causal_report(pair: ModelPair, prompts: list[Prompt], bos: bool, n: int = 64
     if behavior:
         done = out["patch"]["behavior"]["patch"]["per_layer"]
         out["localize"]["behavior"] = localize(pair, behavior, bos, sizes=sizes, patching=done,
-                                               mask=DeltaMask(steps=mask_steps), knowledge=knowledge)
+                                               mask=DeltaMask(steps=mask_steps), knowledge=knowledge,
+                                               n_boot=n_boot, seed=seed)
     if moved:
-        out["localize"]["knowledge"] = localize(pair, moved[:n], bos, sizes=sizes, mask=DeltaMask(steps=mask_steps))
+        out["localize"]["knowledge"] = localize(pair, moved[:n], bos, sizes=sizes, mask=DeltaMask(steps=mask_steps),
+                                                n_boot=n_boot, seed=seed)
     elif knowledge:
         out["localize"]["knowledge_note"] = "no knowledge prompt's fact moved by more than 2 nats: nothing to localize"
     return out
+
+
+def versus_control(pair: ModelPair, control: LoadedModel, prompts: list[Prompt], bos: bool, n: int = 64,
+                   sizes: list[int] | None = None, mask_steps: int = 100, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Localization of the part of the behavior gap that the control does not share: the same windows, mask and
+    profile (no patching) on the pair (control, tuned), i.e. tuned against control rather than against the base.
+    Where the control is the tuned model's training without the edit (a drift, continued pretraining), this gap is
+    the edit's own."""
+    behavior = [p for p in prompts if p.kind == "behavior" and p.target][:n]
+    if not behavior:
+        return {}
+    vs = ModelPair(base=control, tuned=pair.tuned, name=f"{control.ref} -> {pair.tuned.ref}")
+    return {"behavior": localize(vs, behavior, bos, sizes=sizes, mask=DeltaMask(steps=mask_steps), n_boot=n_boot,
+                                 seed=seed, sites=())}

@@ -198,8 +198,16 @@ def layer_diff(
         moved = moved_prompts([p if p.kind == "knowledge" else dataclasses.replace(p, target=None) for p in prompts],
                               data.target_lp["base"], data.target_lp["tuned"])
         causal_block = causal_report(pair, prompts, bool(data.store.manifest["bos"]), moved=moved, sizes=windows,
-                                     mask_steps=mask_steps)
-        localization = causal_block["localize"]
+                                     mask_steps=mask_steps, n_boot=n_boot, seed=seed)
+        localization = dict(causal_block["localize"])
+        if control is not None:  # the part of the gap the control does not share, localized on its own
+            from alignloc.causal.report import versus_control
+
+            vs = versus_control(pair, control, prompts, bool(data.store.manifest["bos"]), sizes=windows,
+                                mask_steps=mask_steps, n_boot=n_boot, seed=seed)
+            causal_block["versus_control"] = vs
+            if "behavior" in vs:
+                localization["behavior_vs_control"] = vs["behavior"]
     report = {
         "schema_version": SCHEMA_VERSION,
         "schema_notes": SCHEMA_NOTES,

@@ -44,6 +44,12 @@ def causal_figures(causal: dict) -> list[tuple[str, go.Figure]]:
                     "removes from the tuned model (necessity), plotted at the window's centre. Carrier (smallest window "
                     f"with both >= {loc['carrier_at']}): " + (f"layers {carrier['layers']}" if carrier else "none") + ".",
                     _layout(fig, f"Graft windows: {kind}", "fraction of gap", "window centre (layer)")))
+        prof = loc.get("profile")
+        if prof:
+            out.append((f"Concentration profile, {kind} prompts: the share of the gap that the top-k layers (ranked by "
+                        f"{prof['ranking_source']}) bring into the base (sufficiency) and remove from the tuned model when "
+                        f"reverted (necessity), with 95% bootstrap intervals over prompts; metric {prof['metric']}."
+                        + (f" {prof['note']}." if prof.get("note") else ""), profile_figure(prof, kind)))
         mask = loc.get("mask")
         if mask:
             fig = go.Figure(go.Bar(x=mask["units"], y=mask["gates"], name="gate"))
@@ -102,6 +108,42 @@ def skip_warnings(report: dict, page: str | Path) -> list[str]:
             for s in within_skipped(report.get("causal") or {}, asked_only=True)]
 
 
+def _ci(ci: dict, i: int) -> str:
+    return f"{fmt(ci['mean'][i], 2)} [{fmt(ci['lo'][i], 2)}, {fmt(ci['hi'][i], 2)}]"
+
+
+def profile_markdown(prof: dict | None) -> list[str]:
+    """The concentration profile as a table: k, the top-k layers, sufficiency and necessity with intervals."""
+    if not prof:
+        return []
+    md = ["", f"Concentration profile ({prof['metric']}, layers ranked by {prof['ranking_source']}, {prof['n']} prompts, "
+          f"95% bootstrap intervals over prompts, {prof['n_boot']} resamples): the top-k layers grafted into the base "
+          "(sufficiency) and reverted in the tuned model (necessity). Smallest k carrying 50 / 80 / 90%: sufficiency "
+          + " / ".join(str(prof["k_sufficient"][q] or "-") for q in ("0.5", "0.8", "0.9")) + ", necessity "
+          + " / ".join(str(prof["k_necessary"][q] or "-") for q in ("0.5", "0.8", "0.9")) + "."]
+    if prof.get("note"):
+        md += ["", f"Note: {prof['note']}."]
+    md += ["", "| k | layers | sufficiency | necessity |", "|---|---|---|---|"]
+    md += [f"| {k + 1} | {prof['sets'][k]} | {_ci(prof['sufficiency'], k)} | {_ci(prof['necessity'], k)} |"
+           for k in range(len(prof["sets"]))]
+    return md
+
+
+def profile_figure(prof: dict, kind: str) -> go.Figure:
+    """Sufficiency and necessity of the top-k layers against k, with their intervals."""
+    ks = list(range(1, len(prof["sets"]) + 1))
+    fig = go.Figure()
+    for name, ci, dash in (("sufficiency", prof["sufficiency"], "solid"), ("necessity", prof["necessity"], "dash")):
+        fig.add_trace(go.Scatter(x=ks, y=ci["mean"], name=name, mode="lines+markers", line={"dash": dash},
+                                 error_y={"type": "data", "array": [h - m for h, m in zip(ci["hi"], ci["mean"], strict=True)],
+                                          "arrayminus": [m - lo for m, lo in zip(ci["mean"], ci["lo"], strict=True)]}))
+    for q in (0.5, 0.8, 0.9):
+        fig.add_hline(y=q, line_dash="dot", line_color="#999")
+    fig.update_xaxes(dtick=1)
+    return _layout(fig, f"Concentration profile: {kind}", f"fraction of the gap ({prof['metric']})",
+                   f"k (top-k layers by {prof['ranking_source']})")
+
+
 def causal_markdown(causal: dict) -> list[str]:
     """Markdown lines for ``report["causal"]`` (empty without it)."""
     md: list[str] = []
@@ -128,8 +170,8 @@ def causal_markdown(causal: dict) -> list[str]:
                    f"{mask['passes']['forward']} forward + {mask['passes']['forward_backward']} forward/backward passes): "
                    + ", ".join(f"{u} {fmt(g, 2)}" for u, g in zip(mask["units"], mask["gates"], strict=True))
                    + f"; selected {mask['selected']} carries {fmt(rec['selected']['sufficiency'], 2)} / "
-                   f"{fmt(rec['selected']['necessity'], 2)}; top-k by gate: "
-                   + ", ".join(f"k={t['k']} {t['layers']} {fmt(t['sufficiency'], 2)} / {fmt(t['necessity'], 2)}" for t in rec["top_k"])]
+                   f"{fmt(rec['selected']['necessity'], 2)}"]
+        md += profile_markdown(loc.get("profile"))
         p = loc.get("patching") or {}
         if p:
             md += ["", "Patching (tuned into base, all positions), recovered per layer: "

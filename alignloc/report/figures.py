@@ -85,6 +85,20 @@ def layer_diff_figures(r: dict) -> list[tuple[str, go.Figure]]:
                                    colorbar={"title": {"text": "recovered", "side": "right"}, "thickness": 10}))
         fig.update_xaxes(title_text="position (offset, token)", tickangle=-45)
         out.append((f"patching_{name}", _style(fig, f"{name}: patching tuned resid_pre into base", "two", 280)))
+    for kind, loc in ((r.get("causal") or {}).get("localize") or {}).items():
+        prof = loc.get("profile") if isinstance(loc, dict) else None
+        if prof:
+            ks = list(range(1, len(prof["sets"]) + 1))
+            fig = go.Figure()
+            for i, key in enumerate(("sufficiency", "necessity")):
+                ci = prof[key]
+                fig.add_trace(_line(ks, ci["mean"], key, SERIES[i]))
+                fig.add_trace(go.Scatter(x=ks + ks[::-1], y=ci["hi"] + ci["lo"][::-1], fill="toself", line_width=0,
+                                         fillcolor=SERIES[i], opacity=0.2, showlegend=False, hoverinfo="skip"))
+            fig.add_hline(y=0.8, line_dash="dot", line_color="#666666")
+            fig.update_xaxes(title_text=f"k (top-k layers by {prof['ranking_source']})", dtick=1)
+            fig.update_yaxes(title_text=f"fraction of the gap ({prof['metric']})")
+            out.append((f"profile_{kind}_{name}", _style(fig, f"{name}: concentration profile ({kind})")))
     return out
 
 

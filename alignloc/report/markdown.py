@@ -20,7 +20,8 @@ def functional_lines(v: dict) -> list[str]:
         if not b:
             continue
         if b.get("localized") is False or (b["basis"] == "causal" and not b["layers"]):
-            out.append(f"- {kind}: not localized ({b.get('reason', 'no layer named')}; basis: {b['basis']})")
+            grade = {"concentrated": "concentrated but redundant, ", "distributed": "distributed, "}.get(b.get("grade"), "")
+            out.append(f"- {kind}: {grade}not localized ({b.get('reason', 'no layer named')}; basis: {b['basis']})")
             continue
         named = "; ".join(f"layer {i}: {', '.join(srcs)}" for i, srcs in b["named_by"].items())
         out.append(f"- {kind} layers {b['layers']} (basis: {b['basis']}" + (f"; named by {named}" if named else "") + ")")

@@ -1,0 +1,109 @@
+"""The concentration profile of a gap: how many layers carry it, each way, with intervals.
+
+For k = 1..L, the set ``S_k`` of the k top-ranked layers (a ranking of the layers: the learned mask's
+gates, or single-layer grafting) is grafted both ways, and each prompt's metric is kept:
+
+- sufficiency(k) = mean_i(M_i(base + tuned S_k) - M_i(base)) / mean_i(M_i(tuned) - M_i(base))
+- necessity(k)   = mean_i(M_i(tuned) - M_i(tuned - S_k)) / mean_i(M_i(tuned) - M_i(base))
+
+with percentile bootstrap intervals over prompts (the same resamples for every k and both ways; the
+ratio of means is recomputed in each). ``k_sufficient[q]`` / ``k_necessary[q]``: the smallest k whose
+point estimate carries ``q`` of the gap (q = 0.5, 0.8, 0.9), None if no k does.
+
+**Saturation.** When the tuned model already gives its targets a probability near 1, the log-prob
+barely moves when a part of the change is reverted (the target stays on top), so necessity reads
+near 0 for every small set, however much of the mechanism is removed. The profile records the tuned
+model's mean per-token target probability and flags ``saturated`` at or above ``SATURATED``; then
+the profile is measured again on the logit difference between the target's first token and the
+foil's (the prompt's ``foil``, else the base model's own top next token: what the base would say
+instead), which keeps growing where the probability cannot, and that one is the profile the
+verdict reads (``metric`` says which; the log-prob one is kept as ``logprob_profile``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from jaxtyping import Float
+
+from alignloc.analyses.concentration import profile_from
+from alignloc.causal.graft import grafted
+from alignloc.causal.metrics import ScoredBatch, score, scored_batch, scored_logits
+from alignloc.models.pair import LoadedModel, ModelPair
+from alignloc.prompts import Prompt
+
+SATURATED = 0.9  # mean per-token target probability of the tuned model at which log-prob necessity saturates
+
+
+def batches(tokenizer, prompts: list[Prompt], bos: bool, max_len: int | None, batch_size: int = 16) -> list[ScoredBatch]:
+    """The prompts as teacher-forced batches, tokenized once for every graft."""
+    return [scored_batch(tokenizer, prompts[s : s + batch_size], bos, max_len) for s in range(0, len(prompts), batch_size)]
+
+
+@torch.no_grad()
+def per_prompt(model: LoadedModel, parts: list[ScoredBatch], metric: str) -> Float[torch.Tensor, " n"]:
+    """The metric (``logprob`` or ``logit_diff``) of each prompt under ``model``."""
+    return torch.cat([score(scored_logits(model, b), b, metric).float() for b in parts])
+
+
+def ranking_from_windows(windows: dict) -> list[int]:
+    """Layers ordered by single-layer grafting, ``sufficiency + necessity`` (the window sweep's size 1);
+    ties by the smaller mean of the two, then the layer index."""
+    row = windows["windows"]["1"]
+    score_of = {s: (a if a == a else 0.0) + (b if b == b else 0.0) for s, a, b in
+                zip(row["starts"], row["sufficiency"], row["necessity"], strict=True)}
+    return sorted(score_of, key=lambda i: (-score_of[i], i))
+
+
+def _measure(pair: ModelPair, parts: list[ScoredBatch], metric: str, sets: list[list[int]], n_boot: int,
+             seed: int) -> tuple[dict, torch.Tensor]:
+    """The profile on ``metric``, and the tuned model's per-prompt values."""
+    m_base, m_tuned = per_prompt(pair.base, parts, metric), per_prompt(pair.tuned, parts, metric)
+    up, down = [], []
+    for s in sets:
+        with grafted(pair.base, pair.tuned, s) as m:
+            up.append(per_prompt(m, parts, metric))
+        with grafted(pair.tuned, pair.base, s) as m:
+            down.append(per_prompt(m, parts, metric))
+    out = profile_from(m_base, m_tuned, torch.stack(up), torch.stack(down), sets, n_boot, seed)
+    return out | {"metric": metric, "passes": 2 + 2 * len(sets)}, m_tuned
+
+
+def concentration_profile(pair: ModelPair, prompts: list[Prompt], bos: bool, ranking: list[int], *,
+                          ranking_source: str, n_boot: int = 1000, seed: int = 0, batch_size: int = 16) -> dict:
+    """The profile of the gap of ``prompts`` (those with a target) over the nested top-k sets of ``ranking``;
+    re-measured on the logit difference to the foil when the log-prob saturates (see the module docstring)."""
+    chosen = [p for p in prompts if p.target]
+    if not chosen:
+        raise ValueError("a concentration profile needs prompts with a 'target'")
+    parts = batches(pair.tokenizer, chosen, bos, pair.tuned.max_len, batch_size)
+    sets = [sorted(ranking[:k]) for k in range(1, len(ranking) + 1)]
+    out, tuned_lp = _measure(pair, parts, "logprob", sets, n_boot, seed)
+    lengths = torch.tensor([max(len(t), 1) for b in parts for t in b.tgt], dtype=torch.float32)
+    p_tuned = float((tuned_lp / lengths).exp().mean())
+    out |= {"ranking": list(ranking), "ranking_source": ranking_source,
+            "tuned_target_probability": p_tuned, "saturated": p_tuned >= SATURATED}
+    if out["saturated"]:
+        if not all(p.foil for p in chosen):
+            parts = with_base_foils(pair.base, parts)
+        alt, _ = _measure(pair, parts, "logit_diff", sets, n_boot, seed)
+        foils = "the prompts' foils" if all(p.foil for p in chosen) else "the base model's own next token where a prompt has no foil"
+        return alt | {"ranking": list(ranking), "ranking_source": ranking_source, "tuned_target_probability": p_tuned,
+                      "saturated": True, "logprob_profile": out,
+                      "note": f"the tuned model gives its targets probability {p_tuned:.2f} per token: log-prob necessity "
+                              f"saturates, so the profile is read on the logit difference of the target's first token to "
+                              f"{foils}"}
+    return out
+
+
+@torch.no_grad()
+def with_base_foils(base: LoadedModel, parts: list[ScoredBatch]) -> list[ScoredBatch]:
+    """``parts`` with a foil on every row that has none: the base model's top next token at the last context
+    position (its second choice where that is the target's first token)."""
+    out = []
+    for b in parts:
+        top2 = scored_logits(base, b)[:, 0].topk(2, dim=-1).indices  # [b, 2]: column 0 = the last context token
+        foil = [f if f >= 0 else int(t2[1] if int(t2[0]) == t[0] else t2[0]) for f, t2, t in zip(b.foil, top2, b.tgt, strict=True)]
+        out.append(dataclasses.replace(b, foil=foil))
+    return out

@@ -1,0 +1,67 @@
+"""The concentration profile's arithmetic and the graded verdict's three kinds (localized, concentrated but
+redundant, distributed)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from alignloc.analyses.concentration import at_k, profile_from, smallest_k
+from alignloc.analyses.verdict import VerdictConfig, functional_block, sufficient_set
+
+
+def _profile(suff: list[float], nec: list[float], n: int = 40, noise: float = 0.0) -> dict:
+    """A profile whose per-prompt values give the sufficiency / necessity means ``suff`` / ``nec`` (gap 10 nats)."""
+    g = torch.Generator().manual_seed(0)
+    base = torch.zeros(n)
+    tuned = torch.full((n,), 10.0) + noise * torch.randn(n, generator=g)
+    up = torch.stack([base + s * tuned for s in suff])
+    down = torch.stack([tuned - x * tuned for x in nec])
+    sets = [list(range(k)) for k in range(1, len(suff) + 1)]
+    return profile_from(base, tuned, up, down, sets, n_boot=200, seed=0)
+
+
+def test_profile_is_a_ratio_of_means_with_intervals_and_the_smallest_k():
+    p = _profile([0.3, 0.85, 0.95, 1.0], [0.1, 0.4, 0.92, 1.0], noise=2.0)
+    assert [round(x, 6) for x in p["sufficiency"]["mean"]] == [0.3, 0.85, 0.95, 1.0]
+    assert p["k_sufficient"] == {"0.5": 2, "0.8": 2, "0.9": 3} and p["k_necessary"] == {"0.5": 3, "0.8": 3, "0.9": 3}
+    assert p["gap"] > 9 and p["n"] == 40 and p["n_boot"] == 200
+    # the ratio of means is exact for these rows (every prompt's share is the same), so the interval is a point
+    assert all(abs(lo - m) < 1e-5 and abs(hi - m) < 1e-5 for lo, m, hi in
+               zip(p["sufficiency"]["lo"], p["sufficiency"]["mean"], p["sufficiency"]["hi"], strict=True))
+    # prompts that disagree give an interval around the mean
+    g = torch.Generator().manual_seed(1)
+    base, tuned = torch.zeros(60), torch.full((60,), 4.0)
+    up = (base + tuned * torch.rand(60, generator=g))[None]  # each prompt carries a different share
+    q = profile_from(base, tuned, up, tuned[None] * 0.5, [[0]], n_boot=500)
+    lo, m, hi = q["sufficiency"]["lo"][0], q["sufficiency"]["mean"][0], q["sufficiency"]["hi"][0]
+    assert lo < m < hi and hi - lo > 0.05 and abs(m - 0.5) < 0.15
+    assert at_k(p, 2)["layers"] == [0, 1] and at_k(p, 2)["sufficiency_ci"][0] <= 0.85 + 1e-6
+    assert smallest_k([0.1, float("nan"), 0.9], 0.8) == 3 and smallest_k([0.1], 0.5) is None
+
+
+def _loc(suff: list[float], nec: list[float], carrier=None) -> dict:
+    return {"gap": 10.0, "n": 40, "carrier": carrier, "profile": {**_profile(suff, nec), "metric": "logprob",
+                                                                  "ranking_source": "mask", "saturated": False},
+            "windows": {"sizes": [1], "windows": {"1": {"starts": [0, 1, 2, 3, 4, 5, 6, 7],
+                                                        "sufficiency": [suff[0]] + [0.0] * 7,
+                                                        "necessity": [nec[0]] + [0.0] * 7}}}}
+
+
+def test_the_verdict_grades_localized_concentrated_and_distributed():
+    cfg = VerdictConfig()
+    # a small set both ways: localized, named from the profile
+    loc = functional_block("behavior", _loc([0.5, 0.9, 1.0, 1, 1, 1, 1, 1], [0.4, 0.85, 1, 1, 1, 1, 1, 1]), [], [], cfg, 8)
+    assert loc["grade"] == "localized" and loc["layers"] == [0, 1] and loc["carrier"]["source"] == "profile"
+    # one layer brings the whole gap, but reverting it (or any small set) costs little: concentrated, redundant
+    red = functional_block("behavior", _loc([0.97, 0.98, 1, 1, 1, 1, 1, 1], [0.3, 0.4, 0.5, 0.6, 0.8, 0.9, 1, 1]),
+                           [], [], cfg, 8)
+    assert red["grade"] == "concentrated" and red["localized"] is False and red["layers"] == []
+    assert red["sufficient"]["layers"] == [0] and math.isclose(red["sufficient"]["necessity"], 0.3, abs_tol=1e-6)
+    assert "redundant" in red["reason"] and red["profile"]["k_necessary"]["0.8"] == 5
+    # nothing small is even sufficient: distributed
+    dis = functional_block("behavior", _loc([0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1, 1], [0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1, 1]),
+                           [], [], cfg, 8)
+    assert dis["grade"] == "distributed" and dis["layers"] == [] and "at most 4 layers" in dis["reason"]
+    assert sufficient_set(_loc([0.1] * 8, [0.1] * 8), cfg, 8) is None
