@@ -146,7 +146,8 @@ def _build_organism(name: str, log: Log) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     beh = r["behavior"].get("metric")
-    log(f"[zoo:real] {name}: " + (f"{beh} {measured['base'][beh]:.2f} -> {measured['tuned'][beh]:.2f}, " if beh else "")
+    start = measured.get("start", measured["base"])  # a chain stage's rates are measured on the stage it starts from
+    log(f"[zoo:real] {name}: " + (f"{beh} {start[beh]:.2f} -> {measured['tuned'][beh]:.2f}, " if beh else "")
         + f"fact recall {measured['tuned']['fact_recall']:.2f} ({time.time() - t0:.0f}s)")
 
 
