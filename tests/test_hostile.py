@@ -274,8 +274,11 @@ def test_sigint_during_capture_exits_130_and_the_store_resumes(llama_pair, tmp_p
             "--positions", "all", "--batch-size", "1", "--out", str(out)]
     env = {**os.environ, "ALIGNLOC_ZOO": str(tmp_path / "no-zoo"), "HF_HUB_OFFLINE": "1",
            "PYTHONPATH": str(Path(__file__).parents[1])}
+    # a shell without job control starts background jobs with SIGINT ignored, and Python then keeps it ignored:
+    # give the child the default disposition, as a terminal's Ctrl-C would find it
     proc = subprocess.Popen([sys.executable, "-m", "alignloc.cli", *argv], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 180
     while (m := manifest_or_none(out)) is None or len(m["chunks"]) < 3:
         assert proc.poll() is None, proc.communicate()[1]
