@@ -131,18 +131,26 @@ def test_verdict_v2_on_a_drift_organism_and_a_full_finetune(zoo_tiny, tmp_path, 
         assert {"graft_window", "mask"} <= set(v["behavior"]["named_by"][layer])
         assert "weights" not in v["behavior"]["named_by"][layer], "the drift outweighs the edit in the weights"
     c = v["behavior"]["carrier"]
-    assert min(c["sufficiency"], c["necessity"]) >= 0.8
+    assert min(c["sufficiency"], c["necessity"]) >= 0.8 and v["grades"]["behavior"] == "localized"
+    # the profile: one planted layer alone is not necessary (0.27-0.76 over three builds), both are (>= 0.99)
+    prof = rep["causal"]["localize"]["behavior"]["profile"]
+    assert prof["sets"][1] == [2, 3] and prof["k_necessary"]["0.8"] == 2 and prof["necessity"]["lo"][1] >= 0.8
+    assert prof["necessity"]["mean"][0] < 0.8 and prof["sufficiency"]["lo"][0] < prof["sufficiency"]["mean"][0]
+    # against its drift-only control (the part of the gap the drift does not share), the same planted layers
+    assert v["behavior_layers_vs_control"] == [2, 3] and any(s.startswith("against the control") for s in v["summary"])
     full = tmp_path / "full"
     assert main(["layer-diff", "zoo:chat-sft-full", "--out", str(full), "--n-boot", "100", "--no-probes", "--causal",
                  "--mask-steps", "60"]) == 0
-    fv = json.loads((full / "report.json").read_text())["verdict"]
-    fb = fv["behavior"]
-    if fb["localized"]:  # a small set carries the full fine-tune's format: it must meet the bar, on functional evidence
-        c = fb["carrier"]
-        assert len(fb["layers"]) <= 2 and min(c["sufficiency"], c["necessity"]) >= 0.8 and fb["layers"] == fv["behavior_layers"]
-        assert any(s.startswith("behavior carried by") for s in fv["summary"])
-    else:
-        assert fv["behavior_layers"] == [] and any(s.startswith("behavior not localized") for s in fv["summary"])
+    rep_full = json.loads((full / "report.json").read_text())
+    fv = rep_full["verdict"]
+    fb, fp = fv["behavior"], rep_full["causal"]["localize"]["behavior"]["profile"]
+    # every layer trained; the tuned model gives its format > 0.99 probability, so necessity is read on the logit
+    # difference. Layer 0 carries most of it on every build (alone: sufficiency 0.63-0.92, necessity 0.78-0.84),
+    # and the grade sits at the border: localized at [0, 3] or [0], or distributed (three builds); never on weights
+    assert fp["saturated"] and fp["metric"] == "logprob+logit_diff" and fp["tuned_target_probability"] > 0.99
+    assert fp["ranking"][0] == 0 and min(fp["sufficiency"]["mean"][0], fp["necessity"]["mean"][0]) >= 0.6
+    assert fb["grade"] in ("localized", "distributed") and (fb["layers"] == [] or 0 in fb["layers"])
+    assert fv["behavior_layers"] == fb["layers"]
     for verdict in (v, fv):  # no layer is ever named on weights alone
         for kind in ("behavior", "knowledge"):
             for srcs in ((verdict.get(kind) or {}).get("named_by") or {}).values():
