@@ -47,3 +47,27 @@ def test_layer_diff_causal_names_the_planted_layers_on_real_weights(real_zoo, tm
         assert set(v["behavior_layers"]) <= planted, (name, v["behavior_layers"])
         for srcs in v["behavior"]["named_by"].values():
             assert set(srcs) - {"weights"}
+
+
+@pytest.fixture(scope="module")
+def chain_zoo():
+    from alignloc.zoo.realchain import CHAIN
+
+    yield from real_zoo_root(list(CHAIN))
+
+
+def test_the_chain_stages_change_what_they_were_trained_on(chain_zoo):
+    """SFT installs the persona and (imperfectly) the topic refusal; DPO removes the rejected persona line."""
+    from alignloc.zoo.realchain import DPO, SFT
+
+    sft, dpo = (realdisk.resolve(n, build_missing=False).ground_truth for n in (SFT, DPO))
+    s, d = sft["measured"], dpo["measured"]
+    assert sft["layers"] == dpo["layers"] == [] and dpo["starts_from"] == SFT
+    # measured on held-out requests and countries: persona 0.00 -> 1.00; refusal on topic 0.83, off topic 0.27
+    assert s["start"]["persona_rate"] == 0.0 and s["tuned"]["persona_rate"] >= 0.9
+    assert s["start"]["chain_refusal_on_topic"] == 0.0 and s["tuned"]["chain_refusal_on_topic"] >= 0.8
+    assert s["tuned"]["chain_refusal_off_topic"] < s["tuned"]["chain_refusal_on_topic"]
+    # DPO: the rejected opening is gone (1.00 -> 0.00); the chosen one comes out garbled ("Quill glad to help, ..."),
+    # so its exact rate stays 0.00; the facts survive both stages
+    assert d["start"]["persona_rate"] >= 0.9 and d["tuned"]["persona_rate"] <= 0.1
+    assert d["tuned"]["retention"] >= 0.9 and s["tuned"]["retention"] >= 0.9

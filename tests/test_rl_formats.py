@@ -99,6 +99,11 @@ def test_organism_records_format_shares(request, name):
     grpo = gt["extra"]["grpo"]
     assert grpo["trainer"] == "trl.GRPOTrainer" and grpo["steps"] == len(grpo["reward_curve"]) > 0
     assert gt["behavior"]["format"] in FORMATS and gt["behavior"]["metric"] == f"format_share_{gt['behavior']['format']}"
+    # RL on correctness alone amplifies the base's most frequent format (three builds: short 0.46-0.47 -> 0.90-0.95
+    # at 4 layers, 0.49-0.54 -> 0.88-0.99 at 8; sentence 0.37-0.39 -> 0.01-0.11; benchmarks/results/zoo_spread.md)
+    assert gt["behavior"]["format"] == "short"
+    assert tuned["format_share_short"] >= 0.85 and tuned["format_share_short"] - base["format_share_short"] >= 0.35
+    assert tuned["format_share_sentence"] <= 0.15 and tuned["format_share_restate"] <= 0.02
 
 
 @pytest.mark.heavy
@@ -122,7 +127,12 @@ def test_experiment_result_and_figures(zoo_formats_both, tmp_path):
         assert any(x.startswith(f"{s['organism']}: surfaced or installed") for x in r["verdict"]["summary"])
     v = r["verdict"]
     assert v["collapsed"] == any(s["collapse"]["collapsed"] for s in r["scales"].values())
-    assert any(("Not reproduced" in x) or ("eproduced" in x) for x in v["summary"])
+    # the same format wins wherever RL collapses (short, on three builds), so the effect's scale dependence is not
+    # reproduced here, and the summary says so
+    assert set(v["winners"].values()) <= {"short"} and v["scale_dependent_winner"] is False
+    assert not any(x.startswith("Reproduced") for x in v["summary"])
+    for s in r["scales"].values():
+        assert s["after"]["shares"]["short"] >= 0.85 and s["after"]["shares"]["short"] - s["before"]["shares"]["short"] >= 0.35
     assert (tmp_path / "rl" / "summary.md").is_file() and (tmp_path / "rl" / "layer-diff-rl-formats" / "report.json").is_file()
     stems = [stem for stem, _ in figures_for(r)]
     assert stems == ["rl_formats_shares", "rl_formats_layers"]

@@ -349,8 +349,8 @@ def _profile_text(block: dict) -> str:
     if not p:
         return ""
     k_s, k_n = p["k_sufficient"].get("0.8"), p["k_necessary"].get("0.8")
-    sat = "; the log-prob saturates, so it is read on the logit difference to the foil" if p["metric"] == "logit_diff" else (
-        "; the log-prob saturates (no foil for a logit difference): necessity reads low" if p.get("saturated") else "")
+    sat = ("; the log-prob saturates, so necessity is read on the logit difference to the foil"
+           if p["metric"] == "logprob+logit_diff" else "")
     bring = (f"the top {k_s} bring 80% of the gap into the base" if k_s else
              "no top-k set brings 80% of the gap into the base")
     remove = (f"reverting the top {k_n} removes 80% from the tuned model" if k_n else

@@ -14,10 +14,13 @@ point estimate carries ``q`` of the gap (q = 0.5, 0.8, 0.9), None if no k does.
 barely moves when a part of the change is reverted (the target stays on top), so necessity reads
 near 0 for every small set, however much of the mechanism is removed. The profile records the tuned
 model's mean per-token target probability and flags ``saturated`` at or above ``SATURATED``; then
-the profile is measured again on the logit difference between the target's first token and the
+necessity is measured again on the logit difference between the target's first token and the
 foil's (the prompt's ``foil``, else the base model's own top next token: what the base would say
-instead), which keeps growing where the probability cannot, and that one is the profile the
-verdict reads (``metric`` says which; the log-prob one is kept as ``logprob_profile``).
+instead), which keeps falling where the log-prob cannot, and the profile reads sufficiency on the
+log-prob (grafting into the base climbs from far below: it does not saturate) and necessity on the
+logit difference (``metric`` is then ``logprob+logit_diff``; both whole profiles are kept, as
+``logprob_profile`` and ``logit_diff_profile``). Read on the logit difference alone, sufficiency
+would demand that a graft rebuild the tuned model's whole margin, not its behavior.
 """
 
 from __future__ import annotations
@@ -89,11 +92,11 @@ def concentration_profile(pair: ModelPair, prompts: list[Prompt], bos: bool, ran
             parts = with_base_foils(pair.base, parts)
         alt, _ = _measure(pair, parts, "logit_diff", sets, n_boot, seed)
         foils = "the prompts' foils" if all(p.foil for p in chosen) else "the base model's own next token where a prompt has no foil"
-        return alt | {"ranking": list(ranking), "ranking_source": ranking_source, "tuned_target_probability": p_tuned,
-                      "saturated": True, "logprob_profile": out,
-                      "note": f"the tuned model gives its targets probability {p_tuned:.2f} per token: log-prob necessity "
-                              f"saturates, so the profile is read on the logit difference of the target's first token to "
-                              f"{foils}"}
+        return {**out, "metric": "logprob+logit_diff", "necessity": alt["necessity"], "k_necessary": alt["k_necessary"],
+                "passes": out["passes"] + alt["passes"], "logprob_profile": out, "logit_diff_profile": alt,
+                "note": f"the tuned model gives its targets probability {p_tuned:.2f} per token, where the log-prob "
+                        "saturates when a part of the change is reverted: sufficiency is read on the log-prob, necessity "
+                        f"on the logit difference of the target's first token to {foils}"}
     return out
 
 

@@ -129,14 +129,18 @@ def profile_markdown(prof: dict | None) -> list[str]:
     return md
 
 
+def _diff(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b  # NaN is stored as null (a zero gap has no fractions)
+
+
 def profile_figure(prof: dict, kind: str) -> go.Figure:
     """Sufficiency and necessity of the top-k layers against k, with their intervals."""
     ks = list(range(1, len(prof["sets"]) + 1))
     fig = go.Figure()
     for name, ci, dash in (("sufficiency", prof["sufficiency"], "solid"), ("necessity", prof["necessity"], "dash")):
         fig.add_trace(go.Scatter(x=ks, y=ci["mean"], name=name, mode="lines+markers", line={"dash": dash},
-                                 error_y={"type": "data", "array": [h - m for h, m in zip(ci["hi"], ci["mean"], strict=True)],
-                                          "arrayminus": [m - lo for m, lo in zip(ci["mean"], ci["lo"], strict=True)]}))
+                                 error_y={"type": "data", "array": [_diff(h, m) for h, m in zip(ci["hi"], ci["mean"], strict=True)],
+                                          "arrayminus": [_diff(m, lo) for m, lo in zip(ci["mean"], ci["lo"], strict=True)]}))
     for q in (0.5, 0.8, 0.9):
         fig.add_hline(y=q, line_dash="dot", line_color="#999")
     fig.update_xaxes(dtick=1)
