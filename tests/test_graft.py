@@ -37,7 +37,10 @@ def test_two_layer_sft_needs_both_layers(zoo_tiny):
     metric = behavior_metric(organism_prompts("chat-sft-upper"))
     r = graft_sweep(pair, metric)
     assert r["sufficiency"][0] == r["sufficiency"][1] == 0.0
-    assert max(r["sufficiency"][2], r["sufficiency"][3]) > 0.1
+    # neither trained layer carries the behavior alone (three builds: sufficiency 0.40-0.78, necessity 0.22-0.60
+    # for the better one), each brings part of it
+    assert min(r["sufficiency"][2], r["sufficiency"][3]) > 0.2 and max(r["sufficiency"][2], r["sufficiency"][3]) < 0.9
+    assert max(r["necessity"][2], r["necessity"][3]) < 0.7
     with grafted(pair.base, pair.tuned, [2, 3]) as m:
         assert metric(m) == pytest.approx(r["tuned"], abs=1e-4)
 

@@ -48,7 +48,8 @@ def test_beta_dial_and_the_verdict(pt):
     assert rates[0] < rates[1] < rates[2] and c["proxy beta=1.5"]["behavior_rate"] > rates[1]
     assert v["monotone_in_beta"] == all(a <= b for a, b in zip(rates + [c["proxy beta=1.5"]["behavior_rate"]],
                                                                 rates[1:] + [c["proxy beta=1.5"]["behavior_rate"]]))
-    assert 0.0 <= v["behavior_gap_closed"] <= 1.0 and v["behavior_gap_closed"] > 0.3
+    # gap closed at beta = 1 on three builds: 0.68 default, 0.58 one training thread, 0.86 AVX2 one thread
+    assert 0.5 <= v["behavior_gap_closed"] <= 1.0
     assert v["knowledge_delta_vs_large_base"] == pytest.approx(c["proxy beta=1"]["fact_recall"] - c["large base"]["fact_recall"])
     assert c["large tuned (weights)"]["behavior_rate"] > 0.9 and v["direct_knowledge_delta_vs_large_base"] < 0
     s = r["shift"]
