@@ -9,16 +9,15 @@ missing chunk of each side.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from alignloc.models.backends import DEFAULT_BACKEND, check_backend, make_backend
 from alignloc.models.families import check_site
 from alignloc.models.pair import SIDES, ModelPair
+from alignloc.progress import iterate
 from alignloc.prompts import Prompt, load_prompts, prompts_hash
 from alignloc.sites import Positions, Site, parse_positions, parse_sites
 from alignloc.store import DTYPES, Store, StoreError, StoreWriter, open_store
@@ -95,7 +94,8 @@ def capture(
 
     ``sites`` like ``"resid_post,attn_out.3"`` (a bare kind means every layer in ``layers``);
     ``positions`` is ``last``, ``all``, an int or a named position; ``dtype`` the storage dtype.
-    ``on_chunk(i)`` is called once chunk ``i`` of every side is safely on disk. ``release`` frees
+    ``progress=False`` reports nothing (else ``alignloc.progress`` decides: a bar on a terminal, a line per
+    side otherwise). ``on_chunk(i)`` is called once chunk ``i`` of every side is safely on disk. ``release`` frees
     each model after its side is captured (``LoadedModel.release``; it reloads when used again),
     except the last, so the next analysis can use it.
     """
@@ -113,7 +113,6 @@ def capture(
     if writer.manifest.get("complete"):
         return open_store(out)
     pid = pad_id(pair.tokenizer)
-    show = sys.stderr.isatty() if progress is None else progress
     order = sorted(SIDES, key=lambda side: not pair.side(side).resident)  # a model already in memory goes first
     try:
         for k, side in enumerate(order):
@@ -121,7 +120,7 @@ def capture(
             if not todo:
                 continue
             be = make_backend(backend, pair.side(side))
-            for i in tqdm(todo, desc=f"capture {side} -> {out}", unit="batch", disable=not show):
+            for i in (todo if progress is False else iterate(todo, f"capture {side} -> {out}", unit="batch")):
                 start, end = i * batch_size, min((i + 1) * batch_size, plan["n_prompts"])
                 input_ids, mask = pad_batch(ids[start:end], pid)
                 rows = plan["position_index"][start:end]

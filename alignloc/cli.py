@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from alignloc import options as check
+from alignloc import progress
 from alignloc.cli_errors import run, watch
 from alignloc.cli_options import (
     CHAT_TEMPLATE,
@@ -17,6 +18,7 @@ from alignloc.cli_options import (
     DEVICE,
     DEVICE_MAP,
     ONE_AT_A_TIME,
+    QUIET,
     SUITE,
 )
 from alignloc.errors import UsageError
@@ -61,8 +63,10 @@ def capture(
     one_at_a_time: bool = ONE_AT_A_TIME,
     allow_pickle: bool = typer.Option(False, help="Allow pickle (.bin) checkpoints. Only for sources you trust."),
     trust_remote_code: bool = typer.Option(False, help="Run model code shipped with a hub checkpoint."),
+    quiet: bool = QUIET,
 ) -> None:
     """Capture activations of a base/tuned pair on the same prompts into an on-disk store."""
+    progress.configure("quiet" if quiet else "auto")
     from alignloc.capturing import capture as run_capture
     from alignloc.models.backends import BACKENDS
     from alignloc.models.pair import load_pair
@@ -112,8 +116,10 @@ def demo(
     size: str = typer.Option("tiny", help="Zoo size: tiny (CPU minutes) | small."),
     device: str = DEVICE, compute_dtype: str = COMPUTE_DTYPE, device_map: str = DEVICE_MAP,
     overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
+    quiet: bool = QUIET,
 ) -> None:
     """Build (or reuse) the default organism and run layer-diff on it: where is the change, of what kind?"""
+    progress.configure("quiet" if quiet else "auto")
     from alignloc import zoo
     from alignloc.layerdiff.run import default_control, layer_diff
     from alignloc.models.pair import load_pair
@@ -175,8 +181,10 @@ def layer_diff_cmd(
     one_at_a_time: bool = ONE_AT_A_TIME,
     allow_pickle: bool = typer.Option(False, help="Allow pickle (.bin) checkpoints. Only for sources you trust."),
     trust_remote_code: bool = typer.Option(False, help="Run model code shipped with a hub checkpoint."),
+    quiet: bool = QUIET,
 ) -> None:
     """Compare base and tuned layer by layer: where is the change, and is it knowledge or behavior?"""
+    progress.configure("quiet" if quiet else "auto")
     from alignloc.layerdiff.answers import ANSWERS_FILE, answer_targets
     from alignloc.layerdiff.run import default_control, layer_diff
     from alignloc.models.backends import BACKENDS
@@ -260,8 +268,10 @@ def localize_bench_cmd(
                               "of every layer), or both."),
     device: str = DEVICE, compute_dtype: str = COMPUTE_DTYPE, device_map: str = DEVICE_MAP,
     overwrite: bool = typer.Option(False, help="Replace existing --json / --markdown files."),
+    quiet: bool = QUIET,
 ) -> None:
     """Rank layers by each localization method on every organism with a planted edit: hit@1, hit@k, control false positives."""
+    progress.configure("quiet" if quiet else "auto")
     import json
 
     from alignloc.causal.bench import METHODS, TIERS, localize_bench, render_bench_markdown
@@ -308,8 +318,10 @@ def context_prior_cmd(
     overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
     allow_pickle: bool = typer.Option(False, help="Allow pickle (.bin) checkpoints. Only for sources you trust."),
     trust_remote_code: bool = typer.Option(False, help="Run model code shipped with a hub checkpoint."),
+    quiet: bool = QUIET,
 ) -> None:
     """Can a representation edit make the model follow a context that contradicts a strong prior, where prompting cannot?"""
+    progress.configure("quiet" if quiet else "auto")
     from alignloc.contextprior.conflicts import named_sets
     from alignloc.contextprior.data import load_sets
     from alignloc.contextprior.run import DEFAULT_INSTRUCTION, context_prior_report
@@ -364,8 +376,10 @@ def proxy_tune_cmd(
     overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
     allow_pickle: bool = typer.Option(False, help="Allow pickle (.bin) checkpoints. Only for sources you trust."),
     trust_remote_code: bool = typer.Option(False, help="Run model code shipped with a hub checkpoint."),
+    quiet: bool = QUIET,
 ) -> None:
     """Decoding-time alignment (large base + beta * (small tuned - small base)) against weight fine-tuning."""
+    progress.configure("quiet" if quiet else "auto")
     from alignloc.decoding.experiment import proxy_tune_report, split_prompts
     from alignloc.models.pair import load_model
     from alignloc.models.tokcheck import check_shared_tokenizer
@@ -416,8 +430,10 @@ def figures(
                             "html (one page), json (plotly's, per figure): these two need no browser."),
     cache: Path = typer.Option(Path("alignloc-results"), help="Where the zoo experiments' results are kept and reused."),
     overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
+    quiet: bool = QUIET,
 ) -> None:
     """Publication figures (plotly + kaleido, via the system Chromium) from results, or from the zoo experiments."""
+    progress.configure("quiet" if quiet else "auto")
     from alignloc.report.figfiles import FORMATS
     from alignloc.report.paper import EXPERIMENTS, make_figures, zoo_results
     from alignloc.store.outputs import check_out_dir
@@ -468,8 +484,10 @@ def trajectory_cmd(
     overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
     allow_pickle: bool = typer.Option(False, help="Allow pickle (.bin) checkpoints. Only for sources you trust."),
     trust_remote_code: bool = typer.Option(False, help="Run model code shipped with a hub checkpoint."),
+    quiet: bool = QUIET,
 ) -> None:
     """layer-diff along a chain of checkpoints: each step k-1 -> k and the base against each stage; where each stage lands."""
+    progress.configure("quiet" if quiet else "auto")
     from alignloc.layerdiff.trajectory import stage_dirs, trajectory, trajectory_prompts
     from alignloc.models.backends import BACKENDS
 

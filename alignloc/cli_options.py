@@ -16,3 +16,5 @@ SUITE = typer.Option(None, "--suite", help="Without --prompts (and not zoo:NAME)
 CHAT_TEMPLATE = typer.Option("auto", "--chat-template", help="How chat prompts become text, the same for both models: "
                              "auto (the tuned tokenizer's template, else the base's, else none) | tuned | base | none "
                              "('User: ...' / 'Assistant:' lines) | PATH of a Jinja template.")
+QUIET = typer.Option(False, "--quiet", help="No progress output (by default: a bar with its ETA for each step longer than "
+                     "2 s on a terminal, one line per such step with its time otherwise).")

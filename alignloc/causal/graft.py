@@ -22,6 +22,7 @@ import torch
 from alignloc.analyses.weights import module_of
 from alignloc.models.pair import LoadedModel, ModelPair
 from alignloc.models.placement import PlacementError
+from alignloc.progress import stage
 
 Metric = Callable[[LoadedModel], float]
 
@@ -132,11 +133,15 @@ def window_sweep(pair: ModelPair, metric: Metric, sizes: list[int] | None = None
     sizes = window_sizes(n) if sizes is None else sizes
     m_base, m_tuned = metric(pair.base), metric(pair.tuned)
     windows, passes = {}, 2
-    for w in sizes:
-        starts = list(range(n - w + 1))
-        eff = [graft_effect(pair, metric, list(range(i, i + w)), m_base, m_tuned, modules) for i in starts]
-        windows[str(w)] = {"starts": starts, "sufficiency": [e[0] for e in eff], "necessity": [e[1] for e in eff]}
-        passes += 2 * len(starts)
+    with stage("graft windows", total=sum(n - w + 1 for w in sizes), unit="window") as advance:
+        for w in sizes:
+            starts = list(range(n - w + 1))
+            eff = []
+            for i in starts:
+                eff.append(graft_effect(pair, metric, list(range(i, i + w)), m_base, m_tuned, modules))
+                advance()
+            windows[str(w)] = {"starts": starts, "sufficiency": [e[0] for e in eff], "necessity": [e[1] for e in eff]}
+            passes += 2 * len(starts)
     return {"base": m_base, "tuned": m_tuned, "gap": m_tuned - m_base, "sizes": sizes, "n_layers": n,
             "modules": list(modules or []), "windows": windows, "passes": passes}
 

@@ -45,6 +45,7 @@ from alignloc.analyses.weights import module_of
 from alignloc.causal.graft import graft_effect, swapped
 from alignloc.causal.metrics import scored_batch, scored_logits
 from alignloc.models.pair import ModelPair
+from alignloc.progress import iterate
 from alignloc.prompts import Prompt
 
 GRANULARITIES = ("layer", "module")
@@ -180,7 +181,7 @@ class DeltaMask:
 
         seen_z: list[torch.Tensor] = []
         seen_loss: list[torch.Tensor] = []
-        for step in range(self.steps):
+        for step in iterate(range(self.steps), "delta mask", unit="step"):
             b = behavior[int(torch.randint(len(behavior), (1,), generator=gen))]
             opt.zero_grad()
             if relaxed:

@@ -45,6 +45,7 @@ from alignloc.causal.metrics import ScoredBatch, resolve_metric, score, scored_b
 from alignloc.models.hooks import edit, record, unembed_at
 from alignloc.models.pair import LoadedModel, ModelPair
 from alignloc.models.resume import Prefix, record_prefix, resume, resumes_exactly, window
+from alignloc.progress import iterate
 from alignloc.prompts import Prompt
 from alignloc.sites import Site
 from alignloc.tokens import encode_prompts
@@ -264,7 +265,8 @@ def _sweep(recipient: LoadedModel, donor: LoadedModel, tokenizer, prompts: list[
     cells = [(s, o) for s in sites for o in offsets]
     chosen = by_length(tokenizer, chosen, bos, max_len)  # per-prompt scores: the order does not change the means
     m_rec, m_don, m_patch, seen = [], [], [], [set() for _ in offsets]
-    for s in range(0, len(chosen), batch_size):
+    label = f"patching {kind} ({'within ' + recipient.ref if corrupt else recipient.ref + ' <- ' + donor.ref})"
+    for s in iterate(range(0, len(chosen), batch_size), label, unit="batch"):
         part = chosen[s : s + batch_size]
         clean = scored_batch(tokenizer, part, bos, max_len)
         rec_ids = scored_batch(tokenizer, part, bos, max_len, text="corrupt_text", like=clean).ids if corrupt else clean.ids

@@ -34,6 +34,7 @@ from alignloc.analyses.concentration import profile_from
 from alignloc.causal.graft import grafted
 from alignloc.causal.metrics import ScoredBatch, score, scored_batch, scored_logits
 from alignloc.models.pair import LoadedModel, ModelPair
+from alignloc.progress import iterate
 from alignloc.prompts import Prompt
 
 SATURATED = 0.9  # mean per-token target probability of the tuned model at which log-prob necessity saturates
@@ -64,7 +65,7 @@ def _measure(pair: ModelPair, parts: list[ScoredBatch], metric: str, sets: list[
     """The profile on ``metric``, and the tuned model's per-prompt values."""
     m_base, m_tuned = per_prompt(pair.base, parts, metric), per_prompt(pair.tuned, parts, metric)
     up, down = [], []
-    for s in sets:
+    for s in iterate(sets, f"concentration profile ({metric})", unit="set"):
         with grafted(pair.base, pair.tuned, s) as m:
             up.append(per_prompt(m, parts, metric))
         with grafted(pair.tuned, pair.base, s) as m:

@@ -22,15 +22,14 @@ import dataclasses
 import hashlib
 import inspect
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from alignloc.models.pair import LoadedModel, ModelPair
 from alignloc.models.placement import input_device
+from alignloc.progress import iterate
 from alignloc.prompts import Prompt
 
 ANSWERS_FILE = "answers.json"
@@ -142,8 +141,8 @@ def greedy_answers(lm: LoadedModel, prompts: list[Prompt], n: int, bos: bool, st
     ctx = encode_prompts(lm.tokenizer, prompts, bos=bos).ids
     order = sorted(range(len(ctx)), key=lambda i: len(ctx[i]))
     gen: dict[int, list[int]] = {}
-    starts = range(0, len(order), batch_size)  # a bar with its ETA on a terminal (decoding takes minutes on a real pair)
-    for s in tqdm(starts, desc=f"answers of {lm.ref}", unit="batch", disable=not sys.stderr.isatty()):
+    starts = range(0, len(order), batch_size)  # decoding takes minutes on a real pair: alignloc.progress reports it
+    for s in iterate(starts, f"answers of {lm.ref}", unit="batch"):
         idx = order[s : s + batch_size]
         gen.update(zip(idx, _greedy_cached(lm.model, [ctx[i] for i in idx], n, pad_id(lm.tokenizer), stops), strict=True))
     out = []

@@ -10,6 +10,8 @@ from pathlib import Path
 import typer
 
 from alignloc import options as check
+from alignloc import progress
+from alignloc.cli_options import QUIET
 
 OVERWRITE_HELP = "Write into an OUT folder that holds other files (they are never replaced), and replace alignloc's own earlier outputs."
 
@@ -20,8 +22,10 @@ def rl_formats_cmd(
     size: str = typer.Option("tiny", help="Zoo size to build or reuse: tiny (CPU minutes) | small."),
     n_boot: int = typer.Option(200, help="Bootstrap resamples of each layer-diff interval."),
     overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
+    quiet: bool = QUIET,
 ) -> None:
     """Does RL with a correctness-only reward collapse onto one pretraining answer format, which one, at which scale, and where?"""
+    progress.configure("quiet" if quiet else "auto")
     from alignloc.errors import UsageError
     from alignloc.rlformats.experiment import OUT_FILES, rl_formats_experiment
     from alignloc.store.outputs import check_out_dir

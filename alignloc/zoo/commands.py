@@ -9,6 +9,8 @@ import json
 
 import typer
 
+from alignloc import progress
+from alignloc.cli_options import QUIET
 from alignloc.zoo.config import SIZES
 from alignloc.zoo.registry import build, list_organisms
 
@@ -27,9 +29,11 @@ def build_cmd(
     ),
     size: str = typer.Option("tiny", "--size", help=_SIZE_HELP),
     force: bool = typer.Option(False, "--force", help="Rebuild even if a current build exists."),
+    quiet: bool = QUIET,
 ) -> None:
     """Build organisms (reusing current builds) and print where they are."""
-    paths = build(names or None, size=size, force=force, log=lambda m: typer.echo(m, err=True))
+    progress.configure("quiet" if quiet else "auto")
+    paths = build(names or None, size=size, force=force, log=(lambda m: None) if quiet else (lambda m: typer.echo(m, err=True)))
     for p in paths:
         typer.echo(str(p))
 
