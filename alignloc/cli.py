@@ -471,7 +471,11 @@ def trajectory_cmd(
                                             "a local HF directory, hub id, zoo:NAME[:base|tuned] or peft adapter dir "
                                             "(merged onto CKPT0)."),
     prompts: Path | None = typer.Option(None, "--prompts", "-p", help="JSONL prompt file (see README). Default when a "
-                                        "checkpoint is zoo:NAME: the last such organism's bundled prompts."),
+                                        "checkpoint is zoo:NAME: the last such organism's bundled prompts; otherwise the "
+                                        "built-in suites (--suite), with the last stage's own answers as targets."),
+    suite: str | None = SUITE, chat_template: str = CHAT_TEMPLATE,
+    answer_tokens: int = typer.Option(16, "--answer-tokens", help="Length cap of the answers the last stage writes as "
+                                      "targets (suites only)."),
     out: Path = typer.Option(Path("trajectory-report"), "--out", "-o", help="Folder for step-k/ and base-k/ reports, "
                              "trajectory.json and trajectory.html (and trajectory.png when kaleido can draw it)."),
     n_boot: int = typer.Option(200, help="Bootstrap resamples over prompts for every interval."),
@@ -488,8 +492,17 @@ def trajectory_cmd(
 ) -> None:
     """layer-diff along a chain of checkpoints: each step k-1 -> k and the base against each stage; where each stage lands."""
     progress.configure("quiet" if quiet else "auto")
-    from alignloc.layerdiff.trajectory import stage_dirs, trajectory, trajectory_prompts
+    from alignloc.layerdiff.answers import ANSWERS_FILE
+    from alignloc.layerdiff.trajectory import (
+        FILES,
+        chain_prompts,
+        stage_dirs,
+        trajectory,
+        trajectory_prompts,
+    )
     from alignloc.models.backends import BACKENDS
+    from alignloc.models.refs import split_zoo
+    from alignloc.store.outputs import check_out_dir
 
     if len(checkpoints) < 2:
         raise UsageError(f"give at least two checkpoints (CKPT0 CKPT1 ...), got {len(checkpoints)}")
@@ -499,12 +512,23 @@ def trajectory_cmd(
     check.one_of("--backend", backend, BACKENDS)
     place = check.placement(device, compute_dtype, device_map)
     check.model_refs(*checkpoints, allow_pickle=allow_pickle)
-    prompt_list = check.prompt_file(prompts) if prompts is not None else trajectory_prompts(checkpoints)
+    zoo_ckpt = any(split_zoo(c) is not None for c in checkpoints)
+    answers = None
+    if prompts is not None:
+        prompt_list = check.prompt_file(prompts)
+    elif zoo_ckpt:
+        prompt_list = trajectory_prompts(checkpoints)
+    else:  # the built-in suites, targets written by the last stage
+        check_out_dir(out, (*FILES, ANSWERS_FILE, *stage_dirs(len(checkpoints) - 1)), overwrite=overwrite)
+        prompt_list, answers = chain_prompts(checkpoints, out, suite, chat_template, answer_tokens=answer_tokens,
+                                             batch_size=batch_size, placement=place, allow_pickle=allow_pickle,
+                                             trust_remote_code=trust_remote_code, log=lambda m: typer.echo(m, err=True))
     for d in stage_dirs(len(checkpoints) - 1):
         watch(out / d / "acts")
     summary = trajectory(checkpoints, out, prompt_list, n_boot=n_boot, seed=seed, probes=probes, what_changed=what_changed,
                          batch_size=batch_size, backend=backend, overwrite=overwrite, placement=place,
-                         allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, log=lambda m: typer.echo(m, err=True))
+                         allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, log=lambda m: typer.echo(m, err=True),
+                         answers=answers)
     for s in summary["stages"]:
         typer.echo(f"- stage {s['stage']} ({s['ref']}): step changed layers {s['step']['changed_layers']} (largest weight "
                    f"change: layer {s['step']['top_weight_layer']}); from the base: {s['from_base']['changed_layers']}")

@@ -62,9 +62,24 @@ def test_each_stage_lands_where_it_was_made(chain, tmp_path, capsys):
 def test_one_checkpoint_is_a_usage_error(chain, tmp_path, capsys):
     assert main(["trajectory", chain[0], "--out", str(tmp_path / "x")]) == 2
     assert "at least two checkpoints" in capsys.readouterr().err
-    assert main(["trajectory", *chain[:2], "--out", str(tmp_path / "x")]) == 2  # no --prompts, no zoo organism
-    assert "--prompts is required" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_without_a_prompt_file_the_chain_runs_the_suites_on_the_last_stage_s_answers(chain, tmp_path, capsys):
+    out = tmp_path / "suites"
+    assert main(["trajectory", *chain, "--suite", "chat", "--out", str(out), "--n-boot", "20", "--answer-tokens", "4"]) == 0
+    err = capsys.readouterr().err
+    assert "prompts: built-in suites chat" in err and "answers: the tuned then the base model decode" in err
+    t = json.loads((out / "trajectory.json").read_text())
+    stored = json.loads((out / "answers.json").read_text())
+    assert t["answers"]["n"] == len(stored["answers"]) >= 50 and t["answers"]["settings"]["answer_tokens"] == 4
+    # the targets are the last stage's answers, in every comparison (this tiny model's short context drops the longer chats)
+    step1 = json.loads((out / "step-1" / "report.json").read_text())
+    assert step1["prompts"]["by_kind"] == {"behavior": t["answers"]["n"]}
+    assert [s["stage"] for s in t["stages"]] == [1, 2] and t["stages"][1]["step"]["top_weight_layer"] == SECOND
+    assert main(["trajectory", *chain, "--suite", "chat", "--out", str(out), "--n-boot", "20", "--answer-tokens", "4",
+                 "--overwrite"]) == 0  # a rerun reads the answers back
+    assert "reused" in capsys.readouterr().err and (out / "answers.json").read_text() == json.dumps(stored, indent=1, ensure_ascii=False) + "\n"
 
 
 def test_the_library_refuses_a_single_checkpoint_before_loading(tmp_path):

@@ -28,6 +28,7 @@ from plotly.subplots import make_subplots
 
 from alignloc import __version__
 from alignloc.errors import OutputError, UsageError, one_line
+from alignloc.layerdiff.answers import ANSWERS_FILE
 from alignloc.layerdiff.run import layer_diff
 from alignloc.models.pair import LoadedModel, ModelPair, check_pair, load_model, load_pair
 from alignloc.models.refs import resolve_ref, split_zoo
@@ -109,20 +110,47 @@ def _static(fig: go.Figure, out: Path) -> str | None:
     return None
 
 
+def chain_prompts(refs: list[str], out: str | Path, suite: str | None, chat_template: str, *, answer_tokens: int = 16,
+                  batch_size: int = 16, placement: dict | None = None, allow_pickle: bool = False,
+                  trust_remote_code: bool = False, log: Callable[[str], None] | None = None) -> tuple[list[Prompt], dict | None]:
+    """The built-in suites for a chain with no prompt file: chat turns rendered with the last stage's template (as
+    layer-diff does for its pair), and behavior targets written by the last stage (its greedy answers; the first
+    checkpoint's are the foils), so every comparison scores where the final behavior arises. Answers are stored
+    in ``out/answers.json`` and reused (``layerdiff.answers``). Returns the prompts and the answers block."""
+    from alignloc.layerdiff.answers import answer_targets
+    from alignloc.suites.prepare import choose_prompts
+
+    chosen = choose_prompts(refs[0], refs[-1], None, suite, chat_template, allow_pickle=allow_pickle,
+                            trust_remote_code=trust_remote_code, reserve=answer_tokens)
+    for line in chosen.describe():
+        (log or (lambda _m: None))(line)
+    if not chosen.chats:
+        return chosen.prompts, None
+    pair = load_pair(refs[0], refs[-1], allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
+                     one_at_a_time=True, **(placement or {}))
+    prompts, block = answer_targets(pair, chosen.prompts, out, answer_tokens=answer_tokens,
+                                    template=chosen.template.record(), bos=chosen.bos, batch_size=batch_size, log=log,
+                                    one_at_a_time=True)
+    del pair
+    gc.collect()
+    return prompts, block
+
+
 def trajectory(refs: list[str], out: str | Path, prompts: list[Prompt] | None = None, *, n_boot: int = 200,
                seed: int = 0, probes: bool = False, what_changed: bool = True, batch_size: int = 16,
                backend: str = "hf", overwrite: bool = False, placement: dict | None = None,
                allow_pickle: bool = False, trust_remote_code: bool = False,
-               log: Callable[[str], None] | None = None) -> dict:
+               log: Callable[[str], None] | None = None, answers: dict | None = None) -> dict:
     """layer-diff of every step and of the base against every stage of ``refs`` (see the module
-    docstring); writes the reports, ``trajectory.json`` and the figure under ``out``; returns the summary."""
+    docstring); writes the reports, ``trajectory.json`` and the figure under ``out``; returns the summary.
+    ``answers``: the block of ``chain_prompts`` when the prompts' targets are the last stage's own answers."""
     from alignloc.report import REPORT_FILES, json_safe, write_report
     from alignloc.store.outputs import check_out_dir, write_outputs
 
     if len(refs) < 2:
         raise UsageError(f"a trajectory needs at least two checkpoints (CKPT0 CKPT1 ...), got {len(refs)}")
     out, log = Path(out), log or (lambda _m: None)
-    check_out_dir(out, (*FILES, *stage_dirs(len(refs) - 1)), overwrite=overwrite)
+    check_out_dir(out, (*FILES, ANSWERS_FILE, *stage_dirs(len(refs) - 1)), overwrite=overwrite)
     for d in stage_dirs(len(refs) - 1):
         check_out_dir(out / d, (*REPORT_FILES, "acts"), overwrite=overwrite)
     prompts = prompts if prompts is not None else trajectory_prompts(refs)
@@ -167,6 +195,7 @@ def trajectory(refs: list[str], out: str | Path, prompts: list[Prompt] | None = 
         "prompts": {"n": len(prompts), "sha256": prompts_hash(prompts)},
         "settings": {"n_boot": n_boot, "seed": seed, "probes": probes, "what_changed": what_changed, "backend": backend},
         "stages": stages,
+        "answers": answers,
         "figure": {"html": "trajectory.html", "png": None if skipped else "trajectory.png", "png_skipped": skipped},
     }
     write_outputs(out, {"trajectory.json": json.dumps(json_safe(summary), indent=1, allow_nan=False).encode()})
