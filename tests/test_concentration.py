@@ -65,3 +65,10 @@ def test_the_verdict_grades_localized_concentrated_and_distributed():
                            [], [], cfg, 8)
     assert dis["grade"] == "distributed" and dis["layers"] == [] and "at most 4 layers" in dis["reason"]
     assert sufficient_set(_loc([0.1] * 8, [0.1] * 8), cfg, 8) is None
+    # one window alone looking sufficient while the profile's nested sets are not (noise on a null pair's small gap):
+    # the profile, with its intervals, decides
+    noisy = _loc([0.02] * 8, [0.5] * 8)
+    noisy["windows"]["windows"]["1"]["sufficiency"][3] = 0.99
+    assert functional_block("behavior", noisy, [], [], cfg, 8)["grade"] == "distributed"
+    del noisy["profile"]
+    assert sufficient_set(noisy, cfg, 8)["layers"] == [3]  # without a profile, the windows are what there is
