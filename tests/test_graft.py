@@ -56,3 +56,23 @@ def test_graft_modules_and_restore_on_error(llama_pair):
     assert torch.equal(dict(pair.base.model.named_parameters())[names[0]], w)
     with pytest.raises(ValueError, match="no parameters"):
         graft_params(pair.base, [99])
+
+
+def test_resumed_windows_equal_the_full_forwards(zoo_tiny):
+    """A window grafted at block i starts there from the recipient's recorded residual: the same numbers as full
+    forwards (to 1e-5 of the gap), every window and both ways."""
+    from alignloc.causal.graft import target_metric, window_sweep
+    from alignloc.causal.resumed import ResumedScorer
+
+    pair = load_pair("zoo:chat-sft-lower-drift")  # every layer moved: no window is trivially 0
+    prompts = [p for p in organism_prompts("chat-sft-lower-drift") if p.kind == "behavior"][:24]
+    metric = target_metric(prompts, None, True)
+    full = window_sweep(pair, metric, [1, 2])
+    scorers = (ResumedScorer(pair.base, prompts, True, 8), ResumedScorer(pair.tuned, prompts, True, 8))
+    fast = window_sweep(pair, metric, [1, 2], resumed=scorers)
+    assert full["engine"] == "full" and fast["engine"] == "resumed" and all(s.exact for s in scorers)
+    for w in ("1", "2"):
+        for key in ("sufficiency", "necessity"):
+            assert fast["windows"][w][key] == pytest.approx(full["windows"][w][key], abs=1e-5), (w, key)
+    assert scorers[0].mean(0) == pytest.approx(full["base"], abs=1e-5)
+    assert scorers[0].mean(2) == pytest.approx(full["base"], abs=1e-5)  # resumed, ungrafted: the model itself

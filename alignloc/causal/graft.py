@@ -81,13 +81,17 @@ def grafted(recipient: LoadedModel, donor: LoadedModel, layers: list[int],
 
 
 def graft_effect(pair: ModelPair, metric: Metric, layers: list[int], m_base: float, m_tuned: float,
-                 modules: tuple[str, ...] | None = None) -> tuple[float, float]:
-    """``(sufficiency, necessity)`` of the layer set ``layers`` as fractions of the gap (NaN if it is 0)."""
+                 modules: tuple[str, ...] | None = None, resumed: tuple | None = None) -> tuple[float, float]:
+    """``(sufficiency, necessity)`` of the layer set ``layers`` as fractions of the gap (NaN if it is 0).
+
+    ``resumed``: ``(ResumedScorer of the base, of the tuned model)`` on the metric's prompts
+    (``causal.resumed``): each grafted model then runs from block ``min(layers)`` only, with the same result."""
     gap = m_tuned - m_base
+    start = min(layers)
     with grafted(pair.base, pair.tuned, layers, modules) as m:
-        up = metric(m)
+        up = resumed[0].mean(start) if resumed else metric(m)
     with grafted(pair.tuned, pair.base, layers, modules) as m:
-        down = metric(m)
+        down = resumed[1].mean(start) if resumed else metric(m)
     return ((up - m_base) / gap, (m_tuned - down) / gap) if gap else (float("nan"), float("nan"))
 
 
@@ -122,8 +126,9 @@ def window_sizes(n_layers: int, spec: str | list[int] | None = None) -> list[int
 
 
 def window_sweep(pair: ModelPair, metric: Metric, sizes: list[int] | None = None,
-                 modules: tuple[str, ...] | None = None) -> dict:
-    """Sufficiency and necessity of every contiguous window ``i..i+w-1`` for each size ``w``.
+                 modules: tuple[str, ...] | None = None, resumed: tuple | None = None) -> dict:
+    """Sufficiency and necessity of every contiguous window ``i..i+w-1`` for each size ``w``
+    (``resumed``: see ``graft_effect``; a window at block ``i`` then computes blocks ``i..`` only).
 
     Costs ``2 + 2 * sum_w (n_layers - w + 1)`` metric evaluations (forward passes over the prompts).
     Returns JSON-ready ``{"base", "tuned", "gap", "sizes", "windows": {w: {"starts", "sufficiency",
@@ -138,12 +143,13 @@ def window_sweep(pair: ModelPair, metric: Metric, sizes: list[int] | None = None
             starts = list(range(n - w + 1))
             eff = []
             for i in starts:
-                eff.append(graft_effect(pair, metric, list(range(i, i + w)), m_base, m_tuned, modules))
+                eff.append(graft_effect(pair, metric, list(range(i, i + w)), m_base, m_tuned, modules, resumed))
                 advance()
             windows[str(w)] = {"starts": starts, "sufficiency": [e[0] for e in eff], "necessity": [e[1] for e in eff]}
             passes += 2 * len(starts)
     return {"base": m_base, "tuned": m_tuned, "gap": m_tuned - m_base, "sizes": sizes, "n_layers": n,
-            "modules": list(modules or []), "windows": windows, "passes": passes}
+            "modules": list(modules or []), "windows": windows, "passes": passes,
+            "engine": "resumed" if resumed and all(r.exact for r in resumed) else "full"}
 
 
 def carrier_window(sweep: dict, threshold: float = 0.8) -> dict | None:

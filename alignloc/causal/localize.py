@@ -25,6 +25,7 @@ from alignloc.causal.graft import carrier_window, window_sweep
 from alignloc.causal.mask import DeltaMask
 from alignloc.causal.patching import patch_sweep
 from alignloc.causal.profile import concentration_profile, ranking_from_windows
+from alignloc.causal.resumed import ResumedScorer
 from alignloc.models.pair import ModelPair
 from alignloc.prompts import Prompt
 
@@ -70,7 +71,9 @@ def localize(pair: ModelPair, prompts: list[Prompt], bos: bool, *, sizes: list[i
         raise ValueError("localization needs prompts with a 'target'")
     metric = target_metric(chosen, None, bos)
     t0 = time.time()
-    win = window_sweep(pair, metric, sizes)
+    resumed = (ResumedScorer(pair.base, chosen, bos, batch_size), ResumedScorer(pair.tuned, chosen, bos, batch_size))
+    win = window_sweep(pair, metric, sizes, resumed=resumed)
+    del resumed
     out = {"n": len(chosen), "gap": win["gap"], "windows": win, "carrier": carrier_window(win, carrier_at),
            "carrier_at": carrier_at, "seconds": {"windows": round(time.time() - t0, 2)}}
     mask = DeltaMask() if mask is None else mask

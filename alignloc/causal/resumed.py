@@ -1,0 +1,77 @@
+"""Grafts that cost what they change: a recipient whose layers ``>= k`` are grafted starts at block ``k``.
+
+Grafting the window ``k..k+w-1`` into a model leaves every block below ``k`` as it was, so the
+residual stream entering block ``k`` is the recipient's own, recorded once (``models.resume``). A
+``ResumedScorer`` records each batch of prompts once per recipient (the inputs of every block), and
+``scores(k)`` runs only blocks ``k..L-1`` (then the final norm and unembedding) from the recorded
+residual: a sweep over windows computes about half the blocks a full forward per graft would. The
+numbers equal the full forwards' (``resumes_exactly`` is checked on the first batch; a family whose
+forward will not resume falls back to full forwards).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from jaxtyping import Float
+
+from alignloc.causal.metrics import ScoredBatch, score, scored_batch, scored_logits
+from alignloc.models.pair import LoadedModel
+from alignloc.models.resume import Prefix, record_prefix, resume, resumes_exactly, window
+from alignloc.prompts import Prompt
+
+log = logging.getLogger(__name__)
+
+
+class ResumedScorer:
+    """Per-prompt target log-probs of one recipient, resumed at any block from its recorded run."""
+
+    def __init__(self, lm: LoadedModel, prompts: list[Prompt], bos: bool, batch_size: int = 16):
+        chosen = [p for p in prompts if p.target]
+        self.lm = lm
+        self.parts: list[ScoredBatch] = [scored_batch(lm.tokenizer, chosen[s : s + batch_size], bos, lm.max_len)
+                                         for s in range(0, len(chosen), batch_size)]
+        n = lm.model.config.num_hidden_layers
+        self.n_layers = n
+        with torch.no_grad():
+            self.prefixes: list[Prefix] = [record_prefix(lm.model, lm.family, b.ids, b.mask, list(range(n)))
+                                           for b in self.parts]
+        self.exact = self._check()
+        for prefix in self.prefixes:  # the full logits were for the check only: [b, pos, d_vocab] per batch is large
+            prefix.logits = None
+
+    def _check(self) -> bool:
+        if not self.parts:
+            return True
+        b, p = self.parts[0], self.prefixes[0]
+        dtype = next(self.lm.model.parameters()).dtype
+        rtol = 1e-4 if dtype == torch.float32 else 2e-2
+        try:
+            with torch.no_grad():
+                return resumes_exactly(self.lm.model, self.lm.family, p, b.ids, self.n_layers // 2, 0, rtol)
+        except (TypeError, ValueError, RuntimeError, AttributeError) as e:
+            log.warning("grafting: %s cannot resume a recorded forward (%s: %s); full forwards", self.lm.ref,
+                        type(e).__name__, e)
+            return False
+
+    @torch.no_grad()
+    def scores(self, start: int = 0) -> Float[torch.Tensor, " n"]:
+        """Each prompt's target log-prob under the recipient as it is now (grafted at blocks ``>= start`` at most),
+        computing blocks ``start..L-1`` only."""
+        out = []
+        for b, prefix in zip(self.parts, self.prefixes, strict=True):
+            if start == 0 or not self.exact:
+                logits = scored_logits(self.lm, b)
+            else:
+                rows = torch.arange(b.ids.shape[0])
+                starts = torch.zeros_like(rows)
+                full = resume(self.lm.model, self.lm.family, prefix, start, rows, starts,
+                              window(prefix.resid[start], starts, b.ids.shape[1]), b.ids)
+                logits = torch.take_along_dim(full, b.index.to(full.device)[..., None], dim=1).float().cpu()
+            out.append(score(logits, b, "logprob"))
+        return torch.cat(out)
+
+    def mean(self, start: int = 0) -> float:
+        """The mean over prompts (as ``graft.target_metric``)."""
+        return float(self.scores(start).nanmean())
