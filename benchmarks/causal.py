@@ -28,10 +28,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 def run(name: str, args, tok) -> dict:
     """Both engines on one config; returns the times, the ratio and the largest difference."""
     import torch
+    from scale import build_pair, prompts
 
     from alignloc.causal.graft import target_metric, window_sweep
     from alignloc.causal.resumed import ResumedScorer
-    from scale import build_pair, prompts
 
     pair = build_pair(name, tok, args.device)
     ps = prompts(args.prompts)
