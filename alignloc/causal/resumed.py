@@ -4,7 +4,8 @@ Grafting the window ``k..k+w-1`` into a model leaves every block below ``k`` as 
 residual stream entering block ``k`` is the recipient's own, recorded once (``models.resume``). A
 ``ResumedScorer`` records each batch of prompts once per recipient (the inputs of every block), and
 ``scores(k)`` runs only blocks ``k..L-1`` (then the final norm and unembedding) from the recorded
-residual: a sweep over windows computes about half the blocks a full forward per graft would. The
+residual, and unembeds only the scored positions: a sweep over windows computes about half the
+blocks a full forward per graft would. The
 numbers equal the full forwards' (``resumes_exactly`` is checked on the first batch; a family whose
 forward will not resume falls back to full forwards).
 """
@@ -17,6 +18,7 @@ import torch
 from jaxtyping import Float
 
 from alignloc.causal.metrics import ScoredBatch, score, scored_batch, scored_logits
+from alignloc.models.hooks import unembed_at
 from alignloc.models.pair import LoadedModel
 from alignloc.models.resume import Prefix, record_prefix, resume, resumes_exactly, window
 from alignloc.prompts import Prompt
@@ -66,9 +68,9 @@ class ResumedScorer:
             else:
                 rows = torch.arange(b.ids.shape[0])
                 starts = torch.zeros_like(rows)
-                full = resume(self.lm.model, self.lm.family, prefix, start, rows, starts,
-                              window(prefix.resid[start], starts, b.ids.shape[1]), b.ids)
-                logits = torch.take_along_dim(full, b.index.to(full.device)[..., None], dim=1).float().cpu()
+                with unembed_at(self.lm.model, self.lm.family, b.index):  # the scored positions only
+                    logits = resume(self.lm.model, self.lm.family, prefix, start, rows, starts,
+                                    window(prefix.resid[start], starts, b.ids.shape[1]), b.ids).float().cpu()
             out.append(score(logits, b, "logprob"))
         return torch.cat(out)
 
