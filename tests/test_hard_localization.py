@@ -95,7 +95,8 @@ def test_functional_block_rules():
     tiny = functional_block("behavior", {**loc, "gap": 0.2}, [], [], cfg, n_layers=8)
     assert tiny["localized"] is None and tiny["layers"] == []
     # without causal evidence: the lens, corroborated by weights that single layers out; a disagreement names nothing
-    assert functional_block("behavior", None, [2, 3], [2, 3], cfg, 8)["layers"] == [2, 3]
+    corr = functional_block("behavior", None, [2, 3], [2, 3], cfg, 8)
+    assert corr["layers"] == [2, 3] and corr["localized"] is None  # where the gap shows, not what carries it
     dis = functional_block("behavior", None, [5, 6], [1, 2], cfg, 8)
     assert dis["layers"] == [] and "disagree" in dis["reason"]
     assert functional_block("behavior", None, [5, 6], list(range(8)), cfg, 8)["basis"] == "lens"
