@@ -94,7 +94,7 @@ def layer_diff_figures(r: dict) -> list[tuple[str, go.Figure]]:
                 ci = prof[key]
                 fig.add_trace(_line(ks, ci["mean"], key, SERIES[i]))
                 fig.add_trace(go.Scatter(x=ks + ks[::-1], y=ci["hi"] + ci["lo"][::-1], fill="toself", line_width=0,
-                                         fillcolor=SERIES[i], opacity=0.2, showlegend=False, hoverinfo="skip"))
+                                         fillcolor=SERIES[i][0], opacity=0.2, showlegend=False, hoverinfo="skip"))
             fig.add_hline(y=0.8, line_dash="dot", line_color="#666666")
             fig.update_xaxes(title_text=f"k (top-k layers by {prof['ranking_source']})", dtick=1)
             fig.update_yaxes(title_text=f"fraction of the gap ({prof['metric']})")
