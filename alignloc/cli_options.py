@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from alignloc.progress import QUIET_HELP
+
 DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N | mps (auto: the GPU if one is visible, else cpu).")
 COMPUTE_DTYPE = typer.Option("auto", "--compute-dtype", help="auto | float32 | bfloat16 | float16: weights and forward "
                              "passes (auto: bfloat16 on a GPU, float32 on cpu).")
@@ -16,5 +18,4 @@ SUITE = typer.Option(None, "--suite", help="Without --prompts (and not zoo:NAME)
 CHAT_TEMPLATE = typer.Option("auto", "--chat-template", help="How chat prompts become text, the same for both models: "
                              "auto (the tuned tokenizer's template, else the base's, else none) | tuned | base | none "
                              "('User: ...' / 'Assistant:' lines) | PATH of a Jinja template.")
-QUIET = typer.Option(False, "--quiet", help="No progress output (by default: a bar with its ETA for each step longer than "
-                     "2 s on a terminal, one line per such step with its time otherwise).")
+QUIET = typer.Option(False, "--quiet", help=QUIET_HELP)

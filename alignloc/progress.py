@@ -18,6 +18,8 @@ from tqdm.auto import tqdm
 
 MODES = ("auto", "bar", "lines", "quiet")
 DELAY = 2.0  # seconds: shorter stages show nothing
+QUIET_HELP = ("No progress output (by default: a bar with its ETA for each step longer than 2 s on a terminal, one line "
+              "per such step with its time otherwise).")
 T = TypeVar("T")
 _mode = "auto"
 

@@ -11,7 +11,6 @@ import typer
 
 from alignloc import options as check
 from alignloc import progress
-from alignloc.cli_options import QUIET
 
 OVERWRITE_HELP = "Write into an OUT folder that holds other files (they are never replaced), and replace alignloc's own earlier outputs."
 
@@ -22,7 +21,7 @@ def rl_formats_cmd(
     size: str = typer.Option("tiny", help="Zoo size to build or reuse: tiny (CPU minutes) | small."),
     n_boot: int = typer.Option(200, help="Bootstrap resamples of each layer-diff interval."),
     overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
-    quiet: bool = QUIET,
+    quiet: bool = typer.Option(False, "--quiet", help=progress.QUIET_HELP),
 ) -> None:
     """Does RL with a correctness-only reward collapse onto one pretraining answer format, which one, at which scale, and where?"""
     progress.configure("quiet" if quiet else "auto")

@@ -10,7 +10,6 @@ import json
 import typer
 
 from alignloc import progress
-from alignloc.cli_options import QUIET
 from alignloc.zoo.config import SIZES
 from alignloc.zoo.registry import build, list_organisms
 
@@ -29,7 +28,7 @@ def build_cmd(
     ),
     size: str = typer.Option("tiny", "--size", help=_SIZE_HELP),
     force: bool = typer.Option(False, "--force", help="Rebuild even if a current build exists."),
-    quiet: bool = QUIET,
+    quiet: bool = typer.Option(False, "--quiet", help=progress.QUIET_HELP),
 ) -> None:
     """Build organisms (reusing current builds) and print where they are."""
     progress.configure("quiet" if quiet else "auto")
