@@ -162,8 +162,9 @@ def layer_diff_cmd(
     suite: str | None = SUITE, chat_template: str = CHAT_TEMPLATE,
     answer_tokens: int = typer.Option(16, help="Chat prompts without a target: the tuned model's greedy answer, at most "
                                       "this many tokens (stopped at end of turn), is the target; the base's the foil."),
-    control: str | None = typer.Option(None, help="Control checkpoint on the same base (e.g. continued pretraining) that sets "
-                                       "the noise floors; 'none' to disable. Default: the zoo's control for zoo:NAME, else none."),
+    control: str | None = typer.Option(None, help="Control checkpoint on the same base, ideally the tuned model's training "
+                                       "without the edit: it sets the noise floors, and --causal also localizes the gap against "
+                                       "it; 'none' to disable. Default: the zoo's control for zoo:NAME, else none."),
     store: Path | None = typer.Option(None, help="Activation store to create or reuse (default OUT/acts)."),
     n_boot: int = typer.Option(1000, help="Bootstrap resamples over prompts for every interval."),
     seed: int = typer.Option(0, help="Seed for bootstrap, folds and control tasks."),
@@ -236,6 +237,7 @@ def layer_diff_cmd(
         ctrl = None
     else:
         ctrl = load_model(control, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, **place)
+        ctrl.meta["twin"] = True  # named by the user as the training without the edit: --causal localizes against it
     sizes = check.windows(windows, pair.n_layers)
     report = layer_diff(pair, prompt_list, out, control=ctrl, store=store, n_boot=n_boot, seed=seed, probes=probes,
                         batch_size=batch_size, backend=backend, overwrite=overwrite, causal=causal, windows=sizes,

@@ -152,6 +152,10 @@ def test_verdict_v2_on_a_drift_organism_and_a_full_finetune(zoo_tiny, tmp_path, 
     assert fp["ranking"][0] == 0 and min(fp["sufficiency"]["mean"][0], fp["necessity"]["mean"][0]) >= 0.6
     assert fb["grade"] in ("localized", "distributed") and (fb["layers"] == [] or 0 in fb["layers"])
     assert fv["behavior_layers"] == fb["layers"]
+    # its control, control-continued, is trained on its own (not this organism's training without the edit):
+    # it sets the floors, and no second localization is run against it
+    assert rep_full["control"]["model"]["zoo"] == "control-continued:tuned"
+    assert "versus_control" not in rep_full["causal"] and fv["behavior_layers_vs_control"] is None
     for verdict in (v, fv):  # no layer is ever named on weights alone
         for kind in ("behavior", "knowledge"):
             for srcs in ((verdict.get(kind) or {}).get("named_by") or {}).values():

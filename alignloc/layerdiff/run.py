@@ -96,6 +96,7 @@ def default_control(pair: ModelPair, size: str = "tiny", placement: dict | None 
     if own is not None and own.drift is not None:
         control = load_model(str(own.drift), **kw)
         control.meta["zoo"] = f"{pair.name}:drift"
+        control.meta["twin"] = True
         return control
     from alignloc.zoo import real
 
@@ -144,6 +145,7 @@ def layer_diff(
     one_at_a_time: bool = False,
     what_changed: bool = True,
     answers: dict | None = None,
+    versus_control: bool | None = None,
 ) -> dict:
     """Compare ``pair`` layer by layer on ``prompts``; write the report under ``out`` and return it.
 
@@ -160,6 +162,12 @@ def layer_diff(
     along the targets; ``alignloc.layerdiff.whatchanged``): two short forward passes per model.
     ``answers``: the block of ``alignloc.layerdiff.answers.answer_targets`` when the targets are the tuned
     model's own answers; it goes into the report as ``answers``.
+    ``versus_control`` (with ``causal``) localizes the gap again on the pair (control, tuned): the part of the
+    gap the control does not share (``causal.report.versus_control``). That part is the edit's own only where
+    the control is the tuned model's training without the edit, so it defaults to True for such a twin
+    (``control.meta["twin"]``: a ``-drift`` organism's drift-only model) and to False for a control trained
+    on its own (the zoo's continued-pretraining control), where it would cost a second localization and
+    mix the two models' changes.
     """
     out = Path(out)
     torch.manual_seed(seed)
@@ -200,10 +208,12 @@ def layer_diff(
         causal_block = causal_report(pair, prompts, bool(data.store.manifest["bos"]), moved=moved, sizes=windows,
                                      mask_steps=mask_steps, n_boot=n_boot, seed=seed)
         localization = dict(causal_block["localize"])
-        if control is not None:  # the part of the gap the control does not share, localized on its own
-            from alignloc.causal.report import versus_control
+        if versus_control is None:
+            versus_control = control is not None and bool(control.meta.get("twin"))
+        if control is not None and versus_control:  # the part of the gap the control does not share
+            from alignloc.causal.report import versus_control as localize_vs_control
 
-            vs = versus_control(pair, control, prompts, bool(data.store.manifest["bos"]), sizes=windows,
+            vs = localize_vs_control(pair, control, prompts, bool(data.store.manifest["bos"]), sizes=windows,
                                 mask_steps=mask_steps, n_boot=n_boot, seed=seed)
             causal_block["versus_control"] = vs
             if "behavior" in vs:
