@@ -98,3 +98,12 @@ def test_attribution_ranks_layers_like_exact_patching(zoo_tiny, name):
     assert spearman(exact, approx) >= 0.8
     assert count_hooks(pair.base.model) == 0
     assert all(p.grad is None for p in pair.base.model.parameters())
+
+
+def test_the_causal_methods_leave_out_answers_both_models_wrote():
+    from alignloc.causal.report import changed_behavior
+    from alignloc.prompts import Prompt
+
+    ps = [Prompt("a", "x", "behavior", target=" yes"), Prompt("b", "x", "behavior", target=" no", meta={"same_answer": True}),
+          Prompt("c", "x", "behavior"), Prompt("d", "x", "knowledge", target=" Paris")]
+    assert [p.id for p in changed_behavior(ps)] == ["a"]

@@ -89,6 +89,13 @@ def _kind_block(pair: ModelPair, prompts: list[Prompt], metric: str, bos: bool, 
             "within": within}
 
 
+def changed_behavior(prompts: list[Prompt]) -> list[Prompt]:
+    """The behavior prompts with a target, less those where the tuned model's own answer is the target and
+    the base model wrote the same one (``meta.same_answer``): on a broad suite most answers may be unchanged
+    by a narrow edit, and a gap averaged over them would hide where the change lives."""
+    return [p for p in prompts if p.kind == "behavior" and p.target and not p.meta.get("same_answer")]
+
+
 def causal_report(pair: ModelPair, prompts: list[Prompt], bos: bool, n: int = 64, window: int = 12,
                   moved: list[Prompt] | None = None, sizes: list[int] | None = None, mask_steps: int = 100,
                   n_boot: int = 1000, seed: int = 0) -> dict:
@@ -101,10 +108,10 @@ def causal_report(pair: ModelPair, prompts: list[Prompt], bos: bool, n: int = 64
     out: dict = {"patch": {}, "localize": {},
                  "settings": {"n": n, "window": window, "sizes": sizes, "mask_steps": mask_steps}}
     for kind in KINDS:
-        chosen = [p for p in prompts if p.kind == kind and p.target][:n]
+        chosen = (changed_behavior(prompts) if kind == "behavior" else [p for p in prompts if p.kind == kind and p.target])[:n]
         if chosen:
             out["patch"][kind] = _kind_block(pair, chosen, "auto" if kind == "context" else "logprob", bos, window)
-    behavior = [p for p in prompts if p.kind == "behavior" and p.target][:n]
+    behavior = changed_behavior(prompts)[:n]
     knowledge = [p for p in prompts if p.kind == "knowledge" and p.target][:n]
     if behavior:
         done = out["patch"]["behavior"]["patch"]["per_layer"]
@@ -125,7 +132,7 @@ def versus_control(pair: ModelPair, control: LoadedModel, prompts: list[Prompt],
     profile (no patching) on the pair (control, tuned), i.e. tuned against control rather than against the base.
     Where the control is the tuned model's training without the edit (a drift, continued pretraining), this gap is
     the edit's own."""
-    behavior = [p for p in prompts if p.kind == "behavior" and p.target][:n]
+    behavior = changed_behavior(prompts)[:n]
     if not behavior:
         return {}
     vs = ModelPair(base=control, tuned=pair.tuned, name=f"{control.ref} -> {pair.tuned.ref}")

@@ -224,13 +224,15 @@ def answer_targets(pair: ModelPair, prompts: list[Prompt], out: str | Path, *, a
     def encode(text: str) -> list[int]:
         return pair.tokenizer.encode(text, add_special_tokens=False) if text else []
 
-    by_id, same_start, exact = {}, 0, 0
+    by_id, same_start, exact, same = {}, 0, 0, 0
     for p in need:
         t, b = answers[p.id]["tuned"]["text"], answers[p.id]["base"]["text"]
         exact += encode(t) == answers[p.id]["tuned"]["ids"]
         foil = b if b and encode(b)[:1] != encode(t)[:1] else None
         same_start += bool(b and t and foil is None)
-        by_id[p.id] = dataclasses.replace(p, target=t or None, foil=p.foil or foil)
+        same += t == b
+        meta = {**p.meta, "same_answer": True} if t == b else p.meta  # both models wrote it: no change to localize
+        by_id[p.id] = dataclasses.replace(p, target=t or None, foil=p.foil or foil, meta=meta)
     texts = {i: {s: a[s]["text"] for s in ("base", "tuned")} for i, a in answers.items()}
     block = {
         "file": ANSWERS_FILE,
@@ -239,6 +241,7 @@ def answer_targets(pair: ModelPair, prompts: list[Prompt], out: str | Path, *, a
         "n": len(need),
         "empty_tuned_answers": sum(1 for p in need if not texts[p.id]["tuned"]),
         "foil_left_out_same_first_token": same_start,
+        "same_answer": same,  # both models wrote the same answer: left out of the causal methods' prompts
         "targets_retokenized_as_generated": exact,  # the target is text: tokenized again, it may split otherwise
         "refusal": refusal_rates(need, texts),
         "examples": [{"id": p.id, "prompt": p.text, **{side: texts[p.id][side] for side in ("base", "tuned")},
