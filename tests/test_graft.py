@@ -76,3 +76,25 @@ def test_resumed_windows_equal_the_full_forwards(zoo_tiny):
             assert fast["windows"][w][key] == pytest.approx(full["windows"][w][key], abs=1e-5), (w, key)
     assert scorers[0].mean(0) == pytest.approx(full["base"], abs=1e-5)
     assert scorers[0].mean(2) == pytest.approx(full["base"], abs=1e-5)  # resumed, ungrafted: the model itself
+
+
+def test_resumed_profile_equals_the_full_forwards(zoo_tiny):
+    """The concentration profile scored from each set's lowest layer with the windows' scorers: the same profile,
+    on the log-prob and (this organism saturates) on the logit difference to the base's own next token."""
+    from alignloc.causal.profile import concentration_profile
+    from alignloc.causal.resumed import ResumedScorer
+
+    pair = load_pair("zoo:chat-sft-full")
+    prompts = [p for p in organism_prompts("chat-sft-full") if p.kind == "behavior"][:16]
+    ranking = [3, 1, 2, 0]
+    full = concentration_profile(pair, prompts, True, ranking, ranking_source="test", n_boot=50, batch_size=8)
+    scorers = (ResumedScorer(pair.base, prompts, True, 8), ResumedScorer(pair.tuned, prompts, True, 8))
+    fast = concentration_profile(pair, prompts, True, ranking, ranking_source="test", n_boot=50, batch_size=8,
+                                 resumed=scorers)
+    assert full["saturated"] and fast["metric"] == full["metric"] == "logprob+logit_diff"
+    for prof in ("logprob_profile", "logit_diff_profile"):
+        for key in ("sufficiency", "necessity"):
+            for stat in ("mean", "lo", "hi"):
+                assert fast[prof][key][stat] == pytest.approx(full[prof][key][stat], abs=1e-5), (prof, key, stat)
+    with pytest.raises(ValueError, match="other prompts"):
+        concentration_profile(pair, prompts[:8], True, ranking, ranking_source="test", resumed=scorers)

@@ -72,8 +72,7 @@ def localize(pair: ModelPair, prompts: list[Prompt], bos: bool, *, sizes: list[i
     metric = target_metric(chosen, None, bos)
     t0 = time.time()
     resumed = (ResumedScorer(pair.base, chosen, bos, batch_size), ResumedScorer(pair.tuned, chosen, bos, batch_size))
-    win = window_sweep(pair, metric, sizes, resumed=resumed)
-    del resumed
+    win = window_sweep(pair, metric, sizes, resumed=resumed)  # the scorers serve the profile below too
     out = {"n": len(chosen), "gap": win["gap"], "windows": win, "carrier": carrier_window(win, carrier_at),
            "carrier_at": carrier_at, "seconds": {"windows": round(time.time() - t0, 2)}}
     mask = DeltaMask() if mask is None else mask
@@ -86,7 +85,8 @@ def localize(pair: ModelPair, prompts: list[Prompt], bos: bool, *, sizes: list[i
     fitted = mask.steps > 0
     ranking = mask.ranking_ if fitted else ranking_from_windows(win)
     prof = concentration_profile(pair, chosen, bos, ranking, ranking_source="mask" if fitted else "single-layer grafting",
-                                 n_boot=n_boot, seed=seed, batch_size=batch_size)
+                                 n_boot=n_boot, seed=seed, batch_size=batch_size, resumed=resumed)
+    del resumed
     out["profile"] = prof
     out["seconds"]["profile"] = round(time.time() - t0, 2)
     if fitted:

@@ -33,6 +33,7 @@ from jaxtyping import Float
 from alignloc.analyses.concentration import profile_from
 from alignloc.causal.graft import grafted
 from alignloc.causal.metrics import ScoredBatch, score, scored_batch, scored_logits
+from alignloc.causal.resumed import ResumedScorer
 from alignloc.models.pair import LoadedModel, ModelPair
 from alignloc.progress import iterate
 from alignloc.prompts import Prompt
@@ -61,29 +62,39 @@ def ranking_from_windows(windows: dict) -> list[int]:
 
 
 def _measure(pair: ModelPair, parts: list[ScoredBatch], metric: str, sets: list[list[int]], n_boot: int,
-             seed: int) -> tuple[dict, torch.Tensor]:
-    """The profile on ``metric``, and the tuned model's per-prompt values."""
-    m_base, m_tuned = per_prompt(pair.base, parts, metric), per_prompt(pair.tuned, parts, metric)
+             seed: int, resumed: tuple[ResumedScorer, ResumedScorer] | None = None) -> tuple[dict, torch.Tensor]:
+    """The profile on ``metric``, and the tuned model's per-prompt values (each graft resumed at its lowest
+    layer with ``resumed``, the scorers of base and tuned on ``parts``' batches)."""
+    def run(side: int, model: LoadedModel, start: int) -> torch.Tensor:
+        return resumed[side].scores(start, metric, parts) if resumed else per_prompt(model, parts, metric)
+
+    m_base, m_tuned = run(0, pair.base, 0), run(1, pair.tuned, 0)
     up, down = [], []
     for s in iterate(sets, f"concentration profile ({metric})", unit="set"):
         with grafted(pair.base, pair.tuned, s) as m:
-            up.append(per_prompt(m, parts, metric))
+            up.append(run(0, m, min(s)))
         with grafted(pair.tuned, pair.base, s) as m:
-            down.append(per_prompt(m, parts, metric))
+            down.append(run(1, m, min(s)))
     out = profile_from(m_base, m_tuned, torch.stack(up), torch.stack(down), sets, n_boot, seed)
     return out | {"metric": metric, "passes": 2 + 2 * len(sets)}, m_tuned
 
 
 def concentration_profile(pair: ModelPair, prompts: list[Prompt], bos: bool, ranking: list[int], *,
-                          ranking_source: str, n_boot: int = 1000, seed: int = 0, batch_size: int = 16) -> dict:
+                          ranking_source: str, n_boot: int = 1000, seed: int = 0, batch_size: int = 16,
+                          resumed: tuple[ResumedScorer, ResumedScorer] | None = None) -> dict:
     """The profile of the gap of ``prompts`` (those with a target) over the nested top-k sets of ``ranking``;
-    re-measured on the logit difference to the foil when the log-prob saturates (see the module docstring)."""
+    re-measured on the logit difference to the foil when the log-prob saturates (see the module docstring).
+
+    ``resumed``: ``ResumedScorer``s of base and tuned on the same prompts (e.g. the graft windows'): every set
+    is then scored from its lowest layer up, with the same numbers (``causal.resumed``)."""
     chosen = [p for p in prompts if p.target]
     if not chosen:
         raise ValueError("a concentration profile needs prompts with a 'target'")
-    parts = batches(pair.tokenizer, chosen, bos, pair.tuned.max_len, batch_size)
+    parts = resumed[0].parts if resumed else batches(pair.tokenizer, chosen, bos, pair.tuned.max_len, batch_size)
+    if sum(len(b.tgt) for b in parts) != len(chosen):
+        raise ValueError("resumed: scorers of other prompts than these")
     sets = [sorted(ranking[:k]) for k in range(1, len(ranking) + 1)]
-    out, tuned_lp = _measure(pair, parts, "logprob", sets, n_boot, seed)
+    out, tuned_lp = _measure(pair, parts, "logprob", sets, n_boot, seed, resumed)
     lengths = torch.tensor([max(len(t), 1) for b in parts for t in b.tgt], dtype=torch.float32)
     p_tuned = float((tuned_lp / lengths).exp().mean())
     out |= {"ranking": list(ranking), "ranking_source": ranking_source,
@@ -91,7 +102,7 @@ def concentration_profile(pair: ModelPair, prompts: list[Prompt], bos: bool, ran
     if out["saturated"]:
         if not all(p.foil for p in chosen):
             parts = with_base_foils(pair.base, parts)
-        alt, _ = _measure(pair, parts, "logit_diff", sets, n_boot, seed)
+        alt, _ = _measure(pair, parts, "logit_diff", sets, n_boot, seed, resumed)
         foils = "the prompts' foils" if all(p.foil for p in chosen) else "the base model's own next token where a prompt has no foil"
         return {**out, "metric": "logprob+logit_diff", "necessity": alt["necessity"], "k_necessary": alt["k_necessary"],
                 "passes": out["passes"] + alt["passes"], "logprob_profile": out, "logit_diff_profile": alt,

@@ -58,11 +58,16 @@ class ResumedScorer:
             return False
 
     @torch.no_grad()
-    def scores(self, start: int = 0) -> Float[torch.Tensor, " n"]:
-        """Each prompt's target log-prob under the recipient as it is now (grafted at blocks ``>= start`` at most),
-        computing blocks ``start..L-1`` only."""
+    def scores(self, start: int = 0, metric: str = "logprob", parts: list[ScoredBatch] | None = None
+               ) -> Float[torch.Tensor, " n"]:
+        """Each prompt's ``metric`` (``causal.metrics.score``) under the recipient as it is now (grafted at blocks
+        ``>= start`` at most), computing blocks ``start..L-1`` only. ``parts``: the same batches with other
+        foils (``dataclasses.replace`` of ``self.parts``), for ``logit_diff``."""
         out = []
-        for b, prefix in zip(self.parts, self.prefixes, strict=True):
+        parts = self.parts if parts is None else parts
+        if [b.ids.shape for b in parts] != [b.ids.shape for b in self.parts]:
+            raise ValueError("parts: the scorer's own batches (with other foils at most)")
+        for b, prefix in zip(parts, self.prefixes, strict=True):
             if start == 0 or not self.exact:
                 logits = scored_logits(self.lm, b)
             else:
@@ -71,7 +76,7 @@ class ResumedScorer:
                 with unembed_at(self.lm.model, self.lm.family, b.index):  # the scored positions only
                     logits = resume(self.lm.model, self.lm.family, prefix, start, rows, starts,
                                     window(prefix.resid[start], starts, b.ids.shape[1]), b.ids).float().cpu()
-            out.append(score(logits, b, "logprob"))
+            out.append(score(logits, b, metric).float())
         return torch.cat(out)
 
     def mean(self, start: int = 0) -> float:
