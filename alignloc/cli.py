@@ -171,9 +171,12 @@ def layer_diff_cmd(
     probes: bool = typer.Option(True, help="Train per-layer linear probes (--no-probes to skip)."),
     causal: bool = typer.Option(False, help="Also run the causal tests: graft windows, a learned delta mask, cross-/within-model "
                                 "patching with layer x position grids, attribution; the verdict then names layers from them."),
-    windows: str | None = typer.Option(None, help="With --causal: graft window sizes, e.g. '1,2,4' (default: 1, 2, 4, ... up to "
-                                       "half the layers)."),
-    mask_steps: int = typer.Option(100, help="With --causal: steps of the learned delta mask (0 skips it)."),
+    budget: str = typer.Option("standard", help="With --causal: quick (windows 1,2, no mask, 32 prompts per kind) | standard "
+                               "(windows 1, 2, 4, ... up to half the layers, a 100-step mask, 64 prompts) | thorough (every "
+                               "window size up to half, 300 steps, 128 prompts); its plan and estimate print first."),
+    windows: str | None = typer.Option(None, help="With --causal: graft window sizes, e.g. '1,2,4' (default: the budget's)."),
+    mask_steps: int | None = typer.Option(None, help="With --causal: steps of the learned delta mask, 0 skips it (default: "
+                                          "the budget's)."),
     batch_size: int = typer.Option(16, help="Prompts per forward pass."),
     backend: str = typer.Option("hf", help="hf | bridge | nnsight (same activations)."),
     device: str = DEVICE, compute_dtype: str = COMPUTE_DTYPE, device_map: str = DEVICE_MAP,
@@ -195,6 +198,7 @@ def layer_diff_cmd(
     from alignloc.report.causal import skip_warnings
     from alignloc.store.outputs import check_out_dir
     from alignloc.store.writer import check_store_dir
+    from alignloc.causal.budget import BUDGETS
     from alignloc.suites.prepare import choose_prompts
 
     check.at_least("--n-boot", n_boot)
@@ -202,7 +206,9 @@ def layer_diff_cmd(
     check.seed(seed)
     check.at_least("--batch-size", batch_size)
     check.one_of("--backend", backend, BACKENDS)
-    check.at_least("--mask-steps", mask_steps, 0)
+    if mask_steps is not None:
+        check.at_least("--mask-steps", mask_steps, 0)
+    check.one_of("--budget", budget, tuple(BUDGETS))
     place = check.placement(device, compute_dtype, device_map)
     check.windows(windows, check.model_ref(base, allow_pickle))
     no_control = control is not None and control.lower() == "none"
@@ -241,7 +247,8 @@ def layer_diff_cmd(
     sizes = check.windows(windows, pair.n_layers)
     report = layer_diff(pair, prompt_list, out, control=ctrl, store=store, n_boot=n_boot, seed=seed, probes=probes,
                         batch_size=batch_size, backend=backend, overwrite=overwrite, causal=causal, windows=sizes,
-                        mask_steps=mask_steps, one_at_a_time=one_at_a_time and not causal, answers=answers)
+                        mask_steps=mask_steps, budget=budget, one_at_a_time=one_at_a_time and not causal,
+                        answers=answers)
     for line in skip_warnings(report, out / "index.html"):
         typer.echo(line, err=True)
     for line in report["verdict"]["summary"] + (refusal_lines(answers) if answers else []):

@@ -64,6 +64,12 @@ def stage(desc: str, total: int | None = None, unit: str = "step") -> Iterator[C
             print(f"[alignloc] {desc}: {done[0]}{of} {plural(unit)} in {elapsed:.1f} s", file=sys.stderr, flush=True)
 
 
+def note(line: str) -> None:
+    """A line a long run prints before it starts (e.g. its plan), to stderr; nothing when ``quiet``."""
+    if mode() != "quiet":
+        print(f"[alignloc] {line}", file=sys.stderr, flush=True)
+
+
 def plural(unit: str) -> str:
     """``batch`` -> ``batches``, ``step`` -> ``steps``."""
     return unit + ("es" if unit.endswith(("s", "ch", "sh", "x")) else "s")

@@ -118,8 +118,13 @@ def test_cli_layer_diff_on_an_organism_without_prompt_file(zoo_tiny, tmp_path, c
     out = tmp_path / "rep"
     code = main(["layer-diff", "zoo:refusal-lora-L2", "--out", str(out), "--n-boot", "100", "--no-probes", "--causal"])
     assert code == 0
-    assert "layer 2" in capsys.readouterr().out
+    cap = capsys.readouterr()
+    assert "layer 2" in cap.out and "[alignloc] causal budget 'standard'" in cap.err
     rep = json.loads((out / "report.json").read_text())
+    plan, ran = rep["causal"]["plan"]["behavior"], rep["causal"]["localize"]["behavior"]
+    # the plan printed before the run counts the passes each stage then records
+    assert plan["windows"] == ran["windows"]["passes"] and plan["mask"] == ran["mask"]["passes"]["forward"]
+    assert ran["profile"]["passes"] == plan["profile_saturated" if ran["profile"]["saturated"] else "profile"]
     assert rep["verdict"]["changed_layers"] == [2] and rep["verdict"]["behavior_layers"] == [2]
     assert rep["verdict"]["behavior"]["basis"] == "causal"
     loc = rep["causal"]["localize"]["behavior"]

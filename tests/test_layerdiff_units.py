@@ -188,3 +188,30 @@ def test_skipped_within_model_patching_is_said_on_the_console_and_in_index_html(
                         f"(the rest of the report is complete; see {out / 'index.html'})"], err
     page = (out / "index.html").read_text()
     assert "Within-model patching skipped on the behavior prompts: prompt &#x27;b1&#x27;" in page
+
+
+def test_the_quick_budget_runs_what_its_plan_says(llama_pair, tmp_path, capsys):
+    """--budget quick: windows of 1 and 2 layers, no mask, at most 32 prompts per kind; the plan printed first
+    counts the passes the run records."""
+    from alignloc.causal.budget import BUDGETS, get, plan
+    from alignloc.cli import main
+
+    recs = [{"id": f"b{i}", "text": f"hello there friend {i}", "kind": "behavior", "target": " x"} for i in range(40)]
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    out = tmp_path / "r"
+    assert main(["layer-diff", *map(str, llama_pair), "-p", str(tmp_path / "p.jsonl"), "--control", "none", "--causal",
+                 "--no-probes", "--n-boot", "20", "--budget", "quick", "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    rep = json.loads((out / "report.json").read_text())
+    loc, p = rep["causal"]["localize"]["behavior"], rep["causal"]["plan"]
+    assert p["budget"] == "quick" and "causal budget 'quick'" in err and "min for these stages" in err
+    assert loc["n"] == 32 == p["behavior"]["n_prompts"] and "mask" not in loc
+    n = rep["pair"]["n_layers"]
+    assert loc["windows"]["sizes"] == [1, 2] and loc["windows"]["passes"] == p["behavior"]["windows"] == 2 + 2 * (2 * n - 1)
+    assert plan(30, [1, 2, 4], 100, 64) == {"n_prompts": 64, "n_layers": 30, "sizes": [1, 2, 4], "windows": 2 + 2 * (30 + 29 + 27),
+                                            "mask": 2 * 4 + 100 * 4, "profile": 62, "profile_saturated": 124}
+    assert get("thorough").window_sizes(10) == [1, 2, 3, 4, 5] and get("standard").window_sizes(10) == [1, 2, 4]
+    assert set(BUDGETS) == {"quick", "standard", "thorough"}
+    assert main(["layer-diff", *map(str, llama_pair), "-p", str(tmp_path / "p.jsonl"), "--causal", "--budget", "huge",
+                 "-o", str(tmp_path / "x")]) == 2
+    assert "--budget: 'huge' is not one of quick, standard, thorough" in capsys.readouterr().err

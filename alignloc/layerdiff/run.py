@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from alignloc import __version__
+from alignloc import __version__, progress
 from alignloc.analyses.verdict import VerdictConfig, verdict
 from alignloc.layerdiff.collect import PairData, collect
 from alignloc.layerdiff.measures import (
@@ -141,7 +141,8 @@ def layer_diff(
     write: bool = True,
     causal: bool = False,
     windows: list[int] | None = None,
-    mask_steps: int = 100,
+    mask_steps: int | None = None,
+    budget: str = "standard",
     one_at_a_time: bool = False,
     what_changed: bool = True,
     answers: dict | None = None,
@@ -154,7 +155,7 @@ def layer_diff(
     Demonstration rows (``meta.demo``) are set aside for the surfaced-vs-installed measure
     (``measures.surfacing``; ``alignloc.layerdiff.surfacing``).
     ``causal`` adds graft windows (sizes ``windows``), the learned delta mask (``mask_steps``; 0
-    skips it), cross-model and within-model patching and attribution (``report["causal"]``, see
+    skips it; both default to the ``budget``'s, ``causal.budget``, whose plan is printed first), cross-model and within-model patching and attribution (``report["causal"]``, see
     ``alignloc.causal.report``), and the verdict names layers from them. ``one_at_a_time`` holds
     one model in memory at a time while collecting (``collect``); the causal tests need both.
     ``what_changed`` adds ``measures.what_changed``, the activation-difference lens (tokens the
@@ -203,18 +204,32 @@ def layer_diff(
         from alignloc.causal.localize import moved_prompts
         from alignloc.causal.report import causal_report
 
+        from alignloc.causal import budget as budgets
+        from alignloc.causal.report import changed_behavior
+
+        spend = budgets.get(budget)
+        windows = spend.window_sizes(pair.n_layers, windows)
+        mask_steps = spend.mask_steps if mask_steps is None else mask_steps
         moved = moved_prompts([p if p.kind == "knowledge" else dataclasses.replace(p, target=None) for p in prompts],
                               data.target_lp["base"], data.target_lp["tuned"])
-        causal_block = causal_report(pair, prompts, bool(data.store.manifest["bos"]), moved=moved, sizes=windows,
-                                     mask_steps=mask_steps, n_boot=n_boot, seed=seed)
+        bos = bool(data.store.manifest["bos"])
+        plans = {kind: budgets.plan(pair.n_layers, windows, mask_steps, n) for kind, n in
+                 (("behavior", len(changed_behavior(prompts)[:spend.n])), ("knowledge", len(moved[:spend.n]))) if n}
+        if plans:
+            per_batch = budgets.probe(pair.tuned, changed_behavior(prompts) or moved, bos)
+            for line in budgets.plan_lines(spend, plans, per_batch):
+                progress.note(line)
+        causal_block = causal_report(pair, prompts, bos, n=spend.n, moved=moved, sizes=windows, mask_steps=mask_steps,
+                                     n_boot=n_boot, seed=seed)
+        causal_block["plan"] = {"budget": spend.name, **plans}
         localization = dict(causal_block["localize"])
         if versus_control is None:
             versus_control = control is not None and bool(control.meta.get("twin"))
         if control is not None and versus_control:  # the part of the gap the control does not share
             from alignloc.causal.report import versus_control as localize_vs_control
 
-            vs = localize_vs_control(pair, control, prompts, bool(data.store.manifest["bos"]), sizes=windows,
-                                mask_steps=mask_steps, n_boot=n_boot, seed=seed)
+            vs = localize_vs_control(pair, control, prompts, bos, n=spend.n, sizes=windows, mask_steps=mask_steps,
+                                     n_boot=n_boot, seed=seed)
             causal_block["versus_control"] = vs
             if "behavior" in vs:
                 localization["behavior_vs_control"] = vs["behavior"]

@@ -1,0 +1,102 @@
+"""How much causal work `layer-diff --causal` does: three budgets, and the plan of a run with its cost.
+
+A budget fixes what the defaults leave open: the graft window sizes, the learned mask's steps and how
+many prompts of each kind the causal methods read.
+
+- ``quick``: windows of 1 and 2 layers, no mask (the concentration profile follows single-layer
+  grafting), 32 prompts per kind;
+- ``standard`` (the default): windows 1, 2, 4, ... up to half the layers, a 100-step mask, 64 prompts;
+- ``thorough``: every window size up to half the layers, a 300-step mask, 128 prompts.
+
+``--windows`` and ``--mask-steps`` given on their own override the budget's. ``plan`` counts each
+stage's forward passes in the units its report records (``windows.passes`` and ``profile.passes``:
+passes over the prompt set; ``mask.passes.forward``: forwards of one mask batch), so a run can be
+checked against its plan; ``plan_lines`` prints them with an estimate in minutes from ``probe``, a
+timed forward of one batch. The estimate is an upper bound for windows and profile: grafts resume at
+their first layer (``causal.resumed``) and cost less than a full pass.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+
+from alignloc.causal.graft import window_sizes
+from alignloc.causal.mask import DeltaMask
+from alignloc.causal.metrics import scored_batch, scored_logits
+from alignloc.models.pair import LoadedModel
+from alignloc.prompts import Prompt
+
+PROFILE_BATCH = 8  # prompts per forward in windows and profile (``localize``'s batch size)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What a budget runs: ``sizes`` None = ``graft.window_sizes``'s default, ``"all"`` = every size up to half."""
+
+    name: str
+    sizes: str | None
+    mask_steps: int
+    n: int
+
+    def window_sizes(self, n_layers: int, override: list[int] | None = None) -> list[int]:
+        """The window sizes this budget sweeps on ``n_layers`` layers (``override``: ``--windows``)."""
+        if override is not None:
+            return override
+        if self.sizes == "all":
+            return list(range(1, max(1, n_layers // 2) + 1))
+        return window_sizes(n_layers, self.sizes)
+
+
+BUDGETS = {"quick": Budget("quick", "1,2", 0, 32), "standard": Budget("standard", None, 100, 64),
+           "thorough": Budget("thorough", "all", 300, 128)}
+
+
+def get(name: str) -> Budget:
+    """The budget called ``name`` (ValueError naming the choices otherwise)."""
+    if name not in BUDGETS:
+        raise ValueError(f"budget must be one of {', '.join(BUDGETS)}, got {name!r}")
+    return BUDGETS[name]
+
+
+def plan(n_layers: int, sizes: list[int], mask_steps: int, n_prompts: int, mask: DeltaMask | None = None) -> dict:
+    """Each stage's forward passes for localizing the gap of ``n_prompts`` prompts on ``n_layers`` layers.
+
+    ``windows`` and ``profile`` count passes over the prompt set (the profile twice where the tuned
+    model saturates: ``profile_saturated``); ``mask`` counts forwards of one mask batch."""
+    m = DeltaMask(steps=mask_steps) if mask is None else mask
+    n_sets = n_layers
+    batches = math.ceil(n_prompts / m.batch_size)
+    return {"n_prompts": n_prompts, "n_layers": n_layers, "sizes": sizes,
+            "windows": 2 + 2 * sum(n_layers - w + 1 for w in sizes),
+            "mask": 0 if mask_steps == 0 else 2 * batches + mask_steps * m.samples,
+            "profile": 2 + 2 * n_sets, "profile_saturated": 2 * (2 + 2 * n_sets)}
+
+
+@torch.no_grad()
+def probe(lm: LoadedModel, prompts: list[Prompt], bos: bool) -> float:
+    """Seconds for one forward of a batch of ``PROFILE_BATCH`` prompts (the second of two: the first warms up)."""
+    batch = scored_batch(lm.tokenizer, [p for p in prompts if p.target][:PROFILE_BATCH], bos, lm.max_len)
+    scored_logits(lm, batch)
+    t0 = time.perf_counter()
+    scored_logits(lm, batch)
+    return time.perf_counter() - t0
+
+
+def plan_lines(budget: Budget, plans: dict[str, dict], seconds_per_batch: float) -> list[str]:
+    """The plan as printed before the run: per kind and stage, the passes and an estimate in minutes."""
+    lines = [f"causal budget '{budget.name}': {seconds_per_batch:.2f} s per forward of {PROFILE_BATCH} prompts (timed)"]
+    total = 0.0
+    for kind, p in plans.items():
+        per_set = math.ceil(p["n_prompts"] / PROFILE_BATCH) * seconds_per_batch
+        mask_batch = DeltaMask().batch_size / PROFILE_BATCH * seconds_per_batch
+        est = {"windows": p["windows"] * per_set, "mask": p["mask"] * mask_batch, "profile": p["profile_saturated"] * per_set}
+        total += sum(est.values())
+        lines.append(f"  {kind} ({p['n_prompts']} prompts, {p['n_layers']} layers): graft windows {p['sizes']} "
+                     f"{p['windows']} passes; mask {p['mask']} batch forwards; profile {p['profile']} passes "
+                     f"({p['profile_saturated']} if the tuned model saturates); at most {sum(est.values()) / 60:.1f} min")
+    lines.append(f"  estimate: at most {total / 60:.1f} min for these stages, plus patching")
+    return lines
