@@ -34,13 +34,18 @@ app = typer.Typer(
 
 
 def _quiet_libraries() -> None:
+    """Errors only from transformers, and no library progress bars (alignloc draws its own); through the
+    environment when transformers is not imported yet, so that ``--help`` imports neither it nor torch."""
     if not sys.stderr.isatty():
         os.environ.setdefault("TQDM_DISABLE", "1")
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' bars follow the hub's setting
     logging.getLogger("transformers").setLevel(logging.ERROR)
+    if "transformers" in sys.modules:  # imported earlier (a caller's main() in-process): set it directly
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
 
 
 @app.command()

@@ -93,3 +93,21 @@ def test_help_and_usage_errors(capsys):
     assert main(["--help"]) == 0
     assert "capture" in capsys.readouterr().out
     assert main(["capture"]) == 2
+
+
+def test_help_imports_neither_torch_nor_transformers():
+    """Every command's --help is answered from the command definitions alone (the heavy imports happen in the
+    commands' bodies), so it takes about a second, not the 4-6 s of importing torch and transformers."""
+    import subprocess
+    import sys
+
+    from alignloc.zoo.commands import SIZE_NAMES
+    from alignloc.zoo.config import SIZES
+
+    assert SIZE_NAMES == tuple(SIZES)
+    code = ("import sys\nfrom alignloc.cli import main\nfor argv in ([], ['layer-diff'], ['zoo', 'build'], ['zoo', 'list'], "
+            "['rl-formats'], ['trajectory'], ['capture']):\n    main([*argv, '--help'])\n"
+            "print('heavy:', sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines()[-1] == "heavy: []", r.stdout[-500:]

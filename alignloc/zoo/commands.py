@@ -10,14 +10,14 @@ import json
 import typer
 
 from alignloc import progress
-from alignloc.zoo.config import SIZES
-from alignloc.zoo.registry import build, list_organisms
+
+SIZE_NAMES = ("tiny", "small")  # ``zoo.config.SIZES`` (a test keeps them equal): no torch import for --help
 
 zoo_app = typer.Typer(
     help="Self-trained model organisms with a planted, recorded ground truth.", no_args_is_help=True
 )
 
-_SIZE_HELP = (f"Zoo size: {' | '.join(SIZES)} | real (tiny builds the default set in a few CPU minutes; real plants "
+_SIZE_HELP = (f"Zoo size: {' | '.join(SIZE_NAMES)} | real (tiny builds the default set in a few CPU minutes; real plants "
               "edits on SmolLM2-135M's real weights, when they can be had: see the README).")
 
 
@@ -31,6 +31,8 @@ def build_cmd(
     quiet: bool = typer.Option(False, "--quiet", help=progress.QUIET_HELP),
 ) -> None:
     """Build organisms (reusing current builds) and print where they are."""
+    from alignloc.zoo.registry import build
+
     progress.configure("quiet" if quiet else "auto")
     paths = build(names or None, size=size, force=force, log=(lambda m: None) if quiet else (lambda m: typer.echo(m, err=True)))
     for p in paths:
@@ -57,6 +59,8 @@ def list_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list (name, path, numbers)."),
 ) -> None:
     """List organisms: built or not, planted layers, and measured numbers."""
+    from alignloc.zoo.registry import list_organisms
+
     rows = list_organisms(size)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
