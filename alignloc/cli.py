@@ -52,7 +52,7 @@ def _quiet_libraries() -> None:
 def capture(
     base: str = typer.Argument(..., help="Base model: local HF directory, hub id, or zoo:NAME."),
     tuned: str | None = typer.Argument(None, help="Post-trained model (directory, hub id, peft adapter dir). Omit with zoo:NAME."),
-    prompts: Path | None = typer.Option(None, "--prompts", "-p", help="JSONL prompt file (see README). Default: an "
+    prompts: Path | None = typer.Option(None, "--prompts", "-p", help="JSONL prompt file (see docs/guide.md). Default: an "
                                         "organism's bundled prompts for zoo:NAME, else the built-in suites (--suite)."),
     out: Path = typer.Option(..., "--out", "-o", help="Store directory to create, reuse or resume."),
     suite: str | None = SUITE, chat_template: str = CHAT_TEMPLATE,
@@ -161,7 +161,7 @@ def demo(
 def layer_diff_cmd(
     base: str = typer.Argument(..., help="Base model: local HF directory, hub id, or zoo:NAME (then omit TUNED)."),
     tuned: str | None = typer.Argument(None, help="Post-trained model (directory, hub id, peft adapter dir)."),
-    prompts: Path | None = typer.Option(None, "--prompts", "-p", help="JSONL prompt file (see README). Default: an "
+    prompts: Path | None = typer.Option(None, "--prompts", "-p", help="JSONL prompt file (see docs/guide.md). Default: an "
                                         "organism's bundled prompts for zoo:NAME, else the built-in suites (--suite)."),
     out: Path = typer.Option(Path("layer-diff-report"), "--out", "-o", help="Report directory (index.html, report.json, summary.md)."),
     suite: str | None = SUITE, chat_template: str = CHAT_TEMPLATE,
@@ -317,7 +317,7 @@ def localize_bench_cmd(
 @app.command("context-prior")
 def context_prior_cmd(
     model: str = typer.Argument(..., help="A model: local HF directory, hub id, or zoo:NAME[:base|tuned] (e.g. zoo:base)."),
-    prompts: Path | None = typer.Option(None, "--prompts", "-p", help="JSONL knowledge-conflict prompts (see README). "
+    prompts: Path | None = typer.Option(None, "--prompts", "-p", help="JSONL knowledge-conflict prompts (see docs/experiments.md). "
                                         "Default for zoo:NAME: its bundled context prompts."),
     out: Path = typer.Option(Path("context-prior-report"), "--out", "-o", help="Report directory."),
     text: Path | None = typer.Option(None, help="Plain text for perplexity, one passage per line (default: the prompts' contexts)."),
@@ -327,7 +327,7 @@ def context_prior_cmd(
     heads: bool = typer.Option(True, help="Also scale each attention head at the last token (--no-heads to skip)."),
     head_search: bool = typer.Option(True, help="Also scale the 1, 3, 10 heads whose direct effect most favours the context."),
     conflicts: str | None = typer.Option(None, help="Instead of --prompts: a conflict set built from real facts "
-                                         "(capitals | capitals-direct), priors measured on MODEL (see README)."),
+                                         "(capitals | capitals-direct), priors measured on MODEL (see docs/experiments.md)."),
     device: str = DEVICE, compute_dtype: str = COMPUTE_DTYPE, device_map: str = DEVICE_MAP,
     overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
     allow_pickle: bool = typer.Option(False, help="Allow pickle (.bin) checkpoints. Only for sources you trust."),
@@ -484,7 +484,7 @@ def trajectory_cmd(
     checkpoints: list[str] = typer.Argument(..., metavar="CKPT", help="Checkpoints in training order, CKPT0 (the base) CKPT1 ... CKPTn: each "
                                             "a local HF directory, hub id, zoo:NAME[:base|tuned] or peft adapter dir "
                                             "(merged onto CKPT0)."),
-    prompts: Path | None = typer.Option(None, "--prompts", "-p", help="JSONL prompt file (see README). Default when a "
+    prompts: Path | None = typer.Option(None, "--prompts", "-p", help="JSONL prompt file (see docs/guide.md). Default when a "
                                         "checkpoint is zoo:NAME: the last such organism's bundled prompts; otherwise the "
                                         "built-in suites (--suite), with the last stage's own answers as targets."),
     suite: str | None = SUITE, chat_template: str = CHAT_TEMPLATE,

@@ -4,7 +4,7 @@ Every error caused by what the user gave (an option value, a model reference, a 
 store, a result file, an output path) derives from ``UserError``. The command line prints such an
 error as one line, ``alignloc: error: <what> (<what to do>)``, and exits with code 2; anything else
 is a bug and keeps its traceback. The subclasses live next to the code that raises them (for
-example ``PromptFormatError`` in ``alignloc.prompts``); the README lists them all.
+example ``PromptFormatError`` in ``alignloc.prompts``); docs/errors.md lists them all.
 """
 
 from __future__ import annotations

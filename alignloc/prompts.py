@@ -218,7 +218,7 @@ def load_prompts(path: str | Path) -> list[Prompt]:
         seen[p.id] = lineno
         prompts.append(p)
     if not prompts:
-        raise PromptFormatError(f"{path}: no prompts in file (write one JSON object per line; see the README)")
+        raise PromptFormatError(f"{path}: no prompts in file (write one JSON object per line; see docs/guide.md)")
     return prompts
 
 

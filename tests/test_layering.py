@@ -100,8 +100,8 @@ def test_nothing_in_the_library_imports_the_command_line():
     assert importers == {}
 
 
-def test_readme_lists_every_user_error_class():
-    """The README's error list names every UserError subclass the library defines."""
+def test_the_error_page_lists_every_user_error_class():
+    """docs/errors.md's error list names every UserError subclass the library defines."""
     for info in pkgutil.walk_packages(alignloc.__path__, "alignloc."):
         if not info.name.startswith(CLI):
             importlib.import_module(info.name)
@@ -112,7 +112,7 @@ def test_readme_lists_every_user_error_class():
             if sub.__module__.startswith("alignloc"):
                 found.add(sub.__name__)
                 todo.append(sub)
-    readme = (ROOT.parent / "README.md").read_text()
-    listed = set(re.findall(r"^- `(\w+Error)`", readme, flags=re.M))
+    page = (ROOT.parent / "docs" / "errors.md").read_text()
+    listed = set(re.findall(r"^- `(\w+Error)`", page, flags=re.M))
     assert found >= {"UsageError", "OutputError", "StoreError", "PromptFormatError", "ModelRefError"}
     assert found == listed, (found - listed, listed - found)

@@ -1,6 +1,8 @@
-"""Every command and code block the README shows runs (on the tiny zoo): the README is tested documentation.
+"""Every command and code block the README and the pages under docs/ show runs (on the tiny zoo): they are
+tested documentation.
 
-``bash`` blocks are run line by line in one scratch directory (later lines use earlier outputs);
+``bash`` blocks (the README's first, then each page's in ``PAGES`` order) are run line by line in one
+scratch directory (later lines use earlier outputs);
 in the set-up block the pip installs are what ``.ci/run`` itself does and the pytest line is this
 suite, so only its ``alignloc`` part runs. ``python`` blocks run as scripts. ``text`` blocks are
 syntax references or need your own models and the network; they are not run.
@@ -18,11 +20,15 @@ import pytest
 
 from tests.test_layerdiff_units import dom_in_chromium
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+PAGES = [README] + [ROOT / "docs" / f"{n}.md" for n in ("guide", "measures", "performance", "experiments", "errors",
+                                                         "development")]
 
 
 def blocks(lang: str) -> list[str]:
-    return re.findall(rf"```{lang}\n(.*?)```", README.read_text(), flags=re.S)
+    """The ``lang`` code blocks of the README and the docs pages, in ``PAGES`` order."""
+    return [b for page in PAGES for b in re.findall(rf"```{lang}\n(.*?)```", page.read_text(), flags=re.S)]
 
 
 def commands() -> list[str]:
@@ -39,14 +45,30 @@ def commands() -> list[str]:
     return out
 
 
-def test_readme_has_the_promised_sections():
+def test_readme_is_a_front_page_and_the_docs_hold_the_rest():
     text = README.read_text()
-    for heading in ("## Set-up: two commands", "## Python in ten lines", "## Command line", "## Running on a real pair",
-                    "## Prompt format (JSONL)", "## Model organisms", "### localize-bench: the accuracy figure", "## Benchmarks",
-                    "## Notebooks"):
+    assert len(text.splitlines()) <= 220, "the README is a front page: details go to docs/"
+    for heading in ("## Set-up: two commands", "## Your own pair", "## Python in ten lines", "## Commands", "## Measures",
+                    "## Notebooks", "## Limitations", "## Documentation"):
         assert heading in text, heading
-    for img in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):
-        assert (README.parent / img).is_file(), img
+    sections = {"guide": ("## Your own pair", "## Command line", "## Running on a real pair", "## Prompt format (JSONL)",
+                          "## The activation store"),
+                "measures": ("## layer-diff: where is the change, and of what kind?", "## Causal localization",
+                             "### localize-bench: the accuracy figure", "## Localizing full fine-tunes"),
+                "performance": ("## Large models",), "errors": ("## Errors, interruptions, output folders, pickle",),
+                "experiments": ("## Model organisms", "## Benchmarks", "## Surfaced vs installed"),
+                "development": ("## Code layout",)}
+    for page, headings in sections.items():
+        body = (ROOT / "docs" / f"{page}.md").read_text()
+        for heading in headings:
+            assert heading in body, (page, heading)
+    for page in PAGES:  # every image and every local link resolves from the page that holds it
+        body = page.read_text()
+        for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", body):
+            if not target.startswith("http"):
+                assert (page.parent / target).exists(), (page.name, target)
+    for page in PAGES[1:]:
+        assert f"(docs/{page.name})" in text, f"the README links {page.name}"
     cmds = commands()
     assert "alignloc demo" in cmds and any(c.startswith("alignloc figures") for c in cmds)
     assert len(blocks("python")) >= 1

@@ -1,6 +1,6 @@
 """The prompt groups of the context-prior experiment, the prompt-only fixes, and subject positions.
 
-Prompts (JSONL, see the README) of ``kind: context`` with ``meta.condition``:
+Prompts (JSONL, see docs/experiments.md) of ``kind: context`` with ``meta.condition``:
 
 - ``conflict``: the context states a counterfactual value; ``target`` = the context's answer,
   ``foil`` = the remembered one, ``meta.prior`` = ``strong`` | ``weak``;
@@ -52,7 +52,7 @@ def load_sets(prompts: list[Prompt], texts: list[str] | None = None, src: str = 
                                    ("positions.subject", p.positions.get("subject")),
                                    ("meta.prior", p.meta.get("prior") in ("strong", "weak"))) if not ok]
         if missing:
-            raise PromptFormatError(f"{src}: conflict prompt {p.id!r} lacks {', '.join(missing)} (see the README's "
+            raise PromptFormatError(f"{src}: conflict prompt {p.id!r} lacks {', '.join(missing)} (see docs/experiments.md, the "
                                     "context-prior prompt format)")
         if p.context not in p.text:
             raise PromptFormatError(f"{src}: conflict prompt {p.id!r}: its 'context' does not occur in its 'text'")

@@ -18,7 +18,7 @@ zoo_app = typer.Typer(
 )
 
 _SIZE_HELP = (f"Zoo size: {' | '.join(SIZE_NAMES)} | real (tiny builds the default set in a few CPU minutes; real plants "
-              "edits on SmolLM2-135M's real weights, when they can be had: see the README).")
+              "edits on SmolLM2-135M's real weights, when they can be had: see docs/measures.md).")
 
 
 @zoo_app.command("build")
