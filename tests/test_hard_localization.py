@@ -109,13 +109,19 @@ def test_localize_bench_hard_tier(zoo_tiny, tmp_path, capsys):
     r = json.loads(out.read_text())["tiers"]["hard"]
     m = r["methods"]
     assert set(r["organisms_scored"]) == set(HARD_ORGANISMS)
-    assert m["weight_diff"]["hit@1"] <= 0.3 and m["weight_diff"]["control_false_positives"] == 4.0
+    # the weights moved in every layer of the drift-only pair: named all four without the gap gate, and on the
+    # tasks where that pair's gap passes 0.5 nats (the chat prompts at 24 prompts) with it
+    assert m["weight_diff"]["hit@1"] <= 0.3 and m["weight_diff"]["control_flags_ungated"] == 4.0
+    assert m["weight_diff"]["control_false_positives"] >= m["graft_window"]["control_false_positives"]
     assert m["graft_window"]["hit@1"] >= 0.9 and m["graft_window"]["hit@k"] >= 0.9
     assert m["delta_mask"]["hit@1_single_layer"] == 1.0, "the mask recovers single-layer edits"
-    for method in ("graft_window", "delta_mask"):  # the methods whose named layers must pass the verdict's bar
-        assert m[method]["control_false_positives"] == 0.0, method
-    for method in ("graft_sufficiency", "patch_mlp_out"):  # single-layer scores: the drift may lift one layer
-        assert m[method]["control_false_positives"] <= 1.0, method
+    # the mask names a set only where grafting it carries the gap as the verdict requires: nothing on the null pair.
+    # The carrier window does name one: the chat task's null gap (about 0.5 nats at 24 prompts) is noise that one
+    # window can carry both ways (0.67 per task on the default build), which the old flag rule (a score of
+    # 2 + min(suff, nec) >= 2) never counted
+    assert m["delta_mask"]["control_false_positives"] == 0.0
+    fp = {k: v["control_false_positives"] for k, v in m.items()}
+    assert fp["graft_window"] <= 1.0 and fp["graft_sufficiency"] <= 2.0 and fp["patch_mlp_out"] <= 2.0, fp
     assert "## hard tier" in capsys.readouterr().out
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import math
 
-from alignloc.causal.bench import flagged, hits, rank_layers
+import pytest
+
+from alignloc.causal.bench import chance, flagged, hits, mean_ci, rank_layers, tie_groups
 from alignloc.cli import main
 
 
@@ -14,9 +16,31 @@ def test_ranking_and_hits():
     assert hits([2, 3, 0, 1], [3]) == (0.0, 0.0)
     assert hits([2, 3, 0, 1], [3, 2]) == (1.0, 1.0)
     assert hits([2, 0, 3, 1], [3, 2]) == (1.0, 0.5)
-    assert flagged("patch_mlp_out", [0.9, 0.1], gap=0.2, min_gap=1.0, flag_at=0.5) == []  # no gap: nothing to find
-    assert flagged("patch_mlp_out", [0.9, 0.1], gap=-3.0, min_gap=1.0, flag_at=0.5) == [0]
-    assert flagged("weight_diff", [0.0, 1e-4], gap=math.nan, min_gap=1.0, flag_at=0.5) == [1]
+    # ties favor no index: a tie of layers 2 and 3 at the top is half a hit for either
+    scores = [0.1, math.nan, 0.9, 0.9]
+    ranking = rank_layers(scores)
+    assert tie_groups(ranking, scores) == [[2, 3], [0], [1]]
+    assert hits(ranking, [3], tie_groups(ranking, scores)) == (0.5, 0.5)
+    assert hits(ranking, [2], tie_groups(ranking, scores)) == (0.5, 0.5)
+    assert hits(rank_layers([0.0] * 4), [1, 3], tie_groups(rank_layers([0.0] * 4), [0.0] * 4)) == (0.5, 0.5)
+    # the named layers first, whatever their score (a carrier layer with a negative single-layer score)
+    assert rank_layers([0.5, -0.2, 0.1], first=[1]) == [1, 0, 2]
+
+
+def test_false_positives_are_counted_alike():
+    """One minimum gap for every method; above it, the named layers (even at a negative score), the layers
+    recovering flag_at, or for the weights the layers above the weight floor."""
+    assert flagged("patch_mlp_out", [0.9, 0.1], gap=0.2, min_gap=0.5, flag_at=0.5) == []  # no gap: nothing to find
+    assert flagged("weight_diff", [0.0, 1e-4], gap=0.2, min_gap=0.5, flag_at=0.5) == []  # the weights alike
+    assert flagged("patch_mlp_out", [0.9, 0.1], gap=-3.0, min_gap=0.5, flag_at=0.5) == [0]
+    assert flagged("weight_diff", [0.0, 1e-4], gap=-3.0, min_gap=0.5, flag_at=0.5) == [1]
+    assert flagged("graft_window", [-0.3, 0.1], gap=2.0, min_gap=0.5, flag_at=0.5, named=[0]) == [0]
+    assert flagged("weight_diff", [0.1, 0.2], gap=math.nan, min_gap=0.5, flag_at=0.5) == []
+    c = chance({"a": {"planted": [2, 3]}, "b": {"planted": [1]}, "c": {"planted": [1]}}, 4)
+    assert c["constant_layer"] == 1 and c["constant_hit@1"] == pytest.approx(2 / 3)
+    assert c["random_hit@1"] == pytest.approx((2 / 4 + 1 / 4 + 1 / 4) / 3)
+    m, lo, hi = mean_ci([1.0, 1.0, 0.0, 1.0])
+    assert m == 0.75 and 0.0 <= lo < 0.75 < hi <= 1.0
 
 
 def test_localize_bench_on_the_tiny_zoo(zoo_tiny, tmp_path, capsys):
@@ -34,12 +58,16 @@ def test_localize_bench_on_the_tiny_zoo(zoo_tiny, tmp_path, capsys):
                    "delta_mask"):
         assert m[causal]["hit@1_single_layer"] == 1.0
         assert m[causal]["control_false_positives"] == 0.0
-    # weights moved in every layer of the null pair: the weight baseline cannot tell it from an edit
-    assert m["weight_diff"]["control_false_positives"] == 4.0
+    # weights moved in every layer of the null pair: without the gap gate that every method shares, the weight
+    # baseline would name all four layers; with it (the null pair's gaps are below 0.5 nats), none
+    assert m["weight_diff"]["control_flags_ungated"] == 4.0 and m["weight_diff"]["control_false_positives"] == 0.0
+    assert r["chance"]["constant_layer"] == 1 and r["chance"]["constant_hit@1"] == pytest.approx(0.6)
+    assert r["chance"]["random_hit@1"] == pytest.approx(0.35)
+    assert "| random ranking (expected) | 0.35 |" in printed
     # in chat-sft-lower both trained layers are found, and grafting says layer 0 carries the format
     lower = r["organisms"]["chat-sft-lower"]["methods"]
     assert lower["graft_sufficiency"]["ranking"][0] == 0 and lower["graft_sufficiency"]["hit@k"] == 1.0
-    assert "| patch_mlp_out | 1.00 |" in printed and md.read_text() in printed + "\n"
+    assert "| patch_mlp_out | 1.00 [1.00, 1.00] |" in printed and md.read_text() in printed + "\n"
 
 
 def test_unknown_method_is_a_clear_error(capsys):
