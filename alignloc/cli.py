@@ -470,7 +470,7 @@ def _mount_subcommands() -> None:
 
     app.command("rl-formats")(rl_formats_cmd)
     try:
-        from alignloc.zoo.commands import zoo_app
+        from alignloc.cli_zoo import zoo_app
     except ImportError:  # the zoo is optional until it is built
         return
     app.add_typer(zoo_app, name="zoo", help="Model organisms: build and list base/post-trained pairs with ground truth.")

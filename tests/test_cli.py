@@ -101,7 +101,7 @@ def test_help_imports_neither_torch_nor_transformers():
     import subprocess
     import sys
 
-    from alignloc.zoo.commands import SIZE_NAMES
+    from alignloc.cli_zoo import SIZE_NAMES
     from alignloc.zoo.config import SIZES
 
     assert SIZE_NAMES == tuple(SIZES)

@@ -12,7 +12,7 @@ import alignloc
 from alignloc.errors import UserError
 
 ROOT = Path(alignloc.__file__).parent
-CLI = ("alignloc.cli", "alignloc.cli_errors")
+CLI = ("alignloc.cli", "alignloc.cli_errors", "alignloc.cli_zoo")
 
 
 def modules() -> dict[str, Path]:

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from alignloc.prompts import load_prompts
 from alignloc.zoo import DEFAULT_ORGANISMS, build, list_organisms, resolve, weights_sha256
-from alignloc.zoo.commands import zoo_app
+from alignloc.cli_zoo import zoo_app
 from alignloc.zoo.evaluate import load, measure
 
 TINY = "tiny"

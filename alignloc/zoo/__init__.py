@@ -11,19 +11,24 @@ change was planted and the behavior/knowledge numbers measured on the saved file
     prompts = organism_prompts("chat-sft-upper")  # every prompt it ships, as one list
 """
 
-from importlib import import_module
-
 from alignloc.zoo.names import ZooError
-
-_FROM = {"organism_prompts": "alignloc.zoo.prompts"}
-
-
-def __getattr__(name: str):
-    """The registry's names, imported on first use (``import alignloc.zoo`` stays light: no torch)."""
-    if name in __all__ and name != "ZooError":
-        return getattr(import_module(_FROM.get(name, "alignloc.zoo.registry")), name)
-    raise AttributeError(f"module 'alignloc.zoo' has no attribute {name!r}")
-
+from alignloc.zoo.prompts import organism_prompts
+from alignloc.zoo.registry import (
+    BASES,
+    DEFAULT_ORGANISM,
+    DEFAULT_ORGANISMS,
+    DRIFT_CONTROL,
+    HARD_ORGANISMS,
+    SURFACING_ORGANISMS,
+    ZooEntry,
+    build,
+    check_name,
+    check_size,
+    list_organisms,
+    resolve,
+    weights_sha256,
+    zoo_root,
+)
 
 __all__ = [
     "BASES",

@@ -19,7 +19,7 @@ THREADS_VAR = "ALIGNLOC_ZOO_THREADS"
 _ZOO = Path(__file__).resolve().parent
 # modules of the zoo that never affect what a build produces (lookup, listing, files on disk, the CLI)
 # and the real-weight tier's own (fingerprinted by realdisk)
-NOT_TRAINING = {"__init__.py", "registry.py", "realdisk.py", "commands.py", "entry.py", "files.py", "prompts.py",
+NOT_TRAINING = {"__init__.py", "registry.py", "realdisk.py", "entry.py", "files.py", "prompts.py",
                 "provenance.py"}
 
 

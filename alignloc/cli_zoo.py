@@ -1,4 +1,5 @@
-"""``alignloc zoo ...``: build and list the model organisms (a thin typer shell over registry).
+"""``alignloc zoo ...``: build and list the model organisms (a thin typer shell over ``zoo.registry``; it lives beside
+the CLI, outside the zoo package, so that ``alignloc --help`` imports neither the zoo nor torch).
 
 An unknown name or size raises ``ZooError`` before any work; the command line prints it as one line.
 """
