@@ -123,7 +123,7 @@ def test_experiment_result_and_figures(zoo_formats_both, tmp_path):
         surf = s["surfacing"]  # surfaced vs installed, for the format RL moved toward
         assert surf["status"] == "measured" and surf["contrast_format"] != surf["behavior_format"] in FORMATS
         assert len(surf["layers"]) == s["n_layers"] and surf["n_demo_pairs"] == surf["n_behavior"] > 0
-        assert surf["verdict"]["label"] in ("surfaced", "installed", "mixed / below noise floor")
+        assert surf["verdict"]["label"] in ("surfaced", "no evidence of surfacing", "mixed")
         assert any(x.startswith(f"{s['organism']}: surfaced or installed") for x in r["verdict"]["summary"])
     v = r["verdict"]
     assert v["collapsed"] == any(s["collapse"]["collapsed"] for s in r["scales"].values())

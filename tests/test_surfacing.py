@@ -85,12 +85,16 @@ def test_layer_labels_and_verdict_on_constructed_shifts():
     new = torch.zeros(D)
     new[7] = 4.0  # a direction the demonstrations never move
     installed = layer_surfacing(base, base + new, demo, plain, cfg)
-    assert installed["share"] < installed["floor"] and label_layer(installed) == "installed"
+    # below the floor: the measure cannot tell it from the nulls, which is not evidence of installation
+    assert installed["share"] < installed["floor"] and label_layer(installed) == "no evidence"
+    assert surfaced["share_ci"][0] > surfaced["floor"] and installed["share_ci"][0] <= installed["floor"]
     stack = lambda *xs: torch.stack(xs)  # noqa: E731
     res = surfacing_by_layer(stack(base, base), stack(base + new, base + 4 * torch.eye(D)[0]),
                              stack(demo, demo), stack(plain, plain), cfg)
-    assert res["verdict"]["layer_labels"] == ["installed", "surfaced"]
-    assert res["verdict"]["label"] == "mixed / below noise floor"  # one layer each: no majority
+    assert res["verdict"]["layer_labels"] == ["no evidence", "surfaced"]
+    assert res["verdict"]["label"] == "mixed"  # one layer each: no majority
+    assert surfacing_verdict([installed, installed, surfaced])["label"] == "mixed"
+    assert surfacing_verdict([installed, installed])["label"] == "no evidence of surfacing"
     assert surfacing_verdict([surfaced, surfaced, installed])["label"] == "surfaced"
 
 
@@ -100,7 +104,7 @@ def test_identical_pair_is_not_surfaced():
     row = layer_surfacing(base, base.clone(), demo, plain, SurfacingConfig(n_null=50))
     assert row["share"] == 0.0 and label_layer(row) == "no shift"
     v = surfacing_verdict([row, row])
-    assert v["label"] == "mixed / below noise floor" and v["layer_labels"] == ["no shift", "no shift"]
+    assert v["label"] == "no evidence of surfacing" and v["layer_labels"] == ["no shift", "no shift"]
 
 
 # ---- the format organisms: the measure must separate surfaced from installed ----------------------
@@ -144,11 +148,12 @@ def test_format_organisms_ship_their_known_answer(format_zoo):
 
 def test_measure_separates_surfaced_from_installed(experiment):
     s, i = experiment["organisms"]["format-surfaced"], experiment["organisms"]["format-installed"]
-    # format-surfaced reads surfaced on every build; format-installed reads installed on the default build but
-    # "mixed / below noise floor" on the AVX2 one-thread build (its shift lies inside the base's subspace there,
-    # share 0.27-0.43, but against the base's direction, amplification -8 to -12): never surfaced
+    # format-surfaced reads surfaced; format-installed never does: "no evidence of surfacing" on the default
+    # build (every layer's share interval reaches its floor), and on the AVX2 one-thread build its shift lay inside
+    # the base's subspace but against its direction (share 0.27-0.43, amplification -8 to -12)
     assert experiment["separated"]["format-surfaced"] and s["verdict"]["label"] == "surfaced"
-    assert i["verdict"]["label"] in ("installed", "mixed / below noise floor")
+    assert experiment["separated"]["format-installed"] and i["verdict"]["label"] != "surfaced"
+    assert all(r["share_ci"][0] > r["floor"] for r in s["layers"])  # the interval clears the floor
     # per layer: the surfaced organism moves along the base's own direction, the installed one never does (at the
     # floor, or above it but against that direction: layer 1 of the default build reads share 0.184 over a 0.143
     # floor with amplification -0.55), and the surfaced share is the larger (by 1.7x to 5x on the default build)
@@ -183,12 +188,12 @@ def test_chat_sft_upper_reads_as_installed_in_its_trained_layers(experiment):
     the base's in-context subspace."""
     c = experiment["organisms"]["chat-sft-upper"]
     assert c["expected"] is None
-    labels = c["verdict"]["layer_labels"]  # layers 2-3 read installed on the default and AVX2 builds, but mixed
-    assert labels[:2] == ["no shift", "no shift"]  # (below their noise floors) on the one-training-thread build
-    assert all(x in ("installed", "mixed / below noise floor") for x in labels[2:])
-    assert c["verdict"]["label"] in ("installed", "mixed / below noise floor")  # never surfaced
+    labels = c["verdict"]["layer_labels"]
+    assert labels[:2] == ["no shift", "no shift"]
+    assert all(x != "surfaced" for x in labels[2:])
+    assert c["verdict"]["label"] != "surfaced"  # never surfaced; "installed" is not what the measure can show
     # layer 3's share in the base's subspace: < 0.1 on the default and AVX2 builds, 0.19 (over its floor 0.14) on
-    # the one-training-thread build: "installed" is not robust here, only "never surfaced" is
+    # the one-training-thread build
     assert all(x["share"] < 0.5 for x in c["layers"][2:])
 
 

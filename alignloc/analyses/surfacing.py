@@ -44,7 +44,8 @@ from dataclasses import dataclass
 import torch
 from jaxtyping import Float
 
-LABELS = ("surfaced", "installed", "mixed / below noise floor")
+LABELS = ("surfaced", "no evidence of surfacing", "mixed")  # the pair's label (``surfacing_verdict``)
+SURFACED, NO_EVIDENCE, AGAINST = "surfaced", "no evidence", "against the base direction"  # a layer's
 UNCHANGED = "no shift"  # a layer the tuning left (numerically) untouched: no label to give
 MIN_RELATIVE_SHIFT = 1e-4  # |mean shift| / mean |h_base| below this is no shift
 
@@ -58,6 +59,8 @@ class SurfacingConfig:
     quantile: float = 0.95  # the floor is this quantile of the nulls
     majority: float = 0.5  # a label needs at least this share of the layers
     seed: int = 0
+    n_boot: int = 200  # resamples of prompts and demonstration pairs for the share's interval
+    level: float = 0.95  # of that interval
 
 
 def behavior_subspace(
@@ -164,40 +167,69 @@ def layer_surfacing(
         out["control_share"] = energy_share(h_control.double().mean(0) - h_base.double().mean(0), q)
         floor = max(floor, out["control_share"])
     out["floor"] = floor
+    out["share_ci"] = list(share_interval(shift, h_demo, h_plain, cfg.k, cfg.n_boot, cfg.seed + 2, cfg.level))
     return out
 
 
+def share_interval(
+    shift: Float[torch.Tensor, "n d"],
+    h_demo: Float[torch.Tensor, "m d"],
+    h_plain: Float[torch.Tensor, "m d"],
+    k: int,
+    n_boot: int,
+    seed: int,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile interval of the mean shift's ``energy_share`` when the prompts (rows of ``shift``) and the
+    matched demonstration pairs (rows of ``h_demo`` / ``h_plain`` together) are resampled with replacement:
+    the subspace is fitted again on each resample, so the interval carries both sources of noise."""
+    gen = torch.Generator().manual_seed(seed)
+    n, m = shift.shape[0], h_demo.shape[0]
+    out = torch.empty(n_boot, dtype=torch.float64)
+    for b in range(n_boot):
+        i = torch.randint(n, (n,), generator=gen)
+        j = torch.randint(m, (m,), generator=gen)
+        q, _ = behavior_subspace(h_demo[j], h_plain[j], k)
+        out[b] = energy_share(shift[i].double().mean(0), q)
+    tail = (1 - level) / 2
+    return float(out.quantile(tail)), float(out.quantile(1 - tail))
+
+
 def label_layer(row: dict) -> str:
-    """``surfaced`` (share above the floor, shift along +u), ``installed`` (share at or under the
-    floor), ``mixed / below noise floor`` (above the floor but against the base direction), or
-    ``no shift`` (the layer's mean shift is under ``MIN_RELATIVE_SHIFT`` of the residual norm)."""
+    """``surfaced`` (the share's interval lies above the noise floor and the shift runs along +u), ``against the
+    base direction`` (above the floor, along -u), ``no evidence`` (the interval reaches the floor: the shift is
+    not told apart from the nulls; this is not evidence that the behavior was installed), or ``no shift`` (the
+    layer's mean shift is under ``MIN_RELATIVE_SHIFT`` of the residual norm)."""
     if row["shift_norm"] <= MIN_RELATIVE_SHIFT * row["base_norm"]:
         return UNCHANGED
-    if row["share"] > row["floor"] and row["amplification"] > 0:
-        return LABELS[0]
-    if row["share"] <= row["floor"]:
-        return LABELS[1]
-    return LABELS[2]
+    lo = row.get("share_ci", [row["share"]])[0]
+    if lo > row["floor"]:
+        return SURFACED if row["amplification"] > 0 else AGAINST
+    return NO_EVIDENCE
 
 
 def surfacing_verdict(layers: list[dict], cfg: SurfacingConfig | None = None) -> dict:
-    """The pair's label from per-layer rows: ``surfaced`` / ``installed`` if at least
-    ``cfg.majority`` of the shifted layers say so (and the other label has no more), else ``mixed /
-    below noise floor``; with a one-line summary that quotes the numbers and the floor."""
+    """The pair's label from per-layer rows: ``surfaced`` if at least ``cfg.majority`` of the shifted layers
+    read surfaced (and more than read no evidence), ``no evidence of surfacing`` if none does, else ``mixed``; with a one-line summary that
+    quotes the shares with their intervals and the floors."""
     cfg = cfg or SurfacingConfig()
     labels = [label_layer(r) for r in layers]
     n = sum(lab != UNCHANGED for lab in labels)
-    count = {lab: labels.count(lab) for lab in LABELS}
-    label = LABELS[2]
-    for lab, other in ((LABELS[0], LABELS[1]), (LABELS[1], LABELS[0])):
-        if n and count[lab] >= cfg.majority * n and count[lab] > count[other]:
-            label = lab
-    shares = ", ".join(f"{r['share']:.2f}" if lab != UNCHANGED else "-" for r, lab in zip(layers, labels, strict=True))
-    floors = ", ".join(f"{r['floor']:.2f}" for r in layers)
-    amps = ", ".join(f"{r['amplification']:+.2f}" for r in layers)
-    summary = (f"{label}: share of the tuned shift along the base's in-context behavior subspace per layer "
-               f"{shares} (noise floor {floors}; random {layers[0]['k']}-dim subspace expects "
-               f"{layers[0]['k'] / layers[0]['d']:.2f}); amplification {amps}")
+    count = {lab: labels.count(lab) for lab in (SURFACED, NO_EVIDENCE, AGAINST)}
+    if n and count[SURFACED] >= cfg.majority * n and count[SURFACED] > count[NO_EVIDENCE]:
+        label = LABELS[0]
+    elif count[SURFACED] == 0:
+        label = LABELS[1]
+    else:
+        label = LABELS[2]
+    shares = ", ".join(f"{r['share']:.2f} [{r['share_ci'][0]:.2f}, {r['share_ci'][1]:.2f}]" if "share_ci" in r
+                       else f"{r['share']:.2f}" for r, lab in zip(layers, labels, strict=True) if lab != UNCHANGED)
+    floors = ", ".join(f"{r['floor']:.2f}" for r, lab in zip(layers, labels, strict=True) if lab != UNCHANGED)
+    amps = ", ".join(f"{r['amplification']:+.2f}" for r, lab in zip(layers, labels, strict=True) if lab != UNCHANGED)
+    kd = f"{layers[0]['k'] / layers[0]['d']:.2f}" if layers else "-"
+    summary = (f"{label}: share of the tuned shift along the base's in-context behavior subspace per shifted layer "
+               f"{shares or '-'} (noise floor {floors or '-'}; random {layers[0]['k'] if layers else '-'}-dim subspace "
+               f"expects {kd}); amplification {amps or '-'}")
     return {"label": label, "layer_labels": labels, "counts": count, "summary": summary}
 
 

@@ -51,7 +51,7 @@ weights line corroborates without gating:
   ``lens``, and ``weights`` (above their floor: corroboration only).
 
 **Surfaced vs installed** (when the prompts carry demonstrations): ``verdict.surfacing`` is
-``analyses.surfacing.surfacing_verdict`` (surfaced | installed | mixed / below noise floor) with the
+``analyses.surfacing.surfacing_verdict`` (surfaced | no evidence of surfacing | mixed) with the
 per-layer share, floor and amplification; it has its own floor (random-subspace and placebo nulls,
 and the control pair's share when there is one).
 

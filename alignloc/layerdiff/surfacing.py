@@ -136,6 +136,8 @@ def surfacing_experiment(out: str | Path, names: tuple[str, ...] = ("format-surf
         "size": size,
         "config": cfg.__dict__.copy(),
         "organisms": results,
-        "separated": {n: r["verdict"]["label"] == r["expected"] for n, r in results.items() if r["expected"]},
+        # the measure can affirm surfacing only: an organism is told apart when it reads surfaced exactly if it is
+        "separated": {n: (r["verdict"]["label"] == "surfaced") == (r["expected"] == "surfaced")
+                      for n, r in results.items() if r["expected"]},
         "seconds": round(time.time() - t0, 1),
     }

@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 
 from alignloc.report.text import fmt
 
-HEAD = ("| layer | share | floor (random / placebo) | amplification | cos(shift, base direction) | "
+HEAD = ("| layer | share [95% CI] | floor (random / placebo) | amplification | cos(shift, base direction) | "
         "tuned direction: cos / norm ratio | label |")
 
 
@@ -18,7 +18,9 @@ def surfacing_rows(s: dict) -> list[str]:
     """Markdown table rows of ``measures.surfacing`` (one per layer)."""
     rows = [HEAD, "|---|---|---|---|---|---|---|"]
     for i, (r, lab) in enumerate(zip(s["layers"], s["verdict"]["layer_labels"], strict=True)):
-        rows.append(f"| {i} | {fmt(r['share'], 3)} | {fmt(r['floor'], 3)} ({fmt(r['null_random']['q'], 3)} / "
+        ci = r.get("share_ci")
+        interval = f" [{fmt(ci[0], 3)}, {fmt(ci[1], 3)}]" if ci else ""
+        rows.append(f"| {i} | {fmt(r['share'], 3)}{interval} | {fmt(r['floor'], 3)} ({fmt(r['null_random']['q'], 3)} / "
                     f"{fmt(r['null_placebo']['q'], 3)}) | {r['amplification']:+.2f} | {r['cosine']:+.2f} | "
                     f"{r.get('tuned_direction_cosine', float('nan')):+.2f} / "
                     f"{r.get('tuned_direction_norm_ratio', float('nan')):.2f} | {lab} |")
