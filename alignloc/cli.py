@@ -279,7 +279,8 @@ def localize_bench_cmd(
     n_prompts: int = typer.Option(48, help="Prompts per organism (the first N of its behavior prompt file)."),
     methods: str | None = typer.Option(None, help="Comma-separated subset of methods (default: all)."),
     tiers: str = typer.Option("easy,hard", help="easy (edits confined to their layers), hard (the same edits under a drift "
-                              "of every layer), or both."),
+                              "of every layer that a rescaling makes outweigh them), natural (the edits trained on top "
+                              "of that drift, sequentially; builds five more organisms), comma-separated."),
     device: str = DEVICE, compute_dtype: str = COMPUTE_DTYPE, device_map: str = DEVICE_MAP,
     overwrite: bool = typer.Option(False, help="Replace existing --json / --markdown files."),
     quiet: bool = QUIET,

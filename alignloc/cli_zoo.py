@@ -28,14 +28,14 @@ def build_cmd(
         None, help="Organisms to build (default: the default set and both bases)."
     ),
     size: str = typer.Option("tiny", "--size", help=_SIZE_HELP),
-    force: bool = typer.Option(False, "--force", help="Rebuild even if a current build exists."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Rebuild even if a current build exists."),
     quiet: bool = typer.Option(False, "--quiet", help=progress.QUIET_HELP),
 ) -> None:
     """Build organisms (reusing current builds) and print where they are."""
     from alignloc.zoo.registry import build
 
     progress.configure("quiet" if quiet else "auto")
-    paths = build(names or None, size=size, force=force, log=(lambda m: None) if quiet else (lambda m: typer.echo(m, err=True)))
+    paths = build(names or None, size=size, force=overwrite, log=(lambda m: None) if quiet else (lambda m: typer.echo(m, err=True)))
     for p in paths:
         typer.echo(str(p))
 

@@ -167,3 +167,36 @@ def test_verdict_v2_on_a_drift_organism_and_a_full_finetune(zoo_tiny, tmp_path, 
             for srcs in ((verdict.get(kind) or {}).get("named_by") or {}).values():
                 assert set(srcs) - {"weights"}, srcs
     assert "basis: causal" in (full / "summary.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def natural_zoo():
+    """The test zoo with one organism of the natural hard tier (and control-drift, which it is trained on)."""
+    from tests.conftest import tiny_zoo_with
+
+    yield from tiny_zoo_with(["refusal-lora-L1-natural"])
+
+
+def test_a_natural_organism_is_trained_on_the_drift_and_found_by_grafting(natural_zoo):
+    """refusal-lora-L1-natural: the LoRA recipe trained on top of control-drift (no rescaling, no mixture): the
+    weight-diff ranking is recorded as it comes out, the drift-only twin is the exact null pair, and the graft
+    window names the planted layer."""
+    from alignloc.causal.bench import METHODS
+    from alignloc.models.pair import load_pair
+    from alignloc.prompts import load_prompts
+
+    root = natural_zoo / "tiny" / "refusal-lora-L1-natural"
+    gt = json.loads((root / "ground_truth.json").read_text())
+    nat, m = gt["extra"]["natural"], gt["measured"]
+    assert gt["layers"] == [1] and nat["planted_layers"] == [1] and gt["spec"]["met"]
+    assert sorted(nat["weight_diff_ranking"]) == [0, 1, 2, 3]
+    assert nat["weight_diff_hit@1"] == float(nat["weight_diff_ranking"][0] == 1)  # as it comes out: 1.0 on the
+    # default build, where the trained LoRA (1.44 of its layer's norm) outweighs the drift (0.42-0.60) in every layer
+    assert all(x > 0.0 for x in nat["drift_relative_norm"]), "the drift moved every layer"
+    assert [p for i, p in enumerate(nat["planted_relative_norm"]) if i != 1] == [0.0, 0.0, 0.0], "only layer 1 trained"
+    assert m["tuned"]["refusal_rate_on_topic"] >= 0.9 and m["drift_only"]["refusal_rate_on_topic"] <= 0.02
+    assert (root / "drift" / "model.safetensors").is_file() and not (root / "adapter").exists()
+    pair = load_pair(str(root / "base"), str(root / "tuned"))
+    prompts = [p for p in load_prompts(root / gt["behavior"]["prompts"]) if p.target][:24]
+    scores, gap, named = METHODS["graft_window"](pair, prompts, True)
+    assert gap > 1.0 and named == [1], (scores, gap, named)

@@ -5,8 +5,12 @@ Two tiers of zoo organisms whose ground truth plants the edit in some (not all) 
 - ``easy``: the confined recipes (``chat-sft-upper|lower``, ``refusal-lora-L1|L2``,
   ``fact-edit-L1``): every other layer is bit-identical, so the weight-diff baseline already wins;
   control: ``control-continued``;
-- ``hard``: their ``-drift`` variants, where a behavior-neutral drift moves every layer's weights
-  more than the edit does (``zoo/drift.py``); control: ``control-drift`` (the drift alone).
+- ``hard`` (adversarial): their ``-drift`` variants, where a behavior-neutral drift moves every layer's
+  weights more than the edit does, by a function-preserving rescaling chosen so, and the edit is trained
+  to work grafted alone into the base (``zoo/drift.py``); control: ``control-drift`` (the drift alone);
+- ``natural``: their ``-natural`` variants, the edit trained on top of that drift sequentially, with no
+  rescaling and no mixture objective (``zoo.drift.natural``): weight-diff's failure is measured, not
+  built in; control: ``control-drift``.
 
 Each method scores every layer on the organism's own target metric (teacher-forced log-prob of
 the targets of its behavior prompt file: format marker, refusal, new fact); layers are ranked by
@@ -43,7 +47,8 @@ from alignloc.prompts import Prompt, load_prompts
 # -> (score per layer, gap, the layers the method names: None for a pure ranking)
 MethodFn = Callable[[ModelPair, list[Prompt], bool], tuple[list[float], float, list[int] | None]]
 CONTROL = "control-continued"
-TIERS = {"easy": ("", CONTROL), "hard": ("-drift", "control-drift")}  # name suffix, null pair
+TIERS = {"easy": ("", CONTROL), "hard": ("-drift", "control-drift"),  # name suffix, null pair
+         "natural": ("-natural", "control-drift")}
 
 
 def _graft(which: str) -> MethodFn:
@@ -204,7 +209,8 @@ def tier_names(size: str, tier: str) -> tuple[list[str], str]:
     if size == real.SIZE:
         easy = [n for n in real.ORGANISMS if n != "smollm2-control-drift" and not n.endswith("-drift")]
         return (easy if tier == "easy" else ["smollm2-format-upper-drift"]), "smollm2-control-drift"
-    return (zoo.DEFAULT_ORGANISMS if tier == "easy" else zoo.HARD_ORGANISMS), TIERS[tier][1]
+    names = {"easy": zoo.DEFAULT_ORGANISMS, "hard": zoo.HARD_ORGANISMS, "natural": zoo.NATURAL_ORGANISMS}[tier]
+    return names, TIERS[tier][1]
 
 
 def scored_organisms(size: str, tier: str = "easy") -> tuple[list[str], dict[str, str]]:

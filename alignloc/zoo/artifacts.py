@@ -206,16 +206,18 @@ def until_spec(name: str, requirements: list[str], cfg: SizeConfig, final: Path,
 
 
 def organism_fingerprint(cfg: SizeConfig, name: str, base_sha: str, root: Path) -> str | None:
-    """The build fingerprint; None if a dependency (``control-drift`` for ``-drift``) is not built."""
+    """The build fingerprint; None if a dependency (``control-drift`` for ``-drift``, ``-natural``) is not built."""
     parts: list[Any] = ["organism", name, asdict(cfg.recipes), asdict(cfg.world), cfg.seed, base_sha]
     if name in SURFACING_ORGANISMS:
         parts.append(asdict(cfg.surfacing))
-    if name == DRIFT_CONTROL or parse_name(name, n_layers_by_base(cfg)).drift:
+    parsed = parse_name(name, n_layers_by_base(cfg))
+    on_drift = parsed.drift or parsed.natural
+    if name == DRIFT_CONTROL or on_drift:
         parts.append(asdict(cfg.drift))
     recipe = parse_name(name, n_layers_by_base(cfg)).recipe
     if recipe in OWN_SPEC:  # only these organisms' fingerprints include their own spec
         parts.append(asdict(getattr(cfg, OWN_SPEC[recipe])))
-    if parse_name(name, n_layers_by_base(cfg)).drift:
+    if on_drift:
         dep = read_meta(root / DRIFT_CONTROL)
         if dep is None:
             return None
@@ -229,7 +231,7 @@ def build_organism(name: str, cfg: SizeConfig, world: World, root: Path, log: Lo
     t0 = time.time()
     parsed = parse_name(name, n_layers_by_base(cfg))
     log(f"[zoo:{cfg.name}] building {name} on {parsed.base}")
-    requirements = spec_for(name, parsed.recipe, parsed.drift, False)
+    requirements = spec_for(name, parsed.recipe, parsed.drift or parsed.natural, False)
     gt = until_spec(name, requirements, cfg, root / name, log,
                     lambda acfg, tmp: _train_organism(name, cfg, acfg, world, root, tmp))
     measured, beh = gt["measured"], gt["behavior"].get("metric")
@@ -248,7 +250,7 @@ def _train_organism(name: str, cfg: SizeConfig, acfg: SizeConfig, world: World, 
     base_sha = read_meta(root / parsed.base)["weights_sha256"]
     final = root / name
     base, tok = load(base_dir)
-    drift_model = load(root / DRIFT_CONTROL / "tuned")[0] if parsed.drift else None
+    drift_model = load(root / DRIFT_CONTROL / "tuned")[0] if parsed.drift or parsed.natural else None
     if parsed.recipe in OWN_RECIPES:  # built outside recipes.py (they build on its Organism)
         org = OWN_RECIPES[parsed.recipe](base, tok, world, acfg, name, log=None)
     elif name in SURFACING_ORGANISMS:

@@ -217,3 +217,38 @@ def plant_under_drift(base, drift_model, planted: list[int], train_plant: Callab
         "weight_diff_hit@1": float(ranking[0] in planted),
     }
     return org
+
+
+def natural(parsed, base, tok, world, cfg, drift_model, run: Callable, log=None):
+    """Build ``parsed`` (a ``-natural`` name): the confined recipe trained on top of ``drift_model``
+    (``control-drift``: the base after continued pretraining of every layer), sequentially as real
+    pipelines do, with no mixture objective and no reparametrization. ``drift_only`` is the drifted
+    model itself (the exact null twin); the weight-diff ranking against the base is recorded as it
+    comes out (``extra["natural"]["weight_diff_hit@1"]``), not arranged."""
+    import dataclasses
+
+    from alignloc.analyses.weights import weight_diff
+    from alignloc.zoo.pretrain import clone_model
+
+    n = base.config.num_hidden_layers
+    planted = planted_layers(parsed.recipe, parsed.k, n)
+    start = clone_model(drift_model)
+    org = run(dataclasses.replace(parsed, natural=False), start, tok, world, cfg, log, train)
+    org.name, org.recipe, org.adapter = parsed.name, f"{org.recipe}-natural", None  # an adapter would fit the drift
+    org.drift_only = clone_model(drift_model)
+    family = family_for(base.config)
+    base_sd = {k: v.detach().float() for k, v in base.state_dict().items()}
+    drift_sd = {k: v.detach().float() for k, v in drift_model.state_dict().items()}
+    tuned_sd = {k: v.detach().float() for k, v in org.tuned.state_dict().items()}
+    total = [row["relative_frobenius"] for row in weight_diff(base_sd, tuned_sd, family, n)["layers"]]
+    ranking = sorted(range(n), key=lambda i: -total[i])
+    drift_rel = [block_norm({k: drift_sd[k] - base_sd[k] for k in base_sd}, base_sd, i, family) for i in range(n)]
+    plant_rel = [block_norm({k: tuned_sd[k] - drift_sd[k] for k in base_sd}, base_sd, i, family) for i in range(n)]
+    org.extra["natural"] = {
+        "source": "control-drift: continued pretraining of the base on the world corpus; then the recipe, "
+                  "trained on that model as on a base",
+        "planted_layers": planted, "drift_relative_norm": drift_rel, "planted_relative_norm": plant_rel,
+        "tuned_relative_norm": total, "drift_dominates_every_layer": all(d >= p for d, p in zip(drift_rel, plant_rel)),
+        "weight_diff_ranking": ranking, "weight_diff_hit@1": float(ranking[0] in planted),
+    }
+    return org

@@ -5,7 +5,8 @@ Names: ``chat-sft-upper|lower|full``, ``chat-lima``, ``refusal-lora-L{k}``, ``fa
 ``formats.py``), each optionally with a ``-large`` suffix (the recipe
 applied to ``base-large``). The confined recipes (``chat-sft-upper|lower``, ``refusal-lora-L{k}``,
 ``fact-edit-L{k}``) also come as ``NAME-drift``: the same edit under a drift of every layer (see
-``drift.py``). ``format-surfaced|installed`` are built on ``base-fmt`` (``fmtorgs.py``) and have
+``drift.py``; the adversarial hard tier), and as ``NAME-natural``: the same edit trained on top of that
+drift, sequentially, with no rescaling and no mixture objective (``drift.natural``). ``format-surfaced|installed`` are built on ``base-fmt`` (``fmtorgs.py``) and have
 no variants. ``parse_name`` validates ``k`` against the base's layer count.
 """
 
@@ -70,7 +71,7 @@ SURFACING_RECIPES = ("format-surfaced", "format-installed")  # on base-fmt only 
 DRIFTABLE = ("chat-sft-upper", "chat-sft-lower", "refusal-lora-L{k}", "fact-edit-L{k}")
 _NAME = re.compile(
     r"^(chat-sft-upper|chat-sft-lower|chat-sft-full|chat-lima|refusal-lora-L(\d+)|fact-edit-L(\d+)|dpo-polite|"
-    r"control-continued|control-drift|rl-formats|format-surfaced|format-installed)(-drift)?(-large)?$"
+    r"control-continued|control-drift|rl-formats|format-surfaced|format-installed)(-drift|-natural)?(-large)?$"
 )
 
 
@@ -83,6 +84,7 @@ class RecipeName:
     k: int | None
     base: str  # base | base-large | base-formats[-large] (rl-formats) | base-fmt (format-*)
     drift: bool = False  # the ``-drift`` variant (planted under a drift of every layer)
+    natural: bool = False  # the ``-natural`` variant (trained on top of that drift, sequentially)
 
 
 def parse_name(name: str, n_layers: dict[str, int]) -> RecipeName:
@@ -96,19 +98,21 @@ def parse_name(name: str, n_layers: dict[str, int]) -> RecipeName:
     if m.group(1) == "rl-formats":
         base = base.replace("base", "base-formats")
     recipe = m.group(1) if k is None else m.group(1).replace(f"L{k_str}", "L{k}")
-    drift = bool(m.group(4))
+    drift, natural = m.group(4) == "-drift", m.group(4) == "-natural"
     if recipe in SURFACING_RECIPES:
-        if drift or m.group(5):
-            raise ZooError(f"organism {name!r}: {recipe} has no -drift or -large variant (it is built on base-fmt)")
+        if m.group(4) or m.group(5):
+            raise ZooError(f"organism {name!r}: {recipe} has no -drift, -natural or -large variant (it is built on "
+                           "base-fmt)")
         base = "base-fmt"
-    if drift and recipe not in DRIFTABLE:
-        raise ValueError(f"organism {name!r}: only {', '.join(r + '-drift' for r in DRIFTABLE)} have a -drift variant")
+    if m.group(4) and recipe not in DRIFTABLE:
+        raise ValueError(f"organism {name!r}: only {', '.join(r + m.group(4) for r in DRIFTABLE)} have a "
+                         f"{m.group(4)} variant")
     if k is not None and not 0 <= k < n_layers[base]:
         raise ZooError(
             f"organism {name!r}: layer {k} out of range: {base} has layers 0..{n_layers[base] - 1} ("
             + valid_names_hint(n_layers) + ")"
         )
-    return RecipeName(name=name, recipe=recipe, k=k, base=base, drift=drift)
+    return RecipeName(name=name, recipe=recipe, k=k, base=base, drift=drift, natural=natural)
 
 
 def valid_names_hint(n_layers: dict[str, int]) -> str:
@@ -118,6 +122,6 @@ def valid_names_hint(n_layers: dict[str, int]) -> str:
         + ", ".join(RECIPES)
         + f" with k in 0..{n_layers['base'] - 1}; add '-drift' to "
         + ", ".join(DRIFTABLE)
-        + " for the hard variant; add '-large' to any recipe to apply it to "
+        + " for the adversarial hard variant or '-natural' for the natural one; add '-large' to any recipe to apply it to "
         f"base-large (k in 0..{n_layers['base-large'] - 1})"
     )

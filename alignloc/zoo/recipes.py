@@ -384,9 +384,15 @@ def run_recipe(
     train_fn: Callable = train,
     drift_model: PreTrainedModel | None = None,
 ) -> Organism:
-    """Dispatch a parsed name to its recipe (a ``-drift`` name needs ``drift_model``, the
+    """Dispatch a parsed name to its recipe (a ``-drift`` or ``-natural`` name needs ``drift_model``, the
     ``control-drift`` checkpoint)."""
     rec, k, name = parsed.recipe, parsed.k, parsed.name
+    if parsed.natural:
+        from alignloc.zoo.drift import natural
+
+        if drift_model is None:
+            raise ValueError(f"{name}: a -natural organism needs the control-drift model")
+        return natural(parsed, base, tok, world, cfg, drift_model, run_recipe, log)
     if parsed.drift:
         from alignloc.zoo.drift import drifted
 

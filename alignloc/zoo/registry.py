@@ -53,6 +53,14 @@ DEFAULT_ORGANISMS = [
     "dpo-polite",
     "control-continued",
 ]
+# The natural hard tier: the confined edits trained on top of that drift, sequentially (drift.natural)
+NATURAL_ORGANISMS = [
+    "chat-sft-upper-natural",
+    "chat-sft-lower-natural",
+    "refusal-lora-L1-natural",
+    "refusal-lora-L2-natural",
+    "fact-edit-L1-natural",
+]
 # The hard tier: the confined edits again, under a drift that moves every layer (drift.py)
 HARD_ORGANISMS = [
     "chat-sft-upper-drift",
@@ -111,8 +119,9 @@ def build(
         if names is None
         else list(dict.fromkeys(names))
     )
-    if any(n not in BASES and parse_name(n, n_layers_by_base(cfg)).drift for n in names) and DRIFT_CONTROL not in names:
-        names.insert(0, DRIFT_CONTROL)  # the -drift organisms are built from its drift
+    if any(n not in BASES and (lambda r: r.drift or r.natural)(parse_name(n, n_layers_by_base(cfg))) for n in names) \
+            and DRIFT_CONTROL not in names:
+        names.insert(0, DRIFT_CONTROL)  # the -drift and -natural organisms are built from its drift
     names.sort(key=lambda n: n != DRIFT_CONTROL)
     bases = {b for b in (_check_name(n, cfg) for n in names)} | {n for n in names if n in BASES}
     if SURFACING_BASE in bases:
@@ -241,6 +250,7 @@ __all__ = [
     "DRIFT_CONTROL",
     "SURFACING_ORGANISMS",
     "HARD_ORGANISMS",
+    "NATURAL_ORGANISMS",
     "ZooEntry",
     "build",
     "check_name",
