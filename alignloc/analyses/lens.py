@@ -14,6 +14,7 @@ from jaxtyping import Float, Int
 
 from alignloc.models.families import get_module
 from alignloc.models.pair import LoadedModel
+from alignloc.progress import iterate
 
 
 def _head_logits(model: LoadedModel, h: Float[torch.Tensor, "n d_model"]) -> Float[torch.Tensor, "n d_vocab"]:
@@ -56,7 +57,7 @@ def lens_compare(
     out |= {k: torch.empty(n_layers, n, dtype=torch.long) for k in ("top1_base", "top1_tuned")}
     has_t = target_ids >= 0
     tid = target_ids.clamp_min(0)
-    for layer in range(n_layers):
+    for layer in iterate(range(n_layers), "logit lens (both models)", unit="layer"):
         for s in range(0, n, batch_size):
             sl = slice(s, min(s + batch_size, n))
             lb = lens_logprobs(base, resid_base[layer, sl])  # [b, d_vocab]

@@ -12,6 +12,7 @@ from jaxtyping import Float, Int
 
 from alignloc.models.hooks import logits_at
 from alignloc.models.pair import LoadedModel
+from alignloc.progress import iterate
 from alignloc.prompts import Prompt
 from alignloc.tokens import encode_prompts, pad_batch, pad_id
 
@@ -68,7 +69,7 @@ def target_logprobs(
     runs only at the target-predicting positions."""
     out = torch.full((len(prompts),), torch.nan)
     rows = [i for i, p in enumerate(prompts) if p.target]
-    for s in range(0, len(rows), batch_size):
+    for s in iterate(range(0, len(rows), batch_size), f"target log-probs of {model.ref}", unit="batch"):
         idx = rows[s : s + batch_size]
         ids, mask, ctx_lens, tgt = teacher_forced_batch(model.tokenizer, [prompts[i] for i in idx], bos, model.max_len)
         logits = logits_at(model.model, model.family, ids, mask, scored_index(ctx_lens, tgt))
