@@ -194,6 +194,7 @@ def layer_diff_cmd(
 ) -> None:
     """Compare base and tuned layer by layer: where is the change, and is it knowledge or behavior?"""
     progress.configure("quiet" if quiet else "auto")
+    from alignloc.causal.budget import BUDGETS
     from alignloc.layerdiff.answers import ANSWERS_FILE, answer_targets
     from alignloc.layerdiff.run import default_control, layer_diff
     from alignloc.models.backends import BACKENDS
@@ -203,7 +204,6 @@ def layer_diff_cmd(
     from alignloc.report.causal import skip_warnings
     from alignloc.store.outputs import check_out_dir
     from alignloc.store.writer import check_store_dir
-    from alignloc.causal.budget import BUDGETS
     from alignloc.suites.prepare import choose_prompts
 
     check.at_least("--n-boot", n_boot)

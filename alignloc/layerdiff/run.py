@@ -201,11 +201,9 @@ def layer_diff(
     localization = None
     causal_block = None
     if causal:
-        from alignloc.causal.localize import moved_prompts
-        from alignloc.causal.report import causal_report
-
         from alignloc.causal import budget as budgets
-        from alignloc.causal.report import changed_behavior
+        from alignloc.causal.localize import moved_prompts
+        from alignloc.causal.report import causal_report, changed_behavior
 
         spend = budgets.get(budget)
         windows = spend.window_sizes(pair.n_layers, windows)
