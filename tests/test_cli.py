@@ -111,3 +111,42 @@ def test_help_imports_neither_torch_nor_transformers():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip().splitlines()[-1] == "heavy: []", r.stdout[-500:]
+
+
+def test_the_guide_s_command_grammar_matches_the_commands():
+    """Every command and option in docs/guide.md's command-line block exists (the docs are checked against the
+    commands themselves), and every command of the CLI is listed there."""
+    import re
+    from pathlib import Path
+
+    import typer
+
+    from alignloc.cli import app
+
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "guide.md").read_text()
+    block = re.search(r"## Command line\n\n```text\n(.*?)```", guide, flags=re.S).group(1)
+    root = typer.main.get_command(app)
+    listed = set()
+    for line in block.splitlines():
+        words = line.split()
+        assert words[0] == "alignloc", line
+        cmd, path = root, []
+        for w in words[1:]:
+            if hasattr(cmd, "commands") and w in cmd.commands:
+                cmd = cmd.commands[w]
+                path.append(w)
+            else:
+                break
+        assert path and not hasattr(cmd, "commands"), f"no such command: {line}"
+        listed.add(" ".join(path))
+        opts = {o for p in cmd.params for o in (*p.opts, *getattr(p, "secondary_opts", ()))}
+        for opt in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", line):
+            assert opt in opts, f"{' '.join(path)}: {opt} is not one of its options"
+
+    def leaves(group, prefix: str = "") -> set[str]:
+        out = set()
+        for name, c in group.commands.items():
+            out |= leaves(c, f"{prefix}{name} ") if hasattr(c, "commands") else {f"{prefix}{name}"}
+        return out
+
+    assert leaves(root) == listed, leaves(root) ^ listed
