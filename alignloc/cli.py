@@ -13,6 +13,7 @@ from alignloc import options as check
 from alignloc import progress
 from alignloc.cli_errors import run, watch
 from alignloc.cli_options import (
+    ALLOW_PICKLE,
     CHAT_TEMPLATE,
     COMPUTE_DTYPE,
     DEVICE,
@@ -20,6 +21,7 @@ from alignloc.cli_options import (
     ONE_AT_A_TIME,
     QUIET,
     SUITE,
+    TRUST_REMOTE_CODE,
 )
 from alignloc.errors import UsageError
 
@@ -66,8 +68,8 @@ def capture(
                                    "that holds other files (they are never replaced)."),
     device: str = DEVICE, compute_dtype: str = COMPUTE_DTYPE, device_map: str = DEVICE_MAP,
     one_at_a_time: bool = ONE_AT_A_TIME,
-    allow_pickle: bool = typer.Option(False, help="Allow pickle (.bin) checkpoints. Only for sources you trust."),
-    trust_remote_code: bool = typer.Option(False, help="Run model code shipped with a hub checkpoint."),
+    allow_pickle: bool = ALLOW_PICKLE,
+    trust_remote_code: bool = TRUST_REMOTE_CODE,
     quiet: bool = QUIET,
 ) -> None:
     """Capture activations of a base/tuned pair on the same prompts into an on-disk store."""
@@ -188,8 +190,8 @@ def layer_diff_cmd(
     overwrite: bool = typer.Option(False, help="Replace a store that holds a different capture; write into an OUT folder "
                                    "that holds other files (they are never replaced)."),
     one_at_a_time: bool = ONE_AT_A_TIME,
-    allow_pickle: bool = typer.Option(False, help="Allow pickle (.bin) checkpoints. Only for sources you trust."),
-    trust_remote_code: bool = typer.Option(False, help="Run model code shipped with a hub checkpoint."),
+    allow_pickle: bool = ALLOW_PICKLE,
+    trust_remote_code: bool = TRUST_REMOTE_CODE,
     quiet: bool = QUIET,
 ) -> None:
     """Compare base and tuned layer by layer: where is the change, and is it knowledge or behavior?"""
@@ -331,8 +333,8 @@ def context_prior_cmd(
                                          "(capitals | capitals-direct), priors measured on MODEL (see docs/experiments.md)."),
     device: str = DEVICE, compute_dtype: str = COMPUTE_DTYPE, device_map: str = DEVICE_MAP,
     overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
-    allow_pickle: bool = typer.Option(False, help="Allow pickle (.bin) checkpoints. Only for sources you trust."),
-    trust_remote_code: bool = typer.Option(False, help="Run model code shipped with a hub checkpoint."),
+    allow_pickle: bool = ALLOW_PICKLE,
+    trust_remote_code: bool = TRUST_REMOTE_CODE,
     quiet: bool = QUIET,
 ) -> None:
     """Can a representation edit make the model follow a context that contradicts a strong prior, where prompting cannot?"""
@@ -389,8 +391,8 @@ def proxy_tune_cmd(
     out: Path = typer.Option(Path("proxy-tune-report"), "--out", "-o", help="Report directory."),
     device: str = DEVICE, compute_dtype: str = COMPUTE_DTYPE, device_map: str = DEVICE_MAP,
     overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
-    allow_pickle: bool = typer.Option(False, help="Allow pickle (.bin) checkpoints. Only for sources you trust."),
-    trust_remote_code: bool = typer.Option(False, help="Run model code shipped with a hub checkpoint."),
+    allow_pickle: bool = ALLOW_PICKLE,
+    trust_remote_code: bool = TRUST_REMOTE_CODE,
     quiet: bool = QUIET,
 ) -> None:
     """Decoding-time alignment (large base + beta * (small tuned - small base)) against weight fine-tuning."""
@@ -501,8 +503,8 @@ def trajectory_cmd(
     backend: str = typer.Option("hf", help="hf | bridge | nnsight (same activations)."),
     device: str = DEVICE, compute_dtype: str = COMPUTE_DTYPE, device_map: str = DEVICE_MAP,
     overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
-    allow_pickle: bool = typer.Option(False, help="Allow pickle (.bin) checkpoints. Only for sources you trust."),
-    trust_remote_code: bool = typer.Option(False, help="Run model code shipped with a hub checkpoint."),
+    allow_pickle: bool = ALLOW_PICKLE,
+    trust_remote_code: bool = TRUST_REMOTE_CODE,
     quiet: bool = QUIET,
 ) -> None:
     """layer-diff along a chain of checkpoints: each step k-1 -> k and the base against each stage; where each stage lands."""
