@@ -19,13 +19,13 @@ from alignloc.cli_options import (
     DEVICE,
     DEVICE_MAP,
     ONE_AT_A_TIME,
+    OVERWRITE_HELP,
     QUIET,
     SUITE,
     TRUST_REMOTE_CODE,
 )
 from alignloc.errors import UsageError
 
-OVERWRITE_HELP = "Write into an OUT folder that holds other files (they are never replaced), and replace alignloc's own earlier outputs."
 app = typer.Typer(
     name="alignloc",
     help="Where inside a network does post-training land, and what kind of change is it?",
@@ -273,203 +273,12 @@ def suites_cmd() -> None:
         typer.echo(f"{s['name']:<10} {s['size']:>4} prompts{counts}: {s['description']}")
 
 
-@app.command("localize-bench")
-def localize_bench_cmd(
-    size: str = typer.Option("tiny", help="Zoo size to build or reuse: tiny | small."),
-    json_out: Path | None = typer.Option(None, "--json", help="Write the full results (per method: hit@1, hit@k, ...) as JSON."),
-    markdown: Path | None = typer.Option(None, "--markdown", help="Write the tables as Markdown."),
-    n_prompts: int = typer.Option(48, help="Prompts per organism (the first N of its behavior prompt file)."),
-    methods: str | None = typer.Option(None, help="Comma-separated subset of methods (default: all)."),
-    tiers: str = typer.Option("easy,hard", help="easy (edits confined to their layers), hard (the same edits under a drift "
-                              "of every layer that a rescaling makes outweigh them), natural (the edits trained on top "
-                              "of that drift, sequentially; builds five more organisms), comma-separated."),
-    device: str = DEVICE, compute_dtype: str = COMPUTE_DTYPE, device_map: str = DEVICE_MAP,
-    overwrite: bool = typer.Option(False, help="Replace existing --json / --markdown files."),
-    quiet: bool = QUIET,
-) -> None:
-    """Rank layers by each localization method on every organism with a planted edit: hit@1, hit@k, control false positives."""
-    progress.configure("quiet" if quiet else "auto")
-    import json
-
-    from alignloc.causal.bench import METHODS, TIERS, localize_bench, render_bench_markdown
-    from alignloc.report import json_safe
-    from alignloc.store.outputs import check_out_file, write_file
-    from alignloc.zoo import check_size
-
-    check_size(size)
-    check.at_least("--n-prompts", n_prompts)
-    place = check.placement(device, compute_dtype, device_map)
-    chosen = check.subset("--methods", methods, list(METHODS)) if methods is not None else None
-    for option, path in (("--json", json_out), ("--markdown", markdown)):
-        if path is not None:
-            check_out_file(path, overwrite=overwrite, option=option)
-    if json_out is not None and markdown is not None and json_out.resolve() == markdown.resolve():
-        raise UsageError(f"--json and --markdown name the same file {json_out}")
-    tier_list = check.subset("--tiers", tiers, list(TIERS))
-    result = localize_bench(size=size, n_prompts=n_prompts, methods=chosen, tiers=tier_list,
-                            log=lambda m: typer.echo(m, err=True), placement=place)
-    text = render_bench_markdown(result)
-    typer.echo(text)
-    if json_out is not None:
-        write_file(json_out, json.dumps(json_safe(result), indent=1, allow_nan=False).encode())
-        typer.echo(f"json: {json_out}", err=True)
-    if markdown is not None:
-        write_file(markdown, text.encode())
-
-
-@app.command("context-prior")
-def context_prior_cmd(
-    model: str = typer.Argument(..., help="A model: local HF directory, hub id, or zoo:NAME[:base|tuned] (e.g. zoo:base)."),
-    prompts: Path | None = typer.Option(None, "--prompts", "-p", help="JSONL knowledge-conflict prompts (see docs/experiments.md). "
-                                        "Default for zoo:NAME: its bundled context prompts."),
-    out: Path = typer.Option(Path("context-prior-report"), "--out", "-o", help="Report directory."),
-    text: Path | None = typer.Option(None, help="Plain text for perplexity, one passage per line (default: the prompts' contexts)."),
-    layers: str = typer.Option("*", help="Layers to intervene at: '*', '0,2' or '1-3'."),
-    instruction: str | None = typer.Option(None, help="The instruction of the 'instruction' prompt-only fix."),
-    gate: str = typer.Option("both", help="always | context | both: intervene on every prompt, only where a context is given, or report both."),
-    heads: bool = typer.Option(True, help="Also scale each attention head at the last token (--no-heads to skip)."),
-    head_search: bool = typer.Option(True, help="Also scale the 1, 3, 10 heads whose direct effect most favours the context."),
-    conflicts: str | None = typer.Option(None, help="Instead of --prompts: a conflict set built from real facts "
-                                         "(capitals | capitals-direct), priors measured on MODEL (see docs/experiments.md)."),
-    device: str = DEVICE, compute_dtype: str = COMPUTE_DTYPE, device_map: str = DEVICE_MAP,
-    overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
-    allow_pickle: bool = ALLOW_PICKLE,
-    trust_remote_code: bool = TRUST_REMOTE_CODE,
-    quiet: bool = QUIET,
-) -> None:
-    """Can a representation edit make the model follow a context that contradicts a strong prior, where prompting cannot?"""
-    progress.configure("quiet" if quiet else "auto")
-    from alignloc.contextprior.conflicts import named_sets
-    from alignloc.contextprior.data import load_sets
-    from alignloc.contextprior.run import DEFAULT_INSTRUCTION, context_prior_report
-    from alignloc.models.pair import load_model
-    from alignloc.prompts import PromptFormatError
-    from alignloc.report import REPORT_FILES
-    from alignloc.sites import parse_layers
-    from alignloc.store.outputs import check_out_dir
-    from alignloc.textio import read_text
-    from alignloc.tokens import default_bos
-
-    check.one_of("--gate", gate, ("always", "context", "both"))
-    place = check.placement(device, compute_dtype, device_map)
-    check.layer_spec(layers, check.model_ref(model, allow_pickle))
-    named = check.conflict_set(conflicts, prompts)
-    prompt_list = None if named else check.prompts_for(model, prompts, "MODEL is a zoo model (zoo:NAME) or --conflicts is given")
-    texts = None
-    if text is not None:
-        texts = [ln.strip() for ln in read_text(text, PromptFormatError, "text file").split("\n") if ln.strip()]
-        if not texts:
-            raise PromptFormatError(f"{text}: no text in the file (write one passage per line)")
-    check_out_dir(out, REPORT_FILES, overwrite=overwrite)
-    sets = None if named else load_sets(prompt_list, texts, src=str(prompts or model))
-    lm = load_model(model, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, **place)
-    bos, info = default_bos(lm.tokenizer, lm.config.model_type), None
-    if named:
-        sets, info = named_sets(lm, named, bos, texts, log=lambda m: typer.echo(m, err=True))
-    report = context_prior_report(lm, sets, out, bos, conflicts=info,
-                                  layers=parse_layers(layers, lm.n_layers), instruction=instruction or DEFAULT_INSTRUCTION,
-                                  gate=gate, heads=heads, head_search=head_search, log=lambda m: typer.echo(m, err=True))
-    for line in report["verdict"]["summary"]:
-        typer.echo(f"- {line}")
-    typer.echo(f"report: {out / 'index.html'}  {out / 'report.json'}  {out / 'summary.md'}")
-
-
-@app.command("proxy-tune")
-def proxy_tune_cmd(
-    large_base: str | None = typer.Option(None, help="The large pretrained model (directory, hub id, zoo:NAME[:side])."),
-    small_base: str | None = typer.Option(None, help="The small pretrained model (same tokenizer)."),
-    small_tuned: str | None = typer.Option(None, help="The small post-trained model (or a peft adapter dir on SMALL_BASE)."),
-    large_tuned: str | None = typer.Option(None, help="Optional: the large model post-trained directly, for comparison."),
-    zoo_mode: bool = typer.Option(False, "--zoo", help="Use zoo:base-large, zoo:base, an organism tuned from base and the same "
-                                  "recipe applied to base-large (built on first use)."),
-    organism: str = typer.Option("chat-sft-full", help="With --zoo: the behavior organism (chat-lima keeps its knowledge)."),
-    contrast: str | None = typer.Option(None, help="With --zoo: a second organism reported side by side on the same prompts "
-                                        "and bases (e.g. --organism chat-lima --contrast chat-sft-full)."),
-    prompts: Path | None = typer.Option(None, "--prompts", "-p", help="JSONL with knowledge and behavior prompts (targets "
-                                        "required). Default with --zoo: the organism's."),
-    beta: str = typer.Option("0,0.5,1,1.5", help="Comma-separated betas for the proxy."),
-    out: Path = typer.Option(Path("proxy-tune-report"), "--out", "-o", help="Report directory."),
-    device: str = DEVICE, compute_dtype: str = COMPUTE_DTYPE, device_map: str = DEVICE_MAP,
-    overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
-    allow_pickle: bool = ALLOW_PICKLE,
-    trust_remote_code: bool = TRUST_REMOTE_CODE,
-    quiet: bool = QUIET,
-) -> None:
-    """Decoding-time alignment (large base + beta * (small tuned - small base)) against weight fine-tuning."""
-    progress.configure("quiet" if quiet else "auto")
-    from alignloc.decoding.experiment import proxy_tune_report, split_prompts
-    from alignloc.models.pair import load_model
-    from alignloc.models.tokcheck import check_shared_tokenizer
-    from alignloc.report import REPORT_FILES
-    from alignloc.store.outputs import check_out_dir
-    from alignloc.tokens import default_bos
-
-    betas = check.betas(beta)
-    place = check.placement(device, compute_dtype, device_map)
-    if zoo_mode:
-        check.organism("--organism", organism)
-        large_base, small_base = "zoo:base-large", "zoo:base"
-        small_tuned, large_tuned = f"zoo:{organism}", f"zoo:{organism}-large"
-        if contrast is not None:
-            check.organism("--contrast", contrast, organism)
-            check.model_refs(f"zoo:{contrast}", f"zoo:{contrast}-large", allow_pickle=allow_pickle)
-    elif contrast is not None:
-        raise UsageError("--contrast needs --zoo")
-    elif not (large_base and small_base and small_tuned):
-        raise UsageError("give --large-base, --small-base and --small-tuned, or --zoo")
-    check.model_refs(large_base, small_base, small_tuned, large_tuned, allow_pickle=allow_pickle)
-    check_out_dir(out, (*REPORT_FILES, "large-layer-diff"), overwrite=overwrite)
-    check_shared_tokenizer({"--large-base": large_base, "--small-base": small_base, "--small-tuned": small_tuned,
-                            "--large-tuned": large_tuned, "--contrast": contrast and f"zoo:{contrast}"},
-                           allow_pickle, trust_remote_code)
-    prompt_list = check.prompts_for(small_tuned if zoo_mode else "", prompts, "--zoo is given")  # last: --zoo builds the organism
-    split_prompts(prompt_list)
-    watch(out / "large-layer-diff" / "acts")
-    opts = {"allow_pickle": allow_pickle, "trust_remote_code": trust_remote_code, **place}
-    lb, sb = load_model(large_base, **opts), load_model(small_base, **opts)
-    st = load_model(small_tuned, **opts)
-    lt = load_model(large_tuned, **opts) if large_tuned else None
-    other = {"label": f"zoo:{contrast}", "small_tuned": load_model(f"zoo:{contrast}", **opts),
-             "large_tuned": load_model(f"zoo:{contrast}-large", **opts)} if contrast else None
-    report = proxy_tune_report(lb, sb, st, prompt_list, out, default_bos(lb.tokenizer, lb.config.model_type), lt, betas,
-                               log=lambda m: typer.echo(m, err=True), contrast=other)
-    for line in report["verdict"]["summary"] + report.get("side_by_side", {}).get("summary", []):
-        typer.echo(f"- {line}")
-    typer.echo(f"report: {out / 'index.html'}  {out / 'report.json'}  {out / 'summary.md'}")
-
-
-@app.command()
-def figures(
-    results: list[Path] = typer.Argument(None, help="JSON results (report.json of layer-diff, context-prior, proxy-tune, or "
-                                         "localize-bench --json). None: run or reuse the zoo experiments."),
-    out: Path = typer.Option(Path("figures"), "--out", "-o", help="Directory for the figures."),
-    fmt: str = typer.Option("pdf,svg,png", "--format", help="Comma-separated: pdf, svg, png (drawn in Chromium by kaleido), "
-                            "html (one page), json (plotly's, per figure): these two need no browser."),
-    cache: Path = typer.Option(Path("alignloc-results"), help="Where the zoo experiments' results are kept and reused."),
-    overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
-    quiet: bool = QUIET,
-) -> None:
-    """Publication figures (plotly + kaleido, via the system Chromium) from results, or from the zoo experiments."""
-    progress.configure("quiet" if quiet else "auto")
-    from alignloc.report.figfiles import FORMATS
-    from alignloc.report.paper import EXPERIMENTS, make_figures, zoo_results
-    from alignloc.store.outputs import check_out_dir
-
-    formats = check.subset("--format", fmt, FORMATS)
-    log = lambda m: typer.echo(m, err=True)  # noqa: E731
-    if results:
-        paths = list(results)  # make_figures reads and checks every one, then the folder, before it writes anything
-    else:
-        check_out_dir(out, [], overwrite=overwrite)
-        check_out_dir(cache, list(EXPERIMENTS), overwrite=overwrite, option="--cache")
-        watch(f"finished experiments under {cache}")
-        paths = zoo_results(cache, log)
-    written = make_figures(paths, out, formats, log, overwrite=overwrite)
-    typer.echo(f"{len(written)} files in {out}: " + ", ".join(sorted({p.stem for p in written})))
-
-
 def _mount_subcommands() -> None:
+    from alignloc.cli_experiments import COMMANDS
     from alignloc.rlformats.command import rl_formats_cmd
+
+    for name, fn in COMMANDS.items():
+        app.command(name)(fn)
 
     app.command("rl-formats")(rl_formats_cmd)
     try:

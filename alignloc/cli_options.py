@@ -19,5 +19,7 @@ CHAT_TEMPLATE = typer.Option("auto", "--chat-template", help="How chat prompts b
                              "auto (the tuned tokenizer's template, else the base's, else none) | tuned | base | none "
                              "('User: ...' / 'Assistant:' lines) | PATH of a Jinja template.")
 QUIET = typer.Option(False, "--quiet", help=QUIET_HELP)
+OVERWRITE_HELP = ("Write into an OUT folder that holds other files (they are never replaced), and replace alignloc's own "
+                  "earlier outputs.")
 ALLOW_PICKLE = typer.Option(False, "--allow-pickle", help="Allow pickle (.bin) checkpoints. Only for sources you trust.")
 TRUST_REMOTE_CODE = typer.Option(False, "--trust-remote-code", help="Run model code shipped with a hub checkpoint.")

@@ -12,7 +12,7 @@ import alignloc
 from alignloc.errors import UserError
 
 ROOT = Path(alignloc.__file__).parent
-CLI = ("alignloc.cli", "alignloc.cli_errors", "alignloc.cli_zoo")
+CLI = ("alignloc.cli", "alignloc.cli_errors", "alignloc.cli_zoo", "alignloc.cli_experiments")
 
 
 def modules() -> dict[str, Path]:

@@ -24,10 +24,11 @@ from dataclasses import dataclass
 
 import torch
 
+from alignloc import progress
 from alignloc.causal.graft import window_sizes
 from alignloc.causal.mask import DeltaMask
 from alignloc.causal.metrics import scored_batch, scored_logits
-from alignloc.models.pair import LoadedModel
+from alignloc.models.pair import LoadedModel, ModelPair
 from alignloc.prompts import Prompt
 
 PROFILE_BATCH = 8  # prompts per forward in windows and profile (``localize``'s batch size)
@@ -100,3 +101,15 @@ def plan_lines(budget: Budget, plans: dict[str, dict], seconds_per_batch: float)
                      f"({p['profile_saturated']} if the tuned model saturates); at most {sum(est.values()) / 60:.1f} min")
     lines.append(f"  estimate: at most {total / 60:.1f} min for these stages, plus patching")
     return lines
+
+
+def announce(pair: ModelPair, behavior: list[Prompt], knowledge: list[Prompt], budget: Budget, sizes: list[int],
+             mask_steps: int, bos: bool) -> dict:
+    """The plan for localizing ``behavior`` and ``knowledge`` (the prompts each kind's methods will read), printed
+    with its estimate before the run (``progress.note``); returns ``{"budget", kind: plan}`` for the report."""
+    plans = {kind: plan(pair.n_layers, sizes, mask_steps, len(ps)) for kind, ps in
+             (("behavior", behavior), ("knowledge", knowledge)) if ps}
+    if plans:
+        for line in plan_lines(budget, plans, probe(pair.tuned, behavior or knowledge, bos)):
+            progress.note(line)
+    return {"budget": budget.name, **plans}

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from alignloc import __version__, progress
+from alignloc import __version__
 from alignloc.analyses.verdict import VerdictConfig, verdict
 from alignloc.layerdiff.collect import PairData, collect
 from alignloc.layerdiff.measures import (
@@ -155,7 +155,8 @@ def layer_diff(
     Demonstration rows (``meta.demo``) are set aside for the surfaced-vs-installed measure
     (``measures.surfacing``; ``alignloc.layerdiff.surfacing``).
     ``causal`` adds graft windows (sizes ``windows``), the learned delta mask (``mask_steps``; 0
-    skips it; both default to the ``budget``'s, ``causal.budget``, whose plan is printed first), cross-model and within-model patching and attribution (``report["causal"]``, see
+    skips it; both default to the ``budget``'s, ``causal.budget``, whose plan is printed first), cross-model
+    and within-model patching and attribution (``report["causal"]``, see
     ``alignloc.causal.report``), and the verdict names layers from them. ``one_at_a_time`` holds
     one model in memory at a time while collecting (``collect``); the causal tests need both.
     ``what_changed`` adds ``measures.what_changed``, the activation-difference lens (tokens the
@@ -211,15 +212,10 @@ def layer_diff(
         moved = moved_prompts([p if p.kind == "knowledge" else dataclasses.replace(p, target=None) for p in prompts],
                               data.target_lp["base"], data.target_lp["tuned"])
         bos = bool(data.store.manifest["bos"])
-        plans = {kind: budgets.plan(pair.n_layers, windows, mask_steps, n) for kind, n in
-                 (("behavior", len(changed_behavior(prompts)[:spend.n])), ("knowledge", len(moved[:spend.n]))) if n}
-        if plans:
-            per_batch = budgets.probe(pair.tuned, changed_behavior(prompts) or moved, bos)
-            for line in budgets.plan_lines(spend, plans, per_batch):
-                progress.note(line)
+        plan = budgets.announce(pair, changed_behavior(prompts)[:spend.n], moved[:spend.n], spend, windows, mask_steps, bos)
         causal_block = causal_report(pair, prompts, bos, n=spend.n, moved=moved, sizes=windows, mask_steps=mask_steps,
                                      n_boot=n_boot, seed=seed)
-        causal_block["plan"] = {"budget": spend.name, **plans}
+        causal_block["plan"] = plan
         localization = dict(causal_block["localize"])
         if versus_control is None:
             versus_control = control is not None and bool(control.meta.get("twin"))
