@@ -4,7 +4,7 @@ prompts) on the behavior prompts of a default-suite layer-diff store (targets: t
 as layer-diff wrote them into OUT/acts), without the lens and measures that precede it.
 
     alignloc layer-diff REALZOO/real/ORG/base REALZOO/real/ORG/tuned --out OUT/ORG --no-probes
-    # Ctrl-C once its capture is done: OUT/ORG/acts keeps the store and the answers (a rerun resumes it)
+    # Ctrl-C once its capture is done: OUT/ORG keeps the answers and the store (a rerun resumes it)
     python benchmarks/planted_default_suite.py ORG [N] --realzoo REALZOO --out OUT
 """
 import argparse
