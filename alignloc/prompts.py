@@ -15,7 +15,7 @@ e.g. the fact's old value or the memorised answer, for logit-difference metrics)
 (name -> int token index, negative from the end, or a substring of ``text`` whose last token is
 meant), ``corrupt_text``
 (str: a corrupted variant for within-model patching), ``context`` (str), and ``meta`` (object,
-free-form). Blank lines and lines starting with ``#`` are skipped. Unknown fields are an error,
+free-form; ``meta.per_token`` true scores the target by its mean log-prob per token instead of the sum). Blank lines and lines starting with ``#`` are skipped. Unknown fields are an error,
 so that a typo (``taget``) is not silently ignored.
 """
 

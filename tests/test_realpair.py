@@ -235,6 +235,8 @@ def test_targets_are_the_tuned_models_answers_stored_and_reused(pair, tmp_path, 
     assert stored["answers"]["c1"]["tuned"] == want and 0 < len(want["ids"]) <= 5
     by_id = {p.id: p for p in first}
     assert by_id["c1"].target == (want["text"] or None) and by_id["k1"].target == " Paris"
+    # answers differ in length: scored per token; a fact keeps its summed log-prob
+    assert by_id["c1"].meta["per_token"] is True and "per_token" not in by_id["k1"].meta
     for i in ("c1", "c2"):  # the base's answer is the foil unless both open with the same token
         t, b = (stored["answers"][i][s]["text"] for s in ("tuned", "base"))
         same = lp.tokenizer.encode(t)[:1] == lp.tokenizer.encode(b)[:1]
@@ -377,6 +379,6 @@ def test_causal_on_the_suites_measures_the_gap_of_the_tuned_models_answers(pair,
     loc, gap = report["causal"]["localize"]["behavior"], report["measures"]["outputs"]["behavior"]["logprob_delta"]["mean"]
     # windows, mask and patching score the same targets (the tuned model's answers) as the output line
     assert report["answers"]["n"] == report["prompts"]["by_kind"]["behavior"] > 300
-    assert abs(loc["gap"] - gap) < 0.3 and loc["gap"] > 1.0, (loc["gap"], gap)
-    assert loc["windows"]["gap"] == loc["gap"] == loc["patching"]["gap"]
+    assert abs(loc["gap"] - gap) < 0.02 and loc["gap"] > 0.1, (loc["gap"], gap)  # nats per answer token
+    assert loc["windows"]["gap"] == loc["gap"] == pytest.approx(loc["patching"]["gap"], abs=1e-5)
     assert set(loc["mask"]["layer_gates"]) and len(loc["mask"]["layer_gates"]) == report["pair"]["n_layers"]

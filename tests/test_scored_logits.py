@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -52,6 +54,14 @@ def test_scored_logits_equal_full_sequence_logits(arch_pairs, arch):
                              for r, (n, t) in enumerate(zip(b.ctx_lens, b.tgt, strict=True))])
     torch.testing.assert_close(score(part, b, "logprob"), logp_full, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(target_logprobs(lm, PROMPTS, True), logp_full, atol=1e-5, rtol=1e-5)
+    # meta.per_token: the same sums divided by each target's length, in both the causal metric and the output line
+    per = [dataclasses.replace(p, meta={"per_token": True}) if p.id != "b" else p for p in PROMPTS]
+    bp = scored_batch(pair.tokenizer, per, True, lm.max_len)
+    mean_full = logp_full / torch.tensor([len(t) if p.id != "b" else 1 for p, t in zip(per, b.tgt, strict=True)])
+    assert bp.per_token == [True, False, True] and not torch.allclose(mean_full, logp_full)
+    torch.testing.assert_close(score(part, bp, "logprob"), mean_full, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(target_logprobs(lm, per, True), mean_full, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(score(part.repeat(2, 1, 1), bp, "logprob"), mean_full.repeat(2), atol=1e-5, rtol=1e-5)
     last = full[torch.arange(3), b.last]
     diff = last.gather(1, torch.tensor([t[0] for t in b.tgt])[:, None])[:, 0] - last.gather(1, torch.tensor(b.foil)[:, None])[:, 0]
     torch.testing.assert_close(score(part, b, "logit_diff"), diff, atol=1e-5, rtol=1e-5)

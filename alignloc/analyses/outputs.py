@@ -1,7 +1,8 @@
 """What each model actually outputs for a prompt's ``target``: teacher-forced log-probs.
 
-``log p(target | text)`` summed over the target's tokens, and whether the target's first token is
-the model's top-1 next token. These are the output-level knowledge and behavior metrics (e.g. the
+``log p(target | text)`` summed over the target's tokens (or their mean per token, for a prompt whose
+``meta.per_token`` is true: a model's own answers of varying length are compared per token), and
+whether the target's first token is the model's top-1 next token. These are the output-level knowledge and behavior metrics (e.g. the
 log-prob of the correct fact, or of the tuned format marker / refusal string).
 """
 
@@ -15,6 +16,14 @@ from alignloc.models.pair import LoadedModel
 from alignloc.progress import iterate
 from alignloc.prompts import Prompt
 from alignloc.tokens import encode_prompts, pad_batch, pad_id
+
+
+PER_TOKEN = "per_token"  # meta key: score this prompt's target by its mean log-prob per token
+
+
+def per_token(prompts: list[Prompt]) -> list[bool]:
+    """Per prompt, whether its target is scored per token (``meta.per_token``) rather than summed."""
+    return [bool(p.meta.get(PER_TOKEN)) for p in prompts]
 
 
 def target_ids(tokenizer, prompts: list[Prompt]) -> list[list[int]]:
@@ -43,35 +52,38 @@ def scored_index(ctx_lens: list[int], tgt: list[list[int]]) -> Int[torch.Tensor,
                         dtype=torch.long)
 
 
-def gather_target_logprobs(logits: Float[torch.Tensor, "b k d_vocab"], tgt: list[list[int]]) -> Float[torch.Tensor, " b"]:
+def gather_target_logprobs(logits: Float[torch.Tensor, "b k d_vocab"], tgt: list[list[int]],
+                           mean: list[bool] | None = None) -> Float[torch.Tensor, " b"]:
     """``sum_j log p(target_j)`` per row from logits at the ``scored_index`` positions (column j
-    predicts target token j); NaN for a row without a target."""
+    predicts target token j), divided by the target's length where ``mean[row]`` (``per_token``);
+    NaN for a row without a target."""
     logp = torch.log_softmax(logits.float(), -1)
     out = torch.full((logits.shape[0],), torch.nan)
     for b, t in enumerate(tgt):
         if t:
-            out[b] = logp[b, : len(t)].gather(1, torch.tensor(t)[:, None]).sum()
+            total = logp[b, : len(t)].gather(1, torch.tensor(t)[:, None]).sum()
+            out[b] = total / len(t) if mean is not None and mean[b] else total
     return out
 
 
 def full_target_logprobs(logits: Float[torch.Tensor, "b pos d_vocab"], ctx_lens: list[int],
-                         tgt: list[list[int]]) -> Float[torch.Tensor, " b"]:
+                         tgt: list[list[int]], mean: list[bool] | None = None) -> Float[torch.Tensor, " b"]:
     """``gather_target_logprobs`` from full-sequence logits (e.g. TransformerLens's), read at ``scored_index``."""
     index = scored_index(ctx_lens, tgt).to(logits.device)
-    return gather_target_logprobs(torch.take_along_dim(logits, index[..., None], dim=1), tgt)
+    return gather_target_logprobs(torch.take_along_dim(logits, index[..., None], dim=1), tgt, mean)
 
 
 @torch.no_grad()
 def target_logprobs(
     model: LoadedModel, prompts: list[Prompt], bos: bool, batch_size: int = 16
 ) -> Float[torch.Tensor, " n"]:
-    """``sum_t log p(target_t | text, target_<t)`` per prompt (NaN without a target); the unembedding
-    runs only at the target-predicting positions."""
+    """``sum_t log p(target_t | text, target_<t)`` per prompt (its mean over ``t`` where ``meta.per_token``;
+    NaN without a target); the unembedding runs only at the target-predicting positions."""
     out = torch.full((len(prompts),), torch.nan)
     rows = [i for i, p in enumerate(prompts) if p.target]
     for s in iterate(range(0, len(rows), batch_size), f"target log-probs of {model.ref}", unit="batch"):
         idx = rows[s : s + batch_size]
         ids, mask, ctx_lens, tgt = teacher_forced_batch(model.tokenizer, [prompts[i] for i in idx], bos, model.max_len)
         logits = logits_at(model.model, model.family, ids, mask, scored_index(ctx_lens, tgt))
-        out[idx] = gather_target_logprobs(logits, tgt)
+        out[idx] = gather_target_logprobs(logits, tgt, per_token([prompts[i] for i in idx]))
     return out

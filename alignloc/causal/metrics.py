@@ -1,6 +1,7 @@
 """What a causal experiment measures on a teacher-forced batch: one number per prompt.
 
-- ``logprob``: ``sum_j log p(target_j | text, target_<j)`` (the default);
+- ``logprob``: ``sum_j log p(target_j | text, target_<j)`` (the default; the mean over ``j`` for a
+  prompt with ``meta.per_token``, as the tuned model's own answers are scored);
 - ``logit_diff``: ``logit(target) - logit(foil)`` at the last context token (first tokens of the
   prompt's ``target`` and ``foil``: e.g. new vs old fact, context vs memorised answer);
 - ``kl``: ``-KL(reference || model)`` over the target positions, where the reference is the donor
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from jaxtyping import Float, Int
 
-from alignloc.analyses.outputs import gather_target_logprobs, scored_index, teacher_forced_batch
+from alignloc.analyses.outputs import gather_target_logprobs, per_token, scored_index, teacher_forced_batch
 from alignloc.models.hooks import logits_at
 from alignloc.prompts import Prompt
 
@@ -32,6 +33,7 @@ class ScoredBatch:
     ctx_lens: list[int]
     tgt: list[list[int]]
     foil: list[int]  # first foil token per prompt, -1 without a foil
+    per_token: list[bool]  # the logprob metric's mean per target token (``meta.per_token``) instead of the sum
 
     @property
     def last(self) -> Int[torch.Tensor, " b"]:
@@ -47,7 +49,7 @@ class ScoredBatch:
         """The batch of rows ``rows`` (in that order; a row may repeat)."""
         r = rows.tolist()
         return ScoredBatch(self.ids[rows], self.mask[rows], [self.ctx_lens[i] for i in r], [self.tgt[i] for i in r],
-                           [self.foil[i] for i in r])
+                           [self.foil[i] for i in r], [self.per_token[i] for i in r])
 
 
 def scored_logits(model, batch: ScoredBatch, ids: Int[torch.Tensor, "n pos"] | None = None,
@@ -90,7 +92,7 @@ def scored_batch(tokenizer, prompts: list[Prompt], bos: bool, max_len: int | Non
                     "patching needs clean and corrupted prompts of the same token length"
                 )
     foil = [tokenizer.encode(p.foil, add_special_tokens=False)[0] if p.foil else -1 for p in prompts]
-    return ScoredBatch(ids, mask, ctx_lens, tgt, foil)
+    return ScoredBatch(ids, mask, ctx_lens, tgt, foil, per_token(prompts))
 
 
 def score(logits: Float[torch.Tensor, "n k d_vocab"], batch: ScoredBatch, metric: str,
@@ -101,7 +103,7 @@ def score(logits: Float[torch.Tensor, "n k d_vocab"], batch: ScoredBatch, metric
     """
     k = logits.shape[0] // len(batch.ctx_lens)
     if metric == "logprob":
-        return gather_target_logprobs(logits, batch.tgt * k)
+        return gather_target_logprobs(logits, batch.tgt * k, batch.per_token * k)
     if metric == "logit_diff":
         tgt0 = torch.tensor([t[0] for t in batch.tgt]).repeat(k)
         at = logits[:, 0].float()  # column 0 = the last context token

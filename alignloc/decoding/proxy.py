@@ -126,15 +126,17 @@ def generate(model: Single | Proxy, texts: list[str] | list[Prompt], max_new_tok
 
 @torch.no_grad()
 def score_targets(model: Single | Proxy, prompts: list[Prompt], bos: bool, batch_size: int = 32) -> Float[torch.Tensor, " n"]:
-    """Teacher-forced ``sum log p(target | text)`` of each prompt's target under ``model`` (NaN without one)."""
-    from alignloc.analyses.outputs import gather_target_logprobs, scored_index, teacher_forced_batch
+    """Teacher-forced ``sum log p(target | text)`` of each prompt's target under ``model`` (per token where
+    ``meta.per_token``; NaN without one)."""
+    from alignloc.analyses.outputs import gather_target_logprobs, per_token, scored_index, teacher_forced_batch
 
     out = torch.full((len(prompts),), torch.nan)
     rows = [i for i, p in enumerate(prompts) if p.target]
     for s in range(0, len(rows), batch_size):
         idx = rows[s : s + batch_size]
         ids, mask, ctx, tgt = teacher_forced_batch(model.tokenizer, [prompts[i] for i in idx], bos, None)
-        out[idx] = gather_target_logprobs(model.logprobs(ids, mask, scored_index(ctx, tgt)), tgt)
+        chosen = [prompts[i] for i in idx]
+        out[idx] = gather_target_logprobs(model.logprobs(ids, mask, scored_index(ctx, tgt)), tgt, per_token(chosen))
     return out
 
 

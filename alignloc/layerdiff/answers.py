@@ -3,7 +3,8 @@
 A chat request has no right answer to score, but layer-diff's behavior measures need a target: the
 continuation whose log-prob, lens trajectory and causal carriers say where the tuned behavior lives.
 For a real base/instruct pair the honest target is what the tuned model actually says: its greedy
-answer (first ``answer_tokens`` tokens, stopped at end of turn). The base model's greedy answer to
+answer (first ``answer_tokens`` tokens, stopped at end of turn), scored by its mean log-prob per token
+(``meta.per_token``), so that long and short answers weigh alike. The base model's greedy answer to
 the same rendered prompt is the foil, left out where both answers open with the same token (a
 logit difference of a token with itself is 0). Greedy decoding needs no seed.
 
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from alignloc.analyses.outputs import PER_TOKEN
 from alignloc.models.pair import LoadedModel, ModelPair
 from alignloc.models.placement import input_device
 from alignloc.progress import iterate
@@ -231,7 +233,8 @@ def answer_targets(pair: ModelPair, prompts: list[Prompt], out: str | Path, *, a
         foil = b if b and encode(b)[:1] != encode(t)[:1] else None
         same_start += bool(b and t and foil is None)
         same += t == b
-        meta = {**p.meta, "same_answer": True} if t == b else p.meta  # both models wrote it: no change to localize
+        # answers differ in length: their log-prob is compared per token (analyses.outputs.PER_TOKEN)
+        meta = {**p.meta, PER_TOKEN: True} | ({"same_answer": True} if t == b else {})  # same: no change to localize
         by_id[p.id] = dataclasses.replace(p, target=t or None, foil=p.foil or foil, meta=meta)
     texts = {i: {s: a[s]["text"] for s in ("base", "tuned")} for i, a in answers.items()}
     block = {
