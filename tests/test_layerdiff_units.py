@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from alignloc.analyses.lens import agreement_with_output, first_agreeing_layer
-from alignloc.analyses.shift import centered_gram, cka_from_grams, linear_cka
-from alignloc.analyses.stats import background, increments, mean_ci
+from alignloc.analyses.shift import cka_bootstrap, linear_cka
+from alignloc.analyses.stats import background, bootstrap_indices, increments, mean_ci
 from alignloc.analyses.verdict import VerdictConfig, flagged, floors
 from alignloc.analyses.weights import module_of, weight_diff
 from alignloc.layerdiff.run import layer_diff
@@ -51,7 +51,20 @@ def test_cka_invariances():
     assert linear_cka(x, 5 * x @ q + 3) == pytest.approx(1.0, abs=1e-9)  # rotation, scale, shift
     y = torch.randn(200, 16, generator=g)
     assert linear_cka(x, y) < 0.2
-    assert cka_from_grams(centered_gram(x), centered_gram(y)) == pytest.approx(linear_cka(x, y), abs=1e-9)
+
+
+@pytest.mark.parametrize("d", [16, 300])  # fewer and more features than prompts
+def test_cka_of_each_bootstrap_resample_from_the_grams_equals_resampling_rows(d):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(120, d, generator=g, dtype=torch.float64)
+    x[:, 0] += 300  # a residual stream's large mean direction
+    y = x + 0.7 * torch.randn(120, d, generator=g, dtype=torch.float64) + 2
+    idx = bootstrap_indices(120, 40, seed=3)
+    fast = cka_bootstrap(x, y, idx)
+    slow = torch.tensor([linear_cka(x[i], y[i]) for i in idx], dtype=torch.float64)
+    assert fast.shape == (40,) and float(slow.std()) > 1e-3  # the resamples differ
+    torch.testing.assert_close(fast, slow, atol=1e-10, rtol=0)
+    assert cka_bootstrap(x, x, idx).tolist() == pytest.approx([1.0] * 40, abs=1e-12)
 
 
 def test_lens_reductions():

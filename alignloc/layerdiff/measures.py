@@ -12,14 +12,8 @@ from collections import Counter
 import torch
 
 from alignloc.analyses.lens import agreement_with_output, first_agreeing_layer
-from alignloc.analyses.shift import (
-    centered_gram,
-    cka_from_grams,
-    cosine_shift,
-    linear_cka,
-    relative_l2,
-)
-from alignloc.analyses.stats import mean_ci, stat_ci
+from alignloc.analyses.shift import GRAM_MAX_N, cka_bootstrap, cosine_shift, linear_cka, relative_l2
+from alignloc.analyses.stats import bootstrap_indices, mean_ci, stat_ci
 from alignloc.layerdiff.collect import SITE_KINDS, PairData
 
 KINDS = ("knowledge", "behavior", "context", "other")
@@ -57,16 +51,24 @@ def shift_measures(data: PairData, n_boot: int, seed: int) -> dict:
     for kind in SITE_KINDS[1:]:
         b, t = data.acts["base"][kind], data.acts["tuned"][kind]
         out[f"{kind}_relative_l2"] = mean_ci(torch.stack([relative_l2(x, y) for x, y in zip(b, t, strict=True)]).T, n_boot, seed)
-    cka = []
+    out["cka"] = cka_ci(rb, rt, n_boot, seed)
+    return out
+
+
+def cka_ci(rb: torch.Tensor, rt: torch.Tensor, n_boot: int, seed: int) -> dict[str, list[float]]:
+    """Linear CKA per layer of ``[layer, n, d]`` residuals with a bootstrap interval over prompts: from
+    the resamples' multiplicities on the Gram matrices (``cka_bootstrap``), or, for more prompts than
+    ``GRAM_MAX_N``, on resampled rows in the feature form (at most 200 resamples: ``n d^2`` each)."""
+    n = rb.shape[1]
+    out: dict[str, list[float]] = {"mean": [], "lo": [], "hi": []}
     for b, t in zip(rb, rt, strict=True):
-        n, d = b.shape
-        if d <= n:  # feature form on resampled rows
-            fn = lambda i, b=b, t=t: linear_cka(b[i], t[i])  # noqa: E731
-        else:  # Gram form: n^2 d once, then n^2 per resample
-            kb, kt = centered_gram(b), centered_gram(t)
-            fn = lambda i, kb=kb, kt=kt: cka_from_grams(kb[i][:, i], kt[i][:, i])  # noqa: E731
-        cka.append(stat_ci(fn, n, n_boot=min(n_boot, 200), seed=seed))
-    out["cka"] = {k: [c[k] for c in cka] for k in ("mean", "lo", "hi")}
+        if n <= GRAM_MAX_N:
+            vals = cka_bootstrap(b, t, bootstrap_indices(n, n_boot, seed))
+            c = {"mean": linear_cka(b, t), "lo": float(torch.quantile(vals, 0.025)), "hi": float(torch.quantile(vals, 0.975))}
+        else:
+            c = stat_ci(lambda i, b=b, t=t: linear_cka(b[i], t[i]), n, n_boot=min(n_boot, 200), seed=seed)
+        for k in out:
+            out[k].append(c[k])
     return out
 
 
