@@ -54,6 +54,8 @@ def test_scored_logits_equal_full_sequence_logits(arch_pairs, arch):
                              for r, (n, t) in enumerate(zip(b.ctx_lens, b.tgt, strict=True))])
     torch.testing.assert_close(score(part, b, "logprob"), logp_full, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(target_logprobs(lm, PROMPTS, True), logp_full, atol=1e-5, rtol=1e-5)
+    # batched by length, in another order than the prompts': each value still lands on its own prompt
+    torch.testing.assert_close(target_logprobs(lm, PROMPTS, True, batch_size=2), logp_full, atol=1e-5, rtol=1e-5)
     # meta.per_token: the same sums divided by each target's length, in both the causal metric and the output line
     per = [dataclasses.replace(p, meta={"per_token": True}) if p.id != "b" else p for p in PROMPTS]
     bp = scored_batch(pair.tokenizer, per, True, lm.max_len)

@@ -80,7 +80,9 @@ def target_logprobs(
     """``sum_t log p(target_t | text, target_<t)`` per prompt (its mean over ``t`` where ``meta.per_token``;
     NaN without a target); the unembedding runs only at the target-predicting positions."""
     out = torch.full((len(prompts),), torch.nan)
-    rows = [i for i, p in enumerate(prompts) if p.target]
+    # batched by length (a row's padding changes nothing it reads): on mixed suites this halves the padded tokens
+    lengths = encode_prompts(model.tokenizer, prompts, bos=bos, max_len=model.max_len).lengths
+    rows = sorted((i for i, p in enumerate(prompts) if p.target), key=lambda i: (lengths[i], len(prompts[i].target)))
     for s in iterate(range(0, len(rows), batch_size), f"target log-probs of {model.ref}", unit="batch"):
         idx = rows[s : s + batch_size]
         ids, mask, ctx_lens, tgt = teacher_forced_batch(model.tokenizer, [prompts[i] for i in idx], bos, model.max_len)
