@@ -99,6 +99,8 @@ def test_auto_renders_with_the_tuned_template_for_both_models(toks):
     assert fact_chat.id == "k1/chat" and fact_chat.meta["rendering"] == "chat" and fact_chat.target == " Paris"
     assert fact_chat.text.endswith("<|im_start|>assistant\nAlice lives in")  # the target follows directly
     assert "Complete the sentence: Alice lives in<|im_end|>" in fact_chat.text
+    # the chat twins of facts come after every other prompt, so that batches hold prompts of similar length
+    assert [p.id for p in render([FACT, CHAT], toks["chatml"], t)] == ["k1", CHAT.id, "k1/chat"]
 
 
 def test_bos_is_read_once(toks):

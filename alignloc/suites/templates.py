@@ -135,13 +135,15 @@ def _strip_bos(text: str, tokenizer, strip: bool) -> tuple[str, bool]:
 def render(prompts: list[Prompt], tokenizer, template: ChatTemplate, *, strip_bos: bool = True,
            knowledge_chat: bool = True) -> list[Prompt]:
     """Text prompts: each ``messages`` prompt rendered by ``template``; with ``knowledge_chat`` each
-    knowledge prompt twice (plain, and asked in a chat turn with the stem after the generation prompt).
+    knowledge prompt twice (plain in its place, and asked in a chat turn with the stem after the generation
+    prompt, these twins after all the other prompts).
 
     ``strip_bos``: alignloc prepends BOS itself (``tokens.encode_prompts``, when ``default_bos`` says so),
     so a template's own leading BOS string is removed to avoid reading BOS twice (``meta.bos_stripped``).
     Rendered prompts keep their turns in ``meta.messages`` and the template in ``meta.template``.
     """
     out: list[Prompt] = []
+    twins: list[Prompt] = []  # after every other prompt: a batch then holds prompts of similar length
     for p in prompts:
         if p.messages is not None:
             text, stripped = _strip_bos(apply(template, tokenizer, p.messages, repr(p.id)), tokenizer, strip_bos)
@@ -155,11 +157,11 @@ def render(prompts: list[Prompt], tokenizer, template: ChatTemplate, *, strip_bo
             meta = {**p.meta, "messages": [dict(m) for m in turns], "template": template.source, "rendering": "chat",
                     **({"bos_stripped": True} if stripped else {})}
             sep = " " if template.jinja is None else ""
-            out.append(dataclasses.replace(p, id=p.id + CHAT_SUFFIX, text=head + sep + p.text, positions={},
-                                           corrupt_text=None, meta=meta))
+            twins.append(dataclasses.replace(p, id=p.id + CHAT_SUFFIX, text=head + sep + p.text, positions={},
+                                             corrupt_text=None, meta=meta))
         else:
             out.append(p)
-    return out
+    return out + twins
 
 
 def _ids(tok, text: str) -> list[int]:
