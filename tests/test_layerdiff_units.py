@@ -206,7 +206,7 @@ def test_skipped_within_model_patching_is_said_on_the_console_and_in_index_html(
 def test_the_quick_budget_runs_what_its_plan_says(llama_pair, tmp_path, capsys):
     """--budget quick: windows of 1 and 2 layers, no mask, at most 32 prompts per kind; the plan printed first
     counts the passes the run records."""
-    from alignloc.causal.budget import BUDGETS, get, plan
+    from alignloc.causal.budget import BUDGETS, get, patch_cells, plan
     from alignloc.cli import main
 
     recs = [{"id": f"b{i}", "text": f"hello there friend {i}", "kind": "behavior", "target": " x"} for i in range(40)]
@@ -217,10 +217,15 @@ def test_the_quick_budget_runs_what_its_plan_says(llama_pair, tmp_path, capsys):
     err = capsys.readouterr().err
     rep = json.loads((out / "report.json").read_text())
     loc, p = rep["causal"]["localize"]["behavior"], rep["causal"]["plan"]
-    assert p["budget"] == "quick" and "causal budget 'quick'" in err and "min for these stages" in err
+    assert p["budget"] == "quick" and "causal budget 'quick'" in err and "min in all" in err
     assert loc["n"] == 32 == p["behavior"]["n_prompts"] and "mask" not in loc
     n = rep["pair"]["n_layers"]
     assert loc["windows"]["sizes"] == [1, 2] and loc["windows"]["passes"] == p["behavior"]["windows"] == 2 + 2 * (2 * n - 1)
+    # quick patches only what the verdict reads: each block's attention, MLP and residual output, tuned into base
+    assert rep["causal"]["patch"] == {} and p["patching"] == [{"prompts": "behavior", "n_prompts": 32, "cells": 3 * n}]
+    assert set(loc["patching"]) == {"attn_out", "mlp_out", "resid_increment", "gap"} and len(loc["patching"]["mlp_out"]) == n
+    assert f"patching, behavior (32 prompts): {3 * n} cells" in err
+    assert patch_cells(30, False, 12) == 90 and patch_cells(30, True, 12) == 180 + 360
     assert plan(30, [1, 2, 4], 100, 64) == {"n_prompts": 64, "n_layers": 30, "sizes": [1, 2, 4], "windows": 2 + 2 * (30 + 29 + 27),
                                             "mask": 2 * 4 + 100 * 4, "profile": 62, "profile_saturated": 124}
     assert get("thorough").window_sizes(10) == [1, 2, 3, 4, 5] and get("standard").window_sizes(10) == [1, 2, 4]

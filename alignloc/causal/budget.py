@@ -4,14 +4,17 @@ A budget fixes what the defaults leave open: the graft window sizes, the learned
 many prompts of each kind the causal methods read.
 
 - ``quick``: windows of 1 and 2 layers, no mask (the concentration profile follows single-layer
-  grafting), 32 prompts per kind;
-- ``standard`` (the default): windows 1, 2, 4, ... up to half the layers, a 100-step mask, 64 prompts;
-- ``thorough``: every window size up to half the layers, a 300-step mask, 128 prompts.
+  grafting), 32 prompts per kind, and only the patching the verdict reads (each block's attention, MLP
+  and residual output patched tuned into base, per layer, on the prompts it localizes);
+- ``standard`` (the default): windows 1, 2, 4, ... up to half the layers, a 100-step mask, 64 prompts,
+  and the whole patching block of the report (also base into tuned, a layer x position grid,
+  attribution patching and within-model grids, on every prompt kind);
+- ``thorough``: every window size up to half the layers, a 300-step mask, 128 prompts, all patching.
 
 ``--windows`` and ``--mask-steps`` given on their own override the budget's. ``plan`` counts each
 stage's forward passes in the units its report records (``windows.passes`` and ``profile.passes``:
-passes over the prompt set; ``mask.passes.forward``: forwards of one mask batch), so a run can be
-checked against its plan; ``plan_lines`` prints them with an estimate in minutes from ``probe``, a
+passes over the prompt set; ``mask.passes.forward``: forwards of one mask batch; ``patch_cells``: patched
+sites, each about half a pass or less, see ``causal.patching``), so a run can be checked against its plan; ``plan_lines`` prints them with an estimate in minutes from ``probe``, a
 timed forward of one batch. The estimate is an upper bound for windows and profile: grafts resume at
 their first layer (``causal.resumed``) and cost less than a full pass.
 """
@@ -42,6 +45,7 @@ class Budget:
     sizes: str | None
     mask_steps: int
     n: int
+    patch_extras: bool = True  # False: only the per-layer patching the verdict reads (``causal.report``)
 
     def window_sizes(self, n_layers: int, override: list[int] | None = None) -> list[int]:
         """The window sizes this budget sweeps on ``n_layers`` layers (``override``: ``--windows``)."""
@@ -52,7 +56,7 @@ class Budget:
         return window_sizes(n_layers, self.sizes)
 
 
-BUDGETS = {"quick": Budget("quick", "1,2", 0, 32), "standard": Budget("standard", None, 100, 64),
+BUDGETS = {"quick": Budget("quick", "1,2", 0, 32, patch_extras=False), "standard": Budget("standard", None, 100, 64),
            "thorough": Budget("thorough", "all", 300, 128)}
 
 
@@ -61,6 +65,15 @@ def get(name: str) -> Budget:
     if name not in BUDGETS:
         raise ValueError(f"budget must be one of {', '.join(BUDGETS)}, got {name!r}")
     return BUDGETS[name]
+
+
+VERDICT_SITES = 3  # attn_out, mlp_out, resid_post: the per-layer patching ``causal.localize`` reads
+
+
+def patch_cells(n_layers: int, extras: bool, window: int) -> int:
+    """Patched cells of one prompt set: the verdict's per-layer sites (tuned into base), and with ``extras``
+    the same base into tuned and the layer x position grid over ``window`` positions."""
+    return VERDICT_SITES * n_layers * (2 if extras else 1) + (window * n_layers if extras else 0)
 
 
 def plan(n_layers: int, sizes: list[int], mask_steps: int, n_prompts: int, mask: DeltaMask | None = None) -> dict:
@@ -91,25 +104,43 @@ def plan_lines(budget: Budget, plans: dict[str, dict], seconds_per_batch: float)
     """The plan as printed before the run: per kind and stage, the passes and an estimate in minutes."""
     lines = [f"causal budget '{budget.name}': {seconds_per_batch:.2f} s per forward of {PROFILE_BATCH} prompts (timed)"]
     total = 0.0
+
+    def per_set(n_prompts: int) -> float:
+        return math.ceil(n_prompts / PROFILE_BATCH) * seconds_per_batch
+
     for kind, p in plans.items():
-        per_set = math.ceil(p["n_prompts"] / PROFILE_BATCH) * seconds_per_batch
+        if kind == "patching":
+            continue
         mask_batch = DeltaMask().batch_size / PROFILE_BATCH * seconds_per_batch
-        est = {"windows": p["windows"] * per_set, "mask": p["mask"] * mask_batch, "profile": p["profile_saturated"] * per_set}
-        total += sum(est.values())
-        lines.append(f"  {kind} ({p['n_prompts']} prompts, {p['n_layers']} layers): graft windows {p['sizes']} "
-                     f"{p['windows']} passes; mask {p['mask']} batch forwards; profile {p['profile']} passes "
-                     f"({p['profile_saturated']} if the tuned model saturates); at most {sum(est.values()) / 60:.1f} min")
-    lines.append(f"  estimate: at most {total / 60:.1f} min for these stages, plus patching")
+        est = p["windows"] * per_set(p["n_prompts"]) + p["mask"] * mask_batch + p["profile_saturated"] * per_set(p["n_prompts"])
+        total += est
+        lines.append(f"  {kind.replace('_', ' ')} ({p['n_prompts']} prompts, {p['n_layers']} layers): graft windows "
+                     f"{p['sizes']} {p['windows']} passes; mask {p['mask']} batch forwards; profile {p['profile']} passes "
+                     f"({p['profile_saturated']} if the tuned model saturates); at most {est / 60:.1f} min")
+    for part in plans.get("patching", []):  # a patched cell resumes its run where the patch enters: half a pass at most
+        est = part["cells"] / 2 * per_set(part["n_prompts"])
+        total += est
+        lines.append(f"  patching, {part['prompts']} ({part['n_prompts']} prompts): {part['cells']} cells; at most "
+                     f"{est / 60:.1f} min")
+    lines.append(f"  estimate: at most {total / 60:.1f} min in all")
     return lines
 
 
-def announce(pair: ModelPair, behavior: list[Prompt], knowledge: list[Prompt], budget: Budget, sizes: list[int],
-             mask_steps: int, bos: bool) -> dict:
-    """The plan for localizing ``behavior`` and ``knowledge`` (the prompts each kind's methods will read), printed
-    with its estimate before the run (``progress.note``); returns ``{"budget", kind: plan}`` for the report."""
-    plans = {kind: plan(pair.n_layers, sizes, mask_steps, len(ps)) for kind, ps in
-             (("behavior", behavior), ("knowledge", knowledge)) if ps}
-    if plans:
+def announce(pair: ModelPair, prompts: list[Prompt], moved: list[Prompt], budget: Budget, sizes: list[int],
+             mask_steps: int, bos: bool, versus_control: bool = False) -> dict:
+    """The plan of ``causal_report`` on ``prompts`` (knowledge localized on the ``moved`` facts; with
+    ``versus_control`` the behavior gap again against the control, without patching), printed with its
+    estimate before the run (``progress.note``); returns ``{"budget", kind: plan, "patching": [...]}`` for the report."""
+    from alignloc.causal.report import PATCH_WINDOW, changed_behavior, patched_prompts
+
+    behavior, knowledge = changed_behavior(prompts)[: budget.n], moved[: budget.n]
+    plans: dict = {kind: plan(pair.n_layers, sizes, mask_steps, len(ps)) for kind, ps in
+                   (("behavior", behavior), ("knowledge", knowledge)) if ps}
+    if behavior and versus_control:
+        plans["behavior_vs_control"] = plan(pair.n_layers, sizes, mask_steps, len(behavior))
+    plans["patching"] = [{"prompts": name, "n_prompts": len(ps), "cells": patch_cells(pair.n_layers, extras, PATCH_WINDOW)}
+                         for name, ps, extras in patched_prompts(prompts, budget.n, budget.patch_extras, moved)]
+    if behavior or knowledge:
         for line in plan_lines(budget, plans, probe(pair.tuned, behavior or knowledge, bos)):
             progress.note(line)
     return {"budget": budget.name, **plans}

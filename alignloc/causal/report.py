@@ -37,6 +37,7 @@ from alignloc.prompts import Prompt
 KINDS = ("behavior", "knowledge", "context")
 PER_LAYER = ("resid_post", "attn_out", "mlp_out")
 MIN_GAP = 0.5  # nats: below it, recovered fractions are ratios of noise
+PATCH_WINDOW = 12  # context positions of the layer x position grids
 
 
 def spearman(a: list[float], b: list[float]) -> float:
@@ -96,25 +97,41 @@ def changed_behavior(prompts: list[Prompt]) -> list[Prompt]:
     return [p for p in prompts if p.kind == "behavior" and p.target and not p.meta.get("same_answer")]
 
 
-def causal_report(pair: ModelPair, prompts: list[Prompt], bos: bool, n: int = 64, window: int = 12,
+def _kind_prompts(prompts: list[Prompt], kind: str, n: int) -> list[Prompt]:
+    """The first ``n`` prompts of ``kind`` that the causal methods read (behavior: ``changed_behavior``)."""
+    return (changed_behavior(prompts) if kind == "behavior" else [p for p in prompts if p.kind == kind and p.target])[:n]
+
+
+def patched_prompts(prompts: list[Prompt], n: int, extras: bool, moved: list[Prompt] | None) -> list[tuple[str, list[Prompt], bool]]:
+    """What ``causal_report`` patches: ``(name, prompts, extras)`` per prompt set. With ``extras`` the whole
+    block of each kind (``patch[kind]``); the knowledge localization patches its moved facts on its own."""
+    sets = [(kind, _kind_prompts(prompts, kind, n), True) for kind in KINDS] if extras else \
+        [("behavior", _kind_prompts(prompts, "behavior", n), False)]
+    sets.append(("knowledge, facts that moved", (moved or [])[:n], False))
+    return [s for s in sets if s[1]]
+
+
+def causal_report(pair: ModelPair, prompts: list[Prompt], bos: bool, n: int = 64, window: int = PATCH_WINDOW,
                   moved: list[Prompt] | None = None, sizes: list[int] | None = None, mask_steps: int = 100,
-                  n_boot: int = 1000, seed: int = 0) -> dict:
+                  n_boot: int = 1000, seed: int = 0, patch_extras: bool = True) -> dict:
     """Everything ``layer-diff --causal`` adds to ``report["causal"]``.
 
     ``moved``: knowledge prompts whose fact moved (``localize.moved_prompts``); ``sizes``: graft
     window sizes (default ``graft.window_sizes``); ``mask_steps=0`` skips the learned mask; ``n_boot``
-    resamples give the concentration profile's intervals.
+    resamples give the concentration profile's intervals. ``patch_extras=False`` leaves ``patch`` empty:
+    only the per-layer patching the verdict reads runs (inside ``localize``), as ``--budget quick`` does.
     """
     out: dict = {"patch": {}, "localize": {},
-                 "settings": {"n": n, "window": window, "sizes": sizes, "mask_steps": mask_steps}}
-    for kind in KINDS:
-        chosen = (changed_behavior(prompts) if kind == "behavior" else [p for p in prompts if p.kind == kind and p.target])[:n]
+                 "settings": {"n": n, "window": window, "sizes": sizes, "mask_steps": mask_steps,
+                              "patch_extras": patch_extras}}
+    for kind in KINDS if patch_extras else ():
+        chosen = _kind_prompts(prompts, kind, n)
         if chosen:
             out["patch"][kind] = _kind_block(pair, chosen, "auto" if kind == "context" else "logprob", bos, window)
     behavior = changed_behavior(prompts)[:n]
     knowledge = [p for p in prompts if p.kind == "knowledge" and p.target][:n]
     if behavior:
-        done = out["patch"]["behavior"]["patch"]["per_layer"]
+        done = out["patch"]["behavior"]["patch"]["per_layer"] if "behavior" in out["patch"] else None
         out["localize"]["behavior"] = localize(pair, behavior, bos, sizes=sizes, patching=done,
                                                mask=DeltaMask(steps=mask_steps), knowledge=knowledge,
                                                n_boot=n_boot, seed=seed)

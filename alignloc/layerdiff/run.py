@@ -204,7 +204,7 @@ def layer_diff(
     if causal:
         from alignloc.causal import budget as budgets
         from alignloc.causal.localize import moved_prompts
-        from alignloc.causal.report import causal_report, changed_behavior
+        from alignloc.causal.report import causal_report
 
         spend = budgets.get(budget)
         windows = spend.window_sizes(pair.n_layers, windows)
@@ -212,14 +212,15 @@ def layer_diff(
         moved = moved_prompts([p if p.kind == "knowledge" else dataclasses.replace(p, target=None) for p in prompts],
                               data.target_lp["base"], data.target_lp["tuned"])
         bos = bool(data.store.manifest["bos"])
-        plan = budgets.announce(pair, changed_behavior(prompts)[:spend.n], moved[:spend.n], spend, windows, mask_steps, bos)
-        causal_block = causal_report(pair, prompts, bos, n=spend.n, moved=moved, sizes=windows, mask_steps=mask_steps,
-                                     n_boot=n_boot, seed=seed)
-        causal_block["plan"] = plan
-        localization = dict(causal_block["localize"])
         if versus_control is None:
             versus_control = control is not None and bool(control.meta.get("twin"))
-        if control is not None and versus_control:  # the part of the gap the control does not share
+        versus_control = versus_control and control is not None
+        plan = budgets.announce(pair, prompts, moved, spend, windows, mask_steps, bos, versus_control)
+        causal_block = causal_report(pair, prompts, bos, n=spend.n, moved=moved, sizes=windows, mask_steps=mask_steps,
+                                     n_boot=n_boot, seed=seed, patch_extras=spend.patch_extras)
+        causal_block["plan"] = plan
+        localization = dict(causal_block["localize"])
+        if versus_control:  # the part of the gap the control does not share
             from alignloc.causal.report import versus_control as localize_vs_control
 
             vs = localize_vs_control(pair, control, prompts, bos, n=spend.n, sizes=windows, mask_steps=mask_steps,
