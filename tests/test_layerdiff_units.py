@@ -67,6 +67,21 @@ def test_cka_of_each_bootstrap_resample_from_the_grams_equals_resampling_rows(d)
     assert cka_bootstrap(x, x, idx).tolist() == pytest.approx([1.0] * 40, abs=1e-12)
 
 
+def test_knowledge_preserved_within_both_tolerances():
+    from alignloc.analyses.verdict import VerdictConfig
+    from alignloc.analyses.verdict_text import knowledge_preserved
+
+    cfg = VerdictConfig()  # 5 points of recall, 0.5 nats of log-prob lost
+
+    def know(points, nats):
+        return {"accuracy_delta": {"mean": points / 100}, "logprob_delta": {"mean": nats}}
+
+    assert knowledge_preserved(None, cfg) is None
+    assert knowledge_preserved(know(-4.9, -0.49), cfg) is True and knowledge_preserved(know(4.9, 3.0), cfg) is True
+    assert knowledge_preserved(know(-5.1, 0.0), cfg) is False and knowledge_preserved(know(5.1, 0.0), cfg) is False
+    assert knowledge_preserved(know(0.0, -0.51), cfg) is False  # gaining log-prob is not a loss
+
+
 def test_lens_reductions():
     top1 = torch.tensor([[5, 1, 2], [7, 1, 2], [7, 3, 2], [7, 1, 2]])  # [layer, n]
     assert first_agreeing_layer(top1).tolist() == [1, 3, 0]

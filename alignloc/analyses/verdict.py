@@ -65,7 +65,7 @@ from dataclasses import asdict, dataclass
 
 from alignloc.analyses.concentration import at_k, smallest_k
 from alignloc.analyses.stats import background
-from alignloc.analyses.verdict_text import span, summary_lines, versus_line
+from alignloc.analyses.verdict_text import knowledge_preserved, span, summary_lines, versus_line
 
 MIN_FLOOR = {"weights": 1e-6, "representation": 0.01, "lens": 0.01, "behavior": 0.05, "knowledge": 0.005}
 
@@ -268,10 +268,7 @@ def verdict(m: dict, control: dict | None = None, cfg: VerdictConfig | None = No
     ]
     out = m["outputs"]
     know, beh = out.get("knowledge"), out.get("behavior")
-    preserved = None
-    if know is not None:
-        preserved = (abs(100 * know["accuracy_delta"]["mean"]) <= cfg.preserve_points
-                     and know["logprob_delta"]["mean"] >= -cfg.preserve_nats)
+    preserved = knowledge_preserved(know, cfg)
     kinds = [k for k, v in (("behavior", behavior), ("knowledge", knowledge)) if v]
     surf = m.get("surfacing")  # surfaced vs installed (analyses.surfacing), with its own floor
     surfacing = surf and {**surf["verdict"], "floor": [r["floor"] for r in surf["layers"]],

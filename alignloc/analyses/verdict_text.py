@@ -18,6 +18,15 @@ def span(layers: list[int]) -> str:
     return "layer" + ("s " if len(layers) > 1 else " ") + ", ".join(runs)
 
 
+def knowledge_preserved(know: dict | None, cfg: Any) -> bool | None:
+    """Whether output-level knowledge is preserved: top-1 recall moved by at most ``cfg.preserve_points`` and
+    the facts' mean log-prob fell by at most ``cfg.preserve_nats`` (None without knowledge prompts)."""
+    if know is None:
+        return None
+    return bool(abs(100 * know["accuracy_delta"]["mean"]) <= cfg.preserve_points
+                and know["logprob_delta"]["mean"] >= -cfg.preserve_nats)
+
+
 def _why(block: dict) -> str:
     """The numbers behind a causal carrier: grafting, mask agreement, patching, corroboration."""
     c = block["carrier"]
@@ -112,8 +121,7 @@ def summary_lines(blocks: dict, changed: list[int], know, beh, flags, has_contro
         s.append(f"target log-prob on behavior prompts {d['mean']:+.2f} nats [{d['lo']:+.2f}, {d['hi']:+.2f}]")
     if know is not None:
         a = know["accuracy_delta"]
-        verdict_k = "recall preserved" if (abs(100 * a["mean"]) <= cfg.preserve_points
-                                            and know["logprob_delta"]["mean"] >= -cfg.preserve_nats) else "recall changed"
+        verdict_k = "recall preserved" if knowledge_preserved(know, cfg) else "recall changed"
         knowledge = (blocks.get("knowledge") or {}).get("layers") or []
         if knowledge and moved is not None:
             rates = ", ".join(f"{100 * moved['mean'][i]:.1f}% at layer {i}" for i in knowledge)
