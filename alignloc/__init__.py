@@ -28,10 +28,14 @@ _EXPORTS = {
     "Site": "alignloc.sites",
 }
 
+_TAKES_ZOO_REFS = {"load_pair", "load_model"}
+
 __all__ = [*sorted(_EXPORTS), "__version__"]
 
 
 def __getattr__(name: str):
     if name in _EXPORTS:
+        if name in _TAKES_ZOO_REFS:
+            import_module("alignloc.zoo")  # light; registers zoo:NAME references (models/ never imports the zoo)
         return getattr(import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'alignloc' has no attribute {name!r}")

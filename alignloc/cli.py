@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 
+import alignloc.zoo  # noqa: F401 (light: registers the zoo, so that every command takes zoo:NAME references)
 from alignloc import options as check
 from alignloc import progress
 from alignloc.cli_errors import run, watch
