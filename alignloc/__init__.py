@@ -1,6 +1,7 @@
 """alignloc: where inside a network does post-training land, and what kind of change is it?
 
-Data flow: references -> models (load pair) -> capture (hooks) -> store (disk) -> analyses -> report.
+Data flow: references -> models (load pair) -> capture (hooks) -> store (disk) -> analyses -> report;
+whole experiments (``alignloc.layer_diff``, ``alignloc.experiments``) run over them.
 
     pair = alignloc.load_pair("base_dir", "tuned_dir")        # or alignloc.load_pair("zoo:chat-sft-upper")
     store = alignloc.capture(pair, "prompts.jsonl", out="acts/", sites="resid_post,mlp_out")
@@ -26,6 +27,7 @@ _EXPORTS = {
     "load_prompts": "alignloc.prompts",
     "parse_sites": "alignloc.sites",
     "Site": "alignloc.sites",
+    "layer_diff": "alignloc.experiments.layerdiff",  # the experiments room imports the zoo (zoo:NAME works)
 }
 
 _TAKES_ZOO_REFS = {"load_pair", "load_model"}

@@ -12,7 +12,7 @@ from alignloc.report.figures import ResultError, figures_for, kind_of
 
 @pytest.fixture(scope="module")
 def layer_diff_report(zoo_tiny, tmp_path_factory):
-    from alignloc.layerdiff.run import layer_diff
+    from alignloc.experiments.layerdiff import layer_diff
     from alignloc.models.pair import load_pair
     from alignloc.zoo import organism_prompts
 

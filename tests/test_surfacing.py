@@ -164,7 +164,7 @@ def test_measure_separates_surfaced_from_installed(experiment):
 
 
 def test_layer_diff_reports_surfacing_with_its_floor(format_zoo, tmp_path):
-    from alignloc.layerdiff.run import layer_diff
+    from alignloc.experiments.layerdiff import layer_diff
     from alignloc.models.pair import load_pair
     from alignloc.zoo import organism_prompts
 

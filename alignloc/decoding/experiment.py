@@ -273,7 +273,7 @@ def proxy_tune_report(large_base: LoadedModel, small_base: LoadedModel, small_tu
                                                                         ("small_tuned", "large_tuned") if contrast.get(k)}, **other}
         report["side_by_side"] = side_by_side({small_tuned.ref: result, contrast["label"]: other})
     if large_tuned is not None and layer_diff_large:
-        from alignloc.layerdiff.run import layer_diff
+        from alignloc.experiments.layerdiff import layer_diff
         from alignloc.models.pair import ModelPair
 
         ld = layer_diff(ModelPair(base=large_base, tuned=large_tuned, name="large tuned (weights)"), prompts,

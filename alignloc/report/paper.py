@@ -31,7 +31,7 @@ Log = Callable[[str], None]
 
 def _layer_diff(name: str, causal: bool) -> Callable[[Path], None]:
     def run(out: Path) -> None:
-        from alignloc.layerdiff.run import default_control, layer_diff
+        from alignloc.experiments.layerdiff import default_control, layer_diff
         from alignloc.models.pair import load_pair
         from alignloc.zoo import organism_prompts
 

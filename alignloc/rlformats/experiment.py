@@ -156,7 +156,7 @@ def render_markdown(result: dict) -> str:
 def scale_result(name: str, size: str, out: Path, n_boot: int, log: Log) -> dict:
     """One scale: the organism's recorded shares, the collapse, layer-diff and surfacing."""
     from alignloc import zoo
-    from alignloc.layerdiff.run import layer_diff
+    from alignloc.experiments.layerdiff import layer_diff
     from alignloc.models.pair import load_pair
 
     entry = zoo.resolve(name, size=size)
