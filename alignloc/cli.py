@@ -276,7 +276,7 @@ def suites_cmd() -> None:
 
 def _mount_subcommands() -> None:
     from alignloc.cli_experiments import COMMANDS
-    from alignloc.rlformats.command import rl_formats_cmd
+    from alignloc.cli_rlformats import rl_formats_cmd
 
     for name, fn in COMMANDS.items():
         app.command(name)(fn)

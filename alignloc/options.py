@@ -190,12 +190,10 @@ def placement(device: str, compute_dtype: str, device_map: str | None) -> dict:
     return {"device": device, "compute_dtype": compute_dtype, "device_map": None if device_map in (None, "none") else device_map}
 
 
-def conflict_set(name: str | None, prompts: Path | None) -> str | None:
-    """``--conflicts``: a named conflict set (``contextprior.conflicts.SETS``), not given with ``--prompts``."""
-    from alignloc.contextprior.conflicts import SETS
-
+def conflict_set(name: str | None, prompts: Path | None, sets: tuple[str, ...]) -> str | None:
+    """``--conflicts``: one of the named conflict ``sets`` (``experiments.conflicts.SETS``), not given with ``--prompts``."""
     if name is None:
         return None
     if prompts is not None:
         raise UsageError("--conflicts and --prompts: give one of them (a named conflict set or a prompt file)")
-    return one_of("--conflicts", name, tuple(SETS))
+    return one_of("--conflicts", name, sets)

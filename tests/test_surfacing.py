@@ -122,7 +122,7 @@ def format_zoo():
 @pytest.fixture(scope="module")
 def experiment(format_zoo, tmp_path_factory):
     """The validation experiment on the tiny zoo: both format organisms and chat-sft-upper."""
-    from alignloc.layerdiff.surfacing import surfacing_experiment
+    from alignloc.experiments.surfacing import surfacing_experiment
 
     return surfacing_experiment(tmp_path_factory.mktemp("surfacing"))
 

@@ -249,7 +249,7 @@ def proxy_tune_report(large_base: LoadedModel, small_base: LoadedModel, small_tu
 
     ``contrast`` (``{"label", "small_tuned", "large_tuned"}``): a second small tuned model (and its large
     twin) run on the same prompts and bases, kept under ``contrast`` and compared in ``side_by_side``
-    (``alignloc.decoding.organisms``).
+    (``alignloc.experiments.proxytune_zoo``).
 
     With ``large_tuned`` and ``layer_diff_large``, also runs layer-diff on (large base, large tuned)
     under ``out/large-layer-diff``: which layers weight fine-tuning changed, and what it cost.
