@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 
+import alignloc.zoo  # noqa: F401 (light: registers the zoo, so that every command takes zoo:NAME references)
 from alignloc import options as check
 from alignloc import progress
 from alignloc.cli_errors import run, watch
@@ -128,7 +129,7 @@ def demo(
     """Build (or reuse) the default organism and run layer-diff on it: where is the change, of what kind?"""
     progress.configure("quiet" if quiet else "auto")
     from alignloc import zoo
-    from alignloc.layerdiff.run import default_control, layer_diff
+    from alignloc.experiments.layerdiff import default_control, layer_diff
     from alignloc.models.pair import load_pair
     from alignloc.report import REPORT_FILES
     from alignloc.store.outputs import check_out_dir
@@ -197,8 +198,8 @@ def layer_diff_cmd(
     """Compare base and tuned layer by layer: where is the change, and is it knowledge or behavior?"""
     progress.configure("quiet" if quiet else "auto")
     from alignloc.causal.budget import BUDGETS
+    from alignloc.experiments.layerdiff import default_control, layer_diff
     from alignloc.layerdiff.answers import ANSWERS_FILE, answer_targets
-    from alignloc.layerdiff.run import default_control, layer_diff
     from alignloc.models.backends import BACKENDS
     from alignloc.models.pair import load_model, load_pair
     from alignloc.report import REPORT_FILES
@@ -275,7 +276,7 @@ def suites_cmd() -> None:
 
 def _mount_subcommands() -> None:
     from alignloc.cli_experiments import COMMANDS
-    from alignloc.rlformats.command import rl_formats_cmd
+    from alignloc.cli_rlformats import rl_formats_cmd
 
     for name, fn in COMMANDS.items():
         app.command(name)(fn)
@@ -318,14 +319,14 @@ def trajectory_cmd(
 ) -> None:
     """layer-diff along a chain of checkpoints: each step k-1 -> k and the base against each stage; where each stage lands."""
     progress.configure("quiet" if quiet else "auto")
-    from alignloc.layerdiff.answers import ANSWERS_FILE
-    from alignloc.layerdiff.trajectory import (
+    from alignloc.experiments.trajectory import (
         FILES,
         chain_prompts,
         stage_dirs,
         trajectory,
         trajectory_prompts,
     )
+    from alignloc.layerdiff.answers import ANSWERS_FILE
     from alignloc.models.backends import BACKENDS
     from alignloc.models.refs import split_zoo
     from alignloc.store.outputs import check_out_dir

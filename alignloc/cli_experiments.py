@@ -39,8 +39,10 @@ def localize_bench_cmd(
     progress.configure("quiet" if quiet else "auto")
     import json
 
-    from alignloc.causal.bench import METHODS, TIERS, localize_bench, render_bench_markdown
+    from alignloc.causal.bench import METHODS
+    from alignloc.experiments.localize_bench import TIERS, localize_bench
     from alignloc.report import json_safe
+    from alignloc.report.bench import render_bench_markdown
     from alignloc.store.outputs import check_out_file, write_file
     from alignloc.zoo import check_size
 
@@ -86,9 +88,9 @@ def context_prior_cmd(
 ) -> None:
     """Can a representation edit make the model follow a context that contradicts a strong prior, where prompting cannot?"""
     progress.configure("quiet" if quiet else "auto")
-    from alignloc.contextprior.conflicts import named_sets
     from alignloc.contextprior.data import load_sets
-    from alignloc.contextprior.run import DEFAULT_INSTRUCTION, context_prior_report
+    from alignloc.experiments.conflicts import SETS, named_sets
+    from alignloc.experiments.contextprior import DEFAULT_INSTRUCTION, context_prior_report
     from alignloc.models.pair import load_model
     from alignloc.prompts import PromptFormatError
     from alignloc.report import REPORT_FILES
@@ -100,7 +102,7 @@ def context_prior_cmd(
     check.one_of("--gate", gate, ("always", "context", "both"))
     place = check.placement(device, compute_dtype, device_map)
     check.layer_spec(layers, check.model_ref(model, allow_pickle))
-    named = check.conflict_set(conflicts, prompts)
+    named = check.conflict_set(conflicts, prompts, tuple(SETS))
     prompt_list = None if named else check.prompts_for(model, prompts, "MODEL is a zoo model (zoo:NAME) or --conflicts is given")
     texts = None
     if text is not None:
@@ -143,7 +145,7 @@ def proxy_tune_cmd(
 ) -> None:
     """Decoding-time alignment (large base + beta * (small tuned - small base)) against weight fine-tuning."""
     progress.configure("quiet" if quiet else "auto")
-    from alignloc.decoding.experiment import proxy_tune_report, split_prompts
+    from alignloc.experiments.proxytune import proxy_tune_report, split_prompts
     from alignloc.models.pair import load_model
     from alignloc.models.tokcheck import check_shared_tokenizer
     from alignloc.report import REPORT_FILES
@@ -196,8 +198,9 @@ def figures(
 ) -> None:
     """Publication figures (plotly + kaleido, via the system Chromium) from results, or from the zoo experiments."""
     progress.configure("quiet" if quiet else "auto")
+    from alignloc.experiments.paper import EXPERIMENTS, zoo_results
     from alignloc.report.figfiles import FORMATS
-    from alignloc.report.paper import EXPERIMENTS, make_figures, zoo_results
+    from alignloc.report.paper import make_figures
     from alignloc.store.outputs import check_out_dir
 
     formats = check.subset("--format", fmt, FORMATS)

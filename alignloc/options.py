@@ -66,13 +66,13 @@ def betas(spec: str, required: float = 1.0) -> list[float]:
 
 def organism(option: str, name: str, other: str | None = None) -> str:
     """A zoo organism tuned from ``base`` (``proxy-tune --zoo`` builds its ``-large`` twin), not ``other``."""
-    from alignloc.zoo import check_name
+    from alignloc.models.refs import zoo_resolver
 
     if name.endswith("-large"):
         raise UsageError(f"{option}: name the organism tuned from base; its -large twin is built for comparison")
     if name == other:
         raise UsageError(f"{option}: {name!r} is the --organism itself; name another organism to compare with")
-    check_name(name)
+    zoo_resolver(f"zoo:{name}").check_name(name)
     return name
 
 
@@ -135,15 +135,14 @@ def positions(spec: str, prompts: list | None = None) -> None:
 
 def model_ref(ref: str, allow_pickle: bool = False, size: str = "tiny") -> int | None:
     """Check a model reference without loading it; the layer count when its config is on disk, else None."""
-    from alignloc.models.refs import read_config, resolve_ref, split_zoo
+    from alignloc.models.refs import read_config, resolve_ref, split_zoo, zoo_resolver
 
     zoo = split_zoo(ref)
     if zoo is not None:
-        from alignloc.zoo import check_name, resolve
-
-        check_name(zoo[0], size)
+        organisms = zoo_resolver(ref)
+        organisms.check_name(zoo[0], size)
         try:
-            directory = resolve(zoo[0], size, build_missing=False).base  # both sides share the layer count
+            directory = organisms.resolve(zoo[0], size, build_missing=False).base  # both sides share the layer count
         except FileNotFoundError:  # not built yet: built (and checked) when loaded
             return None
     else:
@@ -164,16 +163,15 @@ def model_refs(*refs: str | None, allow_pickle: bool) -> int | None:
 
 def prompts_for(model: str, prompts: Path | None, what: str = "the pair is an organism (zoo:NAME)") -> list:
     """``--prompts`` read and validated now, or an organism's bundled prompts for ``zoo:NAME`` (built on first use)."""
-    from alignloc.models.refs import split_zoo
+    from alignloc.models.refs import split_zoo, zoo_resolver
     from alignloc.prompts import PromptFormatError
-    from alignloc.zoo import organism_prompts
 
     if prompts is not None:
         return prompt_file(prompts)
     zoo = split_zoo(model)
     if zoo is None:
         raise PromptFormatError(f"--prompts is required unless {what} (give a JSONL prompt file)")
-    return organism_prompts(zoo[0])
+    return zoo_resolver(model).prompts(zoo[0])
 
 
 def prompt_file(path: Path | None) -> list | None:
@@ -192,12 +190,10 @@ def placement(device: str, compute_dtype: str, device_map: str | None) -> dict:
     return {"device": device, "compute_dtype": compute_dtype, "device_map": None if device_map in (None, "none") else device_map}
 
 
-def conflict_set(name: str | None, prompts: Path | None) -> str | None:
-    """``--conflicts``: a named conflict set (``contextprior.conflicts.SETS``), not given with ``--prompts``."""
-    from alignloc.contextprior.conflicts import SETS
-
+def conflict_set(name: str | None, prompts: Path | None, sets: tuple[str, ...]) -> str | None:
+    """``--conflicts``: one of the named conflict ``sets`` (``experiments.conflicts.SETS``), not given with ``--prompts``."""
     if name is None:
         return None
     if prompts is not None:
         raise UsageError("--conflicts and --prompts: give one of them (a named conflict set or a prompt file)")
-    return one_of("--conflicts", name, tuple(SETS))
+    return one_of("--conflicts", name, sets)

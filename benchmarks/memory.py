@@ -127,7 +127,7 @@ def child(base: str, tuned: str, out: str, n: int, batch: int, one: bool) -> Non
     import transformers.models.llama.modeling_llama  # noqa: F401 (imported before the baseline is taken)
 
     import alignloc
-    from alignloc.layerdiff.run import layer_diff
+    from alignloc.experiments.layerdiff import layer_diff
 
     ps = prompts(n)
     with PeakMemory() as peak:

@@ -99,7 +99,7 @@ class Peak:
 
 
 # (module, attribute) pairs whose time the causal breakdown adds up; nested calls count in both
-BREAKDOWN = [("alignloc.layerdiff.run", "collect"), ("alignloc.layerdiff.run", "measure"),
+BREAKDOWN = [("alignloc.experiments.layerdiff", "collect"), ("alignloc.experiments.layerdiff", "measure"),
              ("alignloc.causal.report", "patch_sweep"), ("alignloc.causal.report", "attribution_sweep"),
              ("alignloc.causal.report", "within_sweep"), ("alignloc.causal.report", "within_attribution_sweep"),
              ("alignloc.causal.report", "localize"), ("alignloc.causal.localize", "window_sweep"),
@@ -254,7 +254,7 @@ def run_model(name: str, args, tok, out: Path) -> None:
     from alignloc.capturing import capture
     from alignloc.causal.graft import graft_sweep, target_metric
     from alignloc.causal.patching import patch_sweep
-    from alignloc.layerdiff.run import layer_diff
+    from alignloc.experiments.layerdiff import layer_diff
 
     real = None
     if args.real:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from alignloc.cli import main
-from alignloc.decoding.experiment import GOAL, goal_check, retention
+from alignloc.experiments.proxytune import GOAL, goal_check, retention
 from tests.conftest import tiny_zoo_with
 
 NEEDED = ["base-large", "chat-lima", "chat-lima-large", "chat-sft-full", "chat-sft-full-large"]
@@ -99,7 +99,7 @@ def test_report_and_figure_show_both(pt_lima):
 
 @pytest.mark.heavy
 def test_notebook_function_matches_the_command(pt_lima, tmp_path):
-    from alignloc.decoding.organisms import proxy_tune_zoo
+    from alignloc.experiments.proxytune_zoo import proxy_tune_zoo
 
     r, _ = pt_lima
     again = proxy_tune_zoo("chat-lima", contrast=None, betas=(0.0, 1.0))

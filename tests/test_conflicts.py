@@ -8,16 +8,16 @@ import pytest
 
 from alignloc import options as check
 from alignloc.cli import main
-from alignloc.contextprior.conflicts import (
+from alignloc.contextprior.data import apply_fix, load_sets
+from alignloc.contextprior.heads import top_heads
+from alignloc.errors import UsageError
+from alignloc.experiments.conflicts import (
     SETS,
     conflict_prompts,
     counterfactuals,
     countries,
     prompt_text,
 )
-from alignloc.contextprior.data import apply_fix, load_sets
-from alignloc.contextprior.heads import top_heads
-from alignloc.errors import UsageError
 from alignloc.zoo.realfacts import CLOZE, FACTS, MORE_FACTS, NEUTRAL_TEXT, UNKNOWN_PLACES
 
 
@@ -69,11 +69,12 @@ def test_conflict_prompts_form_every_group(name):
 
 
 def test_conflict_option_is_checked_before_work(tmp_path, capsys):
-    assert check.conflict_set(None, None) is None and check.conflict_set("capitals", None) == "capitals"
+    sets = tuple(SETS)
+    assert check.conflict_set(None, None, sets) is None and check.conflict_set("capitals", None, sets) == "capitals"
     with pytest.raises(UsageError, match="--conflicts: 'rivers' is not one of capitals, capitals-direct"):
-        check.conflict_set("rivers", None)
+        check.conflict_set("rivers", None, sets)
     with pytest.raises(UsageError, match="give one of them"):
-        check.conflict_set("capitals", tmp_path / "p.jsonl")
+        check.conflict_set("capitals", tmp_path / "p.jsonl", sets)
     out = tmp_path / "never"
     assert main(["context-prior", "zoo:smollm2", "--conflicts", "rivers", "--out", str(out)]) == 2
     assert "--conflicts" in capsys.readouterr().err and not out.exists()
@@ -122,7 +123,7 @@ def test_head_attribution_adds_up_to_each_attention_output(zoo_tiny):
 
 
 def test_swap_unknown_keeps_the_token_count(zoo_tiny):
-    from alignloc.contextprior.run import swap_unknown
+    from alignloc.experiments.contextprior import swap_unknown
     from alignloc.models.pair import load_model
     from alignloc.zoo import organism_prompts
 

@@ -12,7 +12,7 @@ from alignloc.report.figures import ResultError, figures_for, kind_of
 
 @pytest.fixture(scope="module")
 def layer_diff_report(zoo_tiny, tmp_path_factory):
-    from alignloc.layerdiff.run import layer_diff
+    from alignloc.experiments.layerdiff import layer_diff
     from alignloc.models.pair import load_pair
     from alignloc.zoo import organism_prompts
 
@@ -50,7 +50,7 @@ def test_bad_results_are_clear_errors(tmp_path, capsys):
 def test_context_prior_results_are_compared_side_by_side(zoo_tiny, tmp_path):
     """Two context-prior results (e.g. the zoo and a real model) also give one figure with both."""
     from alignloc.contextprior.data import load_sets
-    from alignloc.contextprior.run import context_prior_report
+    from alignloc.experiments.contextprior import context_prior_report
     from alignloc.models.pair import load_model
     from alignloc.report.figures import best_per_kind, context_prior_compare
     from alignloc.zoo import organism_prompts
@@ -107,9 +107,9 @@ def test_figures_without_results_run_the_missing_zoo_experiments_then_reuse_them
     at two layers without heads (the README shows the full command; its five experiments take a few CPU
     minutes): run into --cache, draw, and a second call reuses the result without running it again."""
     from alignloc.contextprior.data import load_sets
-    from alignloc.contextprior.run import context_prior_report
+    from alignloc.experiments import paper
+    from alignloc.experiments.contextprior import context_prior_report
     from alignloc.models.pair import load_model
-    from alignloc.report import paper
     from alignloc.zoo import organism_prompts
 
     def context_prior(out):

@@ -346,7 +346,7 @@ def test_pickle_adapter_decoy_refused_and_the_loader_reads_only_safe_files(zoo_t
 
 
 def test_interrupted_layer_diff_exits_130_and_names_what_it_kept(llama_pair, tmp_path, capsys, monkeypatch):
-    import alignloc.layerdiff.run as run
+    import alignloc.experiments.layerdiff as run
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt

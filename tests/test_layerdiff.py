@@ -7,7 +7,7 @@ import json
 import pytest
 
 from alignloc.cli import main
-from alignloc.layerdiff.run import default_control, layer_diff
+from alignloc.experiments.layerdiff import default_control, layer_diff
 from alignloc.models.pair import load_pair
 from alignloc.zoo import organism_prompts
 from tests.test_layerdiff_units import dom_in_chromium

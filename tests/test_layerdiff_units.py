@@ -16,7 +16,7 @@ from alignloc.analyses.shift import cka_bootstrap, linear_cka
 from alignloc.analyses.stats import background, bootstrap_indices, increments, mean_ci
 from alignloc.analyses.verdict import VerdictConfig, flagged, floors
 from alignloc.analyses.weights import module_of, weight_diff
-from alignloc.layerdiff.run import layer_diff
+from alignloc.experiments.layerdiff import layer_diff
 from alignloc.models.families import FAMILIES
 from alignloc.models.pair import load_pair
 from alignloc.prompts import Prompt

@@ -1,4 +1,5 @@
-"""The import graph of the library: no cycles, and nothing imports the command line."""
+"""The import graph of the library: no cycles between modules or between rooms, every room imports only the
+rooms below it in ``ORDER``, and nothing imports the command line."""
 
 from __future__ import annotations
 
@@ -12,7 +13,29 @@ import alignloc
 from alignloc.errors import UserError
 
 ROOT = Path(alignloc.__file__).parent
-CLI = ("alignloc.cli", "alignloc.cli_errors", "alignloc.cli_zoo", "alignloc.cli_experiments")
+CLI = ("alignloc.cli", "alignloc.cli_errors", "alignloc.cli_zoo", "alignloc.cli_experiments", "alignloc.cli_rlformats")
+
+
+# The rooms of the house, lowest first: a room is a top-level folder or module of alignloc (``alignloc`` is
+# the package's own __init__; every ``cli*`` module is the room ``cli``). Each room imports only rooms of
+# earlier rows; rooms of one row import none of each other.
+ORDER = [
+    ("alignloc", "errors", "progress"),  # the package's version and lazy names; errors; progress lines
+    ("textio", "sites"),
+    ("prompts",),
+    ("tokens",),
+    ("models",),  # references, pair loading, site tables, hooks, backends (zoo:NAME through a registered resolver)
+    ("options", "store"),
+    ("capturing", "analyses", "interventions", "suites"),
+    ("layerdiff", "causal", "contextprior", "decoding"),  # measurements that run models
+    ("zoo",),  # the organisms: trained and measured with the rooms below
+    ("report",),  # renders results; runs nothing
+    ("experiments",),  # whole experiments: load, measure, hand to report
+    ("cli",),
+]
+# rooms that run a model or an experiment: report renders results and imports none of them
+RUNS_MODELS = {"models", "capturing", "analyses", "interventions", "layerdiff", "causal", "contextprior", "decoding",
+               "zoo", "experiments"}
 
 
 def modules() -> dict[str, Path]:
@@ -23,28 +46,29 @@ def modules() -> dict[str, Path]:
     return out
 
 
-def import_graph() -> dict[str, set[str]]:
-    """module -> alignloc modules it imports anywhere in its body (function-level imports included)."""
-    mods = modules()
+def imports_of(source: str, mods: dict[str, Path] | set[str]) -> set[str]:
+    """The modules of ``mods`` that ``source`` imports anywhere (function bodies included)."""
 
     def owner(name: str) -> str | None:
         while name and name not in mods:
             name = name.rpartition(".")[0]
         return name or None
 
-    graph: dict[str, set[str]] = {m: set() for m in mods}
-    for m, f in mods.items():
-        for node in ast.walk(ast.parse(f.read_text())):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in mods else node.module for a in node.names]
-            for n in names:
-                target = owner(n) if n.startswith("alignloc") else None
-                if target and target != m:
-                    graph[m].add(target)
-    return graph
+    out = set()
+    for node in ast.walk(ast.parse(source)):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in mods else node.module for a in node.names]
+        out |= {t for n in names if n.startswith("alignloc") and (t := owner(n))}
+    return out
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> alignloc modules it imports anywhere in its body (function-level imports included)."""
+    mods = modules()
+    return {m: imports_of(f.read_text(), mods) - {m} for m, f in mods.items()}
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -87,6 +111,30 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return out
 
 
+def room(module: str) -> str:
+    """``alignloc.X...`` -> ``X`` (``alignloc`` for the package itself, ``cli`` for every ``cli*`` module)."""
+    parts = module.split(".")
+    name = parts[1] if len(parts) > 1 else "alignloc"
+    return "cli" if name.startswith("cli") else name
+
+
+def room_graph(graph: dict[str, set[str]] | None = None) -> dict[str, dict[str, set[str]]]:
+    """room -> {room it imports: the module imports that make the edge}."""
+    out: dict[str, dict[str, set[str]]] = {}
+    for m, targets in (import_graph() if graph is None else graph).items():
+        out.setdefault(room(m), {})
+        for t in targets:
+            if room(t) != room(m):
+                out[room(m)].setdefault(room(t), set()).add(f"{m} -> {t}")
+    return out
+
+
+def upward(rooms: dict[str, dict[str, set[str]]]) -> list[str]:
+    """Every import of a room from a room not below it in ``ORDER``."""
+    row = {r: i for i, names in enumerate(ORDER) for r in names}
+    return sorted(e for a, targets in rooms.items() for b, edges in targets.items() if row[b] >= row[a] for e in edges)
+
+
 def test_cycle_finder_finds_a_cycle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
@@ -116,3 +164,37 @@ def test_the_error_page_lists_every_user_error_class():
     listed = set(re.findall(r"^- `(\w+Error)`", page, flags=re.M))
     assert found >= {"UsageError", "OutputError", "StoreError", "PromptFormatError", "ModelRefError"}
     assert found == listed, (found - listed, listed - found)
+
+
+def test_every_room_has_its_place_in_the_order():
+    listed = [r for names in ORDER for r in names]
+    assert len(listed) == len(set(listed))
+    assert set(room_graph()) == set(listed), "place a new folder or module in ORDER"
+
+
+def test_no_cycle_between_rooms():
+    rooms = room_graph()
+    assert cycles({a: set(t) for a, t in rooms.items()}) == []
+
+
+def test_each_room_imports_only_rooms_below_it():
+    assert upward(room_graph()) == []
+
+
+def test_the_order_check_sees_an_import_inside_a_function():
+    """A zoo lookup inside a function of models/ (the loop the resolver removed) is an upward import."""
+    graph = import_graph()
+    source = "def load(name):\n    from alignloc.zoo.registry import resolve\n\n    return resolve(name)\n"
+    graph["alignloc.models.pair"] |= imports_of(source, set(graph))
+    assert upward(room_graph(graph)) == ["alignloc.models.pair -> alignloc.zoo.registry"]
+
+
+def test_only_the_command_line_sits_above_the_experiments():
+    assert ORDER[-2:] == [("experiments",), ("cli",)]
+    importers = {a for a, targets in room_graph().items() if "experiments" in targets}
+    assert importers <= {"cli"}, importers
+
+
+def test_report_renders_and_runs_nothing():
+    """report reads results: it imports no room that runs a model or an experiment (zoo and experiments included)."""
+    assert set(room_graph()["report"]) & RUNS_MODELS == set()

@@ -199,3 +199,13 @@ def test_benign_unmatched_tensors_are_not_errors(arch_pairs):
     assert unmatched(gpt2, info) == ([], [])
     llama = alignloc.load_model(str(arch_pairs["llama"][0])).model  # its own lm_head
     assert unmatched(llama, {"missing_keys": {"lm_head.weight"}, "unexpected_keys": set()}) == (["lm_head.weight"], [])
+
+
+def test_a_zoo_reference_without_the_zoo_says_what_to_import(monkeypatch):
+    """models/ never imports the zoo: with no zoo registered, zoo:NAME fails with what to do."""
+    from alignloc.models import refs
+    from alignloc.models.pair import load_pair
+
+    monkeypatch.setattr(refs, "_ZOO", [])
+    with pytest.raises(ModelRefError, match="import alignloc.zoo"):
+        load_pair("zoo:chat-sft-upper")

@@ -84,7 +84,8 @@ def test_a_tokenizer_mismatch_is_found_before_any_zoo_model_is_built(llama_pair,
 
     zoo = tmp_path / "zoo"
     monkeypatch.setenv("ALIGNLOC_ZOO", str(zoo))
-    for mod, name in ((registry, "build"), (zoo_pkg, "build"), (pair_mod, "_load")):
+    # the package first: its names load lazily from the registry, so patched after it, it would keep the patch
+    for mod, name in ((zoo_pkg, "build"), (registry, "build"), (pair_mod, "_load")):
         monkeypatch.setattr(mod, name, forbidden)
     (tmp_path / "p.jsonl").write_text(jsonl(*GOOD))
     rc = main(["proxy-tune", "--large-base", "zoo:base-large", "--small-base", str(llama_pair[0]), "--small-tuned",

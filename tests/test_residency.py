@@ -10,7 +10,7 @@ import torch
 
 import alignloc
 from alignloc.causal.graft import grafted, swapped
-from alignloc.layerdiff.run import layer_diff
+from alignloc.experiments.layerdiff import layer_diff
 from alignloc.models.residency import CheckpointWeights, head_only
 from alignloc.prompts import Prompt
 from tests.conftest import tiny_zoo_with

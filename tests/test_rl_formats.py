@@ -108,8 +108,8 @@ def test_organism_records_format_shares(request, name):
 
 @pytest.mark.heavy
 def test_experiment_result_and_figures(zoo_formats_both, tmp_path):
+    from alignloc.experiments.rlformats import COLLAPSE_SHARE, rl_formats_experiment
     from alignloc.report.figures import figures_for, kind_of
-    from alignloc.rlformats.experiment import COLLAPSE_SHARE, rl_formats_experiment
 
     r = rl_formats_experiment(tmp_path / "rl", n_boot=20)
     assert kind_of(r) == "rl-formats" and set(r["scales"]) == set(SCALES)
@@ -152,7 +152,7 @@ def _side(short, sentence, restate, acc):
 
 
 def test_collapse_and_verdict_by_hand():
-    from alignloc.rlformats.experiment import collapse, verdict_lines
+    from alignloc.experiments.rlformats import collapse, verdict_lines
 
     c = collapse(_side(0.45, 0.40, 0.12, 0.48), _side(0.97, 0.02, 0.01, 0.59))
     assert c["collapsed"] and c["format"] == "short" and c["largest_gain"] == "short" and c["winner_was_base_top"]

@@ -122,7 +122,7 @@ def format_zoo():
 @pytest.fixture(scope="module")
 def experiment(format_zoo, tmp_path_factory):
     """The validation experiment on the tiny zoo: both format organisms and chat-sft-upper."""
-    from alignloc.layerdiff.surfacing import surfacing_experiment
+    from alignloc.experiments.surfacing import surfacing_experiment
 
     return surfacing_experiment(tmp_path_factory.mktemp("surfacing"))
 
@@ -164,7 +164,7 @@ def test_measure_separates_surfaced_from_installed(experiment):
 
 
 def test_layer_diff_reports_surfacing_with_its_floor(format_zoo, tmp_path):
-    from alignloc.layerdiff.run import layer_diff
+    from alignloc.experiments.layerdiff import layer_diff
     from alignloc.models.pair import load_pair
     from alignloc.zoo import organism_prompts
 

@@ -10,7 +10,7 @@ import torch
 
 from alignloc.cli import main
 from alignloc.errors import UsageError
-from alignloc.layerdiff.trajectory import trajectory
+from alignloc.experiments.trajectory import trajectory
 from tests.tiny_models import build_arch_pair, edited_copy
 
 FIRST, SECOND = 1, 3

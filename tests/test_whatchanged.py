@@ -19,7 +19,7 @@ from beartype import beartype
 from jaxtyping import TypeCheckError, jaxtyped
 
 from alignloc.analyses.difflens import active_layers, kl_profile, read_differences, token_kl
-from alignloc.layerdiff.run import layer_diff
+from alignloc.experiments.layerdiff import layer_diff
 from alignloc.layerdiff.whatchanged import what_changed
 from alignloc.models.pair import load_pair
 from alignloc.prompts import Prompt

@@ -1,1 +1,2 @@
-"""Decoding-time alignment: proxy-tuning / emulated fine-tuning, and the experiment comparing it with weight fine-tuning."""
+"""Decoding-time alignment: proxy-tuning / emulated fine-tuning (``proxy``); the experiment comparing it with
+weight fine-tuning is ``alignloc.experiments.proxytune``."""

@@ -147,3 +147,16 @@ def probe_measures(data: PairData, seed: int, n_folds: int = 5, min_per_class: i
                            groups=groups, n_folds=n_folds, seed=seed)
         out[kind] = rep | {"classes": classes[:50]}
     return out
+
+
+def measure(data: PairData, n_boot: int = 1000, seed: int = 0, probes: bool = True) -> dict:
+    """All per-layer measurements of one pair (JSON-ready)."""
+    m = {
+        "weights": data.weights,
+        "shift": shift_measures(data, n_boot, seed),
+        "lens": lens_measures(data, n_boot, seed),
+        "outputs": output_measures(data, n_boot, seed),
+    }
+    if probes:
+        m["probes"] = probe_measures(data, seed)
+    return m

@@ -7,18 +7,15 @@ in the behavior format, then a behavior prompt) or ``plain`` (the same demonstra
 format), matched by ``meta.pair``. The tuned model's residuals on the demonstrations give its own
 behavior direction, to tell scaling (same direction, larger) from rotation.
 
-    from alignloc.layerdiff.surfacing import surfacing_experiment
-    result = surfacing_experiment()      # the two format organisms (+ chat-sft-upper), ~1 min on CPU
+    result = pair_surfacing(pair, prompts, "acts/")   # the zoo's validation: alignloc.experiments.surfacing
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import torch
 
-from alignloc import __version__
 from alignloc.analyses.surfacing import SurfacingConfig, cosine, surfacing_by_layer
 from alignloc.capturing import capture
 from alignloc.layerdiff.collect import stacked
@@ -26,7 +23,6 @@ from alignloc.models.pair import ModelPair
 from alignloc.prompts import Prompt
 
 DEMO_CLASSES = ("behavior", "plain")
-EXPERIMENT_KIND = "surfacing-experiment"
 
 
 def split_demos(prompts: list[Prompt]) -> tuple[list[Prompt], list[Prompt]]:
@@ -86,58 +82,3 @@ def pair_surfacing(pair: ModelPair, prompts: list[Prompt], store_dir: str | Path
                     overwrite=overwrite)
     hb, ht = stacked(store, "base", "resid_post"), stacked(store, "tuned", "resid_post")
     return surfacing_measures(hb, ht, demo, cfg)
-
-
-def chat_demos(world, behavior: list[Prompt], marker: str, seed: int = 0) -> list[Prompt]:
-    """Demonstration rows for the chat organisms (``User: .. Assistant: Sure! v .``), built like the
-    format organisms' ones (``zoo.formats.demo_prompts``)."""
-    from alignloc.zoo.fmtorgs import demo_prompts
-    from alignloc.zoo.world import chat_prompt
-
-    sets = demo_prompts(world, behavior, marker, seed, prompt_fn=chat_prompt)
-    return sets["demos"] + sets["demos-plain"]
-
-
-def organism_surfacing(name: str, out: str | Path, size: str = "tiny", cfg: SurfacingConfig | None = None) -> dict:
-    """One zoo organism: its shipped behavior and demonstration prompts (built here for the chat
-    organisms, which ship none); records the organism's expected label if it has one."""
-    from alignloc.models.pair import load_pair
-    from alignloc.zoo import organism_prompts
-    from alignloc.zoo.config import size_config
-    from alignloc.zoo.world import make_world
-
-    pair = load_pair(f"zoo:{name}")
-    prompts = organism_prompts(name, size)
-    if not split_demos(prompts)[0]:
-        beh = [p for p in prompts if p.kind == "behavior"]
-        prompts = prompts + chat_demos(make_world(size_config(size).world), beh, beh[0].meta["marker"].strip())
-    res = pair_surfacing(pair, prompts, Path(out) / name, cfg)
-    gt = pair.ground_truth or {}
-    res["organism"] = name
-    res["expected"] = (gt.get("behavior") or {}).get("expected_origin")
-    res["measured"] = {side: {k: v for k, v in (gt.get("measured", {}).get(side) or {}).items()
-                              if k.startswith(("marker", "demo", "format"))} for side in ("base", "tuned")}
-    return res
-
-
-def surfacing_experiment(out: str | Path, names: tuple[str, ...] = ("format-surfaced", "format-installed"),
-                         also: tuple[str, ...] = ("chat-sft-upper",), size: str = "tiny",
-                         cfg: SurfacingConfig | None = None) -> dict:
-    """The validation experiment: the measure on organisms whose answer is known (``names``) and
-    on others whose answer is not (``also``); a JSON-ready result of kind ``surfacing-experiment``
-    (``alignloc figures`` draws it). Activations are stored under ``out``."""
-    cfg = cfg or SurfacingConfig()
-    t0 = time.time()
-    results = {n: organism_surfacing(n, out, size, cfg) for n in (*names, *also)}
-    return {
-        "kind": EXPERIMENT_KIND,
-        "alignloc_version": __version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "size": size,
-        "config": cfg.__dict__.copy(),
-        "organisms": results,
-        # the measure can affirm surfacing only: an organism is told apart when it reads surfaced exactly if it is
-        "separated": {n: (r["verdict"]["label"] == "surfaced") == (r["expected"] == "surfaced")
-                      for n, r in results.items() if r["expected"]},
-        "seconds": round(time.time() - t0, 1),
-    }

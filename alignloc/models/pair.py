@@ -28,7 +28,14 @@ from alignloc.models.placement import (
     resident_state_dict,
     resolve_placement,
 )
-from alignloc.models.refs import ModelRefError, Ref, adapter_view, resolve_ref, split_zoo
+from alignloc.models.refs import (
+    ModelRefError,
+    Ref,
+    adapter_view,
+    resolve_ref,
+    split_zoo,
+    zoo_resolver,
+)
 
 log = logging.getLogger(__name__)
 SIDES = ("base", "tuned")
@@ -233,9 +240,7 @@ def load_model(
 def _load(ref: str, place: Placement, allow_pickle: bool, trust_remote_code: bool, attn: str | None) -> LoadedModel:
     zoo = split_zoo(ref)
     if zoo is not None:
-        from alignloc import zoo as zoo_mod
-
-        entry = zoo_mod.resolve(zoo[0])
+        entry = zoo_resolver(ref).resolve(zoo[0])
         side = zoo[1] or ("tuned" if entry.tuned is not None else "base")
         path = entry.tuned if side == "tuned" else entry.base
         if path is None:
@@ -328,9 +333,7 @@ def load_pair(
     if tuned is None:
         if zoo is None or zoo[1] is not None:
             raise ModelRefError(f"{base}: a tuned model is needed (only zoo:NAME names both sides)")
-        from alignloc import zoo as zoo_mod
-
-        entry = zoo_mod.resolve(zoo[0])
+        entry = zoo_resolver(base).resolve(zoo[0])
         if entry.tuned is None:
             raise ModelRefError(f"{base}: {zoo[0]} is a base model (name an organism, e.g. zoo:chat-sft-upper)")
         base, tuned = f"zoo:{zoo[0]}:base", f"zoo:{zoo[0]}:tuned"

@@ -2,6 +2,12 @@
 
 Resolving a reference never loads weights; it checks that what is there can be loaded safely
 (safetensors only, unless pickle is explicitly allowed) and fails fast when offline.
+
+``zoo:NAME`` names a model organism of ``alignloc.zoo``, which sits above ``models/`` (it trains
+with them), so ``models/`` never imports it: the zoo registers a ``ZooResolver`` here when it is
+imported (``register_zoo_resolver``), and every ``zoo:`` reference goes through ``zoo_resolver()``.
+The command line and ``alignloc.experiments`` import the zoo; library code that takes ``zoo:NAME``
+works once anything has imported ``alignloc.zoo``.
 """
 
 from __future__ import annotations
@@ -10,10 +16,11 @@ import os
 import re
 import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from alignloc.errors import UserError
 from alignloc.textio import parse_json, read_json
@@ -217,3 +224,36 @@ def split_zoo(source: str) -> tuple[str, str | None] | None:
     if side not in ("", "base", "tuned"):
         raise ModelRefError(f"{source}: the side after the organism name must be 'base' or 'tuned' (e.g. zoo:NAME:base)")
     return name, side or None
+
+
+@dataclass(frozen=True)
+class ZooResolver:
+    """What ``zoo:NAME`` references need from the zoo (``alignloc.zoo`` registers one on import).
+
+    ``resolve(name, size="tiny", build_missing=True)``: the built entry (``.base``, ``.tuned`` or None,
+    ``.drift``, ``.ground_truth``), built first when allowed, else FileNotFoundError; ``check_name(name,
+    size="tiny")``: an error unless the name exists, building nothing; ``prompts(name, size="tiny")``:
+    the prompts an organism ships; ``recipe_tokenizer(name, size)``: the tokenizer an unbuilt model
+    would be saved with, or None when it cannot be had without building.
+    """
+
+    resolve: Callable[..., Any]
+    check_name: Callable[..., None]
+    prompts: Callable[..., list]
+    recipe_tokenizer: Callable[[str, str], Any]
+
+
+_ZOO: list[ZooResolver] = []  # at most one: the registered zoo
+
+
+def register_zoo_resolver(resolver: ZooResolver) -> None:
+    """Make ``zoo:NAME`` references resolve through ``resolver`` (replacing any registered before)."""
+    _ZOO[:] = [resolver]
+
+
+def zoo_resolver(ref: str = "zoo:NAME") -> ZooResolver:
+    """The registered zoo; a ModelRefError naming ``ref`` when none is (``alignloc.zoo`` not imported)."""
+    if not _ZOO:
+        raise ModelRefError(f"{ref}: a zoo reference, and the model-organism zoo is not loaded "
+                            "(import alignloc.zoo first; the command line and alignloc.experiments do)")
+    return _ZOO[0]

@@ -12,33 +12,19 @@ from __future__ import annotations
 
 from alignloc.errors import one_line
 from alignloc.models.pair import PairMismatchError, tokenizer_hash
-from alignloc.models.refs import ModelRefError, resolve_ref, split_zoo
+from alignloc.models.refs import ModelRefError, resolve_ref, split_zoo, zoo_resolver
 
 
 def _zoo_tokenizer(name: str, side: str | None, size: str):
     """A zoo model's tokenizer: from disk when built, else as the build would make it (None if neither is cheap)."""
     from transformers import AutoTokenizer
 
-    from alignloc import zoo
-
+    zoo = zoo_resolver(f"zoo:{name}")
     try:
         entry = zoo.resolve(name, size=size, build_missing=False)
     except FileNotFoundError:
-        entry = None
-    if entry is not None:
-        return AutoTokenizer.from_pretrained(entry.tuned if entry.tuned is not None and side != "base" else entry.base)
-    from alignloc.zoo import real
-
-    if real.is_real(name):
-        return None
-    from alignloc.zoo.artifacts import base_tokenizer, n_layers_by_base
-    from alignloc.zoo.config import size_config
-    from alignloc.zoo.names import parse_name
-    from alignloc.zoo.world import make_world
-
-    cfg = size_config(size)
-    base = name if name in zoo.BASES else parse_name(name, n_layers_by_base(cfg)).base  # organisms keep their base's
-    return base_tokenizer(make_world(cfg.world), base)
+        return zoo.recipe_tokenizer(name, size)
+    return AutoTokenizer.from_pretrained(entry.tuned if entry.tuned is not None and side != "base" else entry.base)
 
 
 def tokenizer_only(ref: str, allow_pickle: bool = False, trust_remote_code: bool = False, size: str = "tiny"):

@@ -1,6 +1,7 @@
-"""Figures of an rl-formats result: format shares before/after RL per scale, and where the change landed.
+"""An rl-formats result rendered: ``summary.md``, and the figures of format shares before/after RL per
+scale and of where the change landed.
 
-Reads the result JSON only (``alignloc.rlformats.experiment`` writes it); never loads models.
+Reads the result JSON only (``alignloc.experiments.rlformats`` writes it); never loads models.
 """
 
 from __future__ import annotations
@@ -39,3 +40,22 @@ def rl_formats_figures(r: dict, style) -> list[tuple[str, go.Figure]]:
     lay.update_yaxes(title_text="||ΔW||/||W||", row=1, col=1)
     out.append(("rl_formats_layers", style(lay, "Where RL wrote: weight change per layer", "two", 240)))
     return out
+
+
+def render_markdown_rl(result: dict) -> str:
+    """``summary.md``: the verdict, and the shares before/after per scale."""
+    formats = result["formats"]
+    md = ["# RL format amplification (rl-formats)", "", "## Verdict", ""]
+    md += [f"- {x}" for x in result["verdict"]["summary"]]
+    md += ["", "## Format shares of sampled answers, before -> after RL", "",
+           "| organism | layers | " + " | ".join(formats) + " | other | accuracy | collapse | layer-diff behavior layers "
+           "| surfaced or installed |",
+           "|" + "---|" * (len(formats) + 7)]
+    for name, s in result["scales"].items():
+        b, a = s["before"]["shares"], s["after"]["shares"]
+        cells = [f"{b[f]:.2f} -> {a[f]:.2f}" for f in (*formats, "other")]
+        acc = f"{s['before']['accuracy']:.2f} -> {s['after']['accuracy']:.2f}"
+        col = s["collapse"]["format"] or "none"
+        md.append(f"| {name} | {s['n_layers']} | " + " | ".join(cells) + f" | {acc} | {col} | "
+                  f"{s['layer_diff']['behavior_layers']} | {((s.get('surfacing') or {}).get('verdict') or {}).get('label', '-')} |")
+    return "\n".join(md) + "\n"

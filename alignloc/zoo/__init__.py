@@ -9,44 +9,44 @@ change was planted and the behavior/knowledge numbers measured on the saved file
     entry = resolve("chat-sft-upper")          # builds the tiny zoo on first use
     entry.base, entry.tuned, entry.ground_truth["layers"], entry.prompts["chat"]
     prompts = organism_prompts("chat-sft-upper")  # every prompt it ships, as one list
+
+Importing the package is light (its names load torch on first use, like ``alignloc``'s own) and
+registers the zoo with ``alignloc.models.refs`` (``register_zoo_resolver``): that is how
+``load_pair("zoo:NAME")`` and every other ``zoo:`` reference reach the organisms, since nothing
+below the zoo imports it. The command line and ``alignloc.experiments`` import it.
 """
 
-from alignloc.zoo.names import ZooError
-from alignloc.zoo.prompts import organism_prompts
-from alignloc.zoo.registry import (
-    BASES,
-    DEFAULT_ORGANISM,
-    DEFAULT_ORGANISMS,
-    DRIFT_CONTROL,
-    HARD_ORGANISMS,
-    NATURAL_ORGANISMS,
-    SURFACING_ORGANISMS,
-    ZooEntry,
-    build,
-    check_name,
-    check_size,
-    list_organisms,
-    resolve,
-    weights_sha256,
-    zoo_root,
-)
+from __future__ import annotations
 
-__all__ = [
-    "BASES",
-    "DEFAULT_ORGANISM",
-    "DEFAULT_ORGANISMS",
-    "DRIFT_CONTROL",
-    "SURFACING_ORGANISMS",
-    "HARD_ORGANISMS",
-    "NATURAL_ORGANISMS",
-    "ZooEntry",
-    "ZooError",
-    "build",
-    "check_size",
-    "check_name",
-    "list_organisms",
-    "organism_prompts",
-    "resolve",
-    "weights_sha256",
-    "zoo_root",
-]
+from importlib import import_module
+
+from alignloc.models.refs import ZooResolver, register_zoo_resolver
+
+_EXPORTS = {
+    "ZooError": "alignloc.zoo.names",
+    "organism_prompts": "alignloc.zoo.prompts",
+    **{name: "alignloc.zoo.registry" for name in (
+        "BASES", "DEFAULT_ORGANISM", "DEFAULT_ORGANISMS", "DRIFT_CONTROL", "HARD_ORGANISMS", "NATURAL_ORGANISMS",
+        "SURFACING_ORGANISMS", "ZooEntry", "build", "check_name", "check_size", "list_organisms", "recipe_tokenizer",
+        "resolve", "weights_sha256", "zoo_root")},
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'alignloc.zoo' has no attribute {name!r}")
+
+
+def _registry():
+    return import_module("alignloc.zoo.registry")
+
+
+register_zoo_resolver(ZooResolver(
+    resolve=lambda *a, **k: _registry().resolve(*a, **k),
+    check_name=lambda *a, **k: _registry().check_name(*a, **k),
+    prompts=lambda *a, **k: import_module("alignloc.zoo.prompts").organism_prompts(*a, **k),
+    recipe_tokenizer=lambda *a, **k: _registry().recipe_tokenizer(*a, **k),
+))

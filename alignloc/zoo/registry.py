@@ -205,6 +205,15 @@ def resolve(name: str, size: str = "tiny", build_missing: bool = True) -> ZooEnt
     return _entry(name, path)
 
 
+def recipe_tokenizer(name: str, size: str = "tiny"):
+    """The tokenizer a synthetic-tier model would be saved with, made from its recipe's word list
+    without building it (an organism keeps its base's); None for a real-tier model."""
+    if real.is_real(name) or size == real.SIZE:
+        return None
+    cfg = size_config(size)
+    return base_tokenizer(make_world(cfg.world), _check_name(name, cfg))
+
+
 def list_organisms(size: str = "tiny") -> list[dict[str, Any]]:
     """Bases, the default organisms and any other built ones, with their measured numbers."""
     if size == real.SIZE:

@@ -249,7 +249,7 @@ def proxy_tune_report(large_base: LoadedModel, small_base: LoadedModel, small_tu
 
     ``contrast`` (``{"label", "small_tuned", "large_tuned"}``): a second small tuned model (and its large
     twin) run on the same prompts and bases, kept under ``contrast`` and compared in ``side_by_side``
-    (``alignloc.decoding.organisms``).
+    (``alignloc.experiments.proxytune_zoo``).
 
     With ``large_tuned`` and ``layer_diff_large``, also runs layer-diff on (large base, large tuned)
     under ``out/large-layer-diff``: which layers weight fine-tuning changed, and what it cost.
@@ -273,7 +273,7 @@ def proxy_tune_report(large_base: LoadedModel, small_base: LoadedModel, small_tu
                                                                         ("small_tuned", "large_tuned") if contrast.get(k)}, **other}
         report["side_by_side"] = side_by_side({small_tuned.ref: result, contrast["label"]: other})
     if large_tuned is not None and layer_diff_large:
-        from alignloc.layerdiff.run import layer_diff
+        from alignloc.experiments.layerdiff import layer_diff
         from alignloc.models.pair import ModelPair
 
         ld = layer_diff(ModelPair(base=large_base, tuned=large_tuned, name="large tuned (weights)"), prompts,

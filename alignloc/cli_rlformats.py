@@ -1,4 +1,5 @@
-"""``alignloc rl-formats``: the RL format-amplification experiment (a thin typer shell, mounted by the CLI).
+"""``alignloc rl-formats``: the RL format-amplification experiment (a thin typer shell over
+``alignloc.experiments.rlformats``, mounted by the CLI).
 
 Every option and the output folder are checked before an organism is built or a model loaded.
 """
@@ -11,8 +12,7 @@ import typer
 
 from alignloc import options as check
 from alignloc import progress
-
-OVERWRITE_HELP = "Write into an OUT folder that holds other files (they are never replaced), and replace alignloc's own earlier outputs."
+from alignloc.cli_options import OVERWRITE_HELP, QUIET
 
 
 def rl_formats_cmd(
@@ -21,12 +21,12 @@ def rl_formats_cmd(
     size: str = typer.Option("tiny", help="Zoo size to build or reuse: tiny (CPU minutes) | small."),
     n_boot: int = typer.Option(200, help="Bootstrap resamples of each layer-diff interval."),
     overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
-    quiet: bool = typer.Option(False, "--quiet", help=progress.QUIET_HELP),
+    quiet: bool = QUIET,
 ) -> None:
     """Does RL with a correctness-only reward collapse onto one pretraining answer format, which one, at which scale, and where?"""
     progress.configure("quiet" if quiet else "auto")
     from alignloc.errors import UsageError
-    from alignloc.rlformats.experiment import OUT_FILES, rl_formats_experiment
+    from alignloc.experiments.rlformats import OUT_FILES, rl_formats_experiment
     from alignloc.store.outputs import check_out_dir
     from alignloc.zoo import check_size
     from alignloc.zoo.real import SIZE as REAL

@@ -7,7 +7,7 @@ mixes the stages; comparing each step ``k-1 -> k`` says where *that* stage wrote
 base with each stage ``0 -> k`` says where the changes so far add up (or cancel). Both are ordinary
 layer-diff reports (``DIR/step-k``, ``DIR/base-k``; ``base-1`` is ``step-1``, written twice) on one
 prompt set; ``trajectory.json`` keeps the per-layer lines of each, and ``trajectory.html`` one
-figure, stage x layer. Floors come from each comparison's own background (no control pair).
+figure, stage x layer (drawn by ``alignloc.report.trajectory``). Floors come from each comparison's own background (no control pair).
 
 Checkpoints are any model reference layer-diff takes (``models.refs``): a local HF directory, a hub
 id, ``zoo:NAME[:base|tuned]`` (an organism's tuned side unless a side is named) or a peft adapter
@@ -23,19 +23,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import plotly.graph_objects as go
-from plotly.subplots import make_subplots
-
 from alignloc import __version__
-from alignloc.errors import OutputError, UsageError, one_line
+from alignloc.errors import UsageError
+from alignloc.experiments.layerdiff import layer_diff
 from alignloc.layerdiff.answers import ANSWERS_FILE
-from alignloc.layerdiff.run import layer_diff
 from alignloc.models.pair import LoadedModel, ModelPair, check_pair, load_model, load_pair
 from alignloc.models.refs import resolve_ref, split_zoo
 from alignloc.prompts import Prompt, prompts_hash
 
 FILES = ("trajectory.json", "trajectory.html", "trajectory.png")
-STEM = "trajectory"
 
 
 def stage_dirs(n_stages: int) -> list[str]:
@@ -76,40 +72,6 @@ def stage_summary(report: dict, where: str) -> dict:
     return out
 
 
-def trajectory_figure(stages: list[dict]) -> go.Figure:
-    """Stage x layer heatmaps: relative weight change and residual-shift increment, per step and from the base."""
-    fig = make_subplots(rows=2, cols=2, shared_yaxes=True, vertical_spacing=0.2, horizontal_spacing=0.05,
-                        subplot_titles=("ΔW/W, step k-1 -> k", "ΔW/W, base -> k",
-                                        "residual shift increment, step", "residual shift increment, base -> k"))
-    y = [f"{s['stage']}: {s['ref'].rstrip('/').rsplit('/', 1)[-1][:30]}" for s in stages]
-    for row, (line, axis) in enumerate((("weights", "coloraxis"), ("residual_shift", "coloraxis2")), start=1):
-        for col, which in enumerate(("step", "from_base"), start=1):
-            z = [s[which][line] for s in stages]
-            fig.add_trace(go.Heatmap(z=z, y=y, x=list(range(len(z[0]))), coloraxis=axis,
-                                     hovertemplate=f"%{{y}}, layer %{{x}}<br>{line} %{{z:.4g}}<extra></extra>"), row, col)
-            fig.update_xaxes(title_text="layer" if row == 2 else None, dtick=1, row=row, col=col)
-    fig.update_layout(title="Where each stage lands", height=300 + 60 * len(stages), margin={"t": 80},
-                      coloraxis={"colorscale": "Blues", "cmin": 0, "colorbar": {"title": "ΔW/W", "y": 0.8, "len": 0.4}},
-                      coloraxis2={"colorscale": "Oranges", "cmin": 0, "colorbar": {"title": "shift", "y": 0.2, "len": 0.4}})
-    return fig
-
-
-def _static(fig: go.Figure, out: Path) -> str | None:
-    """Write ``trajectory.png`` if kaleido can draw it; the reason it was skipped otherwise."""
-    from alignloc.report.figfiles import NoChromiumError
-    from alignloc.report.figures import export
-
-    try:
-        export([(STEM, fig)], out, ["png"])
-    except NoChromiumError as e:
-        return f"no static image: kaleido {e.why} Chromium (trajectory.html holds the figure)"
-    except OutputError:
-        raise
-    except Exception as e:  # kaleido missing or broken: the HTML figure stands
-        return f"no static image: {type(e).__name__} {one_line(e)[:200]}"
-    return None
-
-
 def chain_prompts(refs: list[str], out: str | Path, suite: str | None, chat_template: str, *, answer_tokens: int = 16,
                   batch_size: int = 16, placement: dict | None = None, allow_pickle: bool = False,
                   trust_remote_code: bool = False, log: Callable[[str], None] | None = None) -> tuple[list[Prompt], dict | None]:
@@ -145,6 +107,7 @@ def trajectory(refs: list[str], out: str | Path, prompts: list[Prompt] | None = 
     docstring); writes the reports, ``trajectory.json`` and the figure under ``out``; returns the summary.
     ``answers``: the block of ``chain_prompts`` when the prompts' targets are the last stage's own answers."""
     from alignloc.report import REPORT_FILES, json_safe, write_report
+    from alignloc.report.trajectory import write_trajectory_figure
     from alignloc.store.outputs import check_out_dir, write_outputs
 
     if len(refs) < 2:
@@ -185,9 +148,7 @@ def trajectory(refs: list[str], out: str | Path, prompts: list[Prompt] | None = 
         for j in [j for j in models if j not in (0, k)]:  # no later comparison reads it
             del models[j]
         gc.collect()
-    fig = trajectory_figure(stages)
-    write_outputs(out, {"trajectory.html": fig.to_html(include_plotlyjs=True, full_html=True).encode()})
-    skipped = _static(fig, out)
+    skipped = write_trajectory_figure(stages, out)
     summary = {
         "kind": "trajectory", "alignloc_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "checkpoints": [{"stage": k, "ref": r, "weights_sha256": hashes[k]}

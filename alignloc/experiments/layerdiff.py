@@ -2,8 +2,9 @@
 
     report = layer_diff(pair, prompts, "report/")     # also writes index.html, report.json, summary.md
 
-``report`` is the JSON-ready dict of ``report.json``; ``measure(data)`` and ``verdict`` are the
-notebook-level entry points when the material is already collected.
+``report`` is the JSON-ready dict of ``report.json``; ``layerdiff.measures.measure(data)`` and
+``analyses.verdict.verdict`` are the notebook-level entry points when the material is already
+collected. ``default_control`` picks a zoo organism's null pair.
 """
 
 from __future__ import annotations
@@ -17,14 +18,8 @@ import torch
 
 from alignloc import __version__
 from alignloc.analyses.verdict import VerdictConfig, verdict
-from alignloc.layerdiff.collect import PairData, collect
-from alignloc.layerdiff.measures import (
-    kind_index,
-    lens_measures,
-    output_measures,
-    probe_measures,
-    shift_measures,
-)
+from alignloc.layerdiff.collect import collect
+from alignloc.layerdiff.measures import kind_index, measure
 from alignloc.layerdiff.surfacing import demo_residuals, split_demos, surfacing_measures
 from alignloc.layerdiff.whatchanged import what_changed as what_changed_block
 from alignloc.models.pair import LoadedModel, ModelPair, check_pair
@@ -54,19 +49,6 @@ SCHEMA_NOTES = (
     "causal.localize (windows of every size, mask, patching). 1: weights above the floor and corroborated."
 )
 CONTROL_ORGANISM = "control-continued"
-
-
-def measure(data: PairData, n_boot: int = 1000, seed: int = 0, probes: bool = True) -> dict:
-    """All per-layer measurements of one pair (JSON-ready)."""
-    m = {
-        "weights": data.weights,
-        "shift": shift_measures(data, n_boot, seed),
-        "lens": lens_measures(data, n_boot, seed),
-        "outputs": output_measures(data, n_boot, seed),
-    }
-    if probes:
-        m["probes"] = probe_measures(data, seed)
-    return m
 
 
 def examples(prompts: list[Prompt], per_kind: int = 3) -> list[dict]:

@@ -7,7 +7,8 @@ For each scale (``rl-formats`` on ``base-formats``, 4 layers; ``rl-formats-large
 on the saved checkpoints before and after RL (``ground_truth.json``), says whether RL collapsed
 onto one format (``COLLAPSE_SHARE`` of the sampled answers or more) and which one, runs
 ``layer-diff`` on the pair (where the change lands) and the surfaced-vs-installed measure for the
-format RL moved toward (``alignloc.layerdiff.surfacing``). ``collapse`` and ``verdict_lines`` are pure; only ``rl_formats_experiment`` loads models.
+format RL moved toward (``alignloc.layerdiff.surfacing``). ``collapse`` and ``verdict_lines`` are pure; only
+``rl_formats_experiment`` loads models; ``alignloc.report.rlformats`` renders the result.
 """
 
 from __future__ import annotations
@@ -135,28 +136,10 @@ def surfacing(pair, behavior: list[Prompt], fmt: str, contrast: str, size: str, 
     return {"status": "measured", "behavior_format": fmt, "contrast_format": contrast, **res}
 
 
-def render_markdown(result: dict) -> str:
-    """``summary.md``: the verdict, and the shares before/after per scale."""
-    md = ["# RL format amplification (rl-formats)", "", "## Verdict", ""]
-    md += [f"- {x}" for x in result["verdict"]["summary"]]
-    md += ["", "## Format shares of sampled answers, before -> after RL", "",
-           "| organism | layers | " + " | ".join(FORMATS) + " | other | accuracy | collapse | layer-diff behavior layers "
-           "| surfaced or installed |",
-           "|" + "---|" * (len(FORMATS) + 7)]
-    for name, s in result["scales"].items():
-        b, a = s["before"]["shares"], s["after"]["shares"]
-        cells = [f"{b[f]:.2f} -> {a[f]:.2f}" for f in (*FORMATS, "other")]
-        acc = f"{s['before']['accuracy']:.2f} -> {s['after']['accuracy']:.2f}"
-        col = s["collapse"]["format"] or "none"
-        md.append(f"| {name} | {s['n_layers']} | " + " | ".join(cells) + f" | {acc} | {col} | "
-                  f"{s['layer_diff']['behavior_layers']} | {((s.get('surfacing') or {}).get('verdict') or {}).get('label', '-')} |")
-    return "\n".join(md) + "\n"
-
-
 def scale_result(name: str, size: str, out: Path, n_boot: int, log: Log) -> dict:
     """One scale: the organism's recorded shares, the collapse, layer-diff and surfacing."""
     from alignloc import zoo
-    from alignloc.layerdiff.run import layer_diff
+    from alignloc.experiments.layerdiff import layer_diff
     from alignloc.models.pair import load_pair
 
     entry = zoo.resolve(name, size=size)
@@ -188,6 +171,7 @@ def rl_formats_experiment(out: str | Path, size: str = "tiny", n_boot: int = 200
     """Run the experiment on both scales (building the organisms on first use); write
     ``report.json`` and ``summary.md`` under ``out`` (layer-diff reports in subfolders); return the result."""
     from alignloc.report import json_safe
+    from alignloc.report.rlformats import render_markdown_rl
     from alignloc.store.outputs import claim, write_outputs
 
     out = claim(out, OUT_FILES)  # the layer-diff subfolders are alignloc's while they are being filled
@@ -205,5 +189,5 @@ def rl_formats_experiment(out: str | Path, size: str = "tiny", n_boot: int = 200
     }
     safe = json_safe(result)
     write_outputs(out, {"report.json": json.dumps(safe, indent=1, allow_nan=False).encode(),
-                        "summary.md": render_markdown(safe).encode()})
+                        "summary.md": render_markdown_rl(safe).encode()})
     return safe

@@ -5,7 +5,7 @@ fine-tune lost (facts it forgot) travels with the behavior it gained. Running th
 ``chat-lima`` (KL to the base on pretraining text; keeps >= 95% of its base's facts) next to
 ``chat-sft-full`` (plain SFT; forgets about a third) separates the two: same large base, same
 small base, same prompts, each organism judged against its own large twin for the behavior gap
-(``experiment.side_by_side``).
+(``proxytune.side_by_side``).
 
 ``proxy_tune_zoo()`` runs it on the tiny zoo in one call (a minute or two; builds what is missing).
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from alignloc.decoding.experiment import BETAS, proxy_tune_report
+from alignloc.experiments.proxytune import BETAS, proxy_tune_report
 
 
 def zoo_refs(organism: str) -> dict[str, str]:
