@@ -98,3 +98,18 @@ def test_resumed_profile_equals_the_full_forwards(zoo_tiny):
                 assert fast[prof][key][stat] == pytest.approx(full[prof][key][stat], abs=1e-5), (prof, key, stat)
     with pytest.raises(ValueError, match="other prompts"):
         concentration_profile(pair, prompts[:8], True, ranking, ranking_source="test", resumed=scorers)
+
+
+def test_resumed_mask_samples_equal_the_full_forwards(zoo_tiny):
+    """Each sampled mask's forward starts at its lowest grafted block from the base's recorded run: the same losses,
+    hence the same gates, as full forwards (and fewer blocks computed)."""
+    from alignloc.causal.mask import DeltaMask
+
+    pair = load_pair("zoo:refusal-lora-L2")
+    prompts = [p for p in organism_prompts("refusal-lora-L2") if p.kind == "behavior"][:32]
+    fast = DeltaMask(steps=25, batch_size=16).fit(pair, prompts, True)
+    full = DeltaMask(steps=25, batch_size=16, resume=False).fit(pair, prompts, True)
+    assert full.passes_["blocks_computed"] == 1.0 and fast.passes_["blocks_computed"] < 0.9
+    assert fast.history_ == pytest.approx(full.history_, abs=1e-5)
+    assert fast.gates_.tolist() == pytest.approx(full.gates_.tolist(), abs=1e-5) and fast.ranking_ == full.ranking_
+    assert fast.kl_scale_ == pytest.approx(full.kl_scale_, rel=1e-5)

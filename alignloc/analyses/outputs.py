@@ -17,7 +17,6 @@ from alignloc.progress import iterate
 from alignloc.prompts import Prompt
 from alignloc.tokens import encode_prompts, pad_batch, pad_id
 
-
 PER_TOKEN = "per_token"  # meta key: score this prompt's target by its mean log-prob per token
 
 

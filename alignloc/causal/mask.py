@@ -25,7 +25,11 @@ Two estimators:
 
 Cost: ``steps * samples`` forward passes (``reinforce``) or ``steps`` forward + backward passes
 (``relaxed``) of one model over ``batch_size`` prompts, plus one no-grad forward per prompt batch
-of the reference model, and ``2 k`` forward passes for the rounded top-k recovery check. Memory:
+of the reference model and one of the base, and ``2 k`` forward passes for the rounded top-k recovery
+check. A sampled mask leaves the base's blocks below its lowest grafted unit untouched, so its
+forward resumes the base's recorded run there (``causal.resumed``; ``resume=False`` for full
+forwards): as the gates of layers that carry nothing fall, the samples compute fewer blocks
+(``passes_["blocks_computed"]``: the mean share of blocks computed per sampled forward). Memory:
 the two models only (``reinforce`` swaps the sampled units' weights in place; ``relaxed`` builds
 ``base + g * delta`` per forward, one transient parameter set).
 
@@ -44,6 +48,7 @@ from jaxtyping import Float
 from alignloc.analyses.weights import module_of
 from alignloc.causal.graft import graft_effect, swapped
 from alignloc.causal.metrics import scored_batch, scored_logits
+from alignloc.causal.resumed import ResumedScorer
 from alignloc.models.pair import ModelPair
 from alignloc.progress import iterate
 from alignloc.prompts import Prompt
@@ -116,17 +121,21 @@ class DeltaMask:
     knowledge_weight: float = 0.0
     batch_size: int = 16
     seed: int = 0
+    resume: bool = True  # reinforce: each sample's forward starts at its lowest grafted block (same numbers)
     history_: list[float] = field(default_factory=list, repr=False)
 
-    def _batches(self, pair: ModelPair, prompts: list[Prompt], bos: bool, ref: str) -> list[dict]:
-        """Teacher-forced batches with the reference model's log-probs at the scored positions."""
+    def _batches(self, pair: ModelPair, prompts: list[Prompt], bos: bool, ref: str,
+                 scorer: ResumedScorer | None = None) -> list[dict]:
+        """Teacher-forced batches with the reference model's log-probs at the scored positions (``scorer``: the
+        base's recorded runs of the same batches, from which a sampled mask's forward resumes)."""
         out = []
-        for s in range(0, len(prompts), self.batch_size):
+        for i, s in enumerate(range(0, len(prompts), self.batch_size)):
             b = scored_batch(pair.tokenizer, prompts[s : s + self.batch_size], bos, pair.base.max_len)
             rows, cols = _target_positions(b)
             with torch.no_grad():
                 logits = scored_logits(pair.side(ref), b)  # [b, k, d_vocab]
-            out.append({"batch": b, "rows": rows, "cols": cols, "ref": torch.log_softmax(logits[rows, cols], -1)})
+            out.append({"batch": b, "rows": rows, "cols": cols, "ref": torch.log_softmax(logits[rows, cols], -1),
+                        "resume": (scorer, i) if scorer is not None else None})
         return out
 
     def fit(self, pair: ModelPair, prompts: list[Prompt], bos: bool = True,
@@ -146,17 +155,30 @@ class DeltaMask:
         tuned_p = {n: p.detach() for n, p in pair.tuned.model.named_parameters()}
         units = sorted({unit_of(n, fam, self.granularity) for n in base_p}, key=lambda u: (unit_layer(u) < 0, u))
         index = {n: units.index(unit_of(n, fam, self.granularity)) for n in base_p}
-        behavior = self._batches(pair, chosen, bos, "tuned")
+        relaxed = self.estimator == "relaxed"
+        # a sampled mask leaves the base's blocks below its lowest grafted unit as they are: its forward
+        # resumes the base's recorded run there (causal.resumed), the same numbers for fewer blocks
+        scorer = None if relaxed or not self.resume else ResumedScorer(pair.base, chosen, bos, self.batch_size)
+        behavior = self._batches(pair, chosen, bos, "tuned", scorer)
         know = self._batches(pair, [p for p in knowledge or [] if p.target], bos, "base") if self.knowledge_weight else []
+        n_layers = pair.n_layers
+        computed: list[float] = []  # per sampled forward: the share of blocks it computed
+
+        def start_of(g: torch.Tensor) -> int:
+            """The first block a binary mask ``g`` changes (the last block if it grafts none: a cheap no-op resume)."""
+            on = [unit_layer(u) for u, gu in zip(units, g, strict=True) if gu > 0.5 and u != "head"]
+            return 0 if "embed" in [u for u, gu in zip(units, g, strict=True) if gu > 0.5] else min(on, default=n_layers - 1)
 
         def masked_logp(g: torch.Tensor, b: dict) -> torch.Tensor:
-            if self.estimator == "relaxed":  # base + g * delta, built per forward (no stored copy of the delta)
+            if relaxed:  # base + g * delta, built per forward (no stored copy of the delta)
                 params = {n: p + g[index[n]].to(p.device) * (tuned_p[n].to(p.device) - p) for n, p in base_p.items()}
                 logits = scored_logits(pair.base, b["batch"],
                                        forward=lambda **kw: functional_call(model, params, args=(), kwargs=kw))
             else:  # a binary mask: the chosen units' tuned weights swapped into the base in place
+                start = start_of(g) if b["resume"] is not None else 0
                 with swapped(pair.base, pair.tuned, [n for n in base_p if g[index[n]] > 0.5]):
-                    logits = scored_logits(pair.base, b["batch"])
+                    logits = b["resume"][0].logits(b["resume"][1], start) if b["resume"] else scored_logits(pair.base, b["batch"])
+                computed.append(1 - start / n_layers if b["resume"] is None or b["resume"][0].exact else 1.0)
             return torch.log_softmax(logits[b["rows"], b["cols"]], -1)
 
         with torch.no_grad():  # the full gap in KL units: base (all gates 0) against the tuned model
@@ -164,7 +186,6 @@ class DeltaMask:
             scale = float(sum(_kl(b["ref"], masked_logp(zero, b)) for b in behavior) / len(behavior))
         scale = max(scale, 1e-6)
         gen = torch.Generator().manual_seed(self.seed)
-        relaxed = self.estimator == "relaxed"
         init = (3.0 if relaxed else 0.0) if self.init is None else self.init
         theta = torch.full((len(units),), float(init), requires_grad=True)
         opt = torch.optim.Adam([theta], lr=self.lr)
@@ -208,7 +229,8 @@ class DeltaMask:
         self.kl_scale_ = scale
         per_step = 1 + bool(know)
         self.passes_ = {"forward_backward": 0 if not relaxed else self.steps * per_step,
-                        "forward": len(behavior) * 2 + len(know) + (0 if relaxed else self.steps * self.samples * per_step)}
+                        "forward": len(behavior) * 2 + len(know) + (0 if relaxed else self.steps * self.samples * per_step),
+                        "blocks_computed": round(sum(computed) / len(computed), 4) if computed else 1.0}
         n = pair.n_layers
         self.layer_gates_ = [max((float(g) for u, g in zip(units, self.gates_, strict=True) if unit_layer(u) == layer),
                                  default=0.0) for layer in range(n)]

@@ -17,7 +17,12 @@ from dataclasses import dataclass
 import torch
 from jaxtyping import Float, Int
 
-from alignloc.analyses.outputs import gather_target_logprobs, per_token, scored_index, teacher_forced_batch
+from alignloc.analyses.outputs import (
+    gather_target_logprobs,
+    per_token,
+    scored_index,
+    teacher_forced_batch,
+)
 from alignloc.models.hooks import logits_at
 from alignloc.prompts import Prompt
 

@@ -58,26 +58,28 @@ class ResumedScorer:
             return False
 
     @torch.no_grad()
+    def logits(self, part: int, start: int = 0) -> Float[torch.Tensor, "b k d_vocab"]:
+        """``scored_logits`` of batch ``part`` under the recipient as it is now (grafted at blocks ``>= start``
+        at most), computing blocks ``start..L-1`` only (all of them from block 0, or if resuming is not exact)."""
+        b, prefix = self.parts[part], self.prefixes[part]
+        if start == 0 or not self.exact:
+            return scored_logits(self.lm, b)
+        rows = torch.arange(b.ids.shape[0])
+        starts = torch.zeros_like(rows)
+        with unembed_at(self.lm.model, self.lm.family, b.index):  # the scored positions only
+            return resume(self.lm.model, self.lm.family, prefix, start, rows, starts,
+                          window(prefix.resid[start], starts, b.ids.shape[1]), b.ids).float().cpu()
+
+    @torch.no_grad()
     def scores(self, start: int = 0, metric: str = "logprob", parts: list[ScoredBatch] | None = None
                ) -> Float[torch.Tensor, " n"]:
         """Each prompt's ``metric`` (``causal.metrics.score``) under the recipient as it is now (grafted at blocks
         ``>= start`` at most), computing blocks ``start..L-1`` only. ``parts``: the same batches with other
         foils (``dataclasses.replace`` of ``self.parts``), for ``logit_diff``."""
-        out = []
         parts = self.parts if parts is None else parts
         if [b.ids.shape for b in parts] != [b.ids.shape for b in self.parts]:
             raise ValueError("parts: the scorer's own batches (with other foils at most)")
-        for b, prefix in zip(parts, self.prefixes, strict=True):
-            if start == 0 or not self.exact:
-                logits = scored_logits(self.lm, b)
-            else:
-                rows = torch.arange(b.ids.shape[0])
-                starts = torch.zeros_like(rows)
-                with unembed_at(self.lm.model, self.lm.family, b.index):  # the scored positions only
-                    logits = resume(self.lm.model, self.lm.family, prefix, start, rows, starts,
-                                    window(prefix.resid[start], starts, b.ids.shape[1]), b.ids).float().cpu()
-            out.append(score(logits, b, metric).float())
-        return torch.cat(out)
+        return torch.cat([score(self.logits(i, start), b, metric).float() for i, b in enumerate(parts)])
 
     def mean(self, start: int = 0) -> float:
         """The mean over prompts (as ``graft.target_metric``)."""

@@ -128,7 +128,12 @@ def generate(model: Single | Proxy, texts: list[str] | list[Prompt], max_new_tok
 def score_targets(model: Single | Proxy, prompts: list[Prompt], bos: bool, batch_size: int = 32) -> Float[torch.Tensor, " n"]:
     """Teacher-forced ``sum log p(target | text)`` of each prompt's target under ``model`` (per token where
     ``meta.per_token``; NaN without one)."""
-    from alignloc.analyses.outputs import gather_target_logprobs, per_token, scored_index, teacher_forced_batch
+    from alignloc.analyses.outputs import (
+        gather_target_logprobs,
+        per_token,
+        scored_index,
+        teacher_forced_batch,
+    )
 
     out = torch.full((len(prompts),), torch.nan)
     rows = [i for i, p in enumerate(prompts) if p.target]
