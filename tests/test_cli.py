@@ -150,3 +150,85 @@ def test_the_guide_s_command_grammar_matches_the_commands():
         return out
 
     assert leaves(root) == listed, leaves(root) ^ listed
+
+
+class _FakeZoo:
+    """A zoo with one organism whose sides are the tiny llama pair: what ``zoo:NAME@SIZE`` asks of it."""
+
+    def __init__(self, base, tuned):
+        self.base, self.tuned, self.calls = base, tuned, []
+
+    def resolve(self, name, size="tiny", build_missing=True):
+        from types import SimpleNamespace
+
+        self.calls.append(("resolve", name, size))
+        return SimpleNamespace(base=self.base, tuned=self.tuned, drift=None, ground_truth={"layers": [1]})
+
+    def check_name(self, name, size="tiny"):
+        self.calls.append(("check_name", name, size))
+
+    def prompts(self, name, size="tiny"):
+        self.calls.append(("prompts", name, size))
+        return []
+
+
+@pytest.fixture
+def fake_zoo(llama_pair):
+    from alignloc.models import refs
+
+    old = refs.zoo_resolver()
+    fake = _FakeZoo(*llama_pair)
+    refs.register_zoo_resolver(refs.ZooResolver(resolve=fake.resolve, check_name=fake.check_name, prompts=fake.prompts,
+                                                recipe_tokenizer=lambda n, s: None, sizes=old.sizes))
+    try:
+        yield fake
+    finally:
+        refs.register_zoo_resolver(old)
+
+
+def test_zoo_references_reach_every_size():
+    """``zoo:NAME[@SIZE][:base|tuned]``: tiny by default, the size before the side, written back as read."""
+    import alignloc.zoo  # noqa: F401 (registers the zoo and its sizes)
+    from alignloc.models.refs import ModelRefError, ZooRef, split_zoo, zoo_ref
+
+    assert split_zoo("zoo:chat-sft-upper") == ZooRef("chat-sft-upper", None, "tiny")
+    assert split_zoo("zoo:chat-sft-upper:base") == ("chat-sft-upper", "base", "tiny")
+    assert split_zoo("zoo:chat-sft-upper@small:tuned") == ("chat-sft-upper", "tuned", "small")
+    assert split_zoo("zoo:smollm2-fact-edit@real").size == "real"
+    assert split_zoo("./zoo:x") is None
+    for ref in ("zoo:a", "zoo:a:base", "zoo:a@small", "zoo:a@real:tuned"):
+        assert zoo_ref(*split_zoo(ref)) == ref
+    assert zoo_ref("a", "base", "tiny") == "zoo:a:base"  # @tiny is the default: left out
+    with pytest.raises(ModelRefError, match=r"zoo:a@huge: unknown zoo size 'huge' \(give one of tiny, small, real"):
+        split_zoo("zoo:a@huge")
+    with pytest.raises(ModelRefError, match="unknown zoo size ''"):
+        split_zoo("zoo:a@")
+    with pytest.raises(ModelRefError, match="the size comes before the side"):
+        split_zoo("zoo:a:base@small")
+
+
+def test_a_zoo_size_reaches_the_zoo(fake_zoo, tmp_path):
+    """``zoo:NAME@small`` asks the zoo for the small organism wherever a reference is resolved: the pair, each
+    side, the layer count check and the bundled prompts; the pair remembers its size (its control's size)."""
+    from alignloc import options as check
+    from alignloc.models.pair import load_model, load_pair
+
+    pair = load_pair("zoo:org@small", device="cpu")
+    assert (pair.name, pair.zoo_size) == ("org", "small")
+    assert (pair.base.ref, pair.tuned.ref) == ("zoo:org@small:base", "zoo:org@small:tuned")
+    assert load_model("zoo:org@small:base", device="cpu").ref == "zoo:org@small:base"
+    check.model_ref("zoo:org@small")
+    check.prompts_for("zoo:org@small", None)
+    assert {c[2] for c in fake_zoo.calls} == {"small"} and len(fake_zoo.calls) >= 6, fake_zoo.calls
+    fake_zoo.calls.clear()
+    assert load_pair("zoo:org", device="cpu").zoo_size == "tiny"
+    assert {c[2] for c in fake_zoo.calls} == {"tiny"}
+
+
+def test_an_unknown_zoo_size_is_one_line(tmp_path, capsys):
+    rc = main(["capture", "zoo:chat-sft-upper@huge", "-o", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1, err
+    assert err.startswith("alignloc: error: zoo:chat-sft-upper@huge: unknown zoo size 'huge' (give one of tiny, small, "
+                          "real"), err
+    assert not (tmp_path / "o").exists()

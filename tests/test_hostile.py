@@ -98,6 +98,7 @@ CASES = {
     "ref-no-tuned": (["capture", "{base}", "-p", "{prompts}", "-o", "{d}/o"], "a tuned model is needed"),
     "zoo-unknown": (["capture", "zoo:nope", "-o", "{d}/o"], "unknown organism 'nope'"),
     "zoo-bad-side": (["capture", "zoo:chat-sft-upper:middle", "{tuned}", "-p", "{prompts}", "-o", "{d}/o"], "must be 'base' or 'tuned'"),
+    "zoo-bad-size": (["layer-diff", "zoo:chat-sft-upper@huge", "-o", "{d}/o"], "unknown zoo size 'huge' (give one of tiny"),
     "zoo-bad-layer": (["capture", "zoo:refusal-lora-L9", "-o", "{d}/o"], "layer 9 out of range"),
     "pickle-only": (["capture", "{base}", "{pickled}", "-p", "{prompts}", "-o", "{d}/o"], "would read pickle weights (pytorch_model.bin)"),
     "pickle-decoy": (["capture", "{base}", "{decoy_model}", "-p", "{prompts}", "-o", "{d}/o"], "x.safetensors would not be read"),

@@ -46,7 +46,7 @@ def trajectory_prompts(refs: list[str]) -> list[Prompt]:
     for ref in reversed(refs):
         z = split_zoo(ref)
         if z is not None and z[0] not in zoo.BASES:
-            return zoo.organism_prompts(z[0])
+            return zoo.organism_prompts(z.name, z.size)
     raise UsageError("--prompts is required unless a checkpoint is a zoo organism (zoo:NAME; give a JSONL prompt file)")
 
 
