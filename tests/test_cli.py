@@ -95,22 +95,56 @@ def test_help_and_usage_errors(capsys):
     assert main(["capture"]) == 2
 
 
-def test_help_imports_neither_torch_nor_transformers():
-    """Every command's --help is answered from the command definitions alone (the heavy imports happen in the
-    commands' bodies), so it takes about a second, not the 4-6 s of importing torch and transformers."""
+def _leaves(group, prefix: str = "") -> dict[str, object]:
+    """Every command of the CLI's click tree, by its path (``capture``, ``zoo build``)."""
+    out = {}
+    for name, c in group.commands.items():
+        out |= _leaves(c, f"{prefix}{name} ") if hasattr(c, "commands") else {f"{prefix}{name}": c}
+    return out
+
+
+def _commands() -> dict[str, object]:
+    import typer
+
+    from alignloc.cli import app
+
+    return _leaves(typer.main.get_command(app))
+
+
+def _options(cmd) -> dict[str, object]:
+    return {o: p for p in cmd.params for o in (*p.opts, *getattr(p, "secondary_opts", ())) if o.startswith("--")}
+
+
+def test_every_help_is_fast_and_imports_neither_torch_nor_transformers():
+    """``alignloc --help`` and every ``alignloc COMMAND --help`` are answered from the command definitions alone
+    (the heavy imports happen in the commands' bodies): under 1 s each, counting the import of the CLI, and
+    neither torch nor transformers in ``sys.modules`` afterwards. Run in a fresh interpreter."""
     import subprocess
     import sys
 
     from alignloc.cli_zoo import SIZE_NAMES
-    from alignloc.zoo.config import SIZES
+    from alignloc.zoo import REAL_SIZE, SIZES, TRAINED_SIZES
+    from alignloc.zoo.config import SIZES as CONFIG_SIZES
+    from alignloc.zoo.real import SIZE
 
-    assert SIZE_NAMES == tuple(SIZES)
-    code = ("import sys\nfrom alignloc.cli import main\nfor argv in ([], ['layer-diff'], ['zoo', 'build'], ['zoo', 'list'], "
-            "['rl-formats'], ['trajectory'], ['capture']):\n    main([*argv, '--help'])\n"
+    assert SIZE_NAMES == TRAINED_SIZES == tuple(CONFIG_SIZES) and REAL_SIZE == SIZE and SIZES == (*TRAINED_SIZES, SIZE)
+    paths = sorted(_commands())
+    code = ("import sys, time\nt0 = time.perf_counter()\nfrom alignloc.cli import main\n"
+            "start = time.perf_counter() - t0\nimport io, contextlib\n"
+            f"for path in [''] + {paths!r}:\n"
+            "    t = time.perf_counter()\n"
+            "    with contextlib.redirect_stdout(io.StringIO()):\n"
+            "        rc = main([*path.split(), '--help'])\n"
+            "    print('help', repr(path), rc, round(start + time.perf_counter() - t, 3))\n"
             "print('heavy:', sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.strip().splitlines()[-1] == "heavy: []", r.stdout[-500:]
+    lines = r.stdout.strip().splitlines()
+    assert lines[-1] == "heavy: []", r.stdout[-500:]
+    helps = [ln.split() for ln in lines if ln.startswith("help ")]
+    assert len(helps) == len(paths) + 1 and all(h[-2] == "0" for h in helps), r.stdout
+    slow = [h for h in helps if float(h[-1]) >= 1.0]
+    assert not slow, f"--help took 1 s or more (import of the CLI included): {slow}"
 
 
 def test_the_guide_s_command_grammar_matches_the_commands():
@@ -143,13 +177,26 @@ def test_the_guide_s_command_grammar_matches_the_commands():
         for opt in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", line):
             assert opt in opts, f"{' '.join(path)}: {opt} is not one of its options"
 
-    def leaves(group, prefix: str = "") -> set[str]:
-        out = set()
-        for name, c in group.commands.items():
-            out |= leaves(c, f"{prefix}{name} ") if hasattr(c, "commands") else {f"{prefix}{name}"}
-        return out
+    assert set(_leaves(root)) == listed, set(_leaves(root)) ^ listed
 
-    assert leaves(root) == listed, leaves(root) ^ listed
+
+def test_the_readme_s_command_table_matches_the_commands():
+    """The README's command table names only real commands and options, and every command of the CLI."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = readme.split("## Commands", 1)[1].split("\n## ", 1)[0]
+    commands, listed = _commands(), set()
+    for row in re.finditer(r"^\| `alignloc ([^`]*)`(?: / `([^`]*)`)? \|", table, flags=re.M):
+        for text in filter(None, row.groups()):  # `zoo build [NAMES...]` / `zoo list`
+            words = text.split()
+            path = next((p for p in commands if words[:len(p.split())] == p.split()), None)
+            assert path is not None, f"no such command: {text}"
+            listed.add(path)
+            for opt in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", text):
+                assert opt in _options(commands[path]), f"{path}: {opt} is not one of its options"
+    assert listed == set(commands), set(commands) ^ listed
 
 
 class _FakeZoo:
