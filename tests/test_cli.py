@@ -147,6 +147,53 @@ def test_every_help_is_fast_and_imports_neither_torch_nor_transformers():
     assert not slow, f"--help took 1 s or more (import of the CLI included): {slow}"
 
 
+# Commands that write no files (info, suites, zoo list print; zoo build writes into the zoo's own cache,
+# $ALIGNLOC_ZOO, not into a folder of the user's choice).
+NO_OUT = {"info", "suites", "zoo list", "zoo build"}
+# Commands that load or train no model: zoo build trains, but the zoo's training code pins it to CPU and is
+# hashed into every organism's fingerprint, so it takes no --device (see its --help).
+NO_DEVICE = {"info", "suites", "zoo list", "zoo build"}
+# Options that several commands take with a different default or help, and why.
+MAY_DIFFER = {
+    "--out": "each command's own default folder and the files it writes",
+    "--overwrite": "what each command replaces (a store, a report folder, an organism)",
+    "--size": "the sizes each command can use",
+    "--prompts": "what each command falls back to without it",
+    "--json": "what each command prints",
+    "--probes": "trajectory runs 2 reports per stage: probes are opt-in there",
+    "--organism": "demo's default organism, proxy-tune's behavior organism",
+    "--layers": "capture's layers to store, context-prior's layers to intervene at",
+}
+
+
+def test_one_grammar_for_every_command():
+    """--out on every command that writes files and --overwrite wherever something is replaced (no --force);
+    --device, --compute-dtype and --device-map on every command that loads a model; --json a flag (print the
+    result as JSON on stdout) wherever it appears; an option that several commands take has one default and one
+    help text (defined once in cli_options), except the MAY_DIFFER ones."""
+    commands = _commands()
+    for path, cmd in commands.items():
+        opts = _options(cmd)
+        assert "--force" not in opts, path
+        assert ("--out" in opts) == (path not in NO_OUT), path
+        assert ("--overwrite" in opts) == (path not in NO_OUT - {"zoo build"}), path
+        for o in ("--device", "--compute-dtype", "--device-map"):
+            assert (o in opts) == (path not in NO_DEVICE), f"{path}: {o}"
+        if "--json" in opts:
+            assert opts["--json"].is_flag, f"{path}: --json names no file (files go to --out)"
+        if "--out" in opts:
+            assert "-o" in opts["--out"].opts, path
+    seen: dict[str, tuple] = {}
+    for path, cmd in commands.items():
+        for name, p in _options(cmd).items():
+            if name in MAY_DIFFER or name.startswith("--no-"):
+                continue
+            key = (p.default, p.help, p.is_flag if hasattr(p, "is_flag") else None)
+            first = seen.setdefault(name, (path, key))
+            assert first[1] == key, f"{name}: {first[0]} and {path} differ ({first[1]} vs {key})"
+    assert seen["--n-boot"][1][0] == 1000 and seen["--seed"][1][0] == 0
+
+
 def test_the_guide_s_command_grammar_matches_the_commands():
     """Every command and option in docs/guide.md's command-line block exists (the docs are checked against the
     commands themselves), and every command of the CLI is listed there."""

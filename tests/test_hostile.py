@@ -144,12 +144,14 @@ CASES = {
     # localize-bench
     "lb-n-prompts-0": (["localize-bench", "--n-prompts", "0"], "--n-prompts: must be >= 1, got 0"),
     "lb-n-prompts-negative": (["localize-bench", "--n-prompts", "-3"], "--n-prompts: must be >= 1, got -3"),
-    "lb-json-dir": (["localize-bench", "--json", "{d}"], "is a folder (give the path of a file"),
-    "lb-json-exists": (["localize-bench", "--json", "{existing_json}"], "the file already exists"),
+    "lb-out-file": (["localize-bench", "--out", "{afile}"], "is a file, not a folder"),
+    "lb-out-foreign": (["localize-bench", "--out", "{userdir}"], "holds files alignloc did not write"),
+    "lb-out-user-report": (["localize-bench", "--out", "{user_report}", "--overwrite"],
+                           "report.json already there and not written by alignloc"),
+    "lb-json-takes-no-file": (["localize-bench", "--json", "{d}/x.json"], "unexpected extra argument"),
     "lb-methods": (["localize-bench", "--methods", "weight_diff,bogus"], "--methods: 'weight_diff,bogus' is not a comma list"),
     "lb-size": (["localize-bench", "--size", "huge"], "unknown zoo size 'huge'"),
-    "lb-markdown-under-file": (["localize-bench", "--markdown", "{under_file}"], "cannot be created"),
-    "lb-same-file": (["localize-bench", "--json", "{d}/x", "--markdown", "{d}/x"], "name the same file"),
+    "lb-out-under-file": (["localize-bench", "--out", "{under_file}"], "cannot be created"),
     # context-prior
     "cp-gate": (CP + ["--gate", "sometimes"], "--gate: 'sometimes' is not one of always, context, both"),
     "cp-layers": (CP + ["--layers", "9"], "--layers: layer 9 is out of range"),

@@ -98,7 +98,7 @@ def chain_prompts(refs: list[str], out: str | Path, suite: str | None, chat_temp
     return prompts, block
 
 
-def trajectory(refs: list[str], out: str | Path, prompts: list[Prompt] | None = None, *, n_boot: int = 200,
+def trajectory(refs: list[str], out: str | Path, prompts: list[Prompt] | None = None, *, n_boot: int = 1000,
                seed: int = 0, probes: bool = False, what_changed: bool = True, batch_size: int = 16,
                backend: str = "hf", overwrite: bool = False, placement: dict | None = None,
                allow_pickle: bool = False, trust_remote_code: bool = False,
