@@ -15,15 +15,24 @@ from alignloc import progress
 from alignloc.cli_errors import run, watch
 from alignloc.cli_options import (
     ALLOW_PICKLE,
+    ANSWER_TOKENS,
+    BACKEND,
+    BATCH_SIZE,
     CHAT_TEMPLATE,
     COMPUTE_DTYPE,
     DEVICE,
     DEVICE_MAP,
+    N_BOOT,
     ONE_AT_A_TIME,
-    OVERWRITE_HELP,
+    PROMPTS_HELP,
     QUIET,
+    SEED,
     SUITE,
     TRUST_REMOTE_CODE,
+    out_option,
+    overwrite_option,
+    prompts_option,
+    size_option,
 )
 from alignloc.errors import UsageError
 
@@ -53,20 +62,19 @@ def _quiet_libraries() -> None:
 
 @app.command()
 def capture(
-    base: str = typer.Argument(..., help="Base model: local HF directory, hub id, or zoo:NAME."),
+    base: str = typer.Argument(..., help="Base model: local HF directory, hub id, or zoo:NAME[@SIZE]."),
     tuned: str | None = typer.Argument(None, help="Post-trained model (directory, hub id, peft adapter dir). Omit with zoo:NAME."),
-    prompts: Path | None = typer.Option(None, "--prompts", "-p", help="JSONL prompt file (see docs/guide.md). Default: an "
-                                        "organism's bundled prompts for zoo:NAME, else the built-in suites (--suite)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Store directory to create, reuse or resume."),
+    prompts: Path | None = prompts_option(),
+    out: Path = out_option(None, "Store directory to create, reuse or resume."),
     suite: str | None = SUITE, chat_template: str = CHAT_TEMPLATE,
     sites: str = typer.Option("resid_post", help="Comma list of resid_pre|resid_mid|resid_post|attn_out|mlp_out[.LAYER]."),
     layers: str | None = typer.Option(None, help="Layers for sites without .LAYER: '*', '0,2', '1-3', '-1'."),
     positions: str = typer.Option("last", help="last | all | an integer index | a named position from the prompts."),
-    batch_size: int = typer.Option(16, help="Prompts per forward pass (peak memory scales with it)."),
+    batch_size: int = BATCH_SIZE,
     dtype: str = typer.Option("float32", help="Storage dtype: float32 | float16 | bfloat16."),
-    backend: str = typer.Option("hf", help="hf (forward hooks, fastest) | bridge (TransformerLens v4) | nnsight."),
-    overwrite: bool = typer.Option(False, help="Replace a store that holds a different capture; write into a folder "
-                                   "that holds other files (they are never replaced)."),
+    backend: str = BACKEND,
+    overwrite: bool = overwrite_option("Replace a store that holds a different capture; write into a folder "
+                                       "that holds other files (they are never replaced)."),
     device: str = DEVICE, compute_dtype: str = COMPUTE_DTYPE, device_map: str = DEVICE_MAP,
     one_at_a_time: bool = ONE_AT_A_TIME,
     allow_pickle: bool = ALLOW_PICKLE,
@@ -120,10 +128,10 @@ def info(
 @app.command()
 def demo(
     organism: str | None = typer.Option(None, help="Organism name (default: the zoo's default, chat-sft-upper)."),
-    out: Path = typer.Option(Path("alignloc-demo"), "--out", "-o", help="Where the demo writes its store and report."),
-    size: str = typer.Option("tiny", help="Zoo size: tiny (CPU minutes) | small."),
+    out: Path = out_option(Path("alignloc-demo"), "Where the demo writes its store and report."),
+    size: str = size_option("Zoo size: tiny (CPU minutes) | small."),
     device: str = DEVICE, compute_dtype: str = COMPUTE_DTYPE, device_map: str = DEVICE_MAP,
-    overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
+    overwrite: bool = overwrite_option(),
     quiet: bool = QUIET,
 ) -> None:
     """Build (or reuse) the default organism and run layer-diff on it: where is the change, of what kind?"""
@@ -162,20 +170,18 @@ def demo(
 
 @app.command("layer-diff")
 def layer_diff_cmd(
-    base: str = typer.Argument(..., help="Base model: local HF directory, hub id, or zoo:NAME (then omit TUNED)."),
+    base: str = typer.Argument(..., help="Base model: local HF directory, hub id, or zoo:NAME[@SIZE] (then omit TUNED)."),
     tuned: str | None = typer.Argument(None, help="Post-trained model (directory, hub id, peft adapter dir)."),
-    prompts: Path | None = typer.Option(None, "--prompts", "-p", help="JSONL prompt file (see docs/guide.md). Default: an "
-                                        "organism's bundled prompts for zoo:NAME, else the built-in suites (--suite)."),
-    out: Path = typer.Option(Path("layer-diff-report"), "--out", "-o", help="Report directory (index.html, report.json, summary.md)."),
+    prompts: Path | None = prompts_option(),
+    out: Path = out_option(Path("layer-diff-report"), "Report directory (index.html, report.json, summary.md)."),
     suite: str | None = SUITE, chat_template: str = CHAT_TEMPLATE,
-    answer_tokens: int = typer.Option(16, help="Chat prompts without a target: the tuned model's greedy answer, at most "
-                                      "this many tokens (stopped at end of turn), is the target; the base's the foil."),
+    answer_tokens: int = ANSWER_TOKENS,
     control: str | None = typer.Option(None, help="Control checkpoint on the same base, ideally the tuned model's training "
                                        "without the edit: it sets the noise floors, and --causal also localizes the gap against "
                                        "it; 'none' to disable. Default: the zoo's control for zoo:NAME, else none."),
     store: Path | None = typer.Option(None, help="Activation store to create or reuse (default OUT/acts)."),
-    n_boot: int = typer.Option(1000, help="Bootstrap resamples over prompts for every interval."),
-    seed: int = typer.Option(0, help="Seed for bootstrap, folds and control tasks."),
+    n_boot: int = N_BOOT,
+    seed: int = SEED,
     probes: bool = typer.Option(True, help="Train per-layer linear probes (--no-probes to skip)."),
     causal: bool = typer.Option(False, help="Also run the causal tests: graft windows, a learned delta mask, cross-/within-model "
                                 "patching with layer x position grids, attribution; the verdict then names layers from them."),
@@ -185,11 +191,11 @@ def layer_diff_cmd(
     windows: str | None = typer.Option(None, help="With --causal: graft window sizes, e.g. '1,2,4' (default: the budget's)."),
     mask_steps: int | None = typer.Option(None, help="With --causal: steps of the learned delta mask, 0 skips it (default: "
                                           "the budget's)."),
-    batch_size: int = typer.Option(16, help="Prompts per forward pass."),
-    backend: str = typer.Option("hf", help="hf | bridge | nnsight (same activations)."),
+    batch_size: int = BATCH_SIZE,
+    backend: str = BACKEND,
     device: str = DEVICE, compute_dtype: str = COMPUTE_DTYPE, device_map: str = DEVICE_MAP,
-    overwrite: bool = typer.Option(False, help="Replace a store that holds a different capture; write into an OUT folder "
-                                   "that holds other files (they are never replaced)."),
+    overwrite: bool = overwrite_option("Replace a store that holds a different capture; write into an OUT folder "
+                                       "that holds other files (they are never replaced)."),
     one_at_a_time: bool = ONE_AT_A_TIME,
     allow_pickle: bool = ALLOW_PICKLE,
     trust_remote_code: bool = TRUST_REMOTE_CODE,
@@ -295,24 +301,24 @@ _mount_subcommands()
 @app.command("trajectory")
 def trajectory_cmd(
     checkpoints: list[str] = typer.Argument(..., metavar="CKPT", help="Checkpoints in training order, CKPT0 (the base) CKPT1 ... CKPTn: each "
-                                            "a local HF directory, hub id, zoo:NAME[:base|tuned] or peft adapter dir "
+                                            "a local HF directory, hub id, zoo:NAME[@SIZE][:base|tuned] or peft adapter dir "
                                             "(merged onto CKPT0)."),
-    prompts: Path | None = typer.Option(None, "--prompts", "-p", help="JSONL prompt file (see docs/guide.md). Default when a "
-                                        "checkpoint is zoo:NAME: the last such organism's bundled prompts; otherwise the "
-                                        "built-in suites (--suite), with the last stage's own answers as targets."),
+    prompts: Path | None = prompts_option(PROMPTS_HELP + " Default when a checkpoint is zoo:NAME: the last such "
+                                          "organism's bundled prompts; otherwise the built-in suites (--suite), with the "
+                                          "last stage's own answers as targets."),
     suite: str | None = SUITE, chat_template: str = CHAT_TEMPLATE,
-    answer_tokens: int = typer.Option(16, "--answer-tokens", help="Length cap of the answers the last stage writes as "
-                                      "targets (suites only)."),
-    out: Path = typer.Option(Path("trajectory-report"), "--out", "-o", help="Folder for step-k/ and base-k/ reports, "
-                             "trajectory.json and trajectory.html (and trajectory.png when kaleido can draw it)."),
-    n_boot: int = typer.Option(200, help="Bootstrap resamples over prompts for every interval."),
-    seed: int = typer.Option(0, help="Seed for bootstrap, folds and control tasks."),
-    probes: bool = typer.Option(False, help="Also train per-layer linear probes in every report."),
+    answer_tokens: int = ANSWER_TOKENS,
+    out: Path = out_option(Path("trajectory-report"), "Folder for step-k/ and base-k/ reports, trajectory.json and "
+                           "trajectory.html (and trajectory.png when kaleido can draw it)."),
+    n_boot: int = N_BOOT,
+    seed: int = SEED,
+    probes: bool = typer.Option(False, help="Also train per-layer linear probes in every report (off by default, unlike "
+                                "layer-diff: a trajectory writes two reports per stage)."),
     what_changed: bool = typer.Option(True, help="The activation-difference lens in every report (--no-what-changed to skip)."),
-    batch_size: int = typer.Option(16, help="Prompts per forward pass."),
-    backend: str = typer.Option("hf", help="hf | bridge | nnsight (same activations)."),
+    batch_size: int = BATCH_SIZE,
+    backend: str = BACKEND,
     device: str = DEVICE, compute_dtype: str = COMPUTE_DTYPE, device_map: str = DEVICE_MAP,
-    overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
+    overwrite: bool = overwrite_option(),
     allow_pickle: bool = ALLOW_PICKLE,
     trust_remote_code: bool = TRUST_REMOTE_CODE,
     quiet: bool = QUIET,

@@ -15,24 +15,33 @@ from alignloc.cli_options import (
     COMPUTE_DTYPE,
     DEVICE,
     DEVICE_MAP,
-    OVERWRITE_HELP,
+    PROMPTS_HELP,
     QUIET,
     TRUST_REMOTE_CODE,
+    json_option,
+    out_option,
+    overwrite_option,
+    prompts_option,
+    size_option,
 )
 from alignloc.errors import UsageError
 
+BENCH_FILES = ("report.json", "summary.md")  # what localize-bench writes into --out
+
 
 def localize_bench_cmd(
-    size: str = typer.Option("tiny", help="Zoo size to build or reuse: tiny | small."),
-    json_out: Path | None = typer.Option(None, "--json", help="Write the full results (per method: hit@1, hit@k, ...) as JSON."),
-    markdown: Path | None = typer.Option(None, "--markdown", help="Write the tables as Markdown."),
+    size: str = size_option("Zoo size to build or reuse: tiny | small | real."),
+    out: Path = out_option(Path("localize-bench-report"), "Report directory: report.json (per method: hit@1, hit@k, "
+                           "every score and ranking; `alignloc figures` reads it) and summary.md (the tables)."),
+    as_json: bool = json_option("Print the result as JSON on stdout instead of the Markdown tables (both files are "
+                                "written to --out either way)."),
     n_prompts: int = typer.Option(48, help="Prompts per organism (the first N of its behavior prompt file)."),
     methods: str | None = typer.Option(None, help="Comma-separated subset of methods (default: all)."),
     tiers: str = typer.Option("easy,hard", help="easy (edits confined to their layers), hard (the same edits under a drift "
                               "of every layer that a rescaling makes outweigh them), natural (the edits trained on top "
                               "of that drift, sequentially; builds five more organisms), comma-separated."),
     device: str = DEVICE, compute_dtype: str = COMPUTE_DTYPE, device_map: str = DEVICE_MAP,
-    overwrite: bool = typer.Option(False, help="Replace existing --json / --markdown files."),
+    overwrite: bool = overwrite_option(),
     quiet: bool = QUIET,
 ) -> None:
     """Rank layers by each localization method on every organism with a planted edit: hit@1, hit@k, control false positives."""
@@ -43,35 +52,29 @@ def localize_bench_cmd(
     from alignloc.experiments.localize_bench import TIERS, localize_bench
     from alignloc.report import json_safe
     from alignloc.report.bench import render_bench_markdown
-    from alignloc.store.outputs import check_out_file, write_file
+    from alignloc.store.outputs import check_out_dir, write_outputs
     from alignloc.zoo import check_size
 
     check_size(size)
     check.at_least("--n-prompts", n_prompts)
     place = check.placement(device, compute_dtype, device_map)
     chosen = check.subset("--methods", methods, list(METHODS)) if methods is not None else None
-    for option, path in (("--json", json_out), ("--markdown", markdown)):
-        if path is not None:
-            check_out_file(path, overwrite=overwrite, option=option)
-    if json_out is not None and markdown is not None and json_out.resolve() == markdown.resolve():
-        raise UsageError(f"--json and --markdown name the same file {json_out}")
     tier_list = check.subset("--tiers", tiers, list(TIERS))
+    check_out_dir(out, BENCH_FILES, overwrite=overwrite)
     result = localize_bench(size=size, n_prompts=n_prompts, methods=chosen, tiers=tier_list,
                             log=lambda m: typer.echo(m, err=True), placement=place)
     text = render_bench_markdown(result)
-    typer.echo(text)
-    if json_out is not None:
-        write_file(json_out, json.dumps(json_safe(result), indent=1, allow_nan=False).encode())
-        typer.echo(f"json: {json_out}", err=True)
-    if markdown is not None:
-        write_file(markdown, text.encode())
+    data = json.dumps(json_safe(result), indent=1, allow_nan=False)
+    write_outputs(out, {"report.json": data.encode(), "summary.md": text.encode()})
+    typer.echo(data if as_json else text)
+    typer.echo(f"report: {out / 'report.json'}  {out / 'summary.md'}", err=True)
 
 
 def context_prior_cmd(
-    model: str = typer.Argument(..., help="A model: local HF directory, hub id, or zoo:NAME[:base|tuned] (e.g. zoo:base)."),
-    prompts: Path | None = typer.Option(None, "--prompts", "-p", help="JSONL knowledge-conflict prompts (see docs/experiments.md). "
-                                        "Default for zoo:NAME: its bundled context prompts."),
-    out: Path = typer.Option(Path("context-prior-report"), "--out", "-o", help="Report directory."),
+    model: str = typer.Argument(..., help="A model: local HF directory, hub id, or zoo:NAME[@SIZE][:base|tuned] (e.g. zoo:base)."),
+    prompts: Path | None = prompts_option("JSONL knowledge-conflict prompts (see docs/experiments.md). Default for "
+                                          "zoo:NAME: its bundled context prompts."),
+    out: Path = out_option(Path("context-prior-report"), "Report directory (index.html, report.json, summary.md)."),
     text: Path | None = typer.Option(None, help="Plain text for perplexity, one passage per line (default: the prompts' contexts)."),
     layers: str = typer.Option("*", help="Layers to intervene at: '*', '0,2' or '1-3'."),
     instruction: str | None = typer.Option(None, help="The instruction of the 'instruction' prompt-only fix."),
@@ -81,7 +84,7 @@ def context_prior_cmd(
     conflicts: str | None = typer.Option(None, help="Instead of --prompts: a conflict set built from real facts "
                                          "(capitals | capitals-direct), priors measured on MODEL (see docs/experiments.md)."),
     device: str = DEVICE, compute_dtype: str = COMPUTE_DTYPE, device_map: str = DEVICE_MAP,
-    overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
+    overwrite: bool = overwrite_option(),
     allow_pickle: bool = ALLOW_PICKLE,
     trust_remote_code: bool = TRUST_REMOTE_CODE,
     quiet: bool = QUIET,
@@ -133,12 +136,13 @@ def proxy_tune_cmd(
     organism: str = typer.Option("chat-sft-full", help="With --zoo: the behavior organism (chat-lima keeps its knowledge)."),
     contrast: str | None = typer.Option(None, help="With --zoo: a second organism reported side by side on the same prompts "
                                         "and bases (e.g. --organism chat-lima --contrast chat-sft-full)."),
-    prompts: Path | None = typer.Option(None, "--prompts", "-p", help="JSONL with knowledge and behavior prompts (targets "
-                                        "required). Default with --zoo: the organism's."),
+    prompts: Path | None = prompts_option(PROMPTS_HELP + " Knowledge and behavior prompts, targets required. Default "
+                                          "with --zoo: the organism's."),
     beta: str = typer.Option("0,0.5,1,1.5", help="Comma-separated betas for the proxy."),
-    out: Path = typer.Option(Path("proxy-tune-report"), "--out", "-o", help="Report directory."),
+    out: Path = out_option(Path("proxy-tune-report"), "Report directory (index.html, report.json, summary.md, "
+                           "large-layer-diff/)."),
     device: str = DEVICE, compute_dtype: str = COMPUTE_DTYPE, device_map: str = DEVICE_MAP,
-    overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
+    overwrite: bool = overwrite_option(),
     allow_pickle: bool = ALLOW_PICKLE,
     trust_remote_code: bool = TRUST_REMOTE_CODE,
     quiet: bool = QUIET,
@@ -188,15 +192,19 @@ def proxy_tune_cmd(
 
 def figures(
     results: list[Path] = typer.Argument(None, help="JSON results (report.json of layer-diff, context-prior, proxy-tune, or "
-                                         "localize-bench --json). None: run or reuse the zoo experiments."),
-    out: Path = typer.Option(Path("figures"), "--out", "-o", help="Directory for the figures."),
+                                         "localize-bench). None: run or reuse the zoo experiments."),
+    out: Path = out_option(Path("figures"), "Directory for the figures."),
     fmt: str = typer.Option("pdf,svg,png", "--format", help="Comma-separated: pdf, svg, png (drawn in Chromium by kaleido), "
                             "html (one page), json (plotly's, per figure): these two need no browser."),
     cache: Path = typer.Option(Path("alignloc-results"), help="Where the zoo experiments' results are kept and reused."),
-    overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
+    device: str = DEVICE, compute_dtype: str = COMPUTE_DTYPE, device_map: str = DEVICE_MAP,
+    overwrite: bool = overwrite_option(),
     quiet: bool = QUIET,
 ) -> None:
-    """Publication figures (plotly + kaleido, via the system Chromium) from results, or from the zoo experiments."""
+    """Publication figures (plotly + kaleido, via the system Chromium) from results, or from the zoo experiments.
+
+    --device, --compute-dtype and --device-map place the models of the zoo experiments (run when no RESULTS are
+    given); drawing figures from results loads no model."""
     progress.configure("quiet" if quiet else "auto")
     from alignloc.experiments.paper import EXPERIMENTS, zoo_results
     from alignloc.report.figfiles import FORMATS
@@ -204,6 +212,7 @@ def figures(
     from alignloc.store.outputs import check_out_dir
 
     formats = check.subset("--format", fmt, FORMATS)
+    place = check.placement(device, compute_dtype, device_map)
     log = lambda m: typer.echo(m, err=True)  # noqa: E731
     if results:
         paths = list(results)  # make_figures reads and checks every one, then the folder, before it writes anything
@@ -211,7 +220,7 @@ def figures(
         check_out_dir(out, [], overwrite=overwrite)
         check_out_dir(cache, list(EXPERIMENTS), overwrite=overwrite, option="--cache")
         watch(f"finished experiments under {cache}")
-        paths = zoo_results(cache, log)
+        paths = zoo_results(cache, log, place)
     written = make_figures(paths, out, formats, log, overwrite=overwrite)
     typer.echo(f"{len(written)} files in {out}: " + ", ".join(sorted({p.stem for p in written})))
 

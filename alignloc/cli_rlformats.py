@@ -12,18 +12,31 @@ import typer
 
 from alignloc import options as check
 from alignloc import progress
-from alignloc.cli_options import OVERWRITE_HELP, QUIET
+from alignloc.cli_options import (
+    COMPUTE_DTYPE,
+    DEVICE,
+    DEVICE_MAP,
+    N_BOOT,
+    QUIET,
+    out_option,
+    overwrite_option,
+    size_option,
+)
 
 
 def rl_formats_cmd(
-    out: Path = typer.Option(Path("rl-formats-report"), "--out", "-o", help="Report directory (report.json, summary.md, "
-                             "a layer-diff report per scale)."),
-    size: str = typer.Option("tiny", help="Zoo size to build or reuse: tiny (CPU minutes) | small."),
-    n_boot: int = typer.Option(200, help="Bootstrap resamples of each layer-diff interval."),
-    overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
+    out: Path = out_option(Path("rl-formats-report"), "Report directory (report.json, summary.md, a layer-diff report "
+                           "per scale)."),
+    size: str = size_option("Zoo size to build or reuse: tiny (CPU minutes) | small."),
+    n_boot: int = N_BOOT,
+    device: str = DEVICE, compute_dtype: str = COMPUTE_DTYPE, device_map: str = DEVICE_MAP,
+    overwrite: bool = overwrite_option(),
     quiet: bool = QUIET,
 ) -> None:
-    """Does RL with a correctness-only reward collapse onto one pretraining answer format, which one, at which scale, and where?"""
+    """Does RL with a correctness-only reward collapse onto one pretraining answer format, which one, at which scale, and where?
+
+    --device, --compute-dtype and --device-map place the measured pairs; the organisms themselves are trained on
+    CPU (the zoo's training is pinned to it, so that a build is reproducible)."""
     progress.configure("quiet" if quiet else "auto")
     from alignloc.errors import UsageError
     from alignloc.experiments.rlformats import OUT_FILES, rl_formats_experiment
@@ -35,8 +48,9 @@ def rl_formats_cmd(
     if size == REAL:
         raise UsageError("--size: the rl-formats organisms are trained from scratch; use tiny or small")
     check.at_least("--n-boot", n_boot)
+    place = check.placement(device, compute_dtype, device_map)
     check_out_dir(out, OUT_FILES, overwrite=overwrite)
-    result = rl_formats_experiment(out, size=size, n_boot=n_boot, log=lambda m: typer.echo(m, err=True))
+    result = rl_formats_experiment(out, size=size, n_boot=n_boot, log=lambda m: typer.echo(m, err=True), placement=place)
     for line in result["verdict"]["summary"]:
         typer.echo(f"- {line}")
     typer.echo(f"report: {out / 'report.json'}  {out / 'summary.md'}")

@@ -11,14 +11,15 @@ import json
 import typer
 
 from alignloc import progress
-
-SIZE_NAMES = ("tiny", "small")  # ``zoo.config.SIZES`` (a test keeps them equal): no torch import for --help
+from alignloc.cli_options import QUIET, json_option, overwrite_option, size_option
+from alignloc.zoo import REAL_SIZE
+from alignloc.zoo import TRAINED_SIZES as SIZE_NAMES  # light: plain names, no torch for --help
 
 zoo_app = typer.Typer(
     help="Self-trained model organisms with a planted, recorded ground truth.", no_args_is_help=True
 )
 
-_SIZE_HELP = (f"Zoo size: {' | '.join(SIZE_NAMES)} | real (tiny builds the default set in a few CPU minutes; real plants "
+_SIZE_HELP = (f"Zoo size: {' | '.join(SIZE_NAMES)} | {REAL_SIZE} (tiny builds the default set in a few CPU minutes; real plants "
               "edits on SmolLM2-135M's real weights, when they can be had: see docs/measures.md).")
 
 
@@ -27,11 +28,15 @@ def build_cmd(
     names: list[str] | None = typer.Argument(
         None, help="Organisms to build (default: the default set and both bases)."
     ),
-    size: str = typer.Option("tiny", "--size", help=_SIZE_HELP),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Rebuild even if a current build exists."),
-    quiet: bool = typer.Option(False, "--quiet", help=progress.QUIET_HELP),
+    size: str = size_option(_SIZE_HELP),
+    overwrite: bool = overwrite_option("Rebuild the named organisms (and bases, when named) even if a current build "
+                                       "exists."),
+    quiet: bool = QUIET,
 ) -> None:
-    """Build organisms (reusing current builds) and print where they are."""
+    """Build organisms (reusing current builds) and print where they are.
+
+    Training runs on CPU whatever GPU the machine has (the zoo's training code pins it, and every build is checked
+    against its recorded specification), so this command takes no --device."""
     from alignloc.zoo.registry import build
 
     progress.configure("quiet" if quiet else "auto")
@@ -56,8 +61,8 @@ _KEYS = (
 
 @zoo_app.command("list")
 def list_cmd(
-    size: str = typer.Option("tiny", "--size", help=_SIZE_HELP),
-    as_json: bool = typer.Option(False, "--json", help="Print a JSON list (name, path, numbers)."),
+    size: str = size_option(_SIZE_HELP),
+    as_json: bool = json_option("Print the list as JSON on stdout (name, path, numbers) instead of the text."),
 ) -> None:
     """List organisms: built or not, planted layers, and measured numbers."""
     from alignloc.zoo.registry import list_organisms

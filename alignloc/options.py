@@ -133,16 +133,16 @@ def positions(spec: str, prompts: list | None = None) -> None:
         check_named_positions(prompts, pos)
 
 
-def model_ref(ref: str, allow_pickle: bool = False, size: str = "tiny") -> int | None:
+def model_ref(ref: str, allow_pickle: bool = False) -> int | None:
     """Check a model reference without loading it; the layer count when its config is on disk, else None."""
     from alignloc.models.refs import read_config, resolve_ref, split_zoo, zoo_resolver
 
     zoo = split_zoo(ref)
     if zoo is not None:
         organisms = zoo_resolver(ref)
-        organisms.check_name(zoo[0], size)
+        organisms.check_name(zoo.name, zoo.size)
         try:
-            directory = organisms.resolve(zoo[0], size, build_missing=False).base  # both sides share the layer count
+            directory = organisms.resolve(zoo.name, zoo.size, build_missing=False).base  # both sides share the layer count
         except FileNotFoundError:  # not built yet: built (and checked) when loaded
             return None
     else:
@@ -171,7 +171,7 @@ def prompts_for(model: str, prompts: Path | None, what: str = "the pair is an or
     zoo = split_zoo(model)
     if zoo is None:
         raise PromptFormatError(f"--prompts is required unless {what} (give a JSONL prompt file)")
-    return zoo_resolver(model).prompts(zoo[0])
+    return zoo_resolver(model).prompts(zoo.name, zoo.size)
 
 
 def prompt_file(path: Path | None) -> list | None:

@@ -91,7 +91,6 @@ class Inputs(dict):
     def _user_manifest(self): return self.write("fake/manifest.json", '{"mine": true}').parent
     def _user_prompts(self): return self.write("fake2/prompts.jsonl", "mine").parent
     def _user_fig(self): return self.write("figs/localize_bench.svg", "<svg/>").parent
-    def _existing_json(self): return self.write("bench.json", "{}")
     def _under_file(self): return Path(self["afile"]) / "sub"
     # model folders
     def _pickled(self): return self._pickle_copy("pickled", keep_safe=False)

@@ -103,10 +103,10 @@ def test_functional_block_rules():
 
 
 def test_localize_bench_hard_tier(zoo_tiny, tmp_path, capsys):
-    out = tmp_path / "bench.json"
-    assert main(["localize-bench", "--tiers", "hard", "--json", str(out), "--n-prompts", "24",
+    out = tmp_path / "bench"
+    assert main(["localize-bench", "--tiers", "hard", "--out", str(out), "--n-prompts", "24",
                  "--methods", "weight_diff,graft_window,delta_mask,graft_sufficiency,patch_mlp_out"]) == 0
-    r = json.loads(out.read_text())["tiers"]["hard"]
+    r = json.loads((out / "report.json").read_text())["tiers"]["hard"]
     m = r["methods"]
     assert set(r["organisms_scored"]) == set(HARD_ORGANISMS)
     # the weights moved in every layer of the drift-only pair: named all four without the gap gate, and on the

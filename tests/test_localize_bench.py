@@ -44,10 +44,10 @@ def test_false_positives_are_counted_alike():
 
 
 def test_localize_bench_on_the_tiny_zoo(zoo_tiny, tmp_path, capsys):
-    out, md = tmp_path / "bench.json", tmp_path / "bench.md"
-    assert main(["localize-bench", "--tiers", "easy", "--json", str(out), "--markdown", str(md), "--n-prompts", "24"]) == 0
+    out = tmp_path / "bench"
+    assert main(["localize-bench", "--tiers", "easy", "--out", str(out), "--n-prompts", "24"]) == 0
     printed = capsys.readouterr().out
-    r = json.loads(out.read_text())["tiers"]["easy"]
+    r = json.loads((out / "report.json").read_text())["tiers"]["easy"]
     assert set(r["organisms_scored"]) == {"chat-sft-upper", "chat-sft-lower", "refusal-lora-L1", "refusal-lora-L2", "fact-edit-L1"}
     assert set(r["skipped"]) == {"chat-sft-full", "dpo-polite"}
     assert set(r["single_layer_organisms"]) == {"refusal-lora-L1", "refusal-lora-L2", "fact-edit-L1"}
@@ -67,7 +67,12 @@ def test_localize_bench_on_the_tiny_zoo(zoo_tiny, tmp_path, capsys):
     # in chat-sft-lower both trained layers are found, and grafting says layer 0 carries the format
     lower = r["organisms"]["chat-sft-lower"]["methods"]
     assert lower["graft_sufficiency"]["ranking"][0] == 0 and lower["graft_sufficiency"]["hit@k"] == 1.0
-    assert "| patch_mlp_out | 1.00 [1.00, 1.00] |" in printed and md.read_text() in printed + "\n"
+    assert "| patch_mlp_out | 1.00 [1.00, 1.00] |" in printed and (out / "summary.md").read_text() in printed + "\n"
+    # --json: the same result as JSON on stdout (the files are written as well); a rerun replaces alignloc's own files
+    assert main(["localize-bench", "--tiers", "easy", "--out", str(out), "--n-prompts", "24", "--methods", "weight_diff",
+                 "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads((out / "report.json").read_text()) and printed["methods_run"] == ["weight_diff"]
 
 
 def test_unknown_method_is_a_clear_error(capsys):

@@ -79,7 +79,7 @@ def test_device_map_resolution():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 @pytest.mark.parametrize("argv", [["capture", "zoo:chat-sft-upper", "--out"], ["layer-diff", "zoo:chat-sft-upper", "--out"],
                                   ["demo", "--out"], ["context-prior", "zoo:base", "--out"], ["proxy-tune", "--zoo", "--out"],
-                                  ["localize-bench", "--json"]])
+                                  ["localize-bench", "--out"], ["rl-formats", "--out"], ["figures", "--out"]])
 def test_cuda_without_a_gpu_is_one_line_before_loading(argv, tmp_path, capsys):
     assert main([*argv, str(tmp_path / "o"), "--device", "cuda"]) == 2
     err = capsys.readouterr().err.strip()

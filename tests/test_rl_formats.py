@@ -76,6 +76,32 @@ def test_rl_formats_options_are_checked_first(args, message, capsys, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_rl_formats_places_its_pairs_with_the_device_options(zoo_formats, tmp_path, monkeypatch, capsys):
+    """--device, --compute-dtype, --device-map and --n-boot reach the experiment and the pair it loads (the
+    organisms train on CPU whatever they say: the zoo's training pins it)."""
+    import alignloc.models.pair as pair_module
+    from alignloc.experiments import rlformats
+
+    seen = {}
+
+    class Loaded(Exception):
+        pass
+
+    def load_pair(*refs, **kw):
+        seen.update(kw)
+        raise Loaded
+
+    monkeypatch.setattr(pair_module, "load_pair", load_pair)
+    with pytest.raises(Loaded):
+        main(["rl-formats", "--out", str(tmp_path / "o"), "--device", "cpu", "--compute-dtype", "float32"])
+    assert seen == {"device": "cpu", "compute_dtype": "float32", "device_map": None}
+    calls = []
+    monkeypatch.setattr(rlformats, "rl_formats_experiment", lambda out, **kw: calls.append(kw) or {"verdict": {"summary": []}})
+    assert main(["rl-formats", "--out", str(tmp_path / "o2")]) == 0
+    assert calls[0]["n_boot"] == 1000 and calls[0]["placement"] == {"device": "auto", "compute_dtype": "auto",
+                                                                     "device_map": None}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["rl-formats", pytest.param("rl-formats-large", marks=pytest.mark.heavy)])
 def test_organism_records_format_shares(request, name):

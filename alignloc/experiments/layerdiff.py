@@ -62,9 +62,11 @@ def examples(prompts: list[Prompt], per_kind: int = 3) -> list[dict]:
     return out
 
 
-def default_control(pair: ModelPair, size: str = "tiny", placement: dict | None = None) -> LoadedModel | None:
+def default_control(pair: ModelPair, size: str | None = None, placement: dict | None = None) -> LoadedModel | None:
     """For a zoo organism: its own drift-only model (``-drift`` organisms), else the zoo's
-    continued-pretraining control on the same base, if it exists (loaded with ``placement`` keywords)."""
+    continued-pretraining control on the same base, if it exists (loaded with ``placement`` keywords); from the
+    zoo ``size`` (default: the pair's own, ``zoo:NAME@SIZE``, else tiny)."""
+    size = size or pair.zoo_size or "tiny"
     if pair.name is None or pair.name in (CONTROL_ORGANISM, "control-drift"):
         return None
     from alignloc import zoo

@@ -136,8 +136,9 @@ def surfacing(pair, behavior: list[Prompt], fmt: str, contrast: str, size: str, 
     return {"status": "measured", "behavior_format": fmt, "contrast_format": contrast, **res}
 
 
-def scale_result(name: str, size: str, out: Path, n_boot: int, log: Log) -> dict:
-    """One scale: the organism's recorded shares, the collapse, layer-diff and surfacing."""
+def scale_result(name: str, size: str, out: Path, n_boot: int, log: Log, placement: dict | None = None) -> dict:
+    """One scale: the organism's recorded shares, the collapse, layer-diff and surfacing; ``placement``: the
+    ``load_pair`` keywords (device, compute dtype, device map) of the measurement (the zoo trains on CPU)."""
     from alignloc import zoo
     from alignloc.experiments.layerdiff import layer_diff
     from alignloc.models.pair import load_pair
@@ -145,7 +146,7 @@ def scale_result(name: str, size: str, out: Path, n_boot: int, log: Log) -> dict
     entry = zoo.resolve(name, size=size)
     gt = entry.ground_truth
     before, after = shares(gt["measured"]["base"]), shares(gt["measured"]["tuned"])
-    pair = load_pair(str(entry.base), str(entry.tuned))
+    pair = load_pair(str(entry.base), str(entry.tuned), **(placement or {}))
     pair.name, pair.ground_truth = name, gt
     prompts = zoo.organism_prompts(name, size)
     log(f"{name}: layer-diff -> {out / f'layer-diff-{name}'}")
@@ -167,15 +168,17 @@ def scale_result(name: str, size: str, out: Path, n_boot: int, log: Log) -> dict
     }
 
 
-def rl_formats_experiment(out: str | Path, size: str = "tiny", n_boot: int = 200, log: Log = lambda m: None) -> dict:
+def rl_formats_experiment(out: str | Path, size: str = "tiny", n_boot: int = 1000, log: Log = lambda m: None,
+                          placement: dict | None = None) -> dict:
     """Run the experiment on both scales (building the organisms on first use); write
-    ``report.json`` and ``summary.md`` under ``out`` (layer-diff reports in subfolders); return the result."""
+    ``report.json`` and ``summary.md`` under ``out`` (layer-diff reports in subfolders); return the result.
+    ``placement``: where the pairs are loaded for measuring (``load_pair``'s device keywords)."""
     from alignloc.report import json_safe
     from alignloc.report.rlformats import render_markdown_rl
     from alignloc.store.outputs import claim, write_outputs
 
     out = claim(out, OUT_FILES)  # the layer-diff subfolders are alignloc's while they are being filled
-    scales = {name: scale_result(name, size, out, n_boot, log) for name in SCALES}
+    scales = {name: scale_result(name, size, out, n_boot, log, placement) for name in SCALES}
     result = {
         "kind": KIND,
         "schema_version": SCHEMA_VERSION,

@@ -46,7 +46,7 @@ def trajectory_prompts(refs: list[str]) -> list[Prompt]:
     for ref in reversed(refs):
         z = split_zoo(ref)
         if z is not None and z[0] not in zoo.BASES:
-            return zoo.organism_prompts(z[0])
+            return zoo.organism_prompts(z.name, z.size)
     raise UsageError("--prompts is required unless a checkpoint is a zoo organism (zoo:NAME; give a JSONL prompt file)")
 
 
@@ -98,7 +98,7 @@ def chain_prompts(refs: list[str], out: str | Path, suite: str | None, chat_temp
     return prompts, block
 
 
-def trajectory(refs: list[str], out: str | Path, prompts: list[Prompt] | None = None, *, n_boot: int = 200,
+def trajectory(refs: list[str], out: str | Path, prompts: list[Prompt] | None = None, *, n_boot: int = 1000,
                seed: int = 0, probes: bool = False, what_changed: bool = True, batch_size: int = 16,
                backend: str = "hf", overwrite: bool = False, placement: dict | None = None,
                allow_pickle: bool = False, trust_remote_code: bool = False,

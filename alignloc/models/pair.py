@@ -34,6 +34,7 @@ from alignloc.models.refs import (
     adapter_view,
     resolve_ref,
     split_zoo,
+    zoo_ref,
     zoo_resolver,
 )
 
@@ -170,6 +171,7 @@ class ModelPair:
     tuned: LoadedModel
     name: str | None = None
     ground_truth: dict | None = None
+    zoo_size: str | None = None  # the zoo size of a ``zoo:NAME[@SIZE]`` pair (its control comes from the same size)
 
     def side(self, name: str) -> LoadedModel:
         """The model of side ``base`` or ``tuned``."""
@@ -227,7 +229,7 @@ def load_model(
     trust_remote_code: bool = False,
     attn_implementation: str | None = None,
 ) -> LoadedModel:
-    """Load one causal LM from a local directory, hub id or ``zoo:NAME[:base|tuned]``.
+    """Load one causal LM from a local directory, hub id or ``zoo:NAME[@SIZE][:base|tuned]``.
 
     ``device``: auto | cpu | cuda | cuda:N | mps; ``compute_dtype``: auto | float32 | bfloat16 |
     float16 (auto: bf16 on a GPU, fp32 on cpu); ``device_map``: an accelerate map (auto, balanced,
@@ -240,13 +242,14 @@ def load_model(
 def _load(ref: str, place: Placement, allow_pickle: bool, trust_remote_code: bool, attn: str | None) -> LoadedModel:
     zoo = split_zoo(ref)
     if zoo is not None:
-        entry = zoo_resolver(ref).resolve(zoo[0])
-        side = zoo[1] or ("tuned" if entry.tuned is not None else "base")
+        entry = zoo_resolver(ref).resolve(zoo.name, size=zoo.size)
+        side = zoo.side or ("tuned" if entry.tuned is not None else "base")
         path = entry.tuned if side == "tuned" else entry.base
         if path is None:
-            raise ModelRefError(f"{ref}: {zoo[0]} is a base model and has no tuned side (use zoo:{zoo[0]}:base)")
+            raise ModelRefError(f"{ref}: {zoo.name} is a base model and has no tuned side (use "
+                                f"{zoo_ref(zoo.name, 'base', zoo.size)})")
         lm = _load(str(path), place, False, False, attn)
-        lm.ref, lm.meta = ref, {"zoo": zoo[0], "side": side}
+        lm.ref, lm.meta = ref, {"zoo": zoo.name, "side": side}  # the ref names the size (zoo:NAME@SIZE)
         return lm
     r = resolve_ref(ref, allow_pickle)
     if r.is_adapter:
@@ -328,16 +331,16 @@ def load_pair(
     loaded, so only one model is ever in memory; it loads again when first used.
     """
     place = resolve_placement(device, compute_dtype, device_map, offload_folder)
-    name = ground_truth = None
+    name = ground_truth = size = None
     zoo = split_zoo(base)
     if tuned is None:
         if zoo is None or zoo[1] is not None:
             raise ModelRefError(f"{base}: a tuned model is needed (only zoo:NAME names both sides)")
-        entry = zoo_resolver(base).resolve(zoo[0])
+        entry = zoo_resolver(base).resolve(zoo.name, size=zoo.size)
         if entry.tuned is None:
-            raise ModelRefError(f"{base}: {zoo[0]} is a base model (name an organism, e.g. zoo:chat-sft-upper)")
-        base, tuned = f"zoo:{zoo[0]}:base", f"zoo:{zoo[0]}:tuned"
-        name, ground_truth = zoo[0], entry.ground_truth
+            raise ModelRefError(f"{base}: {zoo.name} is a base model (name an organism, e.g. zoo:chat-sft-upper)")
+        base, tuned = zoo_ref(zoo.name, "base", zoo.size), zoo_ref(zoo.name, "tuned", zoo.size)
+        name, ground_truth, size = zoo.name, entry.ground_truth, zoo.size
     b = _load(base, place, allow_pickle, trust_remote_code, attn_implementation)
     if one_at_a_time:
         b.release()
@@ -347,4 +350,4 @@ def load_pair(
     else:
         t = _load(tuned, place, allow_pickle, trust_remote_code, attn_implementation)
     check_pair(b, t)
-    return ModelPair(base=b, tuned=t, name=name, ground_truth=ground_truth)
+    return ModelPair(base=b, tuned=t, name=name, ground_truth=ground_truth, zoo_size=size)

@@ -1,9 +1,10 @@
-"""Model references: a local HF directory, a hub id, or ``zoo:NAME[:base|tuned]``.
+"""Model references: a local HF directory, a hub id, or ``zoo:NAME[@SIZE][:base|tuned]``.
 
 Resolving a reference never loads weights; it checks that what is there can be loaded safely
 (safetensors only, unless pickle is explicitly allowed) and fails fast when offline.
 
-``zoo:NAME`` names a model organism of ``alignloc.zoo``, which sits above ``models/`` (it trains
+``zoo:NAME`` names a model organism of ``alignloc.zoo`` (``zoo:NAME@small``: of another zoo size than the
+default ``tiny``; an unknown size is an error naming the sizes the registered zoo has), which sits above ``models/`` (it trains
 with them), so ``models/`` never imports it: the zoo registers a ``ZooResolver`` here when it is
 imported (``register_zoo_resolver``), and every ``zoo:`` reference goes through ``zoo_resolver()``.
 The command line and ``alignloc.experiments`` import the zoo; library code that takes ``zoo:NAME``
@@ -20,7 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from alignloc.errors import UserError
 from alignloc.textio import parse_json, read_json
@@ -216,14 +217,40 @@ def resolve_ref(source: str, allow_pickle: bool = False) -> Ref:
     return Ref(source, "hub", source)
 
 
-def split_zoo(source: str) -> tuple[str, str | None] | None:
-    """``zoo:NAME[:side]`` -> (NAME, side or None); None if ``source`` is not a zoo reference."""
+DEFAULT_ZOO_SIZE = "tiny"  # what ``zoo:NAME`` without ``@SIZE`` names
+
+
+class ZooRef(NamedTuple):
+    """A parsed ``zoo:NAME[@SIZE][:side]``: the organism or base, its side (None: the pair), its zoo size."""
+
+    name: str
+    side: str | None
+    size: str = DEFAULT_ZOO_SIZE
+
+
+def split_zoo(source: str) -> ZooRef | None:
+    """``zoo:NAME[@SIZE][:side]`` -> ZooRef(NAME, side or None, SIZE or tiny); None if ``source`` is not a zoo reference.
+
+    The size is checked against the registered zoo's sizes (when one is registered): an unknown size is a
+    ModelRefError naming them."""
     if not source.startswith("zoo:"):
         return None
-    name, _, side = source[4:].partition(":")
+    head, _, side = source[4:].partition(":")
+    name, at, size = head.partition("@")
     if side not in ("", "base", "tuned"):
-        raise ModelRefError(f"{source}: the side after the organism name must be 'base' or 'tuned' (e.g. zoo:NAME:base)")
-    return name, side or None
+        where = " (the size comes before the side: zoo:NAME@SIZE:base)" if "@" in side else " (e.g. zoo:NAME:base)"
+        raise ModelRefError(f"{source}: the side after the organism name must be 'base' or 'tuned'{where}")
+    if at:
+        sizes = _ZOO[0].sizes if _ZOO else ()
+        if not size or (sizes and size not in sizes):
+            known = f"one of {', '.join(sizes)}" if sizes else "a zoo size such as tiny or small"
+            raise ModelRefError(f"{source}: unknown zoo size {size!r} (give {known} after '@', e.g. zoo:{name}@small)")
+    return ZooRef(name, side or None, size or DEFAULT_ZOO_SIZE)
+
+
+def zoo_ref(name: str, side: str | None = None, size: str = DEFAULT_ZOO_SIZE) -> str:
+    """The reference ``split_zoo`` reads back as (name, side, size); ``@tiny`` is left out (the default)."""
+    return f"zoo:{name}" + (f"@{size}" if size != DEFAULT_ZOO_SIZE else "") + (f":{side}" if side else "")
 
 
 @dataclass(frozen=True)
@@ -234,13 +261,15 @@ class ZooResolver:
     ``.drift``, ``.ground_truth``), built first when allowed, else FileNotFoundError; ``check_name(name,
     size="tiny")``: an error unless the name exists, building nothing; ``prompts(name, size="tiny")``:
     the prompts an organism ships; ``recipe_tokenizer(name, size)``: the tokenizer an unbuilt model
-    would be saved with, or None when it cannot be had without building.
+    would be saved with, or None when it cannot be had without building; ``sizes``: the sizes that
+    ``zoo:NAME@SIZE`` may name.
     """
 
     resolve: Callable[..., Any]
     check_name: Callable[..., None]
     prompts: Callable[..., list]
     recipe_tokenizer: Callable[[str, str], Any]
+    sizes: tuple[str, ...] = (DEFAULT_ZOO_SIZE,)
 
 
 _ZOO: list[ZooResolver] = []  # at most one: the registered zoo

@@ -27,13 +27,13 @@ def _zoo_tokenizer(name: str, side: str | None, size: str):
     return AutoTokenizer.from_pretrained(entry.tuned if entry.tuned is not None and side != "base" else entry.base)
 
 
-def tokenizer_only(ref: str, allow_pickle: bool = False, trust_remote_code: bool = False, size: str = "tiny"):
+def tokenizer_only(ref: str, allow_pickle: bool = False, trust_remote_code: bool = False):
     """The tokenizer of model ``ref`` without its weights (None when it cannot be had without loading the model)."""
     from transformers import AutoTokenizer
 
     zoo = split_zoo(ref)
     if zoo is not None:
-        return _zoo_tokenizer(zoo[0], zoo[1], size)
+        return _zoo_tokenizer(zoo.name, zoo.side, zoo.size)
     r = resolve_ref(ref, allow_pickle)
     if r.is_adapter:  # merged onto its base when loaded: the base's tokenizer
         return None

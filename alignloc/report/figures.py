@@ -51,8 +51,8 @@ def kind_of(result: dict) -> str:
         return "proxy-tune"
     if result.get("kind") == "surfacing-experiment":
         return "surfacing-experiment"
-    raise ResultError("not an alignloc result (give a report.json of layer-diff, context-prior, proxy-tune or rl-formats, or "
-                      "localize-bench --json output)")
+    raise ResultError("not an alignloc result (give a report.json of layer-diff, context-prior, proxy-tune, rl-formats or "
+                      "localize-bench)")
 
 
 def layer_diff_figures(r: dict) -> list[tuple[str, go.Figure]]:

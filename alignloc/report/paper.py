@@ -34,7 +34,7 @@ def read_figures(results: list[str | Path]) -> list[tuple[Path, str, go.Figure]]
         p = Path(r)
         p = p / "report.json" if p.is_dir() else p
         if not p.is_file():
-            raise ResultError(f"{r}: no such result (give a report.json, its directory, or localize-bench --json output)")
+            raise ResultError(f"{r}: no such result (give a report.json or its directory)")
         data = read_json(p, ResultError, "result file", "give a report.json written by alignloc")
         try:
             new = figures_for(data)

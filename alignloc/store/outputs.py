@@ -12,7 +12,7 @@ any work starts and again by ``write_outputs`` at write time:
   its own is refused: ``overwrite`` lets alignloc write *next to* other files and replace its own
   earlier outputs, never replace the other files.
 
-A single output file (``--json FILE``) must be new, or ``overwrite`` given (``check_out_file``).
+A single output file must be new, or ``overwrite`` given (``check_out_file``).
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ change was planted and the behavior/knowledge numbers measured on the saved file
 Importing the package is light (its names load torch on first use, like ``alignloc``'s own) and
 registers the zoo with ``alignloc.models.refs`` (``register_zoo_resolver``): that is how
 ``load_pair("zoo:NAME")`` and every other ``zoo:`` reference reach the organisms, since nothing
-below the zoo imports it. The command line and ``alignloc.experiments`` import it.
+below the zoo imports it. The command line and ``alignloc.experiments`` import it. ``zoo:NAME@SIZE`` reaches
+every size in ``SIZES`` (``zoo:NAME`` alone: tiny).
 """
 
 from __future__ import annotations
@@ -31,7 +32,13 @@ _EXPORTS = {
         "resolve", "weights_sha256", "zoo_root")},
 }
 
-__all__ = sorted(_EXPORTS)
+# Every zoo size: ``config.SIZES`` (built from scratch) and ``real.SIZE`` (edits on real weights), written out here
+# so that naming them imports neither (a test keeps them equal).
+TRAINED_SIZES = ("tiny", "small")
+REAL_SIZE = "real"
+SIZES = (*TRAINED_SIZES, REAL_SIZE)
+
+__all__ = sorted([*_EXPORTS, "REAL_SIZE", "SIZES", "TRAINED_SIZES"])
 
 
 def __getattr__(name: str):
@@ -49,4 +56,5 @@ register_zoo_resolver(ZooResolver(
     check_name=lambda *a, **k: _registry().check_name(*a, **k),
     prompts=lambda *a, **k: import_module("alignloc.zoo.prompts").organism_prompts(*a, **k),
     recipe_tokenizer=lambda *a, **k: _registry().recipe_tokenizer(*a, **k),
+    sizes=SIZES,
 ))
