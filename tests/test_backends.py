@@ -183,6 +183,16 @@ def test_backend_subset_stops_early(case: Case, backend: str):
     assert max(diffs.values()) <= ATOL, diffs
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_every_backend_checks_sites_before_running(case: Case, backend: str):
+    """The checks all backends share (models.backends.base.CheckedRun): no site, no run; a layer past the model's
+    last is refused before any forward."""
+    be = case.backends[backend]
+    assert be.run(case.input_ids, case.mask, []) == {}
+    with pytest.raises(SiteError):
+        be.run(case.input_ids, case.mask, [Site(0, "mlp_out"), Site(99, "resid_post")])
+
+
 def test_resid_mid_only_where_it_exists(case: Case):
     for name, backend in case.backends.items():
         if case.parallel:

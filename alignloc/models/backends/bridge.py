@@ -22,7 +22,7 @@ import copy
 
 import torch
 
-from alignloc.models.families import check_site
+from alignloc.models.backends.base import CheckedRun
 from alignloc.models.pair import LoadedModel
 from alignloc.sites import Site
 
@@ -47,7 +47,7 @@ def bridge_tokenizer(tokenizer):
     return tok
 
 
-class BridgeBackend:
+class BridgeBackend(CheckedRun):
     """Record sites with ``TransformerBridge.run_with_cache`` on a private copy of the model."""
 
     name = "bridge"
@@ -69,15 +69,7 @@ class BridgeBackend:
         self.bridge.eval()
 
     @torch.inference_mode()
-    def run(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, sites: list[Site]
-    ) -> dict[Site, torch.Tensor]:
-        """Activations ``[batch, pos, d_model]`` at ``sites`` for one batch."""
-        lm = self.loaded
-        for s in sites:
-            check_site(lm.family, lm.config, s)
-        if not sites:
-            return {}
+    def _run(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, sites: list[Site]) -> dict[Site, torch.Tensor]:
         dev = self.bridge.cfg.device
         names = sorted({hook_name(s) for s in sites})
         _, cache = self.bridge.run_with_cache(

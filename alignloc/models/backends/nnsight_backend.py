@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from alignloc.models.families import check_site
+from alignloc.models.backends.base import CheckedRun
 from alignloc.models.pair import LoadedModel
 from alignloc.models.refs import ModelRefError, split_zoo
 from alignloc.sites import Site
@@ -118,7 +118,7 @@ def _api_key() -> str | None:
     return os.environ.get("NDIF_API_KEY") or nnsight.CONFIG.API.APIKEY
 
 
-class NNsightBackend:
+class NNsightBackend(CheckedRun):
     """Record sites in an nnsight trace of ``loaded.model``, or of a hub model on NDIF.
 
     ``remote``: False (local), ``"local"`` (local simulation of the remote path), True (NDIF at
@@ -175,15 +175,8 @@ class NNsightBackend:
             plan.append((site, _envoy(blocks[site.layer], sub), io))
         return plan
 
-    def run(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, sites: list[Site]
-    ) -> dict[Site, torch.Tensor]:
-        """Activations ``[batch, pos, d_model]`` at ``sites`` for one batch."""
+    def _run(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, sites: list[Site]) -> dict[Site, torch.Tensor]:
         lm = self.loaded
-        for s in sites:
-            check_site(lm.family, lm.config, s)
-        if not sites:
-            return {}
         if not self.is_remote:
             dev = lm.device  # the embedding's device (the first shard of a device map)
             input_ids, attention_mask = input_ids.to(dev), attention_mask.to(dev)
