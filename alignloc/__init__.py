@@ -19,6 +19,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "load_pair": "alignloc.models.pair",
     "load_model": "alignloc.models.pair",
+    "LoadOptions": "alignloc.models.load_options",
     "ModelPair": "alignloc.models.pair",
     "capture": "alignloc.capturing",  # module not named capture.py: it would shadow the function
     "open_store": "alignloc.store",

@@ -22,6 +22,7 @@ from alignloc.layerdiff.collect import collect
 from alignloc.layerdiff.measures import kind_index, measure
 from alignloc.layerdiff.surfacing import demo_residuals, split_demos, surfacing_measures
 from alignloc.layerdiff.whatchanged import what_changed as what_changed_block
+from alignloc.models.load_options import LoadOptions
 from alignloc.models.pair import LoadedModel, ModelPair, check_pair
 from alignloc.prompts import Prompt, prompts_hash
 
@@ -62,9 +63,9 @@ def examples(prompts: list[Prompt], per_kind: int = 3) -> list[dict]:
     return out
 
 
-def default_control(pair: ModelPair, size: str | None = None, placement: dict | None = None) -> LoadedModel | None:
+def default_control(pair: ModelPair, size: str | None = None, options: LoadOptions | None = None) -> LoadedModel | None:
     """For a zoo organism: its own drift-only model (``-drift`` organisms), else the zoo's
-    continued-pretraining control on the same base, if it exists (loaded with ``placement`` keywords); from the
+    continued-pretraining control on the same base, if it exists (loaded with ``options``); from the
     zoo ``size`` (default: the pair's own, ``zoo:NAME@SIZE``, else tiny)."""
     size = size or pair.zoo_size or "tiny"
     if pair.name is None or pair.name in (CONTROL_ORGANISM, "control-drift"):
@@ -72,13 +73,12 @@ def default_control(pair: ModelPair, size: str | None = None, placement: dict | 
     from alignloc import zoo
     from alignloc.models.pair import load_model
 
-    kw = placement or {}
     try:
         own = zoo.resolve(pair.name, size=size, build_missing=False)
     except (FileNotFoundError, ValueError):
         own = None
     if own is not None and own.drift is not None:
-        control = load_model(str(own.drift), **kw)
+        control = load_model(str(own.drift), options)
         control.meta["zoo"] = f"{pair.name}:drift"
         control.meta["twin"] = True
         return control
@@ -89,7 +89,7 @@ def default_control(pair: ModelPair, size: str | None = None, placement: dict | 
             entry = zoo.resolve("smollm2-control-drift", build_missing=False)
         except FileNotFoundError:
             return None
-        control = load_model(str(entry.tuned), **kw)
+        control = load_model(str(entry.tuned), options)
         control.meta["zoo"] = "smollm2-control-drift:tuned"
         return control
 
@@ -97,7 +97,7 @@ def default_control(pair: ModelPair, size: str | None = None, placement: dict | 
         entry = zoo.resolve(CONTROL_ORGANISM, size=size)
     except (FileNotFoundError, ValueError):
         return None
-    control = load_model(str(entry.tuned), **kw)
+    control = load_model(str(entry.tuned), options)
     control.meta["zoo"] = f"{CONTROL_ORGANISM}:tuned"
     return control if control.weights_hash != pair.base.weights_hash and _same_base(entry, pair) else None
 
