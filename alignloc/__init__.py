@@ -29,6 +29,7 @@ _EXPORTS = {
     "parse_sites": "alignloc.sites",
     "Site": "alignloc.sites",
     "layer_diff": "alignloc.experiments.layerdiff",  # the experiments room imports the zoo (zoo:NAME works)
+    "LayerDiffConfig": "alignloc.layerdiff.config",
 }
 
 _TAKES_ZOO_REFS = {"load_pair", "load_model"}

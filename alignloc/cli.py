@@ -206,6 +206,7 @@ def layer_diff_cmd(
     from alignloc.causal.budget import BUDGETS
     from alignloc.experiments.layerdiff import default_control, layer_diff
     from alignloc.layerdiff.answers import ANSWERS_FILE, answer_targets
+    from alignloc.layerdiff.config import LayerDiffConfig
     from alignloc.models.backends import BACKENDS
     from alignloc.models.pair import load_model, load_pair
     from alignloc.report import REPORT_FILES
@@ -257,11 +258,10 @@ def layer_diff_cmd(
     else:
         ctrl = load_model(control, opts)
         ctrl.meta["twin"] = True  # named by the user as the training without the edit: --causal localizes against it
-    sizes = check.windows(windows, pair.n_layers)
-    report = layer_diff(pair, prompt_list, out, control=ctrl, store=store, n_boot=n_boot, seed=seed, probes=probes,
-                        batch_size=batch_size, backend=backend, overwrite=overwrite, causal=causal, windows=sizes,
-                        mask_steps=mask_steps, budget=budget, one_at_a_time=one_at_a_time and not causal,
-                        answers=answers)
+    config = LayerDiffConfig(n_boot=n_boot, seed=seed, probes=probes, batch_size=batch_size, backend=backend,
+                             causal=causal, windows=check.windows(windows, pair.n_layers), mask_steps=mask_steps,
+                             budget=budget, one_at_a_time=one_at_a_time and not causal)
+    report = layer_diff(pair, prompt_list, out, config, control=ctrl, store=store, overwrite=overwrite, answers=answers)
     for line in skip_warnings(report, out / "index.html"):
         typer.echo(line, err=True)
     for line in report["verdict"]["summary"] + (refusal_lines(answers) if answers else []):

@@ -64,8 +64,9 @@ def localize_bench_cmd(
     check_out_dir(out, BENCH_FILES, overwrite=overwrite)
     result = localize_bench(size=size, n_prompts=n_prompts, methods=chosen, tiers=tier_list,
                             log=lambda m: typer.echo(m, err=True), options=opts)
-    text = render_bench_markdown(result)
-    data = json.dumps(json_safe(result), indent=1, allow_nan=False)
+    report = result.to_json()
+    text = render_bench_markdown(report)
+    data = json.dumps(json_safe(report), indent=1, allow_nan=False)
     write_outputs(out, {"report.json": data.encode(), "summary.md": text.encode()})
     typer.echo(data if as_json else text)
     typer.echo(f"report: {out / 'report.json'}  {out / 'summary.md'}", err=True)

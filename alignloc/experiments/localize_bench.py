@@ -42,6 +42,7 @@ from alignloc.causal.report import MIN_GAP
 from alignloc.models.load_options import LoadOptions
 from alignloc.models.pair import load_pair
 from alignloc.prompts import Prompt, load_prompts
+from alignloc.report.results import LocalizeBenchResult
 from alignloc.zoo import real
 
 CONTROL = "control-continued"
@@ -133,8 +134,9 @@ def _tier(size: str, tier: str, n_prompts: int, methods: list[str], min_gap: flo
 
 def localize_bench(size: str = "tiny", n_prompts: int = 48, methods: list[str] | None = None,
                    min_gap: float = MIN_GAP, flag_at: float = 0.5, tiers: list[str] | None = None,
-                   log: Callable[[str], None] = lambda m: None, options: LoadOptions | None = None) -> dict:
-    """Run every method on every scored organism of each tier and on its control; JSON-ready results.
+                   log: Callable[[str], None] = lambda m: None, options: LoadOptions | None = None) -> LocalizeBenchResult:
+    """Run every method on every scored organism of each tier and on its control: a ``LocalizeBenchResult``
+    (``to_json()`` is the report.json that ``alignloc localize-bench`` writes).
 
     ``options``: how every pair is loaded (``LoadOptions``: device, compute dtype, device map)."""
     methods = list(METHODS) if methods is None else methods
@@ -145,5 +147,5 @@ def localize_bench(size: str = "tiny", n_prompts: int = 48, methods: list[str] |
     bad = [t for t in tiers if t not in TIERS]
     if bad:
         raise ValueError(f"unknown tier(s) {bad}; choose from {list(TIERS)}")
-    return {"size": size, "n_prompts": n_prompts, "min_gap": min_gap, "flag_at": flag_at, "methods_run": methods,
-            "tiers": {t: _tier(size, t, n_prompts, methods, min_gap, flag_at, log, options) for t in tiers}}
+    return LocalizeBenchResult(size=size, n_prompts=n_prompts, min_gap=min_gap, flag_at=flag_at, methods_run=methods,
+                               tiers={t: _tier(size, t, n_prompts, methods, min_gap, flag_at, log, options) for t in tiers})

@@ -36,7 +36,7 @@ def _localize_bench(out: Path, options: LoadOptions) -> None:
     from alignloc.report import json_safe
     from alignloc.store.outputs import write_outputs
 
-    write_outputs(out, {"report.json": json.dumps(json_safe(localize_bench(options=options)), indent=1).encode()})
+    write_outputs(out, {"report.json": json.dumps(json_safe(localize_bench(options=options).to_json()), indent=1).encode()})
 
 
 def _context_prior(out: Path, options: LoadOptions) -> None:

@@ -27,6 +27,7 @@ from alignloc import __version__
 from alignloc.errors import UsageError
 from alignloc.experiments.layerdiff import layer_diff
 from alignloc.layerdiff.answers import ANSWERS_FILE
+from alignloc.layerdiff.config import LayerDiffConfig
 from alignloc.models.load_options import LoadOptions
 from alignloc.models.pair import LoadedModel, ModelPair, check_pair, load_model, load_pair
 from alignloc.models.refs import resolve_ref, split_zoo
@@ -118,6 +119,8 @@ def trajectory(refs: list[str], out: str | Path, prompts: list[Prompt] | None = 
         check_out_dir(out / d, (*REPORT_FILES, "acts"), overwrite=overwrite)
     prompts = prompts if prompts is not None else trajectory_prompts(refs)
     opts = options or LoadOptions()
+    config = LayerDiffConfig(n_boot=n_boot, seed=seed, probes=probes, batch_size=batch_size, backend=backend,
+                             what_changed=what_changed)
     models: dict[int, LoadedModel] = {}
     hashes: dict[int, str] = {}
 
@@ -132,8 +135,7 @@ def trajectory(refs: list[str], out: str | Path, prompts: list[Prompt] | None = 
         check_pair(model(i), model(k))
         log(f"layer-diff {refs[i]} -> {refs[k]}: {out / where}")
         pair = ModelPair(base=model(i), tuned=model(k), name=f"{where}: {refs[i]} -> {refs[k]}")
-        return layer_diff(pair, prompts, out / where, n_boot=n_boot, seed=seed, probes=probes, batch_size=batch_size,
-                          backend=backend, overwrite=overwrite, what_changed=what_changed)
+        return layer_diff(pair, prompts, out / where, config, overwrite=overwrite)
 
     stages = []
     for k in range(1, len(refs)):
