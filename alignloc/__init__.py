@@ -30,6 +30,7 @@ _EXPORTS = {
     "Site": "alignloc.sites",
     "layer_diff": "alignloc.experiments.layerdiff",  # the experiments room imports the zoo (zoo:NAME works)
     "LayerDiffConfig": "alignloc.layerdiff.config",
+    "LayerDiffResult": "alignloc.report.results",
 }
 
 _TAKES_ZOO_REFS = {"load_pair", "load_model"}

@@ -312,7 +312,7 @@ def check_pair(base: LoadedModel, tuned: LoadedModel) -> None:
 
 def load_pair(
     base: str,
-    tuned: str | None = None,
+    tuned: str | LoadOptions | None = None,
     options: LoadOptions | None = None,
     *,
     one_at_a_time: bool = False,
@@ -321,10 +321,13 @@ def load_pair(
     """Load and check a base/tuned pair; ``load_pair("zoo:NAME")`` loads an organism's two sides.
 
     ``options`` and ``keywords`` as in :func:`load_model` (a :class:`LoadOptions`, or its fields as
-    keywords); both sides get the same placement. ``one_at_a_time``: the base is released
+    keywords; ``load_pair("zoo:NAME", options)`` takes it in the place of ``tuned``); both sides get the
+    same placement. ``one_at_a_time``: the base is released
     (``LoadedModel.release``) before the tuned model is loaded, so only one model is ever in memory; it
     loads again when first used.
     """
+    if isinstance(tuned, LoadOptions) and options is None:  # load_pair("zoo:NAME", opts): no tuned side given
+        tuned, options = None, tuned
     opts = LoadOptions.build(options, **keywords)
     place = _placement(opts)
     name = ground_truth = size = None
