@@ -19,6 +19,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "load_pair": "alignloc.models.pair",
     "load_model": "alignloc.models.pair",
+    "LoadOptions": "alignloc.models.load_options",
     "ModelPair": "alignloc.models.pair",
     "capture": "alignloc.capturing",  # module not named capture.py: it would shadow the function
     "open_store": "alignloc.store",
@@ -28,6 +29,8 @@ _EXPORTS = {
     "parse_sites": "alignloc.sites",
     "Site": "alignloc.sites",
     "layer_diff": "alignloc.experiments.layerdiff",  # the experiments room imports the zoo (zoo:NAME works)
+    "LayerDiffConfig": "alignloc.layerdiff.config",
+    "LayerDiffResult": "alignloc.report.results",
 }
 
 _TAKES_ZOO_REFS = {"load_pair", "load_model"}

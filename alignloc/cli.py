@@ -29,6 +29,7 @@ from alignloc.cli_options import (
     SEED,
     SUITE,
     TRUST_REMOTE_CODE,
+    load_options,
     out_option,
     overwrite_option,
     prompts_option,
@@ -93,7 +94,7 @@ def capture(
     check.at_least("--batch-size", batch_size)
     check.one_of("--dtype", dtype, DTYPE_NAMES)
     check.one_of("--backend", backend, BACKENDS)
-    place = check.placement(device, compute_dtype, device_map)
+    opts = load_options(device, compute_dtype, device_map, allow_pickle, trust_remote_code)
     n_layers = check.model_refs(base, tuned, allow_pickle=allow_pickle)
     check.sites(sites, layers, n_layers)
     chosen = choose_prompts(base, tuned, prompts, suite, chat_template, allow_pickle=allow_pickle,
@@ -104,8 +105,7 @@ def capture(
     for line in chosen.describe() if chosen.chosen else []:
         typer.echo(line, err=True)
     watch(out)
-    pair = load_pair(base, tuned, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
-                     one_at_a_time=one_at_a_time, **place)
+    pair = load_pair(base, tuned, opts, one_at_a_time=one_at_a_time)
     store = run_capture(pair, prompt_list, out, sites=sites, positions=positions, layers=layers, batch_size=batch_size,
                         dtype=dtype, backend=backend, overwrite=overwrite, release=one_at_a_time)
     typer.echo(store.summary())
@@ -144,7 +144,7 @@ def demo(
 
     name = organism or zoo.DEFAULT_ORGANISM
     zoo.check_name(name, size)
-    place = check.placement(device, compute_dtype, device_map)
+    opts = load_options(device, compute_dtype, device_map)
     if name in zoo.BASES:
         raise UsageError(f"--organism: {name} is a base model, not an organism (e.g. {zoo.DEFAULT_ORGANISM})")
     check_out_dir(out, (*REPORT_FILES, "acts", "acts-control", "acts-demos"), overwrite=overwrite)
@@ -152,10 +152,10 @@ def demo(
     watch(out / "acts-control")
     typer.echo(f"[1/3] organism {name} ({size}): building or reusing under {zoo.zoo_root()}", err=True)
     entry = zoo.resolve(name, size=size)
-    pair = load_pair(str(entry.base), str(entry.tuned), **place)
+    pair = load_pair(str(entry.base), str(entry.tuned), opts)
     pair.name, pair.ground_truth = name, entry.ground_truth
     typer.echo(f"[2/3] layer-diff: capture -> {out / 'acts'}, weights, shift, lens, probes, verdict", err=True)
-    report = layer_diff(pair, zoo.organism_prompts(name, size), out, control=default_control(pair, size, place), overwrite=overwrite)
+    report = layer_diff(pair, zoo.organism_prompts(name, size), out, control=default_control(pair, size, opts), overwrite=overwrite)
     sh, w = report["measures"]["shift"], report["measures"]["weights"]["layers"]
     typer.echo(f"[3/3] base -> tuned, per layer (planted layers: {entry.ground_truth.get('layers')})")
     typer.echo("layer  weights  rel.L2   1-cos    CKA")
@@ -206,6 +206,7 @@ def layer_diff_cmd(
     from alignloc.causal.budget import BUDGETS
     from alignloc.experiments.layerdiff import default_control, layer_diff
     from alignloc.layerdiff.answers import ANSWERS_FILE, answer_targets
+    from alignloc.layerdiff.config import LayerDiffConfig
     from alignloc.models.backends import BACKENDS
     from alignloc.models.pair import load_model, load_pair
     from alignloc.report import REPORT_FILES
@@ -223,7 +224,7 @@ def layer_diff_cmd(
     if mask_steps is not None:
         check.at_least("--mask-steps", mask_steps, 0)
     check.one_of("--budget", budget, tuple(BUDGETS))
-    place = check.placement(device, compute_dtype, device_map)
+    opts = load_options(device, compute_dtype, device_map, allow_pickle, trust_remote_code)
     check.windows(windows, check.model_ref(base, allow_pickle))
     no_control = control is not None and control.lower() == "none"
     check.model_refs(base, tuned, None if control is None or no_control else control, allow_pickle=allow_pickle)
@@ -241,8 +242,7 @@ def layer_diff_cmd(
             f"{len(chats)} chat prompts, the base model's as foil; kept in {out / ANSWERS_FILE}")
     watch(store or out / "acts")
     watch(out / "acts-control")
-    pair = load_pair(base, tuned, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
-                     one_at_a_time=one_at_a_time and not causal, **place)
+    pair = load_pair(base, tuned, opts, one_at_a_time=one_at_a_time and not causal)
     prompt_list, answers = chosen.prompts, None
     if chats:
         prompt_list, answers = answer_targets(pair, prompt_list, out, answer_tokens=answer_tokens,
@@ -252,17 +252,16 @@ def layer_diff_cmd(
     if one_at_a_time and not causal and not no_control:
         pair.tuned.release()  # before a control model is loaded
     if control is None:
-        ctrl = default_control(pair, placement=place)
+        ctrl = default_control(pair, options=opts)
     elif no_control:
         ctrl = None
     else:
-        ctrl = load_model(control, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, **place)
+        ctrl = load_model(control, opts)
         ctrl.meta["twin"] = True  # named by the user as the training without the edit: --causal localizes against it
-    sizes = check.windows(windows, pair.n_layers)
-    report = layer_diff(pair, prompt_list, out, control=ctrl, store=store, n_boot=n_boot, seed=seed, probes=probes,
-                        batch_size=batch_size, backend=backend, overwrite=overwrite, causal=causal, windows=sizes,
-                        mask_steps=mask_steps, budget=budget, one_at_a_time=one_at_a_time and not causal,
-                        answers=answers)
+    config = LayerDiffConfig(n_boot=n_boot, seed=seed, probes=probes, batch_size=batch_size, backend=backend,
+                             causal=causal, windows=check.windows(windows, pair.n_layers), mask_steps=mask_steps,
+                             budget=budget, one_at_a_time=one_at_a_time and not causal)
+    report = layer_diff(pair, prompt_list, out, config, control=ctrl, store=store, overwrite=overwrite, answers=answers)
     for line in skip_warnings(report, out / "index.html"):
         typer.echo(line, err=True)
     for line in report["verdict"]["summary"] + (refusal_lines(answers) if answers else []):
@@ -343,7 +342,7 @@ def trajectory_cmd(
     check.seed(seed)
     check.at_least("--batch-size", batch_size)
     check.one_of("--backend", backend, BACKENDS)
-    place = check.placement(device, compute_dtype, device_map)
+    opts = load_options(device, compute_dtype, device_map, allow_pickle, trust_remote_code)
     check.model_refs(*checkpoints, allow_pickle=allow_pickle)
     zoo_ckpt = any(split_zoo(c) is not None for c in checkpoints)
     answers = None
@@ -354,13 +353,12 @@ def trajectory_cmd(
     else:  # the built-in suites, targets written by the last stage
         check_out_dir(out, (*FILES, ANSWERS_FILE, *stage_dirs(len(checkpoints) - 1)), overwrite=overwrite)
         prompt_list, answers = chain_prompts(checkpoints, out, suite, chat_template, answer_tokens=answer_tokens,
-                                             batch_size=batch_size, placement=place, allow_pickle=allow_pickle,
-                                             trust_remote_code=trust_remote_code, log=lambda m: typer.echo(m, err=True))
+                                             batch_size=batch_size, options=opts, log=lambda m: typer.echo(m, err=True))
     for d in stage_dirs(len(checkpoints) - 1):
         watch(out / d / "acts")
     summary = trajectory(checkpoints, out, prompt_list, n_boot=n_boot, seed=seed, probes=probes, what_changed=what_changed,
-                         batch_size=batch_size, backend=backend, overwrite=overwrite, placement=place,
-                         allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, log=lambda m: typer.echo(m, err=True),
+                         batch_size=batch_size, backend=backend, overwrite=overwrite, options=opts,
+                         log=lambda m: typer.echo(m, err=True),
                          answers=answers)
     for s in summary["stages"]:
         typer.echo(f"- stage {s['stage']} ({s['ref']}): step changed layers {s['step']['changed_layers']} (largest weight "

@@ -19,6 +19,7 @@ from alignloc.cli_options import (
     QUIET,
     TRUST_REMOTE_CODE,
     json_option,
+    load_options,
     out_option,
     overwrite_option,
     prompts_option,
@@ -57,14 +58,15 @@ def localize_bench_cmd(
 
     check_size(size)
     check.at_least("--n-prompts", n_prompts)
-    place = check.placement(device, compute_dtype, device_map)
+    opts = load_options(device, compute_dtype, device_map)
     chosen = check.subset("--methods", methods, list(METHODS)) if methods is not None else None
     tier_list = check.subset("--tiers", tiers, list(TIERS))
     check_out_dir(out, BENCH_FILES, overwrite=overwrite)
     result = localize_bench(size=size, n_prompts=n_prompts, methods=chosen, tiers=tier_list,
-                            log=lambda m: typer.echo(m, err=True), placement=place)
-    text = render_bench_markdown(result)
-    data = json.dumps(json_safe(result), indent=1, allow_nan=False)
+                            log=lambda m: typer.echo(m, err=True), options=opts)
+    report = result.to_json()
+    text = render_bench_markdown(report)
+    data = json.dumps(json_safe(report), indent=1, allow_nan=False)
     write_outputs(out, {"report.json": data.encode(), "summary.md": text.encode()})
     typer.echo(data if as_json else text)
     typer.echo(f"report: {out / 'report.json'}  {out / 'summary.md'}", err=True)
@@ -103,7 +105,7 @@ def context_prior_cmd(
     from alignloc.tokens import default_bos
 
     check.one_of("--gate", gate, ("always", "context", "both"))
-    place = check.placement(device, compute_dtype, device_map)
+    opts = load_options(device, compute_dtype, device_map, allow_pickle, trust_remote_code)
     check.layer_spec(layers, check.model_ref(model, allow_pickle))
     named = check.conflict_set(conflicts, prompts, tuple(SETS))
     prompt_list = None if named else check.prompts_for(model, prompts, "MODEL is a zoo model (zoo:NAME) or --conflicts is given")
@@ -114,7 +116,7 @@ def context_prior_cmd(
             raise PromptFormatError(f"{text}: no text in the file (write one passage per line)")
     check_out_dir(out, REPORT_FILES, overwrite=overwrite)
     sets = None if named else load_sets(prompt_list, texts, src=str(prompts or model))
-    lm = load_model(model, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, **place)
+    lm = load_model(model, opts)
     bos, info = default_bos(lm.tokenizer, lm.config.model_type), None
     if named:
         sets, info = named_sets(lm, named, bos, texts, log=lambda m: typer.echo(m, err=True))
@@ -157,7 +159,7 @@ def proxy_tune_cmd(
     from alignloc.tokens import default_bos
 
     betas = check.betas(beta)
-    place = check.placement(device, compute_dtype, device_map)
+    opts = load_options(device, compute_dtype, device_map, allow_pickle, trust_remote_code)
     if zoo_mode:
         check.organism("--organism", organism)
         large_base, small_base = "zoo:base-large", "zoo:base"
@@ -177,12 +179,11 @@ def proxy_tune_cmd(
     prompt_list = check.prompts_for(small_tuned if zoo_mode else "", prompts, "--zoo is given")  # last: --zoo builds the organism
     split_prompts(prompt_list)
     watch(out / "large-layer-diff" / "acts")
-    opts = {"allow_pickle": allow_pickle, "trust_remote_code": trust_remote_code, **place}
-    lb, sb = load_model(large_base, **opts), load_model(small_base, **opts)
-    st = load_model(small_tuned, **opts)
-    lt = load_model(large_tuned, **opts) if large_tuned else None
-    other = {"label": f"zoo:{contrast}", "small_tuned": load_model(f"zoo:{contrast}", **opts),
-             "large_tuned": load_model(f"zoo:{contrast}-large", **opts)} if contrast else None
+    lb, sb = load_model(large_base, opts), load_model(small_base, opts)
+    st = load_model(small_tuned, opts)
+    lt = load_model(large_tuned, opts) if large_tuned else None
+    other = {"label": f"zoo:{contrast}", "small_tuned": load_model(f"zoo:{contrast}", opts),
+             "large_tuned": load_model(f"zoo:{contrast}-large", opts)} if contrast else None
     report = proxy_tune_report(lb, sb, st, prompt_list, out, default_bos(lb.tokenizer, lb.config.model_type), lt, betas,
                                log=lambda m: typer.echo(m, err=True), contrast=other)
     for line in report["verdict"]["summary"] + report.get("side_by_side", {}).get("summary", []):
@@ -212,7 +213,7 @@ def figures(
     from alignloc.store.outputs import check_out_dir
 
     formats = check.subset("--format", fmt, FORMATS)
-    place = check.placement(device, compute_dtype, device_map)
+    opts = load_options(device, compute_dtype, device_map)
     log = lambda m: typer.echo(m, err=True)  # noqa: E731
     if results:
         paths = list(results)  # make_figures reads and checks every one, then the folder, before it writes anything
@@ -220,7 +221,7 @@ def figures(
         check_out_dir(out, [], overwrite=overwrite)
         check_out_dir(cache, list(EXPERIMENTS), overwrite=overwrite, option="--cache")
         watch(f"finished experiments under {cache}")
-        paths = zoo_results(cache, log, place)
+        paths = zoo_results(cache, log, opts)
     written = make_figures(paths, out, formats, log, overwrite=overwrite)
     typer.echo(f"{len(written)} files in {out}: " + ", ".join(sorted({p.stem for p in written})))
 

@@ -87,3 +87,18 @@ def json_option(help: str = JSON_HELP) -> Any:
 def size_option(help: str) -> Any:
     """``--size``: which zoo size a command builds or reuses (default tiny)."""
     return typer.Option("tiny", "--size", help=help)
+
+
+# ---- how models are loaded -------------------------------------------------------------------------------------
+
+
+def load_options(device: str = "auto", compute_dtype: str = "auto", device_map: str | None = "none",
+                 allow_pickle: bool = False, trust_remote_code: bool = False):
+    """One ``LoadOptions`` from a command's shared options (``--device``, ``--compute-dtype``, ``--device-map``,
+    ``--allow-pickle``, ``--trust-remote-code``), the placement checked against this machine first (cuda
+    without a GPU is refused here, before anything is loaded); every model the command loads gets it."""
+    from alignloc import options as check
+    from alignloc.models.load_options import LoadOptions
+
+    return LoadOptions(**check.placement(device, compute_dtype, device_map), allow_pickle=allow_pickle,
+                       trust_remote_code=trust_remote_code)

@@ -18,6 +18,7 @@ from alignloc.cli_options import (
     DEVICE_MAP,
     N_BOOT,
     QUIET,
+    load_options,
     out_option,
     overwrite_option,
     size_option,
@@ -48,9 +49,9 @@ def rl_formats_cmd(
     if size == REAL:
         raise UsageError("--size: the rl-formats organisms are trained from scratch; use tiny or small")
     check.at_least("--n-boot", n_boot)
-    place = check.placement(device, compute_dtype, device_map)
+    opts = load_options(device, compute_dtype, device_map)
     check_out_dir(out, OUT_FILES, overwrite=overwrite)
-    result = rl_formats_experiment(out, size=size, n_boot=n_boot, log=lambda m: typer.echo(m, err=True), placement=place)
+    result = rl_formats_experiment(out, size=size, n_boot=n_boot, log=lambda m: typer.echo(m, err=True), options=opts)
     for line in result["verdict"]["summary"]:
         typer.echo(f"- {line}")
     typer.echo(f"report: {out / 'report.json'}  {out / 'summary.md'}")

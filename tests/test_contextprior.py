@@ -97,6 +97,35 @@ def test_verdict_compares_interventions_with_prompt_only_fixes(cp_report):
     assert "best prompt-only fix" in (out / "summary.md").read_text()
 
 
+def test_context_prior_result_round_trips(cp_report):
+    """report.json read back as a ContextPriorResult gives the same dict; another version is refused."""
+    from alignloc.report.results import ContextPriorResult, ResultSchemaError
+
+    r, _ = cp_report
+    typed = ContextPriorResult.from_json(r)
+    assert typed.to_json() == r and list(typed.to_json()) == list(r) and typed.rows == r["rows"]
+    assert ContextPriorResult.from_json(typed.to_json()) == typed
+    with pytest.raises(ResultSchemaError, match="context-prior report has schema version 0"):
+        ContextPriorResult.from_json({**r, "schema_version": 0})
+
+
+def test_context_prior_returns_its_typed_result(zoo_tiny, tmp_path):
+    """The function returns the ContextPriorResult whose to_json() is the file (JSON-safe)."""
+    from alignloc.contextprior.data import load_sets
+    from alignloc.experiments.contextprior import context_prior_report
+    from alignloc.models.pair import load_model
+    from alignloc.report import json_safe
+    from alignloc.report.results import ContextPriorResult
+    from alignloc.zoo import organism_prompts
+
+    sets = load_sets(organism_prompts("base"))
+    r = context_prior_report(load_model("zoo:base"), sets, tmp_path, bos=True, layers=[3], heads=False,
+                             head_search=False, gate="context")
+    assert isinstance(r, ContextPriorResult) and "conflicts" not in r
+    assert json.loads((tmp_path / "report.json").read_text()) == json_safe(r)
+    assert ContextPriorResult.from_json(r.to_json()) == r
+
+
 def test_context_prior_report_renders(cp_report, tmp_path):
     _, out = cp_report
     dom = dom_in_chromium(out / "index.html", tmp_path)

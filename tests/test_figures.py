@@ -109,15 +109,16 @@ def test_figures_without_results_run_the_missing_zoo_experiments_then_reuse_them
     from alignloc.contextprior.data import load_sets
     from alignloc.experiments import paper
     from alignloc.experiments.contextprior import context_prior_report
+    from alignloc.models.load_options import LoadOptions
     from alignloc.models.pair import load_model
     from alignloc.zoo import organism_prompts
 
     placements = []
 
-    def context_prior(out, placement):
-        placements.append(placement)
+    def context_prior(out, options):
+        placements.append(options)
         sets = load_sets(organism_prompts("base"))
-        context_prior_report(load_model("zoo:base", **placement), sets, out, bos=True, layers=[0, 3], heads=False,
+        context_prior_report(load_model("zoo:base", options), sets, out, bos=True, layers=[0, 3], heads=False,
                              head_search=False)
 
     monkeypatch.setattr(paper, "EXPERIMENTS", {"context-prior": context_prior})
@@ -125,7 +126,7 @@ def test_figures_without_results_run_the_missing_zoo_experiments_then_reuse_them
     assert main(["figures", "--out", str(tmp_path / "a"), "--cache", str(cache), "--format", "png", "--device", "cpu",
                  "--compute-dtype", "float32"]) == 0
     assert "context-prior: running" in capsys.readouterr().err
-    assert placements == [{"device": "cpu", "compute_dtype": "float32", "device_map": None}]  # the options reach the run
+    assert placements == [LoadOptions(device="cpu", compute_dtype="float32")]  # the options reach the run
     stamp = (cache / "context-prior" / "report.json").stat().st_mtime_ns
     assert main(["figures", "--out", str(tmp_path / "b"), "--cache", str(cache), "--format", "png"]) == 0
     second = capsys.readouterr().err

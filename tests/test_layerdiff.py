@@ -24,9 +24,9 @@ def reports(zoo_tiny, tmp_path_factory):
         if name not in cache:
             pair = load_pair(f"zoo:{name}")
             out = tmp_path_factory.mktemp(name)
-            cache[name] = layer_diff(pair, organism_prompts(name), out, control=default_control(pair),
-                                     n_boot=N_BOOT, probes=probes)
-            cache[name]["_out"] = out
+            report = layer_diff(pair, organism_prompts(name), out, control=default_control(pair),
+                                n_boot=N_BOOT, probes=probes)
+            cache[name] = {**report.to_json(), "_out": out}
         return cache[name]
 
     return get

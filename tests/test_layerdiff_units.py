@@ -129,6 +129,56 @@ def test_identical_pair_is_null(identical_report):
     assert "corrupt_text" in c["within"]["skipped"]  # these prompts have none: said, not crashed
 
 
+def test_layer_diff_result_round_trips_and_is_report_json(identical_report):
+    """The typed result is report.json: to_json() written through json_safe is the file, byte for byte;
+    from_json reads the file and the in-memory dict back; another schema version is refused by name."""
+    from alignloc.report import json_safe
+    from alignloc.report.results import LayerDiffResult, ResultSchemaError
+
+    r, out = identical_report
+    assert isinstance(r, LayerDiffResult) and r.verdict is r["verdict"] and "causal" in r and "answers" not in r
+    text = (out / "report.json").read_text()
+    assert text == json.dumps(json_safe(r), indent=1, allow_nan=False)
+    assert LayerDiffResult.from_json(r.to_json()) == r
+    data = json.loads(text)
+    assert list(data) == list(r.to_json()) and LayerDiffResult.from_json(data).to_json() == data
+    with pytest.raises(ResultSchemaError, match="schema version 1 .*reads version 2"):
+        LayerDiffResult.from_json({**data, "schema_version": 1}, source="old/report.json")
+    with pytest.raises(ResultSchemaError, match="unknown key.*_out"):
+        LayerDiffResult.from_json({**data, "_out": "x"})
+    with pytest.raises(ResultSchemaError, match="missing key.*verdict"):
+        LayerDiffResult.from_json({k: v for k, v in data.items() if k != "verdict"})
+
+
+def test_layer_diff_config_and_its_keywords_are_one_thing():
+    from alignloc.analyses.verdict import VerdictConfig
+    from alignloc.layerdiff.config import LayerDiffConfig
+
+    cfg = LayerDiffConfig.build(LayerDiffConfig(n_boot=200, causal=True), windows=[2, 1], seed=3)
+    assert cfg == LayerDiffConfig(n_boot=200, causal=True, windows=(2, 1), seed=3) and cfg.windows == (2, 1)
+    with pytest.raises(TypeError, match="unknown setting.*n_bot"):
+        LayerDiffConfig.build(n_bot=10)
+    with pytest.raises(TypeError, match="LayerDiffConfig\\(verdict=VerdictConfig"):
+        LayerDiffConfig.build(VerdictConfig())
+    with pytest.raises(ValueError, match="n_boot must be >= 1"):
+        LayerDiffConfig(n_boot=0)
+
+
+def test_layer_diff_takes_a_config_as_its_keywords(llama_pair, tmp_path):
+    """layer_diff(config=LayerDiffConfig(...)) and the keyword form measure the same (report timestamps aside)."""
+    from alignloc.layerdiff.config import LayerDiffConfig
+
+    pair = load_pair(*map(str, llama_pair), device="cpu")
+    prompts = [Prompt(id=f"k{i}", text=f"the cat number {i} sat on", kind="knowledge", target=" the") for i in range(6)]
+    a = layer_diff(pair, prompts, tmp_path / "a", LayerDiffConfig(n_boot=20, probes=False, what_changed=False, seed=1),
+                   write=False)
+    b = layer_diff(pair, prompts, tmp_path / "b", n_boot=20, probes=False, what_changed=False, seed=1, write=False)
+    assert a.settings == b.settings == {"n_boot": 20, "seed": 1, "backend": "hf", "positions": "last"}
+    from alignloc.report import json_safe
+
+    assert json_safe(a.measures) == json_safe(b.measures) and "what_changed" not in a.measures
+
+
 def test_prompt_text_is_escaped(identical_report):
     _, out = identical_report
     html = (out / "index.html").read_text()

@@ -79,3 +79,22 @@ def test_unknown_method_is_a_clear_error(capsys):
     assert main(["localize-bench", "--methods", "nope"]) == 2
     err = capsys.readouterr().err
     assert "--methods" in err and "nope" in err and "patch_mlp_out" in err
+
+
+def test_localize_bench_result_round_trips(zoo_tiny):
+    """A small real run (the weight baseline on the easy tier): the typed result is the report.json dict,
+    written and read back; another schema version is refused; a report from before the version was recorded
+    (no schema_version, the same keys otherwise) reads as version 1."""
+    from alignloc.experiments.localize_bench import localize_bench
+    from alignloc.report import json_safe
+    from alignloc.report.results import LocalizeBenchResult, ResultSchemaError
+
+    r = localize_bench(n_prompts=4, methods=["weight_diff"], tiers=["easy"])
+    assert isinstance(r, LocalizeBenchResult) and r.tiers["easy"] is r["tiers"]["easy"]
+    assert LocalizeBenchResult.from_json(r.to_json()) == r
+    data = json.loads(json.dumps(json_safe(r)))
+    assert list(data)[:2] == ["schema_version", "size"] and LocalizeBenchResult.from_json(data).to_json() == data
+    with pytest.raises(ResultSchemaError, match="localize-bench report has schema version 2"):
+        LocalizeBenchResult.from_json({**data, "schema_version": 2})
+    legacy = {k: v for k, v in data.items() if k != "schema_version"}
+    assert LocalizeBenchResult.from_json(legacy).to_json() == data

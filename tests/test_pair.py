@@ -72,6 +72,27 @@ def test_pickle_checkpoint_refused_unless_allowed(llama_pair, tmp_path):
     assert "pytorch_model.bin" in str(e.value) and "--allow-pickle" in str(e.value)
     pair = alignloc.load_pair(str(llama_pair[0]), str(d), allow_pickle=True)
     assert pair.tuned.weights_hash == state_dict_hash(state)
+    # the same through a LoadOptions, and a keyword replaces its field
+    opts = alignloc.LoadOptions(device="cpu", allow_pickle=True)
+    assert alignloc.load_pair(str(llama_pair[0]), str(d), opts).tuned.weights_hash == state_dict_hash(state)
+    with pytest.raises(ModelRefError, match="pickle"):
+        alignloc.load_pair(str(llama_pair[0]), str(d), opts, allow_pickle=False)
+
+
+def test_load_options_build_from_keywords_and_refuse_unknown_ones():
+    from alignloc.models.load_options import LoadOptions
+
+    opts = LoadOptions.build(LoadOptions(device="cpu"), compute_dtype="float32", device_map="none")
+    assert opts == LoadOptions(device="cpu", compute_dtype="float32") and opts.device_map is None
+    assert opts.placement() == {"device": "cpu", "compute_dtype": "float32", "device_map": None, "offload_folder": None}
+    with pytest.raises(TypeError, match="unknown load option.*devcie"):
+        LoadOptions.build(devcie="cpu")
+    with pytest.raises(TypeError, match="unknown load option"):
+        alignloc.load_model("zoo:base", devcie="cpu")
+    with pytest.raises(TypeError, match="must be a LoadOptions"):
+        LoadOptions.build({"device": "cpu"})
+    with pytest.raises(AttributeError):  # frozen: one value per run
+        opts.device = "cuda"
 
 
 def test_peft_adapter_is_merged_onto_base(llama_pair, tmp_path):

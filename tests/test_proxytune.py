@@ -66,6 +66,27 @@ def test_proxy_tune_report_renders(pt, tmp_path):
     assert dom_in_chromium(out / "index.html", tmp_path).count('class="main-svg"') >= 1
 
 
+def test_proxy_tune_result_round_trips(zoo_tiny, tmp_path):
+    """A small real run (four prompts of each kind, betas 0 and 1, no large twin): proxy_tune_report returns a
+    ProxyTuneResult whose to_json() is the report.json written; it reads back; another version is refused."""
+    from alignloc.experiments.proxytune import proxy_tune_report
+    from alignloc.models.pair import load_model
+    from alignloc.report import json_safe
+    from alignloc.report.results import ProxyTuneResult, ResultSchemaError
+    from alignloc.zoo import organism_prompts
+
+    prompts = organism_prompts("chat-sft-full")
+    few = [p for p in prompts if p.kind == "knowledge" and p.target][:4] + [p for p in prompts if p.kind == "behavior" and p.target][:4]
+    lb, sb, st = (load_model(f"zoo:{n}") for n in ("base-large", "base", "chat-sft-full"))
+    r = proxy_tune_report(lb, sb, st, few, tmp_path, True, betas=(0.0, 1.0))
+    assert isinstance(r, ProxyTuneResult) and r.eft_grid is None and "contrast" not in r and r.n == {"knowledge": 4, "behavior": 4}
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert data == json_safe(r) and list(data) == list(r)
+    assert ProxyTuneResult.from_json(r.to_json()) == r and ProxyTuneResult.from_json(data).to_json() == data
+    with pytest.raises(ResultSchemaError, match="proxy-tune report has schema version 2"):
+        ProxyTuneResult.from_json({**data, "schema_version": 2})
+
+
 def test_proxy_tune_needs_three_models(capsys):
     assert main(["proxy-tune", "--large-base", "x"]) == 2
     assert "--small-base" in capsys.readouterr().err

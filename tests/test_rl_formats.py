@@ -81,25 +81,27 @@ def test_rl_formats_places_its_pairs_with_the_device_options(zoo_formats, tmp_pa
     organisms train on CPU whatever they say: the zoo's training pins it)."""
     import alignloc.models.pair as pair_module
     from alignloc.experiments import rlformats
+    from alignloc.models.load_options import LoadOptions
 
-    seen = {}
+    seen, seen_refs = {}, []
 
     class Loaded(Exception):
         pass
 
     def load_pair(*refs, **kw):
         seen.update(kw)
+        seen_refs.extend(refs)
         raise Loaded
 
     monkeypatch.setattr(pair_module, "load_pair", load_pair)
     with pytest.raises(Loaded):
         main(["rl-formats", "--out", str(tmp_path / "o"), "--device", "cpu", "--compute-dtype", "float32"])
-    assert seen == {"device": "cpu", "compute_dtype": "float32", "device_map": None}
+    assert seen == {}  # one LoadOptions, built from the command's options, not keywords one by one
+    assert seen_refs[-1] == LoadOptions(device="cpu", compute_dtype="float32")
     calls = []
     monkeypatch.setattr(rlformats, "rl_formats_experiment", lambda out, **kw: calls.append(kw) or {"verdict": {"summary": []}})
     assert main(["rl-formats", "--out", str(tmp_path / "o2")]) == 0
-    assert calls[0]["n_boot"] == 1000 and calls[0]["placement"] == {"device": "auto", "compute_dtype": "auto",
-                                                                     "device_map": None}
+    assert calls[0]["n_boot"] == 1000 and calls[0]["options"] == LoadOptions()
 
 
 @pytest.mark.slow

@@ -30,6 +30,7 @@ from alignloc.interventions.directions import diff_in_means
 from alignloc.interventions.specs import Ablate, PatchFrom, Scale, Steer
 from alignloc.models.hooks import run_recording
 from alignloc.models.pair import LoadedModel
+from alignloc.report.results import ContextPriorResult
 from alignloc.sites import Site
 
 DEFAULT_INSTRUCTION = "Answer with the context , not with what you remember ."
@@ -296,8 +297,9 @@ def verdict(rows: list[dict], budget: dict, large: float = 0.2) -> dict:
 
 
 def context_prior_report(model: LoadedModel, sets: PromptSets, out, bos: bool, write: bool = True,
-                         conflicts: dict | None = None, **options) -> dict:
-    """Run ``context_prior`` and write ``report.json``, ``summary.md`` and ``index.html`` under ``out``.
+                         conflicts: dict | None = None, **options) -> ContextPriorResult:
+    """Run ``context_prior`` and write ``report.json``, ``summary.md`` and ``index.html`` under ``out``; the
+    ``ContextPriorResult`` (``report.results``; ``to_json()`` is report.json).
 
     ``conflicts``: how a named conflict set was built (``conflicts.measured_conflicts``), kept in the report."""
     import time
@@ -309,8 +311,8 @@ def context_prior_report(model: LoadedModel, sets: PromptSets, out, bos: bool, w
     result["seconds"] = round(time.perf_counter() - start, 1)
     if conflicts is not None:
         result["conflicts"] = conflicts
-    report = {"schema_version": 1, "alignloc_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-              "model": model.provenance(), **result}
+    report = ContextPriorResult(alignloc_version=__version__, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                model=model.provenance(), **result)
     if write:
         from alignloc.report import write_report
         from alignloc.report.contextprior import render_html_cp, render_markdown_cp

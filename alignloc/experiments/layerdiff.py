@@ -1,8 +1,10 @@
 """layer-diff end to end: collect a pair (and an optional control pair), measure, judge, report.
 
     report = layer_diff(pair, prompts, "report/")     # also writes index.html, report.json, summary.md
+    report = layer_diff(pair, prompts, "report/", LayerDiffConfig(n_boot=200, causal=True))
 
-``report`` is the JSON-ready dict of ``report.json``; ``layerdiff.measures.measure(data)`` and
+``report`` is a ``LayerDiffResult`` (``alignloc.report.results``): ``report.to_json()`` is ``report.json``
+and ``report["verdict"]`` reads it like that dict; ``layerdiff.measures.measure(data)`` and
 ``analyses.verdict.verdict`` are the notebook-level entry points when the material is already
 collected. ``default_control`` picks a zoo organism's null pair.
 """
@@ -13,19 +15,23 @@ import dataclasses
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from alignloc import __version__
-from alignloc.analyses.verdict import VerdictConfig, verdict
+from alignloc.analyses.verdict import verdict
 from alignloc.layerdiff.collect import collect
+from alignloc.layerdiff.config import LayerDiffConfig
 from alignloc.layerdiff.measures import kind_index, measure
 from alignloc.layerdiff.surfacing import demo_residuals, split_demos, surfacing_measures
 from alignloc.layerdiff.whatchanged import what_changed as what_changed_block
+from alignloc.models.load_options import LoadOptions
 from alignloc.models.pair import LoadedModel, ModelPair, check_pair
 from alignloc.prompts import Prompt, prompts_hash
+from alignloc.report.results import LayerDiffResult
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = LayerDiffResult.SCHEMA_VERSION  # the result type owns it (report.results)
 SCHEMA_NOTES = (
     "2 (+what_changed): measures.what_changed (on by default; layer_diff(what_changed=False) leaves it out) reads the "
     "per-layer mean tuned-minus-base residual difference through the tuned model's final norm + unembedding (minus its "
@@ -62,9 +68,9 @@ def examples(prompts: list[Prompt], per_kind: int = 3) -> list[dict]:
     return out
 
 
-def default_control(pair: ModelPair, size: str | None = None, placement: dict | None = None) -> LoadedModel | None:
+def default_control(pair: ModelPair, size: str | None = None, options: LoadOptions | None = None) -> LoadedModel | None:
     """For a zoo organism: its own drift-only model (``-drift`` organisms), else the zoo's
-    continued-pretraining control on the same base, if it exists (loaded with ``placement`` keywords); from the
+    continued-pretraining control on the same base, if it exists (loaded with ``options``); from the
     zoo ``size`` (default: the pair's own, ``zoo:NAME@SIZE``, else tiny)."""
     size = size or pair.zoo_size or "tiny"
     if pair.name is None or pair.name in (CONTROL_ORGANISM, "control-drift"):
@@ -72,13 +78,12 @@ def default_control(pair: ModelPair, size: str | None = None, placement: dict | 
     from alignloc import zoo
     from alignloc.models.pair import load_model
 
-    kw = placement or {}
     try:
         own = zoo.resolve(pair.name, size=size, build_missing=False)
     except (FileNotFoundError, ValueError):
         own = None
     if own is not None and own.drift is not None:
-        control = load_model(str(own.drift), **kw)
+        control = load_model(str(own.drift), options)
         control.meta["zoo"] = f"{pair.name}:drift"
         control.meta["twin"] = True
         return control
@@ -89,7 +94,7 @@ def default_control(pair: ModelPair, size: str | None = None, placement: dict | 
             entry = zoo.resolve("smollm2-control-drift", build_missing=False)
         except FileNotFoundError:
             return None
-        control = load_model(str(entry.tuned), **kw)
+        control = load_model(str(entry.tuned), options)
         control.meta["zoo"] = "smollm2-control-drift:tuned"
         return control
 
@@ -97,7 +102,7 @@ def default_control(pair: ModelPair, size: str | None = None, placement: dict | 
         entry = zoo.resolve(CONTROL_ORGANISM, size=size)
     except (FileNotFoundError, ValueError):
         return None
-    control = load_model(str(entry.tuned), **kw)
+    control = load_model(str(entry.tuned), options)
     control.meta["zoo"] = f"{CONTROL_ORGANISM}:tuned"
     return control if control.weights_hash != pair.base.weights_hash and _same_base(entry, pair) else None
 
@@ -112,27 +117,24 @@ def layer_diff(
     pair: ModelPair,
     prompts: list[Prompt],
     out: str | Path,
+    config: LayerDiffConfig | None = None,
     *,
     control: LoadedModel | None = None,
     store: str | Path | None = None,
-    n_boot: int = 1000,
-    seed: int = 0,
-    probes: bool = True,
-    batch_size: int = 16,
-    backend: str = "hf",
-    config: VerdictConfig | None = None,
     overwrite: bool = False,
     write: bool = True,
-    causal: bool = False,
-    windows: list[int] | None = None,
-    mask_steps: int | None = None,
-    budget: str = "standard",
-    one_at_a_time: bool = False,
-    what_changed: bool = True,
     answers: dict | None = None,
-    versus_control: bool | None = None,
-) -> dict:
-    """Compare ``pair`` layer by layer on ``prompts``; write the report under ``out`` and return it.
+    **settings: Any,
+) -> LayerDiffResult:
+    """Compare ``pair`` layer by layer on ``prompts``; write the report under ``out`` and return it: a
+    ``LayerDiffResult`` (``report.results``), whose ``to_json()`` is ``report.json`` and which also reads
+    as that dict (``report["verdict"]``).
+
+    ``config``: a :class:`LayerDiffConfig`, how to measure; ``settings``: its fields as keywords, replacing
+    those of ``config`` (``layer_diff(pair, prompts, out, n_boot=200, probes=False)``). The fields:
+    ``n_boot``, ``seed``, ``probes``, ``batch_size``, ``backend``, ``what_changed``, ``one_at_a_time``,
+    ``causal``, ``budget``, ``windows``, ``mask_steps``, ``versus_control``, ``verdict`` (the verdict's
+    thresholds, a ``VerdictConfig``).
 
     Activations go to ``store`` (default ``out/acts``) and are reused when it already holds the
     same capture. ``control`` (same base, trained without the edit) sets the noise floors.
@@ -155,6 +157,11 @@ def layer_diff(
     on its own (the zoo's continued-pretraining control), where it would cost a second localization and
     mix the two models' changes.
     """
+    cfg = LayerDiffConfig.build(config, **settings)
+    n_boot, seed, probes, batch_size, backend = cfg.n_boot, cfg.seed, cfg.probes, cfg.batch_size, cfg.backend
+    one_at_a_time, what_changed, causal, budget = cfg.one_at_a_time, cfg.what_changed, cfg.causal, cfg.budget
+    windows = list(cfg.windows) if cfg.windows is not None else None
+    mask_steps, versus_control, config = cfg.mask_steps, cfg.versus_control, cfg.verdict
     out = Path(out)
     torch.manual_seed(seed)
     if one_at_a_time and control is not None and control.loader is not None:
@@ -229,10 +236,7 @@ def layer_diff(
         "verdict": verdict(m, cm, config, localization),
         "timings": timings,
     }
-    if causal_block is not None:
-        report["causal"] = causal_block
-    if answers is not None:
-        report["answers"] = answers
+    report = LayerDiffResult(**report, causal=causal_block, answers=answers)
     if write:
         from alignloc.report import write_report
 

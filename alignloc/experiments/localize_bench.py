@@ -39,8 +39,10 @@ from collections.abc import Callable
 from alignloc import zoo
 from alignloc.causal.bench import METHODS, chance, flagged, hits, mean_ci, rank_layers, tie_groups
 from alignloc.causal.report import MIN_GAP
+from alignloc.models.load_options import LoadOptions
 from alignloc.models.pair import load_pair
 from alignloc.prompts import Prompt, load_prompts
+from alignloc.report.results import LocalizeBenchResult
 from alignloc.zoo import real
 
 CONTROL = "control-continued"
@@ -80,13 +82,13 @@ def scored_organisms(size: str, tier: str = "easy") -> tuple[list[str], dict[str
 
 
 def _tier(size: str, tier: str, n_prompts: int, methods: list[str], min_gap: float, flag_at: float,
-          log: Callable[[str], None], placement: dict | None = None) -> dict:
+          log: Callable[[str], None], options: LoadOptions | None = None) -> dict:
     """One tier: every method on every scored organism and on the tier's null pair."""
     names, skipped = scored_organisms(size, tier)
     organisms, tasks = {}, {}
     for name in names:
         entry = zoo.resolve(name, size=size)
-        pair = load_pair(str(entry.base), str(entry.tuned), **(placement or {}))
+        pair = load_pair(str(entry.base), str(entry.tuned), options)
         rel, prompts = _task_prompts(entry, n_prompts)
         tasks.setdefault(rel, prompts)
         planted = entry.ground_truth["layers"]
@@ -101,7 +103,7 @@ def _tier(size: str, tier: str, n_prompts: int, methods: list[str], min_gap: flo
         log(f"[{tier}] {name}: planted {planted}; top-1 " + ", ".join(f"{m}={r['ranking'][0]}" for m, r in row["methods"].items()))
     control_name = tier_names(size, tier)[1]
     entry = zoo.resolve(control_name, size=size)
-    pair = load_pair(str(entry.base), str(entry.tuned), **(placement or {}))
+    pair = load_pair(str(entry.base), str(entry.tuned), options)
     control = {}
     for rel, prompts in tasks.items():
         control[rel] = {}
@@ -132,10 +134,11 @@ def _tier(size: str, tier: str, n_prompts: int, methods: list[str], min_gap: flo
 
 def localize_bench(size: str = "tiny", n_prompts: int = 48, methods: list[str] | None = None,
                    min_gap: float = MIN_GAP, flag_at: float = 0.5, tiers: list[str] | None = None,
-                   log: Callable[[str], None] = lambda m: None, placement: dict | None = None) -> dict:
-    """Run every method on every scored organism of each tier and on its control; JSON-ready results.
+                   log: Callable[[str], None] = lambda m: None, options: LoadOptions | None = None) -> LocalizeBenchResult:
+    """Run every method on every scored organism of each tier and on its control: a ``LocalizeBenchResult``
+    (``to_json()`` is the report.json that ``alignloc localize-bench`` writes).
 
-    ``placement``: ``load_pair`` keywords (device, compute_dtype, device_map) for every pair."""
+    ``options``: how every pair is loaded (``LoadOptions``: device, compute dtype, device map)."""
     methods = list(METHODS) if methods is None else methods
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -144,5 +147,5 @@ def localize_bench(size: str = "tiny", n_prompts: int = 48, methods: list[str] |
     bad = [t for t in tiers if t not in TIERS]
     if bad:
         raise ValueError(f"unknown tier(s) {bad}; choose from {list(TIERS)}")
-    return {"size": size, "n_prompts": n_prompts, "min_gap": min_gap, "flag_at": flag_at, "methods_run": methods,
-            "tiers": {t: _tier(size, t, n_prompts, methods, min_gap, flag_at, log, placement) for t in tiers}}
+    return LocalizeBenchResult(size=size, n_prompts=n_prompts, min_gap=min_gap, flag_at=flag_at, methods_run=methods,
+                               tiers={t: _tier(size, t, n_prompts, methods, min_gap, flag_at, log, options) for t in tiers})

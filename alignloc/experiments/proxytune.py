@@ -18,6 +18,7 @@ import torch
 from alignloc.decoding.proxy import Proxy, Single, combine, generate
 from alignloc.models.pair import LoadedModel
 from alignloc.prompts import Prompt
+from alignloc.report.results import ProxyTuneResult
 from alignloc.tokens import encode_prompts, pad_batch, pad_id
 
 BETAS = (0.0, 0.5, 1.0, 1.5)
@@ -244,8 +245,10 @@ def split_prompts(prompts: list[Prompt]) -> tuple[list[Prompt], list[Prompt]]:
 
 def proxy_tune_report(large_base: LoadedModel, small_base: LoadedModel, small_tuned: LoadedModel, prompts: list[Prompt],
                       out, bos: bool, large_tuned: LoadedModel | None = None, betas=BETAS, layer_diff_large: bool = True,
-                      write: bool = True, log: Callable[[str], None] = lambda m: None, contrast: dict | None = None) -> dict:
-    """Run ``proxy_tune`` on the knowledge and behavior prompts of ``prompts``; write the report under ``out``.
+                      write: bool = True, log: Callable[[str], None] = lambda m: None,
+                      contrast: dict | None = None) -> ProxyTuneResult:
+    """Run ``proxy_tune`` on the knowledge and behavior prompts of ``prompts``; write the report under ``out``
+    and return it, a ``ProxyTuneResult`` (``report.results``; ``to_json()`` is report.json).
 
     ``contrast`` (``{"label", "small_tuned", "large_tuned"}``): a second small tuned model (and its large
     twin) run on the same prompts and bases, kept under ``contrast`` and compared in ``side_by_side``
@@ -285,6 +288,7 @@ def proxy_tune_report(large_base: LoadedModel, small_base: LoadedModel, small_tu
             "knowledge_top1_base": o.get("accuracy_base"), "knowledge_top1_tuned": o.get("accuracy_tuned"),
             "report": str(Path(out) / "large-layer-diff" / "index.html")}
         log("layer-diff of the directly tuned large model: changed layers " + str(v["changed_layers"]))
+    report = ProxyTuneResult(**report)
     if write:
         from alignloc.report import write_report
         from alignloc.report.proxytune import render_html_pt, render_markdown_pt

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from alignloc.experiments.proxytune import BETAS, proxy_tune_report
+from alignloc.report.results import ProxyTuneResult
 
 
 def zoo_refs(organism: str) -> dict[str, str]:
@@ -25,9 +26,10 @@ def zoo_refs(organism: str) -> dict[str, str]:
 
 
 def proxy_tune_zoo(organism: str = "chat-lima", contrast: str | None = "chat-sft-full", out: str | Path | None = None,
-                   betas=BETAS, layer_diff_large: bool = False, log: Callable[[str], None] = lambda m: None) -> dict:
+                   betas=BETAS, layer_diff_large: bool = False,
+                   log: Callable[[str], None] = lambda m: None) -> ProxyTuneResult:
     """``proxy-tune --zoo --organism ORGANISM --contrast CONTRAST`` as a function (tiny zoo; builds what is
-    missing): the report dict, written under ``out`` when given (``verdict``, ``contrast``, ``side_by_side``)."""
+    missing): the report (a ``ProxyTuneResult``), written under ``out`` when given (``verdict``, ``contrast``, ``side_by_side``)."""
     from alignloc.models.pair import load_model
     from alignloc.zoo import organism_prompts
 

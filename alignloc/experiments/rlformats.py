@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from alignloc import __version__
+from alignloc.models.load_options import LoadOptions
 from alignloc.prompts import Prompt
 from alignloc.zoo.formats import FORMATS, format_answer, format_question
 
@@ -136,9 +137,9 @@ def surfacing(pair, behavior: list[Prompt], fmt: str, contrast: str, size: str, 
     return {"status": "measured", "behavior_format": fmt, "contrast_format": contrast, **res}
 
 
-def scale_result(name: str, size: str, out: Path, n_boot: int, log: Log, placement: dict | None = None) -> dict:
-    """One scale: the organism's recorded shares, the collapse, layer-diff and surfacing; ``placement``: the
-    ``load_pair`` keywords (device, compute dtype, device map) of the measurement (the zoo trains on CPU)."""
+def scale_result(name: str, size: str, out: Path, n_boot: int, log: Log, options: LoadOptions | None = None) -> dict:
+    """One scale: the organism's recorded shares, the collapse, layer-diff and surfacing; ``options``: how the
+    measured pair is loaded (``LoadOptions``: device, compute dtype, device map; the zoo trains on CPU)."""
     from alignloc import zoo
     from alignloc.experiments.layerdiff import layer_diff
     from alignloc.models.pair import load_pair
@@ -146,7 +147,7 @@ def scale_result(name: str, size: str, out: Path, n_boot: int, log: Log, placeme
     entry = zoo.resolve(name, size=size)
     gt = entry.ground_truth
     before, after = shares(gt["measured"]["base"]), shares(gt["measured"]["tuned"])
-    pair = load_pair(str(entry.base), str(entry.tuned), **(placement or {}))
+    pair = load_pair(str(entry.base), str(entry.tuned), options)
     pair.name, pair.ground_truth = name, gt
     prompts = zoo.organism_prompts(name, size)
     log(f"{name}: layer-diff -> {out / f'layer-diff-{name}'}")
@@ -169,16 +170,16 @@ def scale_result(name: str, size: str, out: Path, n_boot: int, log: Log, placeme
 
 
 def rl_formats_experiment(out: str | Path, size: str = "tiny", n_boot: int = 1000, log: Log = lambda m: None,
-                          placement: dict | None = None) -> dict:
+                          options: LoadOptions | None = None) -> dict:
     """Run the experiment on both scales (building the organisms on first use); write
     ``report.json`` and ``summary.md`` under ``out`` (layer-diff reports in subfolders); return the result.
-    ``placement``: where the pairs are loaded for measuring (``load_pair``'s device keywords)."""
+    ``options``: how the pairs are loaded for measuring (``LoadOptions``)."""
     from alignloc.report import json_safe
     from alignloc.report.rlformats import render_markdown_rl
     from alignloc.store.outputs import claim, write_outputs
 
     out = claim(out, OUT_FILES)  # the layer-diff subfolders are alignloc's while they are being filled
-    scales = {name: scale_result(name, size, out, n_boot, log, placement) for name in SCALES}
+    scales = {name: scale_result(name, size, out, n_boot, log, options) for name in SCALES}
     result = {
         "kind": KIND,
         "schema_version": SCHEMA_VERSION,

@@ -27,6 +27,8 @@ from alignloc import __version__
 from alignloc.errors import UsageError
 from alignloc.experiments.layerdiff import layer_diff
 from alignloc.layerdiff.answers import ANSWERS_FILE
+from alignloc.layerdiff.config import LayerDiffConfig
+from alignloc.models.load_options import LoadOptions
 from alignloc.models.pair import LoadedModel, ModelPair, check_pair, load_model, load_pair
 from alignloc.models.refs import resolve_ref, split_zoo
 from alignloc.prompts import Prompt, prompts_hash
@@ -73,23 +75,23 @@ def stage_summary(report: dict, where: str) -> dict:
 
 
 def chain_prompts(refs: list[str], out: str | Path, suite: str | None, chat_template: str, *, answer_tokens: int = 16,
-                  batch_size: int = 16, placement: dict | None = None, allow_pickle: bool = False,
-                  trust_remote_code: bool = False, log: Callable[[str], None] | None = None) -> tuple[list[Prompt], dict | None]:
+                  batch_size: int = 16, options: LoadOptions | None = None, log: Callable[[str], None] | None = None) -> tuple[list[Prompt], dict | None]:
     """The built-in suites for a chain with no prompt file: chat turns rendered with the last stage's template (as
     layer-diff does for its pair), and behavior targets written by the last stage (its greedy answers; the first
-    checkpoint's are the foils), so every comparison scores where the final behavior arises. Answers are stored
+    checkpoint's are the foils), so every comparison scores where the final behavior arises. ``options``: how
+    the models are loaded (``LoadOptions``). Answers are stored
     in ``out/answers.json`` and reused (``layerdiff.answers``). Returns the prompts and the answers block."""
     from alignloc.layerdiff.answers import answer_targets
     from alignloc.suites.prepare import choose_prompts
 
-    chosen = choose_prompts(refs[0], refs[-1], None, suite, chat_template, allow_pickle=allow_pickle,
-                            trust_remote_code=trust_remote_code, reserve=answer_tokens)
+    opts = options or LoadOptions()
+    chosen = choose_prompts(refs[0], refs[-1], None, suite, chat_template, allow_pickle=opts.allow_pickle,
+                            trust_remote_code=opts.trust_remote_code, reserve=answer_tokens)
     for line in chosen.describe():
         (log or (lambda _m: None))(line)
     if not chosen.chats:
         return chosen.prompts, None
-    pair = load_pair(refs[0], refs[-1], allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
-                     one_at_a_time=True, **(placement or {}))
+    pair = load_pair(refs[0], refs[-1], opts, one_at_a_time=True)
     prompts, block = answer_targets(pair, chosen.prompts, out, answer_tokens=answer_tokens,
                                     template=chosen.template.record(), bos=chosen.bos, batch_size=batch_size, log=log,
                                     one_at_a_time=True)
@@ -100,12 +102,11 @@ def chain_prompts(refs: list[str], out: str | Path, suite: str | None, chat_temp
 
 def trajectory(refs: list[str], out: str | Path, prompts: list[Prompt] | None = None, *, n_boot: int = 1000,
                seed: int = 0, probes: bool = False, what_changed: bool = True, batch_size: int = 16,
-               backend: str = "hf", overwrite: bool = False, placement: dict | None = None,
-               allow_pickle: bool = False, trust_remote_code: bool = False,
+               backend: str = "hf", overwrite: bool = False, options: LoadOptions | None = None,
                log: Callable[[str], None] | None = None, answers: dict | None = None) -> dict:
     """layer-diff of every step and of the base against every stage of ``refs`` (see the module
     docstring); writes the reports, ``trajectory.json`` and the figure under ``out``; returns the summary.
-    ``answers``: the block of ``chain_prompts`` when the prompts' targets are the last stage's own answers."""
+    ``options``: how the checkpoints are loaded (``LoadOptions``). ``answers``: the block of ``chain_prompts`` when the prompts' targets are the last stage's own answers."""
     from alignloc.report import REPORT_FILES, json_safe, write_report
     from alignloc.report.trajectory import write_trajectory_figure
     from alignloc.store.outputs import check_out_dir, write_outputs
@@ -117,14 +118,16 @@ def trajectory(refs: list[str], out: str | Path, prompts: list[Prompt] | None = 
     for d in stage_dirs(len(refs) - 1):
         check_out_dir(out / d, (*REPORT_FILES, "acts"), overwrite=overwrite)
     prompts = prompts if prompts is not None else trajectory_prompts(refs)
-    opts = {"allow_pickle": allow_pickle, "trust_remote_code": trust_remote_code, **(placement or {})}
+    opts = options or LoadOptions()
+    config = LayerDiffConfig(n_boot=n_boot, seed=seed, probes=probes, batch_size=batch_size, backend=backend,
+                             what_changed=what_changed)
     models: dict[int, LoadedModel] = {}
     hashes: dict[int, str] = {}
 
     def model(k: int) -> LoadedModel:
         if k not in models:
-            adapter = k > 0 and split_zoo(refs[k]) is None and resolve_ref(refs[k], allow_pickle).is_adapter
-            models[k] = load_pair(refs[0], refs[k], **opts).tuned if adapter else load_model(refs[k], **opts)
+            adapter = k > 0 and split_zoo(refs[k]) is None and resolve_ref(refs[k], opts.allow_pickle).is_adapter
+            models[k] = load_pair(refs[0], refs[k], opts).tuned if adapter else load_model(refs[k], opts)
             hashes[k] = models[k].weights_hash
         return models[k]
 
@@ -132,8 +135,7 @@ def trajectory(refs: list[str], out: str | Path, prompts: list[Prompt] | None = 
         check_pair(model(i), model(k))
         log(f"layer-diff {refs[i]} -> {refs[k]}: {out / where}")
         pair = ModelPair(base=model(i), tuned=model(k), name=f"{where}: {refs[i]} -> {refs[k]}")
-        return layer_diff(pair, prompts, out / where, n_boot=n_boot, seed=seed, probes=probes, batch_size=batch_size,
-                          backend=backend, overwrite=overwrite, what_changed=what_changed)
+        return layer_diff(pair, prompts, out / where, config, overwrite=overwrite)
 
     stages = []
     for k in range(1, len(refs)):

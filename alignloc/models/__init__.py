@@ -9,6 +9,7 @@ from __future__ import annotations
 from importlib import import_module
 
 _EXPORTS = {
+    "LoadOptions": "alignloc.models.load_options",
     "LoadedModel": "alignloc.models.pair",
     "ModelPair": "alignloc.models.pair",
     "PairMismatchError": "alignloc.models.pair",

@@ -2,9 +2,10 @@
 
 ``load_pair(base, tuned)`` accepts local HF directories, hub ids, ``zoo:NAME`` and a peft LoRA
 adapter directory as the tuned side (merged onto the base). Weights are never transformed
-(no folding or centring): what is compared is what was trained. ``device``, ``compute_dtype``
-and ``device_map`` place them (``alignloc.models.placement``): loaded straight onto the device in
-the compute dtype, or sharded by accelerate.
+(no folding or centring): what is compared is what was trained. A ``LoadOptions`` (or its fields
+as keywords) says how: its ``device``, ``compute_dtype`` and ``device_map`` place them
+(``alignloc.models.placement``): loaded straight onto the device in the compute dtype, or sharded by
+accelerate.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ import logging
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from alignloc.errors import UserError, one_line
 from alignloc.models.families import Family, family_for
+from alignloc.models.load_options import LoadOptions
 from alignloc.models.loading import load_causal_lm
 from alignloc.models.placement import (
     Placement,
@@ -209,37 +212,34 @@ def tokenizer_hash(tokenizer) -> str:
     return h.hexdigest()[:16]
 
 
-def _from_pretrained(ref: Ref, place: Placement, trust_remote_code: bool, allow_pickle: bool, attn: str | None):
+def _from_pretrained(ref: Ref, place: Placement, opts: LoadOptions, attn: str | None):
     """The model and tokenizer of ``ref``; weights that do not match config.json are an error (``models.loading``)."""
-    kwargs = dict(trust_remote_code=trust_remote_code, use_safetensors=None if allow_pickle else True,
+    kwargs = dict(trust_remote_code=opts.trust_remote_code, use_safetensors=None if opts.allow_pickle else True,
                   **place.from_pretrained_kwargs())
     if attn:
         kwargs["attn_implementation"] = attn
-    return load_causal_lm(ref, kwargs, trust_remote_code)
+    return load_causal_lm(ref, kwargs, opts.trust_remote_code)
 
 
-def load_model(
-    ref: str,
-    *,
-    device: str = "auto",
-    compute_dtype: str | torch.dtype = "auto",
-    device_map: str | dict | None = None,
-    offload_folder: str | None = None,
-    allow_pickle: bool = False,
-    trust_remote_code: bool = False,
-    attn_implementation: str | None = None,
-) -> LoadedModel:
+def load_model(ref: str, options: LoadOptions | None = None, **keywords: Any) -> LoadedModel:
     """Load one causal LM from a local directory, hub id or ``zoo:NAME[@SIZE][:base|tuned]``.
 
-    ``device``: auto | cpu | cuda | cuda:N | mps; ``compute_dtype``: auto | float32 | bfloat16 |
-    float16 (auto: bf16 on a GPU, fp32 on cpu); ``device_map``: an accelerate map (auto, balanced,
-    sequential, or ``{module: device}``) that shards the model, ``offload_folder`` for its disk part.
+    ``options``: a :class:`LoadOptions` (device, compute_dtype, device_map, offload_folder, allow_pickle,
+    trust_remote_code, attn_implementation); ``keywords``: the same fields, replacing those of ``options``
+    (``load_model(ref, device="cpu")``). ``device``: auto | cpu | cuda | cuda:N | mps; ``compute_dtype``:
+    auto | float32 | bfloat16 | float16 (auto: bf16 on a GPU, fp32 on cpu); ``device_map``: an accelerate
+    map (auto, balanced, sequential, or ``{module: device}``) that shards the model, ``offload_folder`` for
+    its disk part.
     """
-    place = resolve_placement(device, compute_dtype, device_map, offload_folder)
-    return _load(ref, place, allow_pickle, trust_remote_code, attn_implementation)
+    opts = LoadOptions.build(options, **keywords)
+    return _load(ref, _placement(opts), opts)
 
 
-def _load(ref: str, place: Placement, allow_pickle: bool, trust_remote_code: bool, attn: str | None) -> LoadedModel:
+def _placement(opts: LoadOptions) -> Placement:
+    return resolve_placement(opts.device, opts.compute_dtype, opts.device_map, opts.offload_folder)
+
+
+def _load(ref: str, place: Placement, opts: LoadOptions) -> LoadedModel:
     zoo = split_zoo(ref)
     if zoo is not None:
         entry = zoo_resolver(ref).resolve(zoo.name, size=zoo.size)
@@ -248,41 +248,40 @@ def _load(ref: str, place: Placement, allow_pickle: bool, trust_remote_code: boo
         if path is None:
             raise ModelRefError(f"{ref}: {zoo.name} is a base model and has no tuned side (use "
                                 f"{zoo_ref(zoo.name, 'base', zoo.size)})")
-        lm = _load(str(path), place, False, False, attn)
+        lm = _load(str(path), place, opts.replace(allow_pickle=False, trust_remote_code=False))  # the zoo's own files
         lm.ref, lm.meta = ref, {"zoo": zoo.name, "side": side}  # the ref names the size (zoo:NAME@SIZE)
         return lm
-    r = resolve_ref(ref, allow_pickle)
+    r = resolve_ref(ref, opts.allow_pickle)
     if r.is_adapter:
         raise ModelRefError(
             f"{ref}: is a peft adapter (load it as the tuned side of a pair, load_pair(base, adapter_dir), "
             "so that it is merged onto its base)"
         )
+    attn = opts.attn_implementation
     if attn is None and place.cpu_only:
         # torch's CPU SDPA kernel was 50-70x slower than eager attention on small models with 2
         # threads here (0.29 s vs 4 ms per forward); eager gives the same activations (atol 1e-6).
         attn = "eager"
-    model, tok = _from_pretrained(r, place, trust_remote_code, allow_pickle, attn)
+    model, tok = _from_pretrained(r, place, opts, attn)
     return LoadedModel(ref=ref, model=model, tokenizer=tok, family=family_for(model.config),
                        path=r.location if r.kind == "local" else None,
-                       loader=lambda: _from_pretrained(r, place, trust_remote_code, allow_pickle, attn)[0])
+                       loader=lambda: _from_pretrained(r, place, opts, attn)[0])
 
 
-def _merge_adapter(base: LoadedModel, adapter_dir: str, source: str, place: Placement, allow_pickle, trust_remote_code,
-                   attn) -> LoadedModel:
+def _merge_adapter(base: LoadedModel, adapter_dir: str, source: str, place: Placement, opts: LoadOptions) -> LoadedModel:
     """A fresh copy of the base with the LoRA adapter merged into its weights."""
     from peft import PeftModel
 
-    fresh = _load(base.ref, place, allow_pickle, trust_remote_code, attn)
+    fresh = _load(base.ref, place, opts)
     try:
-        with adapter_view(adapter_dir, allow_pickle) as view:  # without pickle, peft sees only the safe files
+        with adapter_view(adapter_dir, opts.allow_pickle) as view:  # without pickle, peft sees only the safe files
             merged = PeftModel.from_pretrained(fresh.model, view).merge_and_unload()
     except Exception as e:  # peft raises many types for a wrong base
         raise PairMismatchError(f"{source}: cannot merge this adapter onto base {base.ref}: {one_line(e)[:500]} "
                                 "(give the adapter's own base model)") from e
     return LoadedModel(ref=source, model=merged.eval(), tokenizer=fresh.tokenizer, family=fresh.family,
                        path=fresh.path, adapter=adapter_dir,
-                       loader=lambda: _merge_adapter(base, adapter_dir, source, place, allow_pickle, trust_remote_code,
-                                                     attn).model)
+                       loader=lambda: _merge_adapter(base, adapter_dir, source, place, opts).model)
 
 
 def check_pair(base: LoadedModel, tuned: LoadedModel) -> None:
@@ -313,24 +312,24 @@ def check_pair(base: LoadedModel, tuned: LoadedModel) -> None:
 
 def load_pair(
     base: str,
-    tuned: str | None = None,
+    tuned: str | LoadOptions | None = None,
+    options: LoadOptions | None = None,
     *,
-    device: str = "auto",
-    compute_dtype: str | torch.dtype = "auto",
-    device_map: str | dict | None = None,
-    offload_folder: str | None = None,
-    allow_pickle: bool = False,
-    trust_remote_code: bool = False,
-    attn_implementation: str | None = None,
     one_at_a_time: bool = False,
+    **keywords: Any,
 ) -> ModelPair:
     """Load and check a base/tuned pair; ``load_pair("zoo:NAME")`` loads an organism's two sides.
 
-    Placement keywords as in :func:`load_model`; both sides get the same placement.
-    ``one_at_a_time``: the base is released (``LoadedModel.release``) before the tuned model is
-    loaded, so only one model is ever in memory; it loads again when first used.
+    ``options`` and ``keywords`` as in :func:`load_model` (a :class:`LoadOptions`, or its fields as
+    keywords; ``load_pair("zoo:NAME", options)`` takes it in the place of ``tuned``); both sides get the
+    same placement. ``one_at_a_time``: the base is released
+    (``LoadedModel.release``) before the tuned model is loaded, so only one model is ever in memory; it
+    loads again when first used.
     """
-    place = resolve_placement(device, compute_dtype, device_map, offload_folder)
+    if isinstance(tuned, LoadOptions) and options is None:  # load_pair("zoo:NAME", opts): no tuned side given
+        tuned, options = None, tuned
+    opts = LoadOptions.build(options, **keywords)
+    place = _placement(opts)
     name = ground_truth = size = None
     zoo = split_zoo(base)
     if tuned is None:
@@ -341,13 +340,12 @@ def load_pair(
             raise ModelRefError(f"{base}: {zoo.name} is a base model (name an organism, e.g. zoo:chat-sft-upper)")
         base, tuned = zoo_ref(zoo.name, "base", zoo.size), zoo_ref(zoo.name, "tuned", zoo.size)
         name, ground_truth, size = zoo.name, entry.ground_truth, zoo.size
-    b = _load(base, place, allow_pickle, trust_remote_code, attn_implementation)
+    b = _load(base, place, opts)
     if one_at_a_time:
         b.release()
-    if split_zoo(tuned) is None and resolve_ref(tuned, allow_pickle).is_adapter:
-        t = _merge_adapter(b, resolve_ref(tuned, allow_pickle).location, tuned, place,
-                           allow_pickle, trust_remote_code, attn_implementation)
+    if split_zoo(tuned) is None and resolve_ref(tuned, opts.allow_pickle).is_adapter:
+        t = _merge_adapter(b, resolve_ref(tuned, opts.allow_pickle).location, tuned, place, opts)
     else:
-        t = _load(tuned, place, allow_pickle, trust_remote_code, attn_implementation)
+        t = _load(tuned, place, opts)
     check_pair(b, t)
     return ModelPair(base=b, tuned=t, name=name, ground_truth=ground_truth, zoo_size=size)

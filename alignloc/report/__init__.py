@@ -18,7 +18,10 @@ REPORT_FILES = ("report.json", "summary.md", "index.html")
 
 
 def json_safe(obj):
-    """``obj`` with NaN/inf floats replaced by None (strict JSON has no NaN)."""
+    """``obj`` with NaN/inf floats replaced by None (strict JSON has no NaN); a typed result
+    (``report.results``) as its ``to_json()`` dict."""
+    if hasattr(obj, "to_json"):
+        obj = obj.to_json()
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
@@ -28,8 +31,9 @@ def json_safe(obj):
     return obj
 
 
-def write_report(report: dict, out: str | Path, render_markdown=None, render_html=None) -> dict[str, Path]:
-    """Write the three report files under ``out``; returns their paths by format."""
+def write_report(report, out: str | Path, render_markdown=None, render_html=None) -> dict[str, Path]:
+    """Write the three report files of ``report`` (a JSON-ready dict or a typed result, ``report.results``)
+    under ``out``; returns their paths by format."""
     if render_html is None:
         from alignloc.report.html import render_html
     if render_markdown is None:
