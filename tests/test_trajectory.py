@@ -86,3 +86,12 @@ def test_the_library_refuses_a_single_checkpoint_before_loading(tmp_path):
     with pytest.raises(UsageError, match="at least two checkpoints"):
         trajectory(["no/such/model"], tmp_path / "y", [])
     assert not (tmp_path / "y").exists()
+
+
+def test_stage_labels_tell_checkpoints_apart():
+    from alignloc.report.trajectory import stage_labels
+
+    assert stage_labels(["/z/chat-sft/tuned", "/z/chat-dpo/tuned/"]) == ["chat-sft/tuned", "chat-dpo/tuned"]
+    assert stage_labels(["a/sft", "b/dpo"]) == ["sft", "dpo"]
+    assert stage_labels(["zoo:chat-sft-upper"]) == ["zoo:chat-sft-upper"]
+    assert stage_labels(["x/" + "y" * 40]) == ["y" * 30]
