@@ -69,7 +69,7 @@ def test_resuming_the_recorded_run_gives_its_logits_back(pair):
 def test_entering_restores_the_blocks_on_error(pair):
     blocks = get_module(pair.base.model, pair.base.family.layers)
     before = list(blocks)
-    with pytest.raises(RuntimeError), entering(pair.base.model, pair.base.family, 2, torch.zeros(1)):
+    with pytest.raises(RuntimeError), entering(pair.base.model, pair.base.family, 2, torch.zeros(1, 1, 8)):
         assert isinstance(blocks[0], PassThrough) and isinstance(blocks[1], PassThrough)
         raise RuntimeError("inside")
     assert list(blocks) == before and count_hooks(pair.base.model) == 0

@@ -27,7 +27,7 @@ from sklearn.preprocessing import StandardScaler
 
 Acts = Float[np.ndarray, "layer batch d_model"] | Float[torch.Tensor, "layer batch d_model"]
 Labels = Int[np.ndarray, " batch"]
-Folds = list[tuple[Int[np.ndarray, " n_train"], Int[np.ndarray, " n_test"]]]
+Folds = list[tuple[Int[np.ndarray, " _n_train"], Int[np.ndarray, " _n_test"]]]  # "_": sizes differ between folds
 
 
 def encode_labels(labels: list[str]) -> tuple[Labels, list[str]]:

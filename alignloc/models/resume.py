@@ -134,8 +134,9 @@ def entering(model: torch.nn.Module, family: Family, layer: int,
 
 def resume(model: torch.nn.Module, family: Family, prefix: Prefix, layer: int, rows: Int[torch.Tensor, " m"],
            starts: Int[torch.Tensor, " m"], hidden: Float[torch.Tensor, "m new d_model"],
-           ids: Int[torch.Tensor, "b pos"]) -> Float[torch.Tensor, "m new d_vocab"]:
-    """Logits of ``m`` resumed forwards: item ``i`` continues row ``rows[i]`` of the recorded run at
+           ids: Int[torch.Tensor, "b pos"]) -> Float[torch.Tensor, "m _scored d_vocab"]:
+    """Logits of ``m`` resumed forwards (``[m, new, d_vocab]``, or at the scored positions only inside
+    ``hooks.unembed_at``): item ``i`` continues row ``rows[i]`` of the recorded run at
     its positions ``starts[i] .. starts[i] + new - 1``, entering block ``layer`` with ``hidden[i]``
     (the residual there: ``window(resid[rows], starts, new)``, or a patched version of it).
 

@@ -11,7 +11,7 @@ return ``{Site: [batch, pos, d_model]}`` float tensors; tests check they agree t
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import torch
 
@@ -34,6 +34,7 @@ def check_backend(name: str) -> str:
     return name
 
 
+@runtime_checkable
 class Backend(Protocol):
     """What capture needs from a backend."""
 
