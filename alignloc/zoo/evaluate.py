@@ -34,6 +34,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from alignloc.prompts import Prompt
+from alignloc.tokens import pad_batch
 from alignloc.zoo.tokenizer import encode
 from alignloc.zoo.world import words
 
@@ -47,12 +48,7 @@ def _decode(model: PreTrainedModel, tok, texts: Sequence[str], n: int, pick, bat
         gen: list[list[int]] = [[] for _ in rows]
         for _ in range(n):
             cur = [r + g for r, g in zip(rows, gen)]
-            width = max(len(r) for r in cur)
-            ids = torch.full((len(cur), width), tok.pad_token_id)  # [batch, pos]
-            mask = torch.zeros((len(cur), width), dtype=torch.long)
-            for j, r in enumerate(cur):
-                ids[j, : len(r)] = torch.tensor(r)
-                mask[j, : len(r)] = 1
+            ids, mask = pad_batch(cur, tok.pad_token_id)  # [batch, pos] each
             logits = model(input_ids=ids, attention_mask=mask).logits  # [batch, pos, vocab]
             for j, t in enumerate(pick(logits[torch.arange(len(cur)), mask.sum(1) - 1]).tolist()):
                 gen[j].append(t)
@@ -235,13 +231,7 @@ def mean_target_logprob(model: PreTrainedModel, tok, prompts: Sequence[Prompt], 
             continue
         ctx = encode(tok, [p.text for p in part])
         tgt = [tok(p.target, add_special_tokens=False)["input_ids"] for p in part]
-        rows = [c + t for c, t in zip(ctx, tgt)]
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), tok.pad_token_id)  # [batch, pos]
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for j, r in enumerate(rows):
-            ids[j, : len(r)] = torch.tensor(r)
-            mask[j, : len(r)] = 1
+        ids, mask = pad_batch([c + t for c, t in zip(ctx, tgt)], tok.pad_token_id)  # [batch, pos] each
         logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), -1)  # [batch, pos, vocab]
         for j, (c, t) in enumerate(zip(ctx, tgt)):
             pos = torch.arange(len(c) - 1, len(c) - 1 + len(t))
