@@ -25,7 +25,7 @@ MethodFn = Callable[[ModelPair, list[Prompt], bool], tuple[list[float], float, l
 
 
 def _graft(which: str) -> MethodFn:
-    def run(pair: ModelPair, prompts: list[Prompt], bos: bool) -> tuple[list[float], float]:
+    def run(pair: ModelPair, prompts: list[Prompt], bos: bool) -> tuple[list[float], float, list[int] | None]:
         r = graft_sweep(pair, target_metric(prompts, None, bos))
         return r[which], r["gap"], None
 
@@ -33,7 +33,7 @@ def _graft(which: str) -> MethodFn:
 
 
 def _patch(kind: str, increment: bool = False) -> MethodFn:
-    def run(pair: ModelPair, prompts: list[Prompt], bos: bool) -> tuple[list[float], float]:
+    def run(pair: ModelPair, prompts: list[Prompt], bos: bool) -> tuple[list[float], float, list[int] | None]:
         from alignloc.causal.patching import patch_sweep
 
         r = patch_sweep(pair, prompts, kind=kind, positions="all", bos=bos)
@@ -44,7 +44,7 @@ def _patch(kind: str, increment: bool = False) -> MethodFn:
 
 
 def _attribution(kind: str) -> MethodFn:
-    def run(pair: ModelPair, prompts: list[Prompt], bos: bool) -> tuple[list[float], float]:
+    def run(pair: ModelPair, prompts: list[Prompt], bos: bool) -> tuple[list[float], float, list[int] | None]:
         r = attribution_sweep(pair, prompts, kind=kind, bos=bos)
         return r["recovered"], r["gap"], None
 
