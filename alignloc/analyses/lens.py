@@ -14,10 +14,11 @@ from jaxtyping import Float, Int
 
 from alignloc.models.families import get_module
 from alignloc.models.pair import LoadedModel
+from alignloc.models.residency import HeadView
 from alignloc.progress import iterate
 
 
-def _head_logits(model: LoadedModel, h: Float[torch.Tensor, "n d_model"]) -> Float[torch.Tensor, "n d_vocab"]:
+def _head_logits(model: LoadedModel | HeadView, h: Float[torch.Tensor, "n d_model"]) -> Float[torch.Tensor, "n d_vocab"]:
     norm = get_module(model.model, model.family.final_norm)
     unembed = get_module(model.model, model.family.unembed)
     p = next(unembed.parameters())
@@ -29,22 +30,22 @@ def _head_logits(model: LoadedModel, h: Float[torch.Tensor, "n d_model"]) -> Flo
 
 
 @torch.no_grad()
-def lens_logits(model: LoadedModel, h: Float[torch.Tensor, "n d_model"]) -> Float[torch.Tensor, "n d_vocab"]:
+def lens_logits(model: LoadedModel | HeadView, h: Float[torch.Tensor, "n d_model"]) -> Float[torch.Tensor, "n d_vocab"]:
     """Float logits (on the CPU) that ``model``'s final norm + unembedding (and soft-capping, if the
     model has it) give for residuals ``h``: the activation-difference lens reads differences with it."""
     return _head_logits(model, h).cpu()
 
 
 @torch.no_grad()
-def lens_logprobs(model: LoadedModel, h: Float[torch.Tensor, "n d_model"]) -> Float[torch.Tensor, "n d_vocab"]:
+def lens_logprobs(model: LoadedModel | HeadView, h: Float[torch.Tensor, "n d_model"]) -> Float[torch.Tensor, "n d_vocab"]:
     """Next-token log-probs that ``model``'s final norm + unembedding give for residuals ``h``."""
     return torch.log_softmax(_head_logits(model, h), dim=-1).cpu()
 
 
 @torch.no_grad()
 def lens_compare(
-    base: LoadedModel,
-    tuned: LoadedModel,
+    base: LoadedModel | HeadView,  # a released model's kept head (models.residency.head_only)
+    tuned: LoadedModel | HeadView,
     resid_base: Float[torch.Tensor, "layer n d_model"],
     resid_tuned: Float[torch.Tensor, "layer n d_model"],
     target_ids: Int[torch.Tensor, " n"],
