@@ -9,6 +9,7 @@ module is ``attn``, ``mlp`` or ``norm`` inside a block, and ``embed``, ``final_n
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 import torch
 
@@ -36,7 +37,7 @@ def module_of(name: str, family: Family) -> tuple[int, str]:
 
 
 def param_diffs(
-    base: dict[str, torch.Tensor], tuned: dict[str, torch.Tensor]
+    base: Mapping[str, torch.Tensor], tuned: Mapping[str, torch.Tensor]
 ) -> dict[str, tuple[float, float, bool]]:
     """Per parameter name: ``(||tuned - base||_F^2, ||base||_F^2, bit-identical)``."""
     missing = sorted(set(base) ^ set(tuned))
@@ -66,7 +67,7 @@ def _chunked_sum_sq(a: torch.Tensor, b: torch.Tensor | None = None, chunk: int =
     return total
 
 
-def weight_diff(base: dict[str, torch.Tensor], tuned: dict[str, torch.Tensor], family: Family, n_layers: int) -> dict:
+def weight_diff(base: Mapping[str, torch.Tensor], tuned: Mapping[str, torch.Tensor], family: Family, n_layers: int) -> dict:
     """Relative Frobenius norm of the weight change per layer and per (layer, module).
 
     Returns JSON-ready ``{"layers": [{"layer", "relative_frobenius", "identical", "modules":

@@ -39,7 +39,7 @@ class LayerDiffConfig:
     one_at_a_time: bool = False
     causal: bool = False
     budget: str = "standard"
-    windows: tuple[int, ...] | None = None
+    windows: tuple[int, ...] | list[int] | None = None  # kept as a tuple
     mask_steps: int | None = None
     versus_control: bool | None = None
     verdict: VerdictConfig | None = None
