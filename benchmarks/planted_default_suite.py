@@ -12,6 +12,7 @@ import json
 import time
 from pathlib import Path
 
+from alignloc.analyses.verdict import VerdictConfig, functional_block
 from alignloc.causal.localize import localize
 from alignloc.causal.mask import DeltaMask
 from alignloc.causal.report import changed_behavior
@@ -36,6 +37,7 @@ pair = load_pair(str(d / a.versus), str(d / "tuned"))
 t0 = time.time()
 loc = localize(pair, chosen, bos, sizes=[1, 2], mask=DeltaMask(steps=0), n_boot=200, sites=())
 loc["seconds_total"] = round(time.time() - t0, 1)
+loc["verdict"] = functional_block("behavior", loc, [], [], VerdictConfig(), pair.n_layers)  # the graded verdict on it
 (out / ("quick_localize.json" if a.versus == "base" else f"quick_localize_vs_{a.versus}.json")).write_text(json.dumps(loc, indent=1, default=float))
 w1 = loc["windows"]["windows"]["1"]
 print("n", loc["n"], "gap", round(loc["gap"], 2), "carrier", loc["carrier"], "secs", loc["seconds_total"])
@@ -43,3 +45,5 @@ print("single-layer sufficiency", [round(x, 2) for x in w1["sufficiency"]])
 print("single-layer necessity", [round(x, 2) for x in w1["necessity"]])
 p = loc["profile"]
 print("ranking", p["ranking"][:8], "k_suff", p["k_sufficient"], "k_nec", p["k_necessary"], "metric", p["metric"])
+v = loc["verdict"]
+print("verdict", v.get("grade"), "layers", v["layers"], "answer tokens", round(loc["answer_tokens"], 1), v.get("reason", ""))

@@ -72,3 +72,19 @@ def test_the_verdict_grades_localized_concentrated_and_distributed():
     assert functional_block("behavior", noisy, [], [], cfg, 8)["grade"] == "distributed"
     del noisy["profile"]
     assert sufficient_set(noisy, cfg, 8)["layers"] == [3]  # without a profile, the windows are what there is
+
+
+def test_the_minimum_gap_is_per_answer_so_a_per_token_gap_is_counted_over_its_answers():
+    cfg = VerdictConfig()
+    small = _loc([0.5, 0.9, 1.0, 1, 1, 1, 1, 1], [0.4, 0.85, 1, 1, 1, 1, 1, 1]) | {"gap": 0.34}
+    # summed targets: 0.34 nats is under the 0.5-nat minimum, nothing is named
+    no = functional_block("behavior", small, [], [], cfg, 8)
+    assert no["layers"] == [] and "grade" not in no and "below 0.5 per answer" in no["reason"]
+    # the same gap per token over 16-token answers (a format carried by an answer's opening): 5.4 nats per answer
+    yes = functional_block("behavior", small | {"answer_tokens": 16.0}, [], [], cfg, 8)
+    assert yes["grade"] == "localized" and yes["layers"] == [0, 1] and yes["answer_tokens"] == 16.0
+    assert cfg.too_small(0.03, 16.0) and not cfg.too_small(0.04, 16.0) and cfg.too_small(float("nan"), 16.0)
+    # without causal evidence the output line's gap is gated the same way
+    lens = functional_block("behavior", None, [3], [], cfg, 8, output_gap=0.34, answer_tokens=1.0)
+    assert lens["layers"] == [] and "+0.34 nats, under 0.5 per answer" in lens["reason"]
+    assert functional_block("behavior", None, [3], [], cfg, 8, output_gap=0.34, answer_tokens=16.0)["layers"] == [3]

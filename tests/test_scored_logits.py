@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import alignloc
-from alignloc.analyses.outputs import scored_index, target_logprobs
+from alignloc.analyses.outputs import answer_tokens, scored_index, target_logprobs
 from alignloc.causal.metrics import score, scored_batch, scored_logits
 from alignloc.models.families import get_module
 from alignloc.models.hooks import count_hooks
@@ -64,6 +64,9 @@ def test_scored_logits_equal_full_sequence_logits(arch_pairs, arch):
     torch.testing.assert_close(score(part, bp, "logprob"), mean_full, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(target_logprobs(lm, per, True), mean_full, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(score(part.repeat(2, 1, 1), bp, "logprob"), mean_full.repeat(2), atol=1e-5, rtol=1e-5)
+    # a per-token score times its answer's token count is the whole answer's (the verdict's minimum gap unit)
+    torch.testing.assert_close(mean_full * answer_tokens(pair.tokenizer, per), logp_full, atol=1e-5, rtol=1e-5)
+    assert answer_tokens(pair.tokenizer, PROMPTS).tolist() == [1.0, 1.0, 1.0]  # summed targets are per answer already
     last = full[torch.arange(3), b.last]
     diff = last.gather(1, torch.tensor([t[0] for t in b.tgt])[:, None])[:, 0] - last.gather(1, torch.tensor(b.foil)[:, None])[:, 0]
     torch.testing.assert_close(score(part, b, "logit_diff"), diff, atol=1e-5, rtol=1e-5)

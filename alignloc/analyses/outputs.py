@@ -25,6 +25,14 @@ def per_token(prompts: list[Prompt]) -> list[bool]:
     return [bool(p.meta.get(PER_TOKEN)) for p in prompts]
 
 
+def answer_tokens(tokenizer, prompts: list[Prompt]) -> Float[torch.Tensor, " n"]:
+    """Per prompt, what turns its score into a whole answer's: the target's token count where it is scored
+    per token (``meta.per_token``), else 1. A gap times this is the gap per answer, the unit in which the
+    verdict's minimum gap is set (a narrow change carried by an answer's first tokens is small per token)."""
+    return torch.tensor([float(max(len(t), 1)) if pt else 1.0
+                         for t, pt in zip(target_ids(tokenizer, prompts), per_token(prompts), strict=True)])
+
+
 def target_ids(tokenizer, prompts: list[Prompt]) -> list[list[int]]:
     """Token ids of each prompt's target (empty when it has none)."""
     return [tokenizer.encode(p.target, add_special_tokens=False) if p.target else [] for p in prompts]

@@ -31,7 +31,9 @@ weights line corroborates without gating:
   **concentrated** but redundant (a set that small brings ``carrier_at`` of the gap into the base
   alone, but none that small is also necessary: the tuned model carries it elsewhere too; the set
   and its necessity are given, and no layer is named), or **distributed** (no set that small is
-  even sufficient). A gap under ``min_gap`` nats is no change (no grade).
+  even sufficient). A gap under ``min_gap`` nats per answer is no change (no grade): a gap scored per
+  token (the tuned model's own answers) counts times the answers' mean length, so a narrow change that
+  moves an answer's first tokens by 5 nats is not dismissed for being 0.3 nats per token.
 - ``behavior_vs_control``, with causal evidence and a control pair: the same rules on the part of the
   behavior gap that the control does not share (the pair control -> tuned; ``causal.report.versus_control``):
   where the control is the training without the edit (a drift, continued pretraining), the edit's own
@@ -65,7 +67,13 @@ from dataclasses import asdict, dataclass
 
 from alignloc.analyses.concentration import at_k, smallest_k
 from alignloc.analyses.stats import background
-from alignloc.analyses.verdict_text import knowledge_preserved, span, summary_lines, versus_line
+from alignloc.analyses.verdict_text import (
+    gap_text,
+    knowledge_preserved,
+    span,
+    summary_lines,
+    versus_line,
+)
 
 MIN_FLOOR = {"weights": 1e-6, "representation": 0.01, "lens": 0.01, "behavior": 0.05, "knowledge": 0.005}
 
@@ -81,7 +89,12 @@ class VerdictConfig:
     carrier_at: float = 0.8  # a carrier set must be sufficient and necessary for this share of the gap
     max_share: float = 0.5  # ... and hold at most this share of the layers, else "not localized"
     patch_at: float = 0.5  # patching names a layer that recovers this share of the gap
-    min_gap: float = 0.5  # nats: a smaller gap is no change to localize
+    min_gap: float = 0.5  # nats per answer: a smaller gap is no change to localize
+
+    def too_small(self, gap: float, answer_tokens: float = 1.0) -> bool:
+        """Whether ``gap`` is no change to localize: under ``min_gap`` nats per answer, i.e. ``gap`` times the
+        mean scored tokens per answer (``answer_tokens``: 1 for summed targets); NaN is too small."""
+        return not abs(gap) * answer_tokens >= self.min_gap
 
     def carries(self, candidate: dict, n_layers: int) -> bool:
         """Whether a layer set ``{"layers", "sufficiency", "necessity"}`` may be named: small enough
@@ -178,15 +191,17 @@ def _patching_layers(loc: dict, at: float) -> list[int]:
 
 
 def functional_block(kind: str, loc: dict | None, lens_flags: list[int], weight_flags: list[int],
-                     cfg: VerdictConfig, n_layers: int, output_gap: float | None = None) -> dict:
+                     cfg: VerdictConfig, n_layers: int, output_gap: float | None = None,
+                     answer_tokens: float = 1.0) -> dict:
     """Which layers carry one kind's gap, on what evidence (see the module docstring).
 
-    ``output_gap``: the kind's mean output-level change (nats); without causal evidence a gap under
-    ``min_gap`` names nothing (the lens lines alone flag noise on a null pair)."""
-    if loc is None and output_gap is not None and not abs(output_gap) >= cfg.min_gap:
+    ``output_gap``: the kind's mean output-level change (nats; per token where its prompts are scored so, with
+    ``answer_tokens`` their mean length); without causal evidence a gap under ``min_gap`` nats per answer names
+    nothing (the lens lines alone flag noise on a null pair). A causal ``loc`` carries its own ``answer_tokens``."""
+    if loc is None and output_gap is not None and cfg.too_small(output_gap, answer_tokens):
         return {"basis": "lens", "layers": [], "localized": None, "lens_layers": sorted(lens_flags), "named_by": {},
-                "reason": f"the {kind} prompts' target log-prob moved by {output_gap:+.2f} nats, under {cfg.min_gap}: "
-                          "no change to localize"}
+                "reason": f"the {kind} prompts' target log-prob moved by {gap_text(output_gap, answer_tokens)}, "
+                          f"under {cfg.min_gap} per answer: no change to localize"}
     if loc is None:  # correlational fallback: the lens, corroborated by the weights where they single layers out
         informative = bool(weight_flags) and len(weight_flags) <= cfg.max_share * n_layers
         layers = sorted(set(lens_flags) & set(weight_flags)) if informative else sorted(lens_flags)
@@ -198,10 +213,11 @@ def functional_block(kind: str, loc: dict | None, lens_flags: list[int], weight_
             block["reason"] = (f"the lens shows the {kind} gap at {span(sorted(lens_flags))} but the weights changed most "
                                f"at {span(sorted(weight_flags))}: they disagree")
         return block
-    gap = loc["gap"]
-    block = {"basis": "causal", "gap": gap, "n": loc["n"], "layers": [], "localized": None, "named_by": {}}
-    if not abs(gap) >= cfg.min_gap:
-        block["reason"] = f"gap {gap:+.2f} nats is below {cfg.min_gap}: no {kind} change to localize"
+    gap, tokens = loc["gap"], loc.get("answer_tokens", 1.0)
+    block = {"basis": "causal", "gap": gap, "answer_tokens": tokens, "n": loc["n"], "layers": [], "localized": None,
+             "named_by": {}}
+    if cfg.too_small(gap, tokens):
+        block["reason"] = f"gap {gap_text(gap, tokens)} is below {cfg.min_gap} per answer: no {kind} change to localize"
         return block
     best, cands = _carrier(loc, cfg, n_layers)
     block["candidates"] = cands
@@ -253,9 +269,11 @@ def verdict(m: dict, control: dict | None = None, cfg: VerdictConfig | None = No
     changed = sorted(functional & set(flags["weights"]))
     loc = localization or {}
     outs = m["outputs"]
-    gaps = {"behavior": outs["behavior"]["logprob_delta"]["mean"] if "behavior" in outs else None, "knowledge": None}
+    beh_out = outs.get("behavior") or {}
+    gap = beh_out["logprob_delta"]["mean"] if beh_out else None
     blocks = {kind: functional_block(kind, loc.get(kind) if localization is not None else None,
-                                     flags.get(kind, []), flags["weights"], cfg, n, gaps[kind])
+                                     flags.get(kind, []), flags["weights"], cfg, n, gap if kind == "behavior" else None,
+                                     beh_out.get("answer_tokens", 1.0))
               for kind in ("behavior", "knowledge") if kind in lines or kind in loc}
     vs_loc = loc.get("behavior_vs_control")
     versus = functional_block("behavior", vs_loc, [], [], cfg, n) if vs_loc else None

@@ -18,6 +18,14 @@ def span(layers: list[int]) -> str:
     return "layer" + ("s " if len(layers) > 1 else " ") + ", ".join(runs)
 
 
+def gap_text(gap: float, answer_tokens: float = 1.0) -> str:
+    """A gap with its unit: "+1.20 nats", or "+0.34 nats per token (+5.4 per answer)" where it is scored per
+    token over answers of ``answer_tokens`` tokens on average."""
+    if answer_tokens == 1.0:
+        return f"{gap:+.2f} nats"
+    return f"{gap:+.2f} nats per token ({gap * answer_tokens:+.1f} per answer)"
+
+
 def knowledge_preserved(know: dict | None, cfg: Any) -> bool | None:
     """Whether output-level knowledge is preserved: top-1 recall moved by at most ``cfg.preserve_points`` and
     the facts' mean log-prob fell by at most ``cfg.preserve_nats`` (None without knowledge prompts)."""
@@ -33,7 +41,7 @@ def _why(block: dict) -> str:
     what = {"graft_window": "the window", "mask": "the mask-selected layers"}.get(
         c["source"], f"the top {len(c['layers'])} layers of the concentration profile ({c.get('metric', 'logprob')})")
     parts = [f"grafting {what} into the base "
-             f"brings {c['sufficiency']:.2f} of the {block['gap']:+.2f}-nat gap and removing it from the tuned model costs "
+             f"brings {c['sufficiency']:.2f} of the gap ({gap_text(block['gap'], block.get('answer_tokens', 1.0))}) and removing it from the tuned model costs "
              f"{c['necessity']:.2f}"]
     others = {src for srcs in block["named_by"].values() for src in srcs}
     agree = [name for name, key in (("the learned mask", "mask"), ("the graft window", "graft_window"),
@@ -48,7 +56,7 @@ def _why(block: dict) -> str:
 def versus_line(block: dict) -> str:
     """The verdict on the part of the behavior gap the control does not share (tuned against the control)."""
     head = f"against the control (tuned vs control: the part of the behavior gap the control does not share, " \
-           f"{block['gap']:+.2f} nats)" if "gap" in block else "against the control"
+           f"{gap_text(block['gap'], block.get('answer_tokens', 1.0))})" if "gap" in block else "against the control"
     if block["localized"]:
         return f"{head}: behavior carried by {span(block['layers'])}: {_why(block)}"
     if block["localized"] is None:

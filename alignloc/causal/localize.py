@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 
 from alignloc.analyses.concentration import at_k
+from alignloc.analyses.outputs import answer_tokens
 from alignloc.causal.graft import carrier_window, window_sweep
 from alignloc.causal.mask import DeltaMask
 from alignloc.causal.patching import patch_sweep
@@ -73,7 +74,8 @@ def localize(pair: ModelPair, prompts: list[Prompt], bos: bool, *, sizes: list[i
     t0 = time.time()
     resumed = (ResumedScorer(pair.base, chosen, bos, batch_size), ResumedScorer(pair.tuned, chosen, bos, batch_size))
     win = window_sweep(pair, metric, sizes, resumed=resumed)  # the scorers serve the profile below too
-    out = {"n": len(chosen), "gap": win["gap"], "windows": win, "carrier": carrier_window(win, carrier_at),
+    out = {"n": len(chosen), "gap": win["gap"], "answer_tokens": float(answer_tokens(pair.tokenizer, chosen).mean()),
+           "windows": win, "carrier": carrier_window(win, carrier_at),
            "carrier_at": carrier_at, "seconds": {"windows": round(time.time() - t0, 2)}}
     mask = DeltaMask() if mask is None else mask
     if mask.steps > 0:

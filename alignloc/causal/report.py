@@ -27,6 +27,9 @@ import math
 
 import torch
 
+from alignloc.analyses.outputs import answer_tokens
+from alignloc.analyses.verdict import VerdictConfig
+from alignloc.analyses.verdict_text import gap_text
 from alignloc.causal.attribution import attribution_sweep, within_attribution_sweep
 from alignloc.causal.localize import localize
 from alignloc.causal.mask import DeltaMask
@@ -36,7 +39,6 @@ from alignloc.prompts import Prompt
 
 KINDS = ("behavior", "knowledge", "context")
 PER_LAYER = ("resid_post", "attn_out", "mlp_out")
-MIN_GAP = 0.5  # nats: below it, recovered fractions are ratios of noise
 PATCH_WINDOW = 12  # context positions of the layer x position grids
 
 
@@ -72,9 +74,11 @@ def _kind_block(pair: ModelPair, prompts: list[Prompt], metric: str, bos: bool, 
     g_exact, g_approx = sum(patch["grid"]["recovered"], []), sum(attr["grid"]["by_position"], [])
     attr["pearson_grid_vs_exact"] = (float(torch.corrcoef(torch.tensor([g_exact, g_approx]))[0, 1])
                                      if len(set(g_exact)) > 1 and len(set(g_approx)) > 1 else math.nan)
-    gap = patch["grid"]["gap"]
-    if not abs(gap) >= MIN_GAP:
-        attr["note"] = f"gap {gap:+.2f} nats is below {MIN_GAP}: fractions of it, and their correlations, are noise"
+    gap, cfg = patch["grid"]["gap"], VerdictConfig()  # the verdict's minimum gap, in nats per answer
+    tokens = float(answer_tokens(pair.tokenizer, prompts).mean()) if patch["grid"]["metric"] == "logprob" else 1.0
+    if cfg.too_small(gap, tokens):
+        attr["note"] = (f"gap {gap_text(gap, tokens)} is below {cfg.min_gap} per answer: fractions of it, and their "
+                        "correlations, are noise")
     within: dict = {}
     paired = [p for p in prompts if p.corrupt_text]
     try:

@@ -24,7 +24,7 @@ score.
   constant answer (the single layer most often planted);
 - control false positives, counted the same way for every method: the tier's null pair goes through
   the same methods on each prompt file, and no method flags anything unless the null pair's gap on
-  that file is at least ``min_gap`` nats (the verdict's own ``causal.report.MIN_GAP`` by default); above
+  that file is at least ``min_gap`` nats (the verdict's own ``VerdictConfig.min_gap`` by default; organisms' targets are summed, so per answer); above
   it, a ranking method flags the layers that recover >= ``flag_at`` of the gap, ``graft_window`` and
   ``delta_mask`` the layers they name (the carrier window, the mask's selection that grafting shows
   carries the gap), and ``weight_diff`` the layers whose weights moved above the verdict's weight
@@ -37,8 +37,8 @@ import math
 from collections.abc import Callable
 
 from alignloc import zoo
+from alignloc.analyses.verdict import VerdictConfig
 from alignloc.causal.bench import METHODS, chance, flagged, hits, mean_ci, rank_layers, tie_groups
-from alignloc.causal.report import MIN_GAP
 from alignloc.models.load_options import LoadOptions
 from alignloc.models.pair import load_pair
 from alignloc.prompts import Prompt, load_prompts
@@ -133,7 +133,7 @@ def _tier(size: str, tier: str, n_prompts: int, methods: list[str], min_gap: flo
 
 
 def localize_bench(size: str = "tiny", n_prompts: int = 48, methods: list[str] | None = None,
-                   min_gap: float = MIN_GAP, flag_at: float = 0.5, tiers: list[str] | None = None,
+                   min_gap: float = VerdictConfig.min_gap, flag_at: float = 0.5, tiers: list[str] | None = None,
                    log: Callable[[str], None] = lambda m: None, options: LoadOptions | None = None) -> LocalizeBenchResult:
     """Run every method on every scored organism of each tier and on its control: a ``LocalizeBenchResult``
     (``to_json()`` is the report.json that ``alignloc localize-bench`` writes).

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from alignloc.analyses.lens import lens_compare
-from alignloc.analyses.outputs import first_target_ids, target_logprobs
+from alignloc.analyses.outputs import answer_tokens, first_target_ids, target_logprobs
 from alignloc.analyses.weights import weight_diff
 from alignloc.capturing import capture
 from alignloc.models.pair import SIDES, ModelPair
@@ -27,6 +27,7 @@ class PairData:
     acts: dict[str, dict[str, torch.Tensor]]  # acts[side][kind] -> [layer, n, d_model] at the last token (resid_pre: layer 0 only)
     lens: dict[str, torch.Tensor]  # see lens_compare: [layer, n] each
     target_lp: dict[str, torch.Tensor]  # [n] per side (NaN without a target)
+    answer_tokens: torch.Tensor  # [n]: a score's per-answer factor (outputs.answer_tokens)
     weights: dict  # weight_diff(...)
     store: Store
 
@@ -60,6 +61,7 @@ def collect(
     acts = {side: {k: stacked(store, side, k) for k in ("resid_pre", *SITE_KINDS)} for side in SIDES}
     bos = bool(store.manifest["bos"])
     tids = first_target_ids(pair.tokenizer, prompts)
+    per_answer = answer_tokens(pair.tokenizer, prompts)
     order = sorted(SIDES, key=lambda side: not pair.side(side).resident)  # a model in memory goes first
     target_lp, heads, weights_of = {}, {}, {}
     for k, side in enumerate(order):
@@ -78,4 +80,5 @@ def collect(
     del heads  # the copied heads of released models, no longer needed
     weights_of = {side: w if w is not None else pair.side(side).model.state_dict() for side, w in weights_of.items()}
     weights = weight_diff(weights_of["base"], weights_of["tuned"], pair.base.family, pair.n_layers)
-    return PairData(prompts=prompts, acts=acts, lens=lens, target_lp=target_lp, weights=weights, store=store)
+    return PairData(prompts=prompts, acts=acts, lens=lens, target_lp=target_lp,
+                    answer_tokens=per_answer, weights=weights, store=store)

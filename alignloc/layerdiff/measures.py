@@ -120,6 +120,7 @@ def output_measures(data: PairData, n_boot: int, seed: int) -> dict:
             "logprob_base": float(lb[keep].mean()),
             "logprob_tuned": float(lt[keep].mean()),
             "logprob_delta": mean_ci((lt - lb)[keep], n_boot, seed),
+            "answer_tokens": float(data.answer_tokens[sel].mean()),  # the delta's per-answer factor
             "accuracy_base": float(tid_ok["base"].mean()),
             "accuracy_tuned": float(tid_ok["tuned"].mean()),
             "accuracy_delta": mean_ci(tid_ok["tuned"] - tid_ok["base"], n_boot, seed),
