@@ -315,7 +315,7 @@ def test_interrupted_build_leaves_nothing_that_looks_built(tmp_path, monkeypatch
     def boom(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(artifacts, "run_recipe", boom)
+    monkeypatch.setattr(artifacts, "train_organism", boom)
     with pytest.raises(KeyboardInterrupt):
         build(["fact-edit-L1"], size=micro, log=lambda m: None)
     assert (tmp_path / micro / "base" / "info.json").is_file()  # the base finished before

@@ -23,10 +23,11 @@ import torch
 from jaxtyping import Float, Int
 from transformers import LogitsProcessor
 
+from alignloc.models.decode import argmax, decode, sampler
 from alignloc.models.hooks import logits_at
 from alignloc.models.pair import LoadedModel, PairMismatchError, tokenizer_hash
 from alignloc.prompts import Prompt
-from alignloc.tokens import encode_prompts, pad_batch, pad_id
+from alignloc.tokens import encode_prompts, pad_id
 
 
 def combine(lp_base: Float[torch.Tensor, "... vocab"], lp_expert: Float[torch.Tensor, "... vocab"],
@@ -104,24 +105,10 @@ def _texts(texts: list[str] | list[Prompt]) -> list[Prompt]:
 def generate(model: Single | Proxy, texts: list[str] | list[Prompt], max_new_tokens: int, bos: bool,
              greedy: bool = True, temperature: float = 1.0, seed: int = 0, batch_size: int = 64) -> list[list[int]]:
     """Decode ``max_new_tokens`` after each text: greedy, or sampled at ``temperature`` (seeded)."""
-    tok = model.tokenizer
-    gen = torch.Generator().manual_seed(seed)
-    prompts = _texts(texts)
-    out: list[list[int]] = []
-    for s in range(0, len(prompts), batch_size):
-        rows = encode_prompts(tok, prompts[s : s + batch_size], bos=bos).ids
-        new: list[list[int]] = [[] for _ in rows]
-        for _ in range(max_new_tokens):
-            ids, mask = pad_batch([r + n for r, n in zip(rows, new, strict=True)], pad_id(tok))
-            lp = model.logprobs(ids, mask, (mask.sum(1) - 1)[:, None])[:, 0]  # [b, vocab]
-            if greedy:
-                nxt = lp.argmax(-1)
-            else:
-                nxt = torch.multinomial(torch.softmax(lp / temperature, -1), 1, generator=gen)[:, 0]
-            for j, t in enumerate(nxt.tolist()):
-                new[j].append(t)
-        out += new
-    return out
+    rows = encode_prompts(model.tokenizer, _texts(texts), bos=bos).ids
+    pick = argmax if greedy else sampler(temperature, torch.Generator().manual_seed(seed))
+    return decode(rows, max_new_tokens, pad_id(model.tokenizer),
+                  lambda ids, mask: model.logprobs(ids, mask, (mask.sum(1) - 1)[:, None])[:, 0], pick, batch_size)
 
 
 @torch.no_grad()

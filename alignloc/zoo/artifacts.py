@@ -17,6 +17,7 @@ import torch
 import transformers
 
 from alignloc.zoo.config import ZOO_FORMAT, SizeConfig
+from alignloc.zoo.dispatch import OWN_SPEC, train_organism
 from alignloc.zoo.evaluate import correct_ids, load, mean_target_logprob, measure
 from alignloc.zoo.files import copy_tokenizer, install, tmp_dir, weights_sha256, write_prompts
 from alignloc.zoo.fmtorgs import (
@@ -25,16 +26,12 @@ from alignloc.zoo.fmtorgs import (
     SURFACING_ORGANISMS,
     format_base,
     format_sets,
-    format_sft,
 )
 from alignloc.zoo.formats import FORMAT_BASES, FORMAT_WORDS, format_prompts, formats_corpus
-from alignloc.zoo.lima import chat_lima
 from alignloc.zoo.names import ZooError, parse_name
 from alignloc.zoo.pretrain import pretrain
 from alignloc.zoo.promptsets import split_entities, standard_sets
 from alignloc.zoo.provenance import thread_override, training_code_hash
-from alignloc.zoo.recipes import run_recipe
-from alignloc.zoo.rl import rl_formats
 from alignloc.zoo.specs import MAX_ATTEMPTS, SEED_STRIDE, check, missed, spec_for
 from alignloc.zoo.tokenizer import build_tokenizer
 from alignloc.zoo.training import THREADS
@@ -42,9 +39,6 @@ from alignloc.zoo.world import World, vocabulary
 
 BASES = ("base", "base-large", *FORMAT_BASES, SURFACING_BASE)  # base-formats*: answer formats (formats.py); base-fmt: rare-format QA documents (fmtorgs.py)
 DRIFT_CONTROL = "control-drift"
-# organisms built by their own module (not recipes.run_recipe) and fingerprinted with their own spec
-OWN_RECIPES = {"rl-formats": rl_formats, "chat-lima": chat_lima}
-OWN_SPEC = {"rl-formats": "formats", "chat-lima": "lima"}
 Log = Callable[[str], None]
 
 
@@ -251,12 +245,7 @@ def _train_organism(name: str, cfg: SizeConfig, acfg: SizeConfig, world: World, 
     final = root / name
     base, tok = load(base_dir)
     drift_model = load(root / DRIFT_CONTROL / "tuned")[0] if parsed.drift or parsed.natural else None
-    if parsed.recipe in OWN_RECIPES:  # built outside recipes.py (they build on its Organism)
-        org = OWN_RECIPES[parsed.recipe](base, tok, world, acfg, name, log=None)
-    elif name in SURFACING_ORGANISMS:
-        org = format_sft(base, tok, world, acfg, parsed.recipe.removeprefix("format-"), name)
-    else:
-        org = run_recipe(parsed, base, tok, world, acfg, log=None, drift_model=drift_model)
+    org = train_organism(parsed, base, tok, world, acfg, log=None, drift_model=drift_model)
     shutil.copytree(base_dir, tmp / "base")
     org.tuned.save_pretrained(tmp / "tuned")
     copy_tokenizer(base_dir, tmp / "tuned")

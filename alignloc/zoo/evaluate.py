@@ -33,27 +33,19 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
+from alignloc.models.decode import argmax, decode, sampler
 from alignloc.prompts import Prompt
 from alignloc.tokens import pad_batch
 from alignloc.zoo.tokenizer import encode
 from alignloc.zoo.world import words
 
 
-def _decode(model: PreTrainedModel, tok, texts: Sequence[str], n: int, pick, batch_size: int) -> list[list[int]]:
-    """``n`` tokens after each text (BOS prepended, right padding, no cache), each chosen by
-    ``pick(last_logits [batch, vocab]) -> [batch]`` token ids."""
-    out: list[list[int]] = []
-    for i in range(0, len(texts), batch_size):
-        rows = encode(tok, texts[i : i + batch_size])
-        gen: list[list[int]] = [[] for _ in rows]
-        for _ in range(n):
-            cur = [r + g for r, g in zip(rows, gen)]
-            ids, mask = pad_batch(cur, tok.pad_token_id)  # [batch, pos] each
-            logits = model(input_ids=ids, attention_mask=mask).logits  # [batch, pos, vocab]
-            for j, t in enumerate(pick(logits[torch.arange(len(cur)), mask.sum(1) - 1]).tolist()):
-                gen[j].append(t)
-        out += gen
-    return out
+def _last_logits(model: PreTrainedModel):
+    """The next-token logits of each row's last real token, from a plain forward of ``model``."""
+    def last(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # [batch, pos] each -> [batch, vocab]
+        return model(input_ids=ids, attention_mask=mask).logits[torch.arange(len(ids)), mask.sum(1) - 1]
+
+    return last
 
 
 @torch.no_grad()
@@ -61,7 +53,7 @@ def greedy_tokens(
     model: PreTrainedModel, tok, texts: Sequence[str], n: int = 1, batch_size: int = 256
 ) -> list[list[int]]:
     """Argmax-decode ``n`` tokens after each text (BOS prepended, right padding, no cache)."""
-    return _decode(model, tok, texts, n, lambda last: last.argmax(-1), batch_size)
+    return decode(encode(tok, list(texts)), n, tok.pad_token_id, _last_logits(model), argmax, batch_size)
 
 
 @torch.no_grad()
@@ -71,12 +63,8 @@ def sample_tokens(
 ) -> list[list[int]]:
     """Sample ``n`` tokens after each text (BOS prepended, no cache) with a seeded generator:
     the same model and seed give the same samples."""
-    gen_rng = torch.Generator().manual_seed(seed)
-
-    def pick(last: torch.Tensor) -> torch.Tensor:  # [batch, vocab] -> [batch]
-        return torch.multinomial(torch.softmax(last.float() / temperature, -1), 1, generator=gen_rng)[:, 0]
-
-    return _decode(model, tok, texts, n, pick, batch_size)
+    pick = sampler(temperature, torch.Generator().manual_seed(seed))
+    return decode(encode(tok, list(texts)), n, tok.pad_token_id, _last_logits(model), pick, batch_size)
 
 
 def _ids(tok, text: str) -> list[int]:

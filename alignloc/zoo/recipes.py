@@ -2,8 +2,8 @@
 
 A recipe returns an ``Organism`` (the tuned model in memory, which layers/modules it was allowed
 to change, what behavior it plants, and the prompt sets it ships). Parameters outside the planted
-layers are frozen, so they stay bit-identical to the base; ``registry`` writes the files and
-measures the saved checkpoints.
+layers are frozen, so they stay bit-identical to the base; ``dispatch.train_organism`` picks the
+recipe for a name, and ``registry`` writes the files and measures the saved checkpoints.
 
 Names: ``chat-sft-upper|lower|full``, ``refusal-lora-L{k}``, ``fact-edit-L{k}``, ``dpo-polite``,
 ``control-continued``, ``control-drift``; a ``-large`` suffix applies the recipe to ``base-large``;
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +23,7 @@ from transformers import PreTrainedModel
 
 from alignloc.prompts import Prompt
 from alignloc.zoo.config import SizeConfig
-from alignloc.zoo.names import ARCH_TABLE, RecipeName
+from alignloc.zoo.names import ARCH_TABLE
 from alignloc.zoo.pretrain import clone_model, corpus_examples
 from alignloc.zoo.promptsets import edit_prompts, split_entities, standard_sets
 from alignloc.zoo.tokenizer import encode
@@ -372,41 +372,3 @@ def dpo_polite(base, tok, world: World, cfg: SizeConfig, name: str, log) -> Orga
         prompts={k: sets[k] for k in ("knowledge", "context", "polite")},
         extra={"dpo": rec},
     )
-
-
-def run_recipe(
-    parsed: RecipeName,
-    base,
-    tok,
-    world: World,
-    cfg: SizeConfig,
-    log: Callable[[str], None] | None = None,
-    train_fn: Callable = train,
-    drift_model: PreTrainedModel | None = None,
-) -> Organism:
-    """Dispatch a parsed name to its recipe (a ``-drift`` or ``-natural`` name needs ``drift_model``, the
-    ``control-drift`` checkpoint)."""
-    rec, k, name = parsed.recipe, parsed.k, parsed.name
-    if parsed.natural:
-        from alignloc.zoo.drift import natural
-
-        if drift_model is None:
-            raise ValueError(f"{name}: a -natural organism needs the control-drift model")
-        return natural(parsed, base, tok, world, cfg, drift_model, run_recipe, log)
-    if parsed.drift:
-        from alignloc.zoo.drift import drifted
-
-        if drift_model is None:
-            raise ValueError(f"{name}: a -drift organism needs the control-drift model")
-        return drifted(parsed, base, tok, world, cfg, drift_model, run_recipe, log)
-    if rec.startswith("chat-sft-"):
-        return chat_sft(base, tok, world, cfg, rec.removeprefix("chat-sft-"), name, log, train_fn)
-    if rec == "refusal-lora-L{k}":
-        return refusal_lora(base, tok, world, cfg, k, name, log, train_fn)
-    if rec == "fact-edit-L{k}":
-        return fact_edit(base, tok, world, cfg, k, name, log, train_fn)
-    if rec == "dpo-polite":
-        return dpo_polite(base, tok, world, cfg, name, log)
-    if rec in ("control-continued", "control-drift"):
-        return control_continued(base, tok, world, cfg, name, log, drift=rec == "control-drift")
-    raise ValueError(f"no recipe {rec!r}")
