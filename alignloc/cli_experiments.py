@@ -40,7 +40,8 @@ def localize_bench_cmd(
     methods: str | None = typer.Option(None, help="Comma-separated subset of methods (default: all)."),
     tiers: str = typer.Option("easy,hard", help="easy (edits confined to their layers), hard (the same edits under a drift "
                               "of every layer that a rescaling makes outweigh them), natural (the edits trained on top "
-                              "of that drift, sequentially; builds five more organisms), comma-separated."),
+                              "of that drift, sequentially; builds five more organisms), natural-large (the same on the 8-layer "
+                              "base, single-layer edits at five layers; builds seven more), comma-separated."),
     device: str = DEVICE, compute_dtype: str = COMPUTE_DTYPE, device_map: str = DEVICE_MAP,
     overwrite: bool = overwrite_option(),
     quiet: bool = QUIET,

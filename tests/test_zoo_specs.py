@@ -26,6 +26,28 @@ def test_check_reads_paths_offsets_and_other_artifacts():
         check(["tuned.format_rate is high"], measured)
 
 
+def test_drift_organisms_are_built_after_the_drift_of_their_own_base():
+    from alignloc.zoo.config import size_config
+    from alignloc.zoo.registry import NATURAL_LARGE_ORGANISMS, build_order
+
+    cfg = size_config(TINY)
+    got = build_order(["fact-edit-L6-natural-large", "chat-sft-upper", "refusal-lora-L1-drift", "chat-sft-upper"], cfg)
+    assert got == ["control-drift", "control-drift-large", "fact-edit-L6-natural-large", "chat-sft-upper",
+                   "refusal-lora-L1-drift"]
+    assert build_order(["chat-sft-upper", "base-large"], cfg) == ["chat-sft-upper", "base-large"]
+    # the 8-layer natural tier: single-layer edits at distinct layers of the 8-layer base, each with a spec
+    from alignloc.zoo.artifacts import n_layers_by_base
+    from alignloc.zoo.names import parse_name
+
+    parsed = [parse_name(n, n_layers_by_base(cfg)) for n in NATURAL_LARGE_ORGANISMS]
+    assert {p.base for p in parsed} == {"base-large"} and len({p.k for p in parsed}) == len(parsed) >= 5
+    assert all(spec_for(p.name, p.recipe, True, False) for p in parsed)
+    assert spec_for("control-drift-large", "control-drift", False, False) == spec_for("control-drift", "control-drift",
+                                                                                      False, False)
+    with pytest.raises(ValueError, match="unknown organism"):
+        build_order(["no-such-organism"], cfg)
+
+
 def test_every_default_artifact_declares_a_specification():
     from alignloc.zoo import DEFAULT_ORGANISMS, HARD_ORGANISMS
     from alignloc.zoo.config import size_config

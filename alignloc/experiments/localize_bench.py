@@ -1,6 +1,6 @@
 """localize-bench: how often does each localization method point at the layer where the edit was planted?
 
-Two tiers of zoo organisms whose ground truth plants the edit in some (not all) layers:
+Tiers of zoo organisms whose ground truth plants the edit in some (not all) layers:
 
 - ``easy``: the confined recipes (``chat-sft-upper|lower``, ``refusal-lora-L1|L2``,
   ``fact-edit-L1``): every other layer is bit-identical, so the weight-diff baseline already wins;
@@ -10,7 +10,9 @@ Two tiers of zoo organisms whose ground truth plants the edit in some (not all) 
   to work grafted alone into the base (``zoo/drift.py``); control: ``control-drift`` (the drift alone);
 - ``natural``: their ``-natural`` variants, the edit trained on top of that drift sequentially, with no
   rescaling and no mixture objective (``zoo.drift.natural``): weight-diff's failure is measured, not
-  built in; control: ``control-drift``.
+  built in; control: ``control-drift``;
+- ``natural-large``: the same on the 8-layer ``base-large``, single-layer edits at five different layers
+  (a random ranking expects hit@1 = 1/8, the best constant answer 1/5); control: ``control-drift-large``.
 
 Each method scores every layer on the organism's own target metric (teacher-forced log-prob of
 the targets of its behavior prompt file: format marker, refusal, new fact); layers are ranked by
@@ -47,7 +49,7 @@ from alignloc.zoo import real
 
 CONTROL = "control-continued"
 TIERS = {"easy": ("", CONTROL), "hard": ("-drift", "control-drift"),  # name suffix, null pair
-         "natural": ("-natural", "control-drift")}
+         "natural": ("-natural", "control-drift"), "natural-large": ("-natural-large", "control-drift-large")}
 
 
 def _task_prompts(entry, n: int) -> tuple[str, list[Prompt]]:
@@ -61,7 +63,8 @@ def tier_names(size: str, tier: str) -> tuple[list[str], str]:
     if size == real.SIZE:
         easy = [n for n in real.ORGANISMS if n != "smollm2-control-drift" and not n.endswith("-drift")]
         return (easy if tier == "easy" else ["smollm2-format-upper-drift"]), "smollm2-control-drift"
-    names = {"easy": zoo.DEFAULT_ORGANISMS, "hard": zoo.HARD_ORGANISMS, "natural": zoo.NATURAL_ORGANISMS}[tier]
+    names = {"easy": zoo.DEFAULT_ORGANISMS, "hard": zoo.HARD_ORGANISMS, "natural": zoo.NATURAL_ORGANISMS,
+             "natural-large": zoo.NATURAL_LARGE_ORGANISMS}[tier]
     return names, TIERS[tier][1]
 
 

@@ -27,7 +27,8 @@ _EXPORTS = {
     "ZooError": "alignloc.zoo.names",
     "organism_prompts": "alignloc.zoo.prompts",
     **{name: "alignloc.zoo.registry" for name in (
-        "BASES", "DEFAULT_ORGANISM", "DEFAULT_ORGANISMS", "DRIFT_CONTROL", "HARD_ORGANISMS", "NATURAL_ORGANISMS",
+        "BASES", "DEFAULT_ORGANISM", "DEFAULT_ORGANISMS", "DRIFT_CONTROL", "HARD_ORGANISMS", "NATURAL_LARGE_ORGANISMS",
+        "NATURAL_ORGANISMS",
         "SURFACING_ORGANISMS", "ZooEntry", "build", "check_name", "check_size", "list_organisms", "recipe_tokenizer",
         "resolve", "weights_sha256", "zoo_root")},
 }

@@ -28,7 +28,7 @@ from alignloc.zoo.fmtorgs import (
     format_sets,
 )
 from alignloc.zoo.formats import FORMAT_BASES, FORMAT_WORDS, format_prompts, formats_corpus
-from alignloc.zoo.names import ZooError, parse_name
+from alignloc.zoo.names import ZooError, drift_control, parse_name
 from alignloc.zoo.pretrain import pretrain
 from alignloc.zoo.promptsets import split_entities, standard_sets
 from alignloc.zoo.provenance import thread_override, training_code_hash
@@ -39,6 +39,7 @@ from alignloc.zoo.world import World, vocabulary
 
 BASES = ("base", "base-large", *FORMAT_BASES, SURFACING_BASE)  # base-formats*: answer formats (formats.py); base-fmt: rare-format QA documents (fmtorgs.py)
 DRIFT_CONTROL = "control-drift"
+DRIFT_CONTROLS = (DRIFT_CONTROL, f"{DRIFT_CONTROL}-large")  # the drift of each base, built before what needs it
 Log = Callable[[str], None]
 
 
@@ -200,19 +201,20 @@ def until_spec(name: str, requirements: list[str], cfg: SizeConfig, final: Path,
 
 
 def organism_fingerprint(cfg: SizeConfig, name: str, base_sha: str, root: Path) -> str | None:
-    """The build fingerprint; None if a dependency (``control-drift`` for ``-drift``, ``-natural``) is not built."""
+    """The build fingerprint; None if a dependency (the drift control of a ``-drift`` or ``-natural`` organism) is
+    not built."""
     parts: list[Any] = ["organism", name, asdict(cfg.recipes), asdict(cfg.world), cfg.seed, base_sha]
     if name in SURFACING_ORGANISMS:
         parts.append(asdict(cfg.surfacing))
     parsed = parse_name(name, n_layers_by_base(cfg))
     on_drift = parsed.drift or parsed.natural
-    if name == DRIFT_CONTROL or on_drift:
+    if name in DRIFT_CONTROLS or on_drift:
         parts.append(asdict(cfg.drift))
     recipe = parse_name(name, n_layers_by_base(cfg)).recipe
     if recipe in OWN_SPEC:  # only these organisms' fingerprints include their own spec
         parts.append(asdict(getattr(cfg, OWN_SPEC[recipe])))
     if on_drift:
-        dep = read_meta(root / DRIFT_CONTROL)
+        dep = read_meta(root / drift_control(parsed))
         if dep is None:
             return None
         parts += [dep["weights_sha256"], "drift-organism-2"]  # 2: records the behavior target log-prob per side
@@ -244,7 +246,7 @@ def _train_organism(name: str, cfg: SizeConfig, acfg: SizeConfig, world: World, 
     base_sha = read_meta(root / parsed.base)["weights_sha256"]
     final = root / name
     base, tok = load(base_dir)
-    drift_model = load(root / DRIFT_CONTROL / "tuned")[0] if parsed.drift or parsed.natural else None
+    drift_model = load(root / drift_control(parsed) / "tuned")[0] if parsed.drift or parsed.natural else None
     org = train_organism(parsed, base, tok, world, acfg, log=None, drift_model=drift_model)
     shutil.copytree(base_dir, tmp / "base")
     org.tuned.save_pretrained(tmp / "tuned")

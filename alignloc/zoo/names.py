@@ -115,6 +115,12 @@ def parse_name(name: str, n_layers: dict[str, int]) -> RecipeName:
     return RecipeName(name=name, recipe=recipe, k=k, base=base, drift=drift, natural=natural)
 
 
+def drift_control(parsed: RecipeName) -> str:
+    """The drift a ``-drift`` / ``-natural`` organism is built from: ``control-drift`` on its own base
+    (``control-drift-large`` for a ``-large`` one)."""
+    return "control-drift" + ("-large" if parsed.base == "base-large" else "")
+
+
 def valid_names_hint(n_layers: dict[str, int]) -> str:
     """A sentence listing the valid names and layer ranges."""
     return (

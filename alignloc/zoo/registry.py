@@ -27,6 +27,7 @@ from alignloc.zoo import real, realdisk
 from alignloc.zoo.artifacts import (
     BASES,
     DRIFT_CONTROL,
+    DRIFT_CONTROLS,
     Log,
     base_fingerprint,
     base_tokenizer,
@@ -40,7 +41,7 @@ from alignloc.zoo.config import SizeConfig, size_config
 from alignloc.zoo.entry import ZooEntry, zoo_root
 from alignloc.zoo.files import prompt_map, quiet, sweep_stale, weights_sha256
 from alignloc.zoo.fmtorgs import SURFACING_BASE, SURFACING_ORGANISMS
-from alignloc.zoo.names import parse_name, valid_names_hint
+from alignloc.zoo.names import drift_control, parse_name, valid_names_hint
 from alignloc.zoo.world import make_world
 
 DEFAULT_ORGANISMS = [
@@ -60,6 +61,15 @@ NATURAL_ORGANISMS = [
     "refusal-lora-L1-natural",
     "refusal-lora-L2-natural",
     "fact-edit-L1-natural",
+]
+# The natural tier on the 8-layer base: single-layer edits at five different layers, so that a random
+# ranking's expected hit@1 is 1/8 and no constant answer beats 1/5
+NATURAL_LARGE_ORGANISMS = [
+    "refusal-lora-L2-natural-large",
+    "refusal-lora-L5-natural-large",
+    "refusal-lora-L7-natural-large",
+    "fact-edit-L3-natural-large",
+    "fact-edit-L6-natural-large",
 ]
 # The hard tier: the confined edits again, under a drift that moves every layer (drift.py)
 HARD_ORGANISMS = [
@@ -102,6 +112,14 @@ def _is_current(path: Path, fingerprint: str) -> bool:
     return meta is not None and meta.get("fingerprint") == fingerprint
 
 
+def build_order(names: list[str], cfg: SizeConfig) -> list[str]:
+    """``names`` without repeats, with the drift control each ``-drift`` / ``-natural`` organism is built from
+    added where missing, the controls first (``ValueError`` for an unknown name)."""
+    parsed = [parse_name(n, n_layers_by_base(cfg)) for n in names if n not in BASES]
+    controls = sorted({drift_control(r) for r in parsed if r.drift or r.natural})
+    return sorted(dict.fromkeys([*controls, *names]), key=lambda n: n not in DRIFT_CONTROLS)
+
+
 def build(
     names: Iterable[str] | None = None, size: str = "tiny", force: bool = False, log: Log = print
 ) -> list[Path]:
@@ -114,15 +132,8 @@ def build(
     if size == real.SIZE:
         return realdisk.build(list(names) if names is not None else None, force=force, log=log)
     cfg = size_config(size)
-    names = (
-        list(DEFAULT_ORGANISMS) + [DRIFT_CONTROL] + HARD_ORGANISMS + ["base-large"]
-        if names is None
-        else list(dict.fromkeys(names))
-    )
-    if any(n not in BASES and (lambda r: r.drift or r.natural)(parse_name(n, n_layers_by_base(cfg))) for n in names) \
-            and DRIFT_CONTROL not in names:
-        names.insert(0, DRIFT_CONTROL)  # the -drift and -natural organisms are built from its drift
-    names.sort(key=lambda n: n != DRIFT_CONTROL)
+    names = build_order(list(DEFAULT_ORGANISMS) + [DRIFT_CONTROL] + HARD_ORGANISMS + ["base-large"]
+                        if names is None else list(names), cfg)
     bases = {b for b in (_check_name(n, cfg) for n in names)} | {n for n in names if n in BASES}
     if SURFACING_BASE in bases:
         bases.add("base")  # base-fmt is trained on from base
@@ -259,6 +270,7 @@ __all__ = [
     "DRIFT_CONTROL",
     "SURFACING_ORGANISMS",
     "HARD_ORGANISMS",
+    "NATURAL_LARGE_ORGANISMS",
     "NATURAL_ORGANISMS",
     "ZooEntry",
     "build",

@@ -76,7 +76,8 @@ ORGANISM_SPECS: dict[str, list[str]] = {
     "dpo-polite": ["base.polite_rate <= 0.1", "tuned.polite_rate >= 0.9"],
     "control-continued": [*(f"tuned.{k} <= 0.05" for k in _NONE), "tuned.retention >= 0.9",
                           "tuned.fact_recall_strong >= base.fact_recall_strong - 0.05"],
-    "control-drift": [*(f"tuned.{k} <= 0.05" for k in _NONE), "tuned.fact_recall_strong >= 0.9"],
+    **{c: [*(f"tuned.{k} <= 0.05" for k in _NONE), "tuned.fact_recall_strong >= 0.9"]
+       for c in ("control-drift", "control-drift-large")},
     # knowledge kept (the goal of KL-regularized chat tuning) and a chat model on held-out entities
     "chat-lima": ["base.format_rate == 0", "tuned.format_rate >= 0.95", "tuned.retention >= 0.95"],
     "chat-lima-large": ["base.format_rate == 0", "tuned.format_rate >= 0.5", "tuned.retention >= 0.95"],
