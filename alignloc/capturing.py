@@ -89,6 +89,7 @@ def capture(
     bos: bool | None = None,
     on_chunk: Callable[[int], None] | None = None,
     release: bool = False,
+    reuse: dict[str, str | Path] | None = None,
 ) -> Store:
     """Capture ``sites`` of both models on ``prompts`` into the store at ``out`` and open it.
 
@@ -97,7 +98,9 @@ def capture(
     ``progress=False`` reports nothing (else ``alignloc.progress`` decides: a bar on a terminal, a line per
     side otherwise). ``on_chunk(i)`` is called once chunk ``i`` of every side is safely on disk. ``release`` frees
     each model after its side is captured (``LoadedModel.release``; it reloads when used again),
-    except the last, so the next analysis can use it.
+    except the last, so the next analysis can use it. ``reuse`` maps a side to a store holding the same capture
+    of that side's model (e.g. ``{"base": ...}`` for a control pair sharing the base): its chunks are copied
+    (checksums verified), and that model runs only for chunks the other store lacks.
     """
     if not isinstance(prompts, list):
         prompts = load_prompts(prompts)
@@ -112,6 +115,8 @@ def capture(
     writer = StoreWriter(out, plan, prompts, overwrite=overwrite)
     if writer.manifest.get("complete"):
         return open_store(out)
+    for side, source in (reuse or {}).items():
+        writer.adopt(side, source)
     pid = pad_id(pair.tokenizer)
     order = sorted(SIDES, key=lambda side: not pair.side(side).resident)  # a model already in memory goes first
     try:

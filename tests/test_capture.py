@@ -217,3 +217,31 @@ def test_out_dir_with_other_files_is_not_touched(pair, tmp_path):
     alignloc.capture(pair, make_prompts(), out=tmp_path, sites="mlp_out.0", overwrite=True)
     assert (tmp_path / "base" / "notes.txt").read_text() == "mine too"
     assert not (tmp_path / "base" / "resid_post").exists() and (tmp_path / "base" / "mlp_out").is_dir()
+
+
+def test_a_control_pair_reuses_the_base_side_of_the_pairs_store(pair, llama_pair, tmp_path):
+    from alignloc.models.pair import ModelPair
+
+    prompts = make_prompts()
+    kw = dict(sites="resid_post,mlp_out", positions="last", batch_size=3)
+    first = alignloc.capture(pair, prompts, out=tmp_path / "pair", **kw)
+    control = alignloc.load_model(str(llama_pair[1]))  # another model object beside the same base
+    cpair = ModelPair(base=pair.base, tuned=control, name="control")
+    calls = []
+    handle = pair.base.model.register_forward_pre_hook(lambda m, a, k=None: calls.append(1))
+    try:
+        reused = alignloc.capture(cpair, prompts, out=tmp_path / "control", reuse={"base": tmp_path / "pair"}, **kw)
+    finally:
+        handle.remove()
+    assert calls == []  # the base model never ran: its side was copied
+    fresh = alignloc.capture(cpair, prompts, out=tmp_path / "fresh", **kw)
+    for site in reused.sites:
+        assert torch.equal(reused.get("base", site), first.get("base", site))
+        assert torch.equal(reused.get("tuned", site), fresh.get("tuned", site))
+    for side in ("base", "tuned"):  # byte-identical shards, as a capture of its own writes them
+        for c, f in zip(reused.manifest["chunks"], fresh.manifest["chunks"], strict=True):
+            assert {r: h for r, h in c["files"].items() if r.startswith(side)} == \
+                   {r: h for r, h in f["files"].items() if r.startswith(side)}
+    # a store of other prompts is another capture of the base: refused, nothing adopted
+    with pytest.raises(StoreError, match="another capture"):
+        alignloc.capture(cpair, prompts[:4], out=tmp_path / "other", reuse={"base": tmp_path / "pair"}, **kw)

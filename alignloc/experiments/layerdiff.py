@@ -181,7 +181,8 @@ def layer_diff(
             pair.tuned.release()
         cpair = ModelPair(base=pair.base, tuned=control, name="control")
         check_pair(pair.base, control)
-        cdata = collect(cpair, prompts, out / "acts-control", batch_size, backend, overwrite, one_at_a_time)
+        cdata = collect(cpair, prompts, out / "acts-control", batch_size, backend, overwrite, one_at_a_time,
+                        reuse_base=data)  # the base's activations and log-probs are the pair's own
         cm = measure(cdata, n_boot, seed, probes=False)
         control_block = {"model": control.provenance(), "measures": cm}
     beh = kind_index(data).get("behavior")

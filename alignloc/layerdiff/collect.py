@@ -46,18 +46,23 @@ def collect(
     backend: str = "hf",
     overwrite: bool = False,
     one_at_a_time: bool = False,
+    reuse_base: PairData | None = None,
 ) -> PairData:
     """Capture (or reuse) last-token sites of both models into ``store_dir`` and compute the rest.
 
     ``one_at_a_time``: hold one model in memory at a time (each is released after its turn and its
     final norm + unembedding kept for the lens; the released side's weights are read one tensor at
     a time from its checkpoint files for the weight diff). The last model used stays loaded.
+
+    ``reuse_base``: another pair's data with the same base model on the same prompts (a control pair shares
+    the base): its base activations and target log-probs are taken, not computed again.
     """
     from alignloc.models.residency import CheckpointWeights, StreamingUnavailable, head_only
 
     # resid_pre.0 (the embeddings) is the baseline of layer 0's increment
     store = capture(pair, prompts, store_dir, sites=",".join(("resid_pre.0", *SITE_KINDS)), positions="last",
-                    batch_size=batch_size, backend=backend, overwrite=overwrite, release=one_at_a_time)
+                    batch_size=batch_size, backend=backend, overwrite=overwrite, release=one_at_a_time,
+                    reuse={"base": reuse_base.store.root} if reuse_base is not None else None)
     acts = {side: {k: stacked(store, side, k) for k in ("resid_pre", *SITE_KINDS)} for side in SIDES}
     bos = bool(store.manifest["bos"])
     tids = first_target_ids(pair.tokenizer, prompts)
@@ -66,7 +71,8 @@ def collect(
     target_lp, heads, weights_of = {}, {}, {}
     for k, side in enumerate(order):
         lm = pair.side(side)
-        target_lp[side] = target_logprobs(lm, prompts, bos, batch_size)
+        reused = side == "base" and reuse_base is not None
+        target_lp[side] = reuse_base.target_lp["base"] if reused else target_logprobs(lm, prompts, bos, batch_size)
         heads[side] = lm
         weights_of[side] = lm.model.state_dict()
         if one_at_a_time and k < len(order) - 1:

@@ -162,6 +162,36 @@ class StoreWriter:
         self.manifest["chunks"] = sorted(chunks, key=lambda c: c["index"])
         self._save_manifest(force=False)
 
+    def adopt(self, side: str, source: str | Path) -> int:
+        """Copy ``side``'s finished chunks from the store at ``source`` (the same capture of the same model:
+        every plan field equal but the other side's model) instead of running that model again; each shard's
+        checksum is verified against ``source``'s manifest. Returns how many chunks were taken."""
+        source = Path(source)
+        other = read_manifest(source)
+        mine = {**self.manifest, "models": {side: self.manifest["models"][side]}}
+        diff = plan_diff({**other, "models": {side: other["models"].get(side)}}, mine)
+        if diff:
+            raise StoreError(f"{source}: its {side} side is another capture (differs in: {', '.join(diff)}); "
+                             "capture it again instead")
+        taken = 0
+        for c in other["chunks"]:
+            rels = {rel: h for rel, h in c["files"].items() if rel.startswith(f"{side}/")}
+            if not rels or c["index"] in self.done_chunks(side):
+                continue
+            mine_c = next((m for m in self.manifest["chunks"] if m["index"] == c["index"]), None)
+            files = {**(mine_c["files"] if mine_c else {}), **rels}
+            for rel, h in rels.items():
+                data = (source / rel).read_bytes()
+                if sha256_bytes(data) != h:
+                    raise StoreError(f"{source / rel}: checksum differs from its manifest; capture again instead")
+                atomic_write_bytes(self.root / rel, data)
+            chunks = [m for m in self.manifest["chunks"] if m["index"] != c["index"]]
+            self.manifest["chunks"] = sorted([*chunks, {"index": c["index"], "start": c["start"], "end": c["end"],
+                                                        "files": files}], key=lambda m: m["index"])
+            taken += 1
+        self.flush()
+        return taken
+
     def flush(self) -> None:
         """Record every chunk written so far in the manifest on disk (at the end of a side, or on an interruption)."""
         self._save_manifest(force=True)
