@@ -28,7 +28,7 @@ def test_check_reads_paths_offsets_and_other_artifacts():
 
 def test_drift_organisms_are_built_after_the_drift_of_their_own_base():
     from alignloc.zoo.config import size_config
-    from alignloc.zoo.registry import NATURAL_LARGE_ORGANISMS, build_order
+    from alignloc.zoo.registry import NATURAL_LARGE_ORGANISMS, build_order, needed_bases
 
     cfg = size_config(TINY)
     got = build_order(["fact-edit-L6-natural-large", "chat-sft-upper", "refusal-lora-L1-drift", "chat-sft-upper"], cfg)
@@ -46,6 +46,9 @@ def test_drift_organisms_are_built_after_the_drift_of_their_own_base():
                                                                                       False, False)
     with pytest.raises(ValueError, match="unknown organism"):
         build_order(["no-such-organism"], cfg)
+    # an 8-layer organism alone needs base too: base-large's specification reads base's recall
+    assert needed_bases(build_order(["fact-edit-L6-natural-large"], cfg), cfg) == {"base", "base-large"}
+    assert needed_bases(["format-surfaced"], cfg) == {"base", "base-fmt"} and needed_bases(["dpo-polite"], cfg) == {"base"}
 
 
 def test_every_default_artifact_declares_a_specification():

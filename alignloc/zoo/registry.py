@@ -120,6 +120,13 @@ def build_order(names: list[str], cfg: SizeConfig) -> list[str]:
     return sorted(dict.fromkeys([*controls, *names]), key=lambda n: n not in DRIFT_CONTROLS)
 
 
+def needed_bases(names: list[str], cfg: SizeConfig) -> set[str]:
+    """The bases that building ``names`` needs: their own, and ``base`` for ``base-fmt`` (trained on from it)
+    and for ``base-large`` (its specification reads ``base``'s recall)."""
+    bases = {_check_name(n, cfg) for n in names} | {n for n in names if n in BASES}
+    return bases | ({"base"} if bases & {SURFACING_BASE, "base-large"} else set())
+
+
 def build(
     names: Iterable[str] | None = None, size: str = "tiny", force: bool = False, log: Log = print
 ) -> list[Path]:
@@ -134,9 +141,7 @@ def build(
     cfg = size_config(size)
     names = build_order(list(DEFAULT_ORGANISMS) + [DRIFT_CONTROL] + HARD_ORGANISMS + ["base-large"]
                         if names is None else list(names), cfg)
-    bases = {b for b in (_check_name(n, cfg) for n in names)} | {n for n in names if n in BASES}
-    if SURFACING_BASE in bases:
-        bases.add("base")  # base-fmt is trained on from base
+    bases = needed_bases(names, cfg)
     root = zoo_root() / size
     world = make_world(cfg.world)
     t0 = time.time()
