@@ -31,7 +31,7 @@ BENCH_FILES = ("report.json", "summary.md")  # what localize-bench writes into -
 
 
 def localize_bench_cmd(
-    size: str = size_option("Zoo size to build or reuse: tiny | small | real."),
+    size: str = size_option("Zoo size to build or reuse: tiny | small | real (tiny-s1, tiny-s2: --seeds)."),
     out: Path = out_option(Path("localize-bench-report"), "Report directory: report.json (per method: hit@1, hit@k, "
                            "every score and ranking; `alignloc figures` reads it) and summary.md (the tables)."),
     as_json: bool = json_option("Print the result as JSON on stdout instead of the Markdown tables (both files are "
@@ -42,6 +42,8 @@ def localize_bench_cmd(
                               "of every layer that a rescaling makes outweigh them), natural (the edits trained on top "
                               "of that drift, sequentially; builds five more organisms), natural-large (the same on the 8-layer "
                               "base, single-layer edits at five layers; builds seven more), comma-separated."),
+    seeds: int = typer.Option(1, help="Pool the organisms of --size and its seed variants (tiny has 3: tiny, tiny-s1, "
+                              "tiny-s2, each another world and training seed; each builds its tiers' organisms once)."),
     device: str = DEVICE, compute_dtype: str = COMPUTE_DTYPE, device_map: str = DEVICE_MAP,
     overwrite: bool = overwrite_option(),
     quiet: bool = QUIET,
@@ -55,16 +57,20 @@ def localize_bench_cmd(
     from alignloc.report import json_safe
     from alignloc.report.bench import render_bench_markdown
     from alignloc.store.outputs import check_out_dir, write_outputs
-    from alignloc.zoo import check_size
+    from alignloc.zoo import REAL_SIZE, check_size
+    from alignloc.zoo.config import seeded_sizes
 
     check_size(size)
     check.at_least("--n-prompts", n_prompts)
+    check.at_least("--seeds", seeds)
+    if size != REAL_SIZE:
+        seeded_sizes(size, seeds)  # a size without that many seed variants: the error names them
     opts = load_options(device, compute_dtype, device_map)
     chosen = check.subset("--methods", methods, list(METHODS)) if methods is not None else None
     tier_list = check.subset("--tiers", tiers, list(TIERS))
     check_out_dir(out, BENCH_FILES, overwrite=overwrite)
     result = localize_bench(size=size, n_prompts=n_prompts, methods=chosen, tiers=tier_list,
-                            log=lambda m: typer.echo(m, err=True), options=opts)
+                            log=lambda m: typer.echo(m, err=True), options=opts, seeds=seeds)
     report = result.to_json()
     text = render_bench_markdown(report)
     data = json.dumps(json_safe(report), indent=1, allow_nan=False)

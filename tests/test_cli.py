@@ -293,7 +293,7 @@ def test_zoo_references_reach_every_size():
     for ref in ("zoo:a", "zoo:a:base", "zoo:a@small", "zoo:a@real:tuned"):
         assert zoo_ref(*split_zoo(ref)) == ref
     assert zoo_ref("a", "base", "tiny") == "zoo:a:base"  # @tiny is the default: left out
-    with pytest.raises(ModelRefError, match=r"zoo:a@huge: unknown zoo size 'huge' \(give one of tiny, small, real"):
+    with pytest.raises(ModelRefError, match=r"zoo:a@huge: unknown zoo size 'huge' \(give one of tiny, small, tiny-s1, tiny-s2, real"):
         split_zoo("zoo:a@huge")
     with pytest.raises(ModelRefError, match="unknown zoo size ''"):
         split_zoo("zoo:a@")
@@ -324,5 +324,5 @@ def test_an_unknown_zoo_size_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1, err
     assert err.startswith("alignloc: error: zoo:chat-sft-upper@huge: unknown zoo size 'huge' (give one of tiny, small, "
-                          "real"), err
+                          "tiny-s1, tiny-s2, real"), err
     assert not (tmp_path / "o").exists()

@@ -79,6 +79,18 @@ def test_unknown_method_is_a_clear_error(capsys):
     assert main(["localize-bench", "--methods", "nope"]) == 2
     err = capsys.readouterr().err
     assert "--methods" in err and "nope" in err and "patch_mlp_out" in err
+    assert main(["localize-bench", "--seeds", "4"]) == 2  # tiny has three seeds
+    assert "alignloc: error: --seeds 4: size 'tiny' has 3 seed(s) (tiny, tiny-s1, tiny-s2)" in capsys.readouterr().err
+
+
+def test_seed_variants_are_the_same_recipes_in_another_world_and_training_seed():
+    from alignloc.zoo.config import SIZES, seeded_sizes
+
+    assert seeded_sizes("tiny", 3) == ["tiny", "tiny-s1", "tiny-s2"] and seeded_sizes("small", 1) == ["small"]
+    tiny, s2 = SIZES["tiny"], SIZES["tiny-s2"]
+    assert (s2.seed, s2.world.seed) == (2, 2) and (tiny.seed, tiny.world.seed) == (0, 0)
+    assert (s2.base, s2.large, s2.recipes, s2.drift) == (tiny.base, tiny.large, tiny.recipes, tiny.drift)
+    assert s2.fingerprint() != tiny.fingerprint()  # built apart, never served from each other's cache
 
 
 def test_localize_bench_result_round_trips(zoo_tiny):
@@ -94,6 +106,7 @@ def test_localize_bench_result_round_trips(zoo_tiny):
     assert LocalizeBenchResult.from_json(r.to_json()) == r
     data = json.loads(json.dumps(json_safe(r)))
     assert list(data)[:2] == ["schema_version", "size"] and LocalizeBenchResult.from_json(data).to_json() == data
+    assert data["seeds"] == ["tiny"]  # one seed: the size alone
     with pytest.raises(ResultSchemaError, match="localize-bench report has schema version 2"):
         LocalizeBenchResult.from_json({**data, "schema_version": 2})
     legacy = {k: v for k, v in data.items() if k != "schema_version"}

@@ -46,6 +46,7 @@ from alignloc.models.pair import load_pair
 from alignloc.prompts import Prompt, load_prompts
 from alignloc.report.results import LocalizeBenchResult
 from alignloc.zoo import real
+from alignloc.zoo.config import seeded_sizes
 
 CONTROL = "control-continued"
 TIERS = {"easy": ("", CONTROL), "hard": ("-drift", "control-drift"),  # name suffix, null pair
@@ -84,38 +85,45 @@ def scored_organisms(size: str, tier: str = "easy") -> tuple[list[str], dict[str
     return keep, skipped
 
 
-def _tier(size: str, tier: str, n_prompts: int, methods: list[str], min_gap: float, flag_at: float,
+def _tier(sizes: list[str], tier: str, n_prompts: int, methods: list[str], min_gap: float, flag_at: float,
           log: Callable[[str], None], options: LoadOptions | None = None) -> dict:
-    """One tier: every method on every scored organism and on the tier's null pair."""
-    names, skipped = scored_organisms(size, tier)
-    organisms, tasks = {}, {}
-    for name in names:
-        entry = zoo.resolve(name, size=size)
+    """One tier: every method on every scored organism and on the tier's null pair, in each of ``sizes`` (a size
+    and its seed variants: organisms and null-pair tasks are then named ``NAME@SIZE`` and pooled)."""
+    organisms, control, skipped = {}, {}, {}
+    control_name = tier_names(sizes[0], tier)[1]
+    for size in sizes:
+        at = "" if len(sizes) == 1 else f"@{size}"
+        names, skip = scored_organisms(size, tier)
+        skipped |= {f"{n}{at}": why for n, why in skip.items()}
+        tasks = {}
+        for name in names:
+            entry = zoo.resolve(name, size=size)
+            pair = load_pair(str(entry.base), str(entry.tuned), options)
+            rel, prompts = _task_prompts(entry, n_prompts)
+            tasks.setdefault(rel, prompts)
+            planted = entry.ground_truth["layers"]
+            row = {"planted": planted, "prompts": rel, "n": len(prompts), "methods": {}}
+            for m in methods:
+                scores, gap, named = METHODS[m](pair, prompts, True)
+                ranking = rank_layers(scores, named)
+                h1, hk = hits(ranking, planted, tie_groups(ranking, scores, named))
+                row["methods"][m] = {"scores": scores, "gap": gap, "named": named, "ranking": ranking, "hit@1": h1,
+                                     "hit@k": hk}
+            row["n_layers"] = pair.n_layers
+            organisms[f"{name}{at}"] = row
+            log(f"[{tier}] {name}{at}: planted {planted}; top-1 "
+                + ", ".join(f"{m}={r['ranking'][0]}" for m, r in row["methods"].items()))
+        entry = zoo.resolve(control_name, size=size)
         pair = load_pair(str(entry.base), str(entry.tuned), options)
-        rel, prompts = _task_prompts(entry, n_prompts)
-        tasks.setdefault(rel, prompts)
-        planted = entry.ground_truth["layers"]
-        row = {"planted": planted, "prompts": rel, "n": len(prompts), "methods": {}}
-        for m in methods:
-            scores, gap, named = METHODS[m](pair, prompts, True)
-            ranking = rank_layers(scores, named)
-            h1, hk = hits(ranking, planted, tie_groups(ranking, scores, named))
-            row["methods"][m] = {"scores": scores, "gap": gap, "named": named, "ranking": ranking, "hit@1": h1, "hit@k": hk}
-        row["n_layers"] = pair.n_layers
-        organisms[name] = row
-        log(f"[{tier}] {name}: planted {planted}; top-1 " + ", ".join(f"{m}={r['ranking'][0]}" for m, r in row["methods"].items()))
-    control_name = tier_names(size, tier)[1]
-    entry = zoo.resolve(control_name, size=size)
-    pair = load_pair(str(entry.base), str(entry.tuned), options)
-    control = {}
-    for rel, prompts in tasks.items():
-        control[rel] = {}
-        for m in methods:
-            scores, gap, named = METHODS[m](pair, prompts, True)
-            control[rel][m] = {"scores": scores, "gap": gap, "named": named,
-                               "flagged": flagged(m, scores, gap, min_gap, flag_at, named),
-                               "flagged_ungated": flagged(m, scores, gap, 0.0, flag_at, named)}
-    log(f"[{tier}] {control_name}: " + ", ".join(f"{m}={sum(len(t[m]['flagged']) for t in control.values())}" for m in methods))
+        for rel, prompts in tasks.items():
+            control[f"{rel}{at}"] = {}
+            for m in methods:
+                scores, gap, named = METHODS[m](pair, prompts, True)
+                control[f"{rel}{at}"][m] = {"scores": scores, "gap": gap, "named": named,
+                                            "flagged": flagged(m, scores, gap, min_gap, flag_at, named),
+                                            "flagged_ungated": flagged(m, scores, gap, 0.0, flag_at, named)}
+        log(f"[{tier}] {control_name}{at}: " + ", ".join(
+            f"{m}={sum(len(t[m]['flagged']) for k, t in control.items() if k.endswith(at))}" for m in methods))
     single = [n for n in organisms if len(organisms[n]["planted"]) == 1]
     summary = {}
     for m in methods:
@@ -132,16 +140,20 @@ def _tier(size: str, tier: str, n_prompts: int, methods: list[str], min_gap: flo
                                                 if control else math.nan)}
     n_layers = next(iter(organisms.values()))["n_layers"] if organisms else 0
     return {"organisms_scored": list(organisms), "single_layer_organisms": single, "skipped": skipped,
-            "chance": chance(organisms, n_layers), "methods": summary, "organisms": organisms, "control": {"name": control_name, "tasks": control}}
+            "chance": chance(organisms, n_layers), "methods": summary, "organisms": organisms,
+            "control": {"name": control_name, "tasks": control}}
 
 
 def localize_bench(size: str = "tiny", n_prompts: int = 48, methods: list[str] | None = None,
                    min_gap: float = VerdictConfig.min_gap, flag_at: float = 0.5, tiers: list[str] | None = None,
-                   log: Callable[[str], None] = lambda m: None, options: LoadOptions | None = None) -> LocalizeBenchResult:
+                   log: Callable[[str], None] = lambda m: None, options: LoadOptions | None = None,
+                   seeds: int = 1) -> LocalizeBenchResult:
     """Run every method on every scored organism of each tier and on its control: a ``LocalizeBenchResult``
     (``to_json()`` is the report.json that ``alignloc localize-bench`` writes).
 
-    ``options``: how every pair is loaded (``LoadOptions``: device, compute dtype, device map)."""
+    ``options``: how every pair is loaded (``LoadOptions``: device, compute dtype, device map). ``seeds``: pool
+    the organisms of ``size`` and its first ``seeds - 1`` seed variants (``zoo.config.seeded_sizes``: another
+    world and training seed each), so that hit@1's interval is over that many more organisms."""
     methods = list(METHODS) if methods is None else methods
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -150,5 +162,7 @@ def localize_bench(size: str = "tiny", n_prompts: int = 48, methods: list[str] |
     bad = [t for t in tiers if t not in TIERS]
     if bad:
         raise ValueError(f"unknown tier(s) {bad}; choose from {list(TIERS)}")
+    sizes = [size] if size == real.SIZE else seeded_sizes(size, seeds)
     return LocalizeBenchResult(size=size, n_prompts=n_prompts, min_gap=min_gap, flag_at=flag_at, methods_run=methods,
-                               tiers={t: _tier(size, t, n_prompts, methods, min_gap, flag_at, log, options) for t in tiers})
+                               seeds=sizes,
+                               tiers={t: _tier(sizes, t, n_prompts, methods, min_gap, flag_at, log, options) for t in tiers})

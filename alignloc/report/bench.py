@@ -7,7 +7,9 @@ import math
 
 def render_bench_markdown(result: dict) -> str:
     """The accuracy table per tier (one row per method, chance rows first) and the per-organism rankings."""
-    lines = [f"# localize-bench ({result['size']} zoo, {result['n_prompts']} prompts per organism)", "",
+    seeds = result.get("seeds") or [result["size"]]
+    zoo = f"{result['size']} zoo" if len(seeds) == 1 else f"{result['size']} zoo, {len(seeds)} seeds: {', '.join(seeds)}"
+    lines = [f"# localize-bench ({zoo}, {result['n_prompts']} prompts per organism)", "",
              f"On each tier's null pair, no method flags a layer unless the pair's gap is >= {result['min_gap']} nats; "
              f"above it, a ranking method flags the layers that recover >= {result['flag_at']} of the gap, graft_window "
              "and delta_mask the layers they name, weight_diff the layers that moved above the weight floor. Ties count "

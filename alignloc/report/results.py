@@ -115,6 +115,7 @@ class LocalizeBenchResult(JsonResult):
 
     KIND: ClassVar[str] = "localize-bench report"
     UNVERSIONED: ClassVar[bool] = True
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("seeds",)
 
     schema_version: int = 1
     size: str
@@ -123,6 +124,7 @@ class LocalizeBenchResult(JsonResult):
     flag_at: float
     methods_run: list
     tiers: dict
+    seeds: list | None = None  # the size and its seed variants whose organisms are pooled (``--seeds``)
 
 
 @dataclass(eq=True, kw_only=True)

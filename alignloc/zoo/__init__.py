@@ -35,7 +35,7 @@ _EXPORTS = {
 
 # Every zoo size: ``config.SIZES`` (built from scratch) and ``real.SIZE`` (edits on real weights), written out here
 # so that naming them imports neither (a test keeps them equal).
-TRAINED_SIZES = ("tiny", "small")
+TRAINED_SIZES = ("tiny", "small", "tiny-s1", "tiny-s2")
 REAL_SIZE = "real"
 SIZES = (*TRAINED_SIZES, REAL_SIZE)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from alignloc.zoo.names import ZooError
 from alignloc.zoo.pretrain import ModelSpec, PretrainSpec
@@ -195,6 +195,23 @@ SIZES: dict[str, SizeConfig] = {
         recipes=RecipeSpec(sft_epochs=12, sft_lr=5e-3, lora_lr=2e-3, dpo_lr=5e-4),
     ),
 }
+
+
+SEED_VARIANTS = 2  # tiny-s1, tiny-s2: the tiny size with another world and training seed (benchmark seeds)
+SIZES.update({f"tiny-s{k}": replace(SIZES["tiny"], name=f"tiny-s{k}", seed=k, world=replace(SIZES["tiny"].world, seed=k))
+              for k in range(1, SEED_VARIANTS + 1)})
+
+
+def seeded_sizes(size: str, seeds: int) -> list[str]:
+    """``size`` and its first ``seeds - 1`` seed variants (``tiny``, ``tiny-s1``, ...): the same recipes in
+    another world, trained from other seeds; ``ZooError`` where the size has fewer variants."""
+    out = [size] + [f"{size}-s{k}" for k in range(1, seeds)]
+    missing = [s for s in out if s not in SIZES]
+    if seeds < 1 or missing:
+        have = [s for s in SIZES if s == size or s.startswith(f"{size}-s")]
+        raise ZooError(f"--seeds {seeds}: size {size!r} has {len(have)} seed(s) ({', '.join(have) or 'none'}); "
+                       "ask for at most that many")
+    return out
 
 
 def size_config(size: str) -> SizeConfig:
