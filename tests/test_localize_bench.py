@@ -111,3 +111,24 @@ def test_localize_bench_result_round_trips(zoo_tiny):
         LocalizeBenchResult.from_json({**data, "schema_version": 2})
     legacy = {k: v for k, v in data.items() if k != "schema_version"}
     assert LocalizeBenchResult.from_json(legacy).to_json() == data
+
+
+def test_an_organism_that_a_seed_cannot_build_is_skipped_with_the_reason(monkeypatch):
+    """A seed variant's world may not give a recipe its margin: the zoo refuses the build (its specification is
+    missed with every training seed), and the benchmark scores the rest and says which and why."""
+    from alignloc import zoo
+    from alignloc.experiments import localize_bench as lb
+
+    class Entry:
+        ground_truth = {"layers": [2], "n_layers": 8}
+
+    def resolve(name, size):
+        if name == "fact-edit-L3-natural-large":
+            raise zoo.ZooError(f"zoo artifact {name!r} (size {size}) missed its specification with each of 3 seeds")
+        return Entry()
+
+    monkeypatch.setattr(zoo, "resolve", resolve)
+    keep, skipped = lb.scored_organisms("tiny-s1", "natural-large")
+    assert "fact-edit-L3-natural-large" not in keep and len(keep) == 4
+    assert skipped == {"fact-edit-L3-natural-large": "not built: zoo artifact 'fact-edit-L3-natural-large' (size "
+                                                     "tiny-s1) missed its specification with each of 3 seeds"}
