@@ -122,7 +122,7 @@ def test_every_help_is_fast_and_imports_neither_torch_nor_transformers():
     import subprocess
     import sys
 
-    from alignloc.cli_zoo import SIZE_NAMES
+    from alignloc.cli.zoo import SIZE_NAMES
     from alignloc.zoo import REAL_SIZE, SIZES, TRAINED_SIZES
     from alignloc.zoo.config import SIZES as CONFIG_SIZES
     from alignloc.zoo.real import SIZE
@@ -170,7 +170,7 @@ def test_one_grammar_for_every_command():
     """--out on every command that writes files and --overwrite wherever something is replaced (no --force);
     --device, --compute-dtype and --device-map on every command that loads a model; --json a flag (print the
     result as JSON on stdout) wherever it appears; an option that several commands take has one default and one
-    help text (defined once in cli_options), except the MAY_DIFFER ones."""
+    help text (defined once in cli.options), except the MAY_DIFFER ones."""
     commands = _commands()
     for path, cmd in commands.items():
         opts = _options(cmd)

@@ -13,11 +13,11 @@ import alignloc
 from alignloc.errors import UserError
 
 ROOT = Path(alignloc.__file__).parent
-CLI = ("alignloc.cli", "alignloc.cli_errors", "alignloc.cli_zoo", "alignloc.cli_experiments", "alignloc.cli_rlformats")
+CLI = ("alignloc.cli", *(f"alignloc.cli.{p.stem}" for p in sorted((ROOT / "cli").glob("*.py")) if p.stem != "__init__"))
 
 
 # The rooms of the house, lowest first: a room is a top-level folder or module of alignloc (``alignloc`` is
-# the package's own __init__; every ``cli*`` module is the room ``cli``). Each room imports only rooms of
+# the package's own __init__; the command line is the package ``alignloc.cli``). Each room imports only rooms of
 # earlier rows; rooms of one row import none of each other.
 ORDER = [
     ("alignloc", "errors", "progress"),  # the package's version and lazy names; errors; progress lines
@@ -112,10 +112,9 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def room(module: str) -> str:
-    """``alignloc.X...`` -> ``X`` (``alignloc`` for the package itself, ``cli`` for every ``cli*`` module)."""
+    """``alignloc.X...`` -> ``X`` (``alignloc`` for the package itself)."""
     parts = module.split(".")
-    name = parts[1] if len(parts) > 1 else "alignloc"
-    return "cli" if name.startswith("cli") else name
+    return parts[1] if len(parts) > 1 else "alignloc"
 
 
 def room_graph(graph: dict[str, set[str]] | None = None) -> dict[str, dict[str, set[str]]]:

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from alignloc.cli_zoo import zoo_app
+from alignloc.cli.zoo import zoo_app
 from alignloc.prompts import load_prompts
 from alignloc.zoo import DEFAULT_ORGANISMS, build, list_organisms, resolve, weights_sha256
 from alignloc.zoo.evaluate import load, measure

@@ -2,7 +2,7 @@
 
 ``load_model``, ``load_pair`` and every experiment that loads models take the same keywords (where the
 weights go, in which dtype, whether a pickle or remote code may run, which attention kernel). The command
-line builds one ``LoadOptions`` from its shared options (``cli_options.load_options``) and hands it down;
+line builds one ``LoadOptions`` from its shared options (``cli.options.load_options``) and hands it down;
 library callers may still pass the keywords (``load_pair("zoo:NAME", device="cpu")``), which build one.
 Nothing here imports torch (the command line's ``--help`` reads it).
 """

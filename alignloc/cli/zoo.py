@@ -11,7 +11,7 @@ import json
 import typer
 
 from alignloc import progress
-from alignloc.cli_options import QUIET, json_option, overwrite_option, size_option
+from alignloc.cli.options import QUIET, json_option, overwrite_option, size_option
 from alignloc.zoo import REAL_SIZE
 from alignloc.zoo import TRAINED_SIZES as SIZE_NAMES  # light: plain names, no torch for --help
 

@@ -12,8 +12,8 @@ import typer
 import alignloc.zoo  # noqa: F401 (light: registers the zoo, so that every command takes zoo:NAME references)
 from alignloc import options as check
 from alignloc import progress
-from alignloc.cli_errors import run, watch
-from alignloc.cli_options import (
+from alignloc.cli.errors import run, watch
+from alignloc.cli.options import (
     ALLOW_PICKLE,
     ANSWER_TOKENS,
     BACKEND,
@@ -280,15 +280,15 @@ def suites_cmd() -> None:
 
 
 def _mount_subcommands() -> None:
-    from alignloc.cli_experiments import COMMANDS
-    from alignloc.cli_rlformats import rl_formats_cmd
+    from alignloc.cli.experiments import COMMANDS
+    from alignloc.cli.rlformats import rl_formats_cmd
 
     for name, fn in COMMANDS.items():
         app.command(name)(fn)
 
     app.command("rl-formats")(rl_formats_cmd)
     try:
-        from alignloc.cli_zoo import zoo_app
+        from alignloc.cli.zoo import zoo_app
     except ImportError:  # the zoo is optional until it is built
         return
     app.add_typer(zoo_app, name="zoo", help="Model organisms: build and list base/post-trained pairs with ground truth.")
@@ -375,7 +375,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return run(app, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -9,8 +9,8 @@ import typer
 
 from alignloc import options as check
 from alignloc import progress
-from alignloc.cli_errors import watch
-from alignloc.cli_options import (
+from alignloc.cli.errors import watch
+from alignloc.cli.options import (
     ALLOW_PICKLE,
     COMPUTE_DTYPE,
     DEVICE,

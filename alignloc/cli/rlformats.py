@@ -12,7 +12,7 @@ import typer
 
 from alignloc import options as check
 from alignloc import progress
-from alignloc.cli_options import (
+from alignloc.cli.options import (
     COMPUTE_DTYPE,
     DEVICE,
     DEVICE_MAP,
