@@ -19,11 +19,11 @@ def span(layers: list[int]) -> str:
 
 
 def gap_text(gap: float, answer_tokens: float = 1.0) -> str:
-    """A gap with its unit: "+1.20 nats", or "+0.34 nats per token (+5.4 per answer)" where it is scored per
+    """A gap with its unit: "+1.20 nats", or "+0.34 nats per token, +5.4 per answer" where it is scored per
     token over answers of ``answer_tokens`` tokens on average."""
     if answer_tokens == 1.0:
         return f"{gap:+.2f} nats"
-    return f"{gap:+.2f} nats per token ({gap * answer_tokens:+.1f} per answer)"
+    return f"{gap:+.2f} nats per token, {gap * answer_tokens:+.1f} per answer"
 
 
 def knowledge_preserved(know: dict | None, cfg: Any) -> bool | None:
