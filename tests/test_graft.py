@@ -113,3 +113,18 @@ def test_resumed_mask_samples_equal_the_full_forwards(zoo_tiny):
     assert fast.history_ == pytest.approx(full.history_, abs=1e-5)
     assert fast.gates_.tolist() == pytest.approx(full.gates_.tolist(), abs=1e-5) and fast.ranking_ == full.ranking_
     assert fast.kl_scale_ == pytest.approx(full.kl_scale_, rel=1e-5)
+
+
+def test_stacked_mask_samples_equal_one_forward_each(zoo_tiny):
+    """A step's sampled masks share one forward (each row its own mix of base and tuned blocks, ``causal.mixed``):
+    the same losses and gates as one forward per mask, and no step fell back to one forward each."""
+    from alignloc.causal.mask import DeltaMask
+
+    pair = load_pair("zoo:refusal-lora-L2")
+    prompts = [p for p in organism_prompts("refusal-lora-L2") if p.kind == "behavior"][:32]
+    stacked = DeltaMask(steps=25, batch_size=16).fit(pair, prompts, True)
+    alone = DeltaMask(steps=25, batch_size=16, stack=False).fit(pair, prompts, True)
+    assert stacked.passes_["stacked_forwards"] == 25 and alone.passes_["stacked_forwards"] == 0
+    assert stacked.history_ == pytest.approx(alone.history_, abs=1e-5)
+    assert stacked.gates_.tolist() == pytest.approx(alone.gates_.tolist(), abs=1e-5)
+    assert stacked.ranking_ == alone.ranking_

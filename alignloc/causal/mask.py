@@ -39,6 +39,7 @@ the two models only (``reinforce`` swaps the sampled units' weights in place; ``
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 
@@ -48,13 +49,16 @@ from jaxtyping import Float
 from alignloc.analyses.weights import module_of
 from alignloc.causal.graft import graft_effect, swapped
 from alignloc.causal.metrics import scored_batch, scored_logits
+from alignloc.causal.mixed import first_changed, mixed_logits
 from alignloc.causal.resumed import ResumedScorer
+from alignloc.models.families import get_module
 from alignloc.models.pair import ModelPair
 from alignloc.progress import iterate
 from alignloc.prompts import Prompt
 
 GRANULARITIES = ("layer", "module")
 ESTIMATORS = ("reinforce", "relaxed")
+log = logging.getLogger(__name__)
 OUTSIDE = {"embed": "embed", "final_norm": "head", "unembed": "head", "other": "head"}
 
 
@@ -122,6 +126,7 @@ class DeltaMask:
     batch_size: int = 16
     seed: int = 0
     resume: bool = True  # reinforce: each sample's forward starts at its lowest grafted block (same numbers)
+    stack: bool = True  # reinforce, per layer: a step's distinct samples share one forward (``causal.mixed``)
     history_: list[float] = field(default_factory=list, repr=False)
 
     def _batches(self, pair: ModelPair, prompts: list[Prompt], bos: bool, ref: str,
@@ -200,6 +205,56 @@ class DeltaMask:
                 out = out + self.knowledge_weight * _kl(k["ref"], masked_logp(g, k)) / scale
             return out
 
+        # stacking: the units of each block, of the final norm and of the unembedding (the embedding's when tied)
+        names = {id(p): n for n, p in model.named_parameters()}
+        col = {u: i for i, u in enumerate(units)}
+        block_cols = [col.get(f"L{layer}", -1) for layer in range(n_layers)]
+        unembed_unit = unit_of(names[id(get_module(model, fam.unembed).weight)], fam, self.granularity)
+        can_stack = (self.stack and not relaxed and scorer is not None and scorer.exact
+                     and self.granularity == "layer" and -1 not in block_cols)
+        checked = [False]
+        counts = {"distinct": 0, "stacked_forwards": 0}
+
+        def stacked(zs: torch.Tensor, step: int, b: dict) -> torch.Tensor:
+            """``objective`` of masks ``zs [s, unit]`` (none grafting the embedding) in one mixed forward."""
+            on = zs > 0.5
+            blocks = on[:, block_cols]
+            head = on[:, col["head"]] if "head" in col else torch.zeros(len(zs), dtype=torch.bool)
+            sc, part = b["resume"]
+            logits = mixed_logits(model, pair.tuned.model, fam, sc.prefixes[part], b["batch"].ids, b["batch"].index,
+                                  blocks, head, on[:, col[unembed_unit]])  # [s, b, k, d_vocab]
+            computed.extend((1 - first_changed(blocks).float() / n_layers).tolist())
+            out = torch.stack([_kl(b["ref"], torch.log_softmax(lg[b["rows"], b["cols"]], -1)) / scale for lg in logits])
+            if know:
+                k = know[step % len(know)]
+                out = out + torch.stack([self.knowledge_weight * _kl(k["ref"], masked_logp(g, k)) / scale for g in zs])
+            return out
+
+        def sample_losses(z: torch.Tensor, step: int, b: dict) -> torch.Tensor:
+            """``objective`` of each sampled mask ``z [sample, unit]``: each distinct mask once; those that leave
+            the embedding as it is stacked into one forward where the pair allows (checked once against one
+            forward per mask), the others one forward each."""
+            nonlocal can_stack
+            uniq, inverse = torch.unique(z, dim=0, return_inverse=True)
+            counts["distinct"] += len(uniq)
+            vals = torch.empty(len(uniq))
+            together = [j for j in range(len(uniq)) if can_stack and not ("embed" in col and uniq[j, col["embed"]] > 0.5)]
+            for j in range(len(uniq)):
+                if j not in together:
+                    vals[j] = objective(uniq[j], step, b)
+            if together:
+                vals[together] = stacked(uniq[together], step, b)
+                counts["stacked_forwards"] += 1
+                if not checked[0]:  # the first stacked step is also run one mask at a time
+                    checked[0] = True
+                    alone = torch.stack([objective(uniq[j], step, b) for j in together])
+                    if not torch.allclose(alone, vals[together], rtol=1e-4, atol=1e-5):
+                        log.warning("delta mask: stacked samples differ from one forward each (largest difference "
+                                    "%.1e); one forward per sample", float((alone - vals[together]).abs().max()))
+                        can_stack = False
+                        vals[together] = alone
+            return vals[inverse]
+
         seen_z: list[torch.Tensor] = []
         seen_loss: list[torch.Tensor] = []
         for step in iterate(range(self.steps), "delta mask", unit="step"):
@@ -215,7 +270,7 @@ class DeltaMask:
                 p = torch.sigmoid(theta.detach())
                 z = (torch.rand(self.samples, len(units), generator=gen) < p).float()  # [sample, unit]
                 with torch.no_grad():
-                    losses = torch.stack([objective(zk, step, b) for zk in z])  # [sample]
+                    losses = sample_losses(z, step, b)  # [sample]
                 resid = _residuals(losses, z, seen_z, seen_loss)  # [sample, unit]
                 grad = (resid * (z - p)).mean(0)  # d E[loss] / d theta
                 theta.grad = grad + self.sparsity * p * (1 - p) / len(units)
@@ -230,7 +285,8 @@ class DeltaMask:
         per_step = 1 + bool(know)
         self.passes_ = {"forward_backward": 0 if not relaxed else self.steps * per_step,
                         "forward": len(behavior) * 2 + len(know) + (0 if relaxed else self.steps * self.samples * per_step),
-                        "blocks_computed": round(sum(computed) / len(computed), 4) if computed else 1.0}
+                        "blocks_computed": round(sum(computed) / len(computed), 4) if computed else 1.0,
+                        "distinct_samples": counts["distinct"], "stacked_forwards": counts["stacked_forwards"]}
         n = pair.n_layers
         self.layer_gates_ = [max((float(g) for u, g in zip(units, self.gates_, strict=True) if unit_layer(u) == layer),
                                  default=0.0) for layer in range(n)]
