@@ -8,7 +8,7 @@ import torch
 from alignloc.analyses.outputs import full_target_logprobs, teacher_forced_batch
 from alignloc.causal.attribution import attribution_sweep
 from alignloc.causal.patching import patch_sweep
-from alignloc.causal.report import spearman
+from alignloc.causal.triage import confirm, spearman, triaged_layers
 from alignloc.models.hooks import count_hooks, edit, run_recording
 from alignloc.models.pair import load_pair
 from alignloc.sites import Site
@@ -98,6 +98,24 @@ def test_attribution_ranks_layers_like_exact_patching(zoo_tiny, name):
     assert spearman(exact, approx) >= 0.8
     assert count_hooks(pair.base.model) == 0
     assert all(p.grad is None for p in pair.base.model.parameters())
+
+
+def test_triage_patches_exactly_the_layers_attribution_ranks_first(zoo_tiny):
+    """Attribution ranks the layers of a base-into-tuned MLP sweep; exact patching of the top 2 gives the full sweep's
+    values there (None elsewhere), with the planted layer among them and the agreement recorded."""
+    pair = load_pair("zoo:refusal-lora-L2")
+    prompts = [p for p in organism_prompts("refusal-lora-L2") if p.kind == "behavior"][:24]
+    layers = list(range(pair.n_layers))
+    full = patch_sweep(pair, prompts, kind="mlp_out", direction="base_into_tuned")
+    est = attribution_sweep(pair, prompts, kind="mlp_out", direction="base_into_tuned")["recovered"]
+    chosen = triaged_layers(layers, est, 2)
+    assert 2 in chosen and len(chosen) == 2
+    part = confirm(patch_sweep(pair, prompts, kind="mlp_out", layers=chosen, direction="base_into_tuned"), est, layers)
+    assert part["layers"] == layers and part["triage"]["confirmed"] == chosen and part["triage"]["top_layer_agrees"]
+    for layer in layers:
+        got = part["recovered"][layer]
+        assert got is None if layer not in chosen else got == pytest.approx(full["recovered"][layer], abs=1e-5)
+    assert full["recovered"][2] == min(full["recovered"])  # reverting the planted MLP keeps the least of the gap
 
 
 def test_the_causal_methods_leave_out_answers_both_models_wrote():

@@ -8,8 +8,11 @@ many prompts of each kind the causal methods read.
   and residual output patched tuned into base, per layer, on the prompts it localizes);
 - ``standard`` (the default): windows 1, 2, 4, ... up to half the layers, a 100-step mask, 64 prompts,
   and the whole patching block of the report (also base into tuned, a layer x position grid,
-  attribution patching and within-model grids, on every prompt kind);
-- ``thorough``: every window size up to half the layers, a 300-step mask, 128 prompts, all patching.
+  attribution patching and within-model grids, on every prompt kind), where the sweeps the verdict
+  does not read are triaged: attribution estimates every layer, exact patching confirms the third
+  of the layers it ranks first (``causal.triage``; every layer of a model of up to 4);
+- ``thorough``: every window size up to half the layers, a 300-step mask, 128 prompts, all patching,
+  every layer exact.
 
 ``--windows`` and ``--mask-steps`` given on their own override the budget's. ``plan`` counts each
 stage's forward passes in the units its report records (``windows.passes`` and ``profile.passes``:
@@ -31,6 +34,7 @@ from alignloc import progress
 from alignloc.causal.graft import window_sizes
 from alignloc.causal.mask import DeltaMask
 from alignloc.causal.metrics import scored_batch, scored_logits
+from alignloc.causal.triage import confirm_count
 from alignloc.models.pair import LoadedModel, ModelPair
 from alignloc.prompts import Prompt
 
@@ -46,6 +50,7 @@ class Budget:
     mask_steps: int
     n: int
     patch_extras: bool = True  # False: only the per-layer patching the verdict reads (``causal.report``)
+    triage: bool = True  # the extras patch exactly only the layers attribution ranks first (``causal.triage``)
 
     def window_sizes(self, n_layers: int, override: list[int] | None = None) -> list[int]:
         """The window sizes this budget sweeps on ``n_layers`` layers (``override``: ``--windows``)."""
@@ -57,7 +62,7 @@ class Budget:
 
 
 BUDGETS = {"quick": Budget("quick", "1,2", 0, 32, patch_extras=False), "standard": Budget("standard", None, 100, 64),
-           "thorough": Budget("thorough", "all", 300, 128)}
+           "thorough": Budget("thorough", "all", 300, 128, triage=False)}
 
 
 def get(name: str) -> Budget:
@@ -70,10 +75,12 @@ def get(name: str) -> Budget:
 VERDICT_SITES = 3  # attn_out, mlp_out, resid_post: the per-layer patching ``causal.localize`` reads
 
 
-def patch_cells(n_layers: int, extras: bool, window: int) -> int:
+def patch_cells(n_layers: int, extras: bool, window: int, triage: bool = False) -> int:
     """Patched cells of one prompt set: the verdict's per-layer sites (tuned into base), and with ``extras``
-    the same base into tuned and the layer x position grid over ``window`` positions."""
-    return VERDICT_SITES * n_layers * (2 if extras else 1) + (window * n_layers if extras else 0)
+    the same base into tuned and the layer x position grid over ``window`` positions (with ``triage``, the
+    attention and MLP outputs base into tuned and the grid on ``triage.confirm_count`` layers only)."""
+    k = confirm_count(n_layers) if triage else n_layers
+    return VERDICT_SITES * n_layers + (n_layers + (VERDICT_SITES - 1 + window) * k if extras else 0)
 
 
 def plan(n_layers: int, sizes: list[int], mask_steps: int, n_prompts: int, mask: DeltaMask | None = None) -> dict:
@@ -138,7 +145,8 @@ def announce(pair: ModelPair, prompts: list[Prompt], moved: list[Prompt], budget
                    (("behavior", behavior), ("knowledge", knowledge)) if ps}
     if behavior and versus_control:
         plans["behavior_vs_control"] = plan(pair.n_layers, sizes, mask_steps, len(behavior))
-    plans["patching"] = [{"prompts": name, "n_prompts": len(ps), "cells": patch_cells(pair.n_layers, extras, PATCH_WINDOW)}
+    plans["patching"] = [{"prompts": name, "n_prompts": len(ps),
+                          "cells": patch_cells(pair.n_layers, extras, PATCH_WINDOW, extras and budget.triage)}
                          for name, ps, extras in patched_prompts(prompts, budget.n, budget.patch_extras, moved)]
     if behavior or knowledge:
         for line in plan_lines(budget, plans, probe(pair.tuned, behavior or knowledge, bos)):

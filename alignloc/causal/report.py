@@ -34,6 +34,7 @@ from alignloc.causal.attribution import attribution_sweep, within_attribution_sw
 from alignloc.causal.localize import localize
 from alignloc.causal.mask import DeltaMask
 from alignloc.causal.patching import patch_sweep, within_sweep
+from alignloc.causal.triage import confirm, confirm_count, spearman, triaged_layers
 from alignloc.models.pair import LoadedModel, ModelPair
 from alignloc.prompts import Prompt
 
@@ -42,36 +43,41 @@ PER_LAYER = ("resid_post", "attn_out", "mlp_out")
 PATCH_WINDOW = 12  # context positions of the layer x position grids
 
 
-def spearman(a: list[float], b: list[float]) -> float:
-    """Spearman rank correlation of two equal-length lists (average ranks for ties; NaN if constant)."""
-    def ranks(x: list[float]) -> torch.Tensor:
-        t = torch.tensor(x, dtype=torch.float64)
-        r = torch.empty_like(t)
-        r[t.argsort()] = torch.arange(len(t), dtype=torch.float64)
-        for v in t.unique():  # ties share their mean rank
-            r[t == v] = r[t == v].mean()
-        return r
+def _kind_block(pair: ModelPair, prompts: list[Prompt], metric: str, bos: bool, window: int, triage: bool = False) -> dict:
+    """Cross-model patching, attribution and within-model grids for one prompt kind. With ``triage`` the sweeps
+    the verdict does not read (attention and MLP outputs base into tuned, the grids) patch exactly only the
+    layers attribution ranks first (``causal.triage``); the per-layer tuned-into-base sweeps and the whole
+    residual base into tuned (too far from linear for the estimate to rank it) stay exact."""
+    n_layers = pair.n_layers
+    k = confirm_count(n_layers) if triage else n_layers
+    layers = list(range(n_layers))
 
-    ra, rb = ranks(a), ranks(b)
-    if ra.std() == 0 or rb.std() == 0:
-        return math.nan
-    return float(torch.corrcoef(torch.stack([ra, rb]))[0, 1])
+    def triaged(estimate: list, run) -> dict:  # run(layers) -> the exact sweep over those layers
+        if k >= n_layers:
+            return run(None)
+        return confirm(run(triaged_layers(layers, estimate, k)), estimate, layers)
 
-
-def _kind_block(pair: ModelPair, prompts: list[Prompt], metric: str, bos: bool, window: int) -> dict:
-    """Cross-model patching, attribution and within-model grids for one prompt kind."""
     patch = {"per_layer": {}, "kept": {}}
     attr = {"per_layer": {}}
     for kind in PER_LAYER:
         patch["per_layer"][kind] = patch_sweep(pair, prompts, kind=kind, metric=metric, bos=bos)
-        patch["kept"][kind] = patch_sweep(pair, prompts, kind=kind, metric=metric, bos=bos, direction="base_into_tuned")
         attr["per_layer"][kind] = attribution_sweep(pair, prompts, kind=kind, metric=metric, bos=bos)
-    patch["grid"] = patch_sweep(pair, prompts, kind="resid_pre", positions="each", metric=metric, bos=bos, window=window)
+        run = lambda ls, kind=kind: patch_sweep(pair, prompts, kind=kind, layers=ls, metric=metric,  # noqa: E731
+                                                bos=bos, direction="base_into_tuned")
+        if kind == "resid_post" or k >= n_layers:  # a whole residual is too far from linear to triage
+            patch["kept"][kind] = run(None)
+        else:
+            patch["kept"][kind] = triaged(attribution_sweep(pair, prompts, kind=kind, metric=metric, bos=bos,
+                                                            direction="base_into_tuned")["recovered"], run)
     attr["grid"] = attribution_sweep(pair, prompts, kind="resid_pre", metric=metric, bos=bos, window=window)
+    patch["grid"] = triaged(attr["grid"]["by_position"], lambda ls: patch_sweep(
+        pair, prompts, kind="resid_pre", layers=ls, positions="each", metric=metric, bos=bos, window=window))
     exact = sum((patch["per_layer"][k]["recovered"] for k in PER_LAYER), [])
     approx = sum((attr["per_layer"][k]["recovered"] for k in PER_LAYER), [])
     attr["spearman_vs_exact"] = spearman(exact, approx)  # the per-layer cells of all three sites
-    g_exact, g_approx = sum(patch["grid"]["recovered"], []), sum(attr["grid"]["by_position"], [])
+    cells = [(e, a) for row_e, row_a in zip(patch["grid"]["recovered"], attr["grid"]["by_position"], strict=True)
+             for e, a in zip(row_e, row_a, strict=True) if e is not None and a is not None]  # the confirmed cells
+    g_exact, g_approx = [e for e, _ in cells], [a for _, a in cells]
     attr["pearson_grid_vs_exact"] = (float(torch.corrcoef(torch.tensor([g_exact, g_approx]))[0, 1])
                                      if len(set(g_exact)) > 1 and len(set(g_approx)) > 1 else math.nan)
     gap, cfg = patch["grid"]["gap"], VerdictConfig()  # the verdict's minimum gap, in nats per answer
@@ -85,9 +91,12 @@ def _kind_block(pair: ModelPair, prompts: list[Prompt], metric: str, bos: bool, 
         if not paired:
             raise ValueError("none of these prompts has a 'corrupt_text'")
         for side in ("base", "tuned"):
-            within[side] = within_sweep(pair, paired, side=side, kind="resid_pre", bos=bos, window=window)
-        within["attribution_base"] = within_attribution_sweep(pair, paired, side="base", kind="resid_pre", bos=bos,
-                                                              window=window)
+            est = (within_attribution_sweep(pair, paired, side=side, kind="resid_pre", bos=bos, window=window)
+                   if side == "base" or k < n_layers else None)
+            if side == "base":
+                within["attribution_base"] = est
+            within[side] = triaged(est and est["by_position"], lambda ls, side=side: within_sweep(
+                pair, paired, side=side, kind="resid_pre", layers=ls, bos=bos, window=window))
     except ValueError as e:  # no corrupt_text, or corrupted prompts of another length
         within = {"skipped": str(e), "n_paired": len(paired)}  # n_paired > 0: asked for (a corrupt_text given)
     return {"metric": patch["grid"]["metric"], "n": patch["grid"]["n"], "patch": patch, "attribution": attr,
@@ -117,21 +126,23 @@ def patched_prompts(prompts: list[Prompt], n: int, extras: bool, moved: list[Pro
 
 def causal_report(pair: ModelPair, prompts: list[Prompt], bos: bool, n: int = 64, window: int = PATCH_WINDOW,
                   moved: list[Prompt] | None = None, sizes: list[int] | None = None, mask_steps: int = 100,
-                  n_boot: int = 1000, seed: int = 0, patch_extras: bool = True) -> dict:
+                  n_boot: int = 1000, seed: int = 0, patch_extras: bool = True, triage: bool = True) -> dict:
     """Everything ``layer-diff --causal`` adds to ``report["causal"]``.
 
     ``moved``: knowledge prompts whose fact moved (``localize.moved_prompts``); ``sizes``: graft
     window sizes (default ``graft.window_sizes``); ``mask_steps=0`` skips the learned mask; ``n_boot``
     resamples give the concentration profile's intervals. ``patch_extras=False`` leaves ``patch`` empty:
     only the per-layer patching the verdict reads runs (inside ``localize``), as ``--budget quick`` does.
+    ``triage``: the sweeps of ``patch`` that the verdict does not read patch exactly only the layers attribution
+    ranks first (``causal.triage``; ``--budget standard``); False patches every layer (``thorough``).
     """
     out: dict = {"patch": {}, "localize": {},
                  "settings": {"n": n, "window": window, "sizes": sizes, "mask_steps": mask_steps,
-                              "patch_extras": patch_extras}}
+                              "patch_extras": patch_extras, "triage": triage}}
     for kind in KINDS if patch_extras else ():
         chosen = _kind_prompts(prompts, kind, n)
         if chosen:
-            out["patch"][kind] = _kind_block(pair, chosen, "auto" if kind == "context" else "logprob", bos, window)
+            out["patch"][kind] = _kind_block(pair, chosen, "auto" if kind == "context" else "logprob", bos, window, triage)
     behavior = changed_behavior(prompts)[:n]
     knowledge = [p for p in prompts if p.kind == "knowledge" and p.target][:n]
     if behavior:

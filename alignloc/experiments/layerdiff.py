@@ -209,7 +209,8 @@ def layer_diff(
         versus_control = versus_control and control is not None
         plan = budgets.announce(pair, prompts, moved, spend, windows, mask_steps, bos, versus_control)
         causal_block = causal_report(pair, prompts, bos, n=spend.n, moved=moved, sizes=windows, mask_steps=mask_steps,
-                                     n_boot=n_boot, seed=seed, patch_extras=spend.patch_extras)
+                                     n_boot=n_boot, seed=seed, patch_extras=spend.patch_extras,
+                                     triage=spend.triage)
         causal_block["plan"] = plan
         localization = dict(causal_block["localize"])
         if versus_control:  # the part of the gap the control does not share
