@@ -22,7 +22,7 @@ Per model it times, and prints with the peak memory of each stage (psutil RSS, s
 - ``probes``: ``probe_torch`` (batched L-BFGS) against ``probe_sklearn`` (one BLAS thread) on
   the captured residuals, 5-fold CV, labels = the prompts' labels; accuracy of both and ratio.
 
-    python benchmarks/scale.py [--models smollm2-135m,qwen2.5-0.5b,llama-3.2-1b] [--prompts 16]
+    python benchmarks/scale.py [--models smollm2-135m,qwen2.5-0.5b,gemma-3-270m,llama-3.2-1b] [--prompts 16]
         [--device cpu] [--parts capture,layer-diff,patch,graft,probes] [--window 4] [--stride 6]
 
 Defaults (SmolLM2-135M config, 16 prompts, no ``--causal`` layer-diff) take a few minutes on a
@@ -57,6 +57,11 @@ CONFIGS = {
     "qwen2.5-0.5b": dict(arch="qwen2", hidden_size=896, num_hidden_layers=24, num_attention_heads=14,
                          num_key_value_heads=2, intermediate_size=4864, vocab_size=151936, tie_word_embeddings=True,
                          rope_theta=1000000.0, max_position_embeddings=32768, rms_norm_eps=1e-6),
+    "gemma-3-270m": dict(arch="gemma3_text", hidden_size=640, num_hidden_layers=18, num_attention_heads=4,
+                         num_key_value_heads=1, head_dim=256, intermediate_size=2048, vocab_size=262144,
+                         tie_word_embeddings=True, rope_theta=1000000.0, rope_local_base_freq=10000.0,
+                         sliding_window=512, query_pre_attn_scalar=256, max_position_embeddings=32768,
+                         rms_norm_eps=1e-6),
     "llama-3.2-1b": dict(arch="llama", hidden_size=2048, num_hidden_layers=16, num_attention_heads=32,
                          num_key_value_heads=8, head_dim=64, intermediate_size=8192, vocab_size=128256,
                          tie_word_embeddings=True, rope_theta=500000.0, max_position_embeddings=131072,
@@ -163,7 +168,7 @@ def build_pair(name: str, tok, device: str, real: Path | None = None, seed: int 
     from alignloc.models.pair import LoadedModel, ModelPair
 
     spec = dict(CONFIGS[name])
-    cls = {"llama": T.LlamaConfig, "qwen2": T.Qwen2Config}[spec.pop("arch")]
+    cls = {"llama": T.LlamaConfig, "qwen2": T.Qwen2Config, "gemma3_text": T.Gemma3TextConfig}[spec.pop("arch")]
     cfg = cls(**spec, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
               pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
     torch.manual_seed(seed)
