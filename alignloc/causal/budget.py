@@ -75,12 +75,14 @@ def get(name: str) -> Budget:
 VERDICT_SITES = 3  # attn_out, mlp_out, resid_post: the per-layer patching ``causal.localize`` reads
 
 
-def patch_cells(n_layers: int, extras: bool, window: int, triage: bool = False) -> int:
-    """Patched cells of one prompt set: the verdict's per-layer sites (tuned into base), and with ``extras``
-    the same base into tuned and the layer x position grid over ``window`` positions (with ``triage``, the
-    attention and MLP outputs base into tuned and the grid on ``triage.confirm_count`` layers only)."""
+def patch_cells(n_layers: int, extras: bool, window: int, triage: bool = False, verdict_reads: bool = True) -> int:
+    """Patched cells of one prompt set: the per-layer sites (tuned into base), and with ``extras`` the same
+    base into tuned and the layer x position grid over ``window`` positions. With ``triage``, every site but
+    the whole residual is patched on ``triage.confirm_count`` layers only, except the tuned-into-base sweeps
+    of the prompts the verdict reads (``verdict_reads``)."""
     k = confirm_count(n_layers) if triage else n_layers
-    return VERDICT_SITES * n_layers + (n_layers + (VERDICT_SITES - 1 + window) * k if extras else 0)
+    per_layer = VERDICT_SITES * n_layers if verdict_reads or not triage else n_layers + (VERDICT_SITES - 1) * k
+    return per_layer + (n_layers + (VERDICT_SITES - 1 + window) * k if extras else 0)
 
 
 def plan(n_layers: int, sizes: list[int], mask_steps: int, n_prompts: int, mask: DeltaMask | None = None) -> dict:
@@ -146,7 +148,8 @@ def announce(pair: ModelPair, prompts: list[Prompt], moved: list[Prompt], budget
     if behavior and versus_control:
         plans["behavior_vs_control"] = plan(pair.n_layers, sizes, mask_steps, len(behavior))
     plans["patching"] = [{"prompts": name, "n_prompts": len(ps),
-                          "cells": patch_cells(pair.n_layers, extras, PATCH_WINDOW, extras and budget.triage)}
+                          "cells": patch_cells(pair.n_layers, extras, PATCH_WINDOW, extras and budget.triage,
+                                               verdict_reads=name == "behavior" or not extras)}
                          for name, ps, extras in patched_prompts(prompts, budget.n, budget.patch_extras, moved)]
     if behavior or knowledge:
         for line in plan_lines(budget, plans, probe(pair.tuned, behavior or knowledge, bos)):

@@ -43,11 +43,13 @@ PER_LAYER = ("resid_post", "attn_out", "mlp_out")
 PATCH_WINDOW = 12  # context positions of the layer x position grids
 
 
-def _kind_block(pair: ModelPair, prompts: list[Prompt], metric: str, bos: bool, window: int, triage: bool = False) -> dict:
+def patch_block(pair: ModelPair, prompts: list[Prompt], metric: str, bos: bool, window: int, triage: bool = False,
+                verdict_reads: bool = True) -> dict:
     """Cross-model patching, attribution and within-model grids for one prompt kind. With ``triage`` the sweeps
-    the verdict does not read (attention and MLP outputs base into tuned, the grids) patch exactly only the
-    layers attribution ranks first (``causal.triage``); the per-layer tuned-into-base sweeps and the whole
-    residual base into tuned (too far from linear for the estimate to rank it) stay exact."""
+    the verdict does not read (attention and MLP outputs base into tuned, the grids, and where not
+    ``verdict_reads`` the attention and MLP outputs tuned into base too) patch exactly only the layers
+    attribution ranks first (``causal.triage``); the whole residual (too far from linear for the estimate to
+    rank it) and, for the prompts the verdict reads, the per-layer tuned-into-base sweeps stay exact."""
     n_layers = pair.n_layers
     k = confirm_count(n_layers) if triage else n_layers
     layers = list(range(n_layers))
@@ -60,21 +62,22 @@ def _kind_block(pair: ModelPair, prompts: list[Prompt], metric: str, bos: bool, 
     patch = {"per_layer": {}, "kept": {}}
     attr = {"per_layer": {}}
     for kind in PER_LAYER:
-        patch["per_layer"][kind] = patch_sweep(pair, prompts, kind=kind, metric=metric, bos=bos)
         attr["per_layer"][kind] = attribution_sweep(pair, prompts, kind=kind, metric=metric, bos=bos)
-        run = lambda ls, kind=kind: patch_sweep(pair, prompts, kind=kind, layers=ls, metric=metric,  # noqa: E731
-                                                bos=bos, direction="base_into_tuned")
-        if kind == "resid_post" or k >= n_layers:  # a whole residual is too far from linear to triage
-            patch["kept"][kind] = run(None)
-        else:
-            patch["kept"][kind] = triaged(attribution_sweep(pair, prompts, kind=kind, metric=metric, bos=bos,
-                                                            direction="base_into_tuned")["recovered"], run)
+        for key, direction in (("per_layer", "tuned_into_base"), ("kept", "base_into_tuned")):
+            run = lambda ls, kind=kind, direction=direction: patch_sweep(  # noqa: E731
+                pair, prompts, kind=kind, layers=ls, metric=metric, bos=bos, direction=direction)
+            if kind == "resid_post" or k >= n_layers or (key == "per_layer" and verdict_reads):
+                patch[key][kind] = run(None)  # a whole residual is too far from linear to triage
+            else:
+                est = attr["per_layer"][kind] if key == "per_layer" else attribution_sweep(
+                    pair, prompts, kind=kind, metric=metric, bos=bos, direction=direction)
+                patch[key][kind] = triaged(est["recovered"], run)
     attr["grid"] = attribution_sweep(pair, prompts, kind="resid_pre", metric=metric, bos=bos, window=window)
     patch["grid"] = triaged(attr["grid"]["by_position"], lambda ls: patch_sweep(
         pair, prompts, kind="resid_pre", layers=ls, positions="each", metric=metric, bos=bos, window=window))
-    exact = sum((patch["per_layer"][k]["recovered"] for k in PER_LAYER), [])
-    approx = sum((attr["per_layer"][k]["recovered"] for k in PER_LAYER), [])
-    attr["spearman_vs_exact"] = spearman(exact, approx)  # the per-layer cells of all three sites
+    both = [(e, a) for site in PER_LAYER for e, a in zip(patch["per_layer"][site]["recovered"],
+                                                           attr["per_layer"][site]["recovered"], strict=True) if e is not None]
+    attr["spearman_vs_exact"] = spearman([e for e, _ in both], [a for _, a in both])  # the per-layer cells of all three sites
     cells = [(e, a) for row_e, row_a in zip(patch["grid"]["recovered"], attr["grid"]["by_position"], strict=True)
              for e, a in zip(row_e, row_a, strict=True) if e is not None and a is not None]  # the confirmed cells
     g_exact, g_approx = [e for e, _ in cells], [a for _, a in cells]
@@ -142,7 +145,8 @@ def causal_report(pair: ModelPair, prompts: list[Prompt], bos: bool, n: int = 64
     for kind in KINDS if patch_extras else ():
         chosen = _kind_prompts(prompts, kind, n)
         if chosen:
-            out["patch"][kind] = _kind_block(pair, chosen, "auto" if kind == "context" else "logprob", bos, window, triage)
+            out["patch"][kind] = patch_block(pair, chosen, "auto" if kind == "context" else "logprob", bos, window, triage,
+                                             verdict_reads=kind == "behavior")
     behavior = changed_behavior(prompts)[:n]
     knowledge = [p for p in prompts if p.kind == "knowledge" and p.target][:n]
     if behavior:
