@@ -115,7 +115,8 @@ def test_triage_patches_exactly_the_layers_attribution_ranks_first(zoo_tiny):
     for layer in layers:
         got = part["recovered"][layer]
         assert got is None if layer not in chosen else got == pytest.approx(full["recovered"][layer], abs=1e-5)
-    assert full["recovered"][2] == min(full["recovered"])  # reverting the planted MLP keeps the least of the gap
+    # the planted MLP is the only one whose base output moves the tuned model (0.45 of the gap; the others ~0)
+    assert max(layers, key=lambda i: abs(full["recovered"][i])) == 2 and abs(full["recovered"][2]) > 0.3
 
 
 def test_the_causal_methods_leave_out_answers_both_models_wrote():
