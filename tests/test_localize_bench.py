@@ -103,6 +103,9 @@ def test_localize_bench_result_round_trips(zoo_tiny):
 
     r = localize_bench(n_prompts=4, methods=["weight_diff"], tiers=["easy"])
     assert isinstance(r, LocalizeBenchResult) and r.tiers["easy"] is r["tiers"]["easy"]
+    # without tiers: those of the default zoo build (the notebook and `alignloc figures` call it so, and the
+    # natural tiers would build twelve more organisms)
+    assert set(localize_bench(n_prompts=4, methods=["weight_diff"]).tiers) == {"easy", "hard"}
     assert LocalizeBenchResult.from_json(r.to_json()) == r
     data = json.loads(json.dumps(json_safe(r)))
     assert list(data)[:2] == ["schema_version", "size"] and LocalizeBenchResult.from_json(data).to_json() == data

@@ -38,10 +38,10 @@ def localize_bench_cmd(
                                 "written to --out either way)."),
     n_prompts: int = typer.Option(48, help="Prompts per organism (the first N of its behavior prompt file)."),
     methods: str | None = typer.Option(None, help="Comma-separated subset of methods (default: all)."),
-    tiers: str = typer.Option("easy,hard", help="easy (edits confined to their layers), hard (the same edits under a drift "
+    tiers: str | None = typer.Option(None, help="easy (edits confined to their layers), hard (the same edits under a drift "
                               "of every layer that a rescaling makes outweigh them), natural (the edits trained on top "
                               "of that drift, sequentially; builds five more organisms), natural-large (the same on the 8-layer "
-                              "base, single-layer edits at five layers; builds seven more), comma-separated."),
+                              "base, single-layer edits at five layers; builds seven more), comma-separated (default: easy,hard)."),
     seeds: int = typer.Option(1, help="Pool the organisms of --size and its seed variants (tiny has 3: tiny, tiny-s1, "
                               "tiny-s2, each another world and training seed; each builds its tiers' organisms once)."),
     device: str = DEVICE, compute_dtype: str = COMPUTE_DTYPE, device_map: str = DEVICE_MAP,
@@ -67,7 +67,7 @@ def localize_bench_cmd(
         seeded_sizes(size, seeds)  # a size without that many seed variants: the error names them
     opts = load_options(device, compute_dtype, device_map)
     chosen = check.subset("--methods", methods, list(METHODS)) if methods is not None else None
-    tier_list = check.subset("--tiers", tiers, list(TIERS))
+    tier_list = None if tiers is None else check.subset("--tiers", tiers, list(TIERS))
     check_out_dir(out, BENCH_FILES, overwrite=overwrite)
     result = localize_bench(size=size, n_prompts=n_prompts, methods=chosen, tiers=tier_list,
                             log=lambda m: typer.echo(m, err=True), options=opts, seeds=seeds)

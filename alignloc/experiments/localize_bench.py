@@ -51,6 +51,7 @@ from alignloc.zoo.config import seeded_sizes
 CONTROL = "control-continued"
 TIERS = {"easy": ("", CONTROL), "hard": ("-drift", "control-drift"),  # name suffix, null pair
          "natural": ("-natural", "control-drift"), "natural-large": ("-natural-large", "control-drift-large")}
+DEFAULT_TIERS = ("easy", "hard")  # the tiers of the default zoo build; natural and natural-large build more organisms
 
 
 def _task_prompts(entry, n: int) -> tuple[str, list[Prompt]]:
@@ -159,12 +160,13 @@ def localize_bench(size: str = "tiny", n_prompts: int = 48, methods: list[str] |
 
     ``options``: how every pair is loaded (``LoadOptions``: device, compute dtype, device map). ``seeds``: pool
     the organisms of ``size`` and its first ``seeds - 1`` seed variants (``zoo.config.seeded_sizes``: another
-    world and training seed each), so that hit@1's interval is over that many more organisms."""
+    world and training seed each), so that hit@1's interval is over that many more organisms. ``tiers``: default
+    ``DEFAULT_TIERS`` (those of the default zoo build)."""
     methods = list(METHODS) if methods is None else methods
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
-    tiers = list(TIERS) if tiers is None else tiers
+    tiers = list(DEFAULT_TIERS) if tiers is None else tiers
     bad = [t for t in tiers if t not in TIERS]
     if bad:
         raise ValueError(f"unknown tier(s) {bad}; choose from {list(TIERS)}")
