@@ -247,7 +247,9 @@ class DeltaMask:
                 counts["stacked_forwards"] += 1
                 if not checked[0]:  # the first stacked step is also run one mask at a time
                     checked[0] = True
+                    seen = len(computed)
                     alone = torch.stack([objective(uniq[j], step, b) for j in together])
+                    del computed[seen:]  # the check's forwards are not the fit's: blocks_computed counts each sample once
                     if not torch.allclose(alone, vals[together], rtol=1e-4, atol=1e-5):
                         log.warning("delta mask: stacked samples differ from one forward each (largest difference "
                                     "%.1e); one forward per sample", float((alone - vals[together]).abs().max()))
