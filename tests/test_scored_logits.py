@@ -94,3 +94,44 @@ def test_take_selects_rows_of_a_scored_batch_in_order_with_repeats(llama_pair):
     full = scored_logits(lm, b)
     # scoring the taken rows equals taking the rows of the scored batch (same index, same metric)
     torch.testing.assert_close(score(full[[2, 0, 2]], sub, "logit_diff"), score(full, b, "logit_diff")[[2, 0, 2]])
+
+
+def _positions_into_block0(lm, fn) -> tuple[object, int]:
+    """``fn()``'s result and the row-positions the first block computed while it ran."""
+    seen = []
+
+    def pre(_module, args, kwargs):
+        h = args[0] if args else kwargs["hidden_states"]
+        seen.append(h.shape[0] * h.shape[1])
+
+    handle = get_module(lm.model, lm.family.layers)[0].register_forward_pre_hook(pre, with_kwargs=True)
+    try:
+        out = fn()
+    finally:
+        handle.remove()
+    return out, sum(seen)
+
+
+def test_grouped_forwards_give_the_same_logits_on_fewer_positions(llama_pair):
+    """Rows of similar length run together, each cut after its last scored position: the same logits at the scored
+    positions as one padded forward (each row's values land on that row), for a plain forward and for a forward
+    resumed at a grafted block, on fewer positions."""
+    from alignloc.causal.graft import grafted
+    from alignloc.causal.resumed import ResumedScorer
+
+    pair = alignloc.load_pair(*map(str, llama_pair), device="cpu", compute_dtype="float32")
+    lm, prompts = pair.base, [PROMPTS[i] for i in (2, 0, 1, 2, 1, 0)]  # three lengths, interleaved
+    b = scored_batch(lm.tokenizer, prompts, True, lm.max_len)
+    with torch.no_grad():
+        padded, n_padded = _positions_into_block0(lm, lambda: scored_logits(lm, b))
+        grouped, n_grouped = _positions_into_block0(lm, lambda: scored_logits(lm, b, grouped=True))
+    assert n_padded == b.ids.numel() and n_grouped < n_padded
+    assert n_grouped >= int(b.row_end.sum())  # at least every row's own positions
+    torch.testing.assert_close(grouped, padded, atol=1e-5, rtol=1e-5)
+    scorer = ResumedScorer(lm, prompts, True, 8)
+    assert scorer.exact and len(scorer.parts) == 1
+    with grafted(pair.base, pair.tuned, [1]), torch.no_grad():
+        want = scored_logits(lm, b)
+        got = scorer.logits(0, start=1)
+    assert not torch.allclose(want, padded, atol=1e-3)  # the graft changed the model
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)

@@ -103,9 +103,9 @@ def plan(n_layers: int, sizes: list[int], mask_steps: int, n_prompts: int, mask:
 def probe(lm: LoadedModel, prompts: list[Prompt], bos: bool) -> float:
     """Seconds for one forward of a batch of ``PROFILE_BATCH`` prompts (the second of two: the first warms up)."""
     batch = scored_batch(lm.tokenizer, [p for p in prompts if p.target][:PROFILE_BATCH], bos, lm.max_len)
-    scored_logits(lm, batch)
+    scored_logits(lm, batch, grouped=True)
     t0 = time.perf_counter()
-    scored_logits(lm, batch)
+    scored_logits(lm, batch, grouped=True)
     return time.perf_counter() - t0
 
 

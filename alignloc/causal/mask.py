@@ -138,7 +138,7 @@ class DeltaMask:
             b = scored_batch(pair.tokenizer, prompts[s : s + self.batch_size], bos, pair.base.max_len)
             rows, cols = _target_positions(b)
             with torch.no_grad():
-                logits = scored_logits(pair.side(ref), b)  # [b, k, d_vocab]
+                logits = scored_logits(pair.side(ref), b, grouped=True)  # [b, k, d_vocab]
             out.append({"batch": b, "rows": rows, "cols": cols, "ref": torch.log_softmax(logits[rows, cols], -1),
                         "resume": (scorer, i) if scorer is not None else None})
         return out
@@ -178,11 +178,11 @@ class DeltaMask:
             if relaxed:  # base + g * delta, built per forward (no stored copy of the delta)
                 params = {n: p + g[index[n]].to(p.device) * (tuned_p[n].to(p.device) - p) for n, p in base_p.items()}
                 logits = scored_logits(pair.base, b["batch"],
-                                       forward=lambda **kw: functional_call(model, params, args=(), kwargs=kw))
+                                       forward=lambda **kw: functional_call(model, params, args=(), kwargs=kw), grouped=True)
             else:  # a binary mask: the chosen units' tuned weights swapped into the base in place
                 start = start_of(g) if b["resume"] is not None else 0
                 with swapped(pair.base, pair.tuned, [n for n in base_p if g[index[n]] > 0.5]):
-                    logits = b["resume"][0].logits(b["resume"][1], start) if b["resume"] else scored_logits(pair.base, b["batch"])
+                    logits = b["resume"][0].logits(b["resume"][1], start) if b["resume"] else scored_logits(pair.base, b["batch"], grouped=True)
                 computed.append(1 - start / n_layers if b["resume"] is None or b["resume"][0].exact else 1.0)
             return torch.log_softmax(logits[b["rows"], b["cols"]], -1)
 

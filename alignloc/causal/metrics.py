@@ -12,8 +12,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from jaxtyping import Float, Int
 
@@ -50,6 +52,12 @@ class ScoredBatch:
         """The positions every metric reads (``scored_index``: last context token and target-predicting ones)."""
         return scored_index(self.ctx_lens, self.tgt)
 
+    @property
+    def row_end(self) -> Int[torch.Tensor, " b"]:
+        """One past each row's last scored position: the columns a metric needs (the rest is padding, or the
+        last target token, which predicts nothing scored)."""
+        return self.index.max(dim=1).values + 1
+
     def take(self, rows: Int[torch.Tensor, " m"]) -> ScoredBatch:
         """The batch of rows ``rows`` (in that order; a row may repeat)."""
         r = rows.tolist()
@@ -57,12 +65,60 @@ class ScoredBatch:
                            [self.foil[i] for i in r], [self.per_token[i] for i in r])
 
 
+def pack(lengths: list[int], max_rows: int, overhead: float = 32.0) -> list[list[int]]:
+    """Items (patched prompt rows) grouped into resumed forwards: indices, longest first.
+
+    A forward computes ``len(group) x max(length)`` row-positions, plus a fixed cost worth
+    ``overhead`` of them (per-call work, small-matrix inefficiency); groups of items sorted by
+    length are chosen to minimise the sum (dynamic programming), at most ``max_rows`` to a group.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    ls = np.array([lengths[i] for i in order], dtype=float)
+    n = len(ls)
+    best, cut = np.zeros(n + 1), np.zeros(n + 1, dtype=int)
+    for j in range(1, n + 1):  # best[j]: the first j items; the last group is order[i:j], as long as ls[i]
+        i = np.arange(max(0, j - max_rows), j)
+        cost = best[i] + overhead + (j - i) * ls[i]
+        cut[j] = i[int(np.argmin(cost))]
+        best[j] = cost.min()
+    groups, j = [], n
+    while j:
+        groups.append(order[cut[j] : j])
+        j = cut[j]
+    return groups[::-1]
+
+
+def by_length(row_end: Int[torch.Tensor, " b"], run: Callable[[Int[torch.Tensor, " m"], int], torch.Tensor],
+              max_rows: int = 256) -> torch.Tensor:
+    """``run(rows, width)`` on groups of rows of similar ``row_end`` (``pack``), each computing its rows'
+    first ``width`` positions only, reassembled in row order (``run`` returns ``[m, ...]``, row-wise).
+
+    A right-padded batch of prompts of mixed lengths pads every row to the longest: a forward per group
+    of similar lengths computes the same values on fewer positions (per position, a causal model's output
+    does not depend on the columns after it)."""
+    out = None
+    for group in pack(row_end.tolist(), max_rows):
+        rows = torch.tensor(group)
+        res = run(rows, int(row_end[rows].max()))
+        if out is None:
+            out = res.new_empty(len(row_end), *res.shape[1:])
+        out[rows] = res
+    return out
+
+
 def scored_logits(model, batch: ScoredBatch, ids: Int[torch.Tensor, "n pos"] | None = None,
-                  forward=None) -> Float[torch.Tensor, "n k d_vocab"]:
+                  forward=None, grouped: bool = False) -> Float[torch.Tensor, "n k d_vocab"]:
     """Logits of ``model`` (a LoadedModel) on ``ids`` (default ``batch.ids``; may hold ``n = c * b``
-    stacked copies of the batch) at ``batch.index`` only, on the CPU: what ``score`` reads."""
+    stacked copies of the batch) at ``batch.index`` only, on the CPU: what ``score`` reads.
+
+    ``grouped``: one forward per group of rows of similar length (``by_length``), each cut after its last
+    scored position: the same values on fewer positions. Only where no hook reads the batch by row or
+    position (patching and attribution hooks do: they keep the default)."""
     ids = batch.ids if ids is None else ids
     c = ids.shape[0] // len(batch.ctx_lens)
+    if grouped and c == 1:
+        return by_length(batch.row_end, lambda rows, width: logits_at(
+            model.model, model.family, ids[rows, :width], batch.mask[rows, :width], batch.index[rows], forward))
     return logits_at(model.model, model.family, ids, batch.mask.repeat(c, 1), batch.index.repeat(c, 1), forward)
 
 

@@ -10,7 +10,7 @@ into one forward of the base model in which every block from the lowest grafted 
 - the other rows run the base's or the tuned model's block ``l``, one call for each side on its rows.
 
 So each row computes the blocks its own resumed forward computes, in one call per block and side
-instead of one forward per mask, and the final norm and unembedding (the scored positions only,
+instead of one forward per mask (per group of prompts of similar length, ``metrics.by_length``), and the final norm and unembedding (the scored positions only,
 ``hooks.unembed_at``) follow each row's head bit. A mask that grafts the embedding is not stacked
 (the caller runs it alone). ``stacks_exactly`` checks the stacked logits against one forward per mask.
 """
@@ -23,6 +23,7 @@ from contextlib import ExitStack, contextmanager
 import torch
 from jaxtyping import Bool, Float, Int
 
+from alignloc.causal.metrics import by_length
 from alignloc.models.families import Family, get_module
 from alignloc.models.hooks import unembed_at
 from alignloc.models.resume import Prefix, resume
@@ -131,25 +132,32 @@ def mixed_logits(base: torch.nn.Module, tuned: torch.nn.Module, family: Family, 
     unit, or the embedding's when the two are tied), from ``base`` otherwise; the embedding is the base's.
     ``prefix``: the base's recorded run of the batch (``models.resume.record_prefix``, every block's input)."""
     s, n_layers = blocks.shape
-    b = ids.shape[0]
-    rows = torch.arange(b).repeat(s)  # [s * b]: mask j's copy of the batch is rows j*b .. j*b+b-1
-    per_row = lambda t: t.repeat_interleave(b)  # noqa: E731  [s] -> [s * b]
     start = first_changed(blocks)  # [s]
     low = int(start.min())
-    swap: dict[str, torch.nn.Module] = {}
     base_blocks, tuned_blocks = get_module(base, family.layers), get_module(tuned, family.layers)
-    for layer in range(low, n_layers):
-        idle = per_row(start > layer)
-        after = prefix.resid[layer + 1][rows] if bool(idle.any()) else None  # idle rows: the base's own output
-        swap[f"{family.layers}.{layer}"] = RowMix(base_blocks[layer], tuned_blocks[layer], per_row(blocks[:, layer]),
-                                                  idle, after)
-    if bool(head.any()):
-        swap[family.final_norm] = RowMix(get_module(base, family.final_norm), get_module(tuned, family.final_norm),
-                                         per_row(head))
-    idx = index.repeat(s, 1)
-    if bool(unembed_tuned.any()):
-        swap[family.unembed] = HeadMix(get_module(base, family.unembed), get_module(tuned, family.unembed),
-                                       per_row(unembed_tuned), idx)
-    with _installed(base, swap), unembed_at(base, family, idx):
-        logits = resume(base, family, prefix, low, rows, torch.zeros_like(rows), prefix.resid[low][rows], ids)
-    return logits.float().cpu().view(s, b, *logits.shape[1:])
+
+    def run(group: Int[torch.Tensor, " m"], width: int) -> Float[torch.Tensor, "m s k d_vocab"]:
+        """The masks on the batch rows ``group``, their first ``width`` positions."""
+        m = len(group)
+        rows = group.repeat(s)  # [s * m]: mask j's copy of the group is rows j*m .. j*m+m-1
+        per_row = lambda t: t.repeat_interleave(m)  # noqa: E731  [s] -> [s * m]
+        swap: dict[str, torch.nn.Module] = {}
+        for layer in range(low, n_layers):
+            idle = per_row(start > layer)
+            after = prefix.resid[layer + 1][rows, :width] if bool(idle.any()) else None  # idle rows: the base's own
+            swap[f"{family.layers}.{layer}"] = RowMix(base_blocks[layer], tuned_blocks[layer], per_row(blocks[:, layer]),
+                                                      idle, after)
+        if bool(head.any()):
+            swap[family.final_norm] = RowMix(get_module(base, family.final_norm), get_module(tuned, family.final_norm),
+                                             per_row(head))
+        idx = index[group].repeat(s, 1)
+        if bool(unembed_tuned.any()):
+            swap[family.unembed] = HeadMix(get_module(base, family.unembed), get_module(tuned, family.unembed),
+                                           per_row(unembed_tuned), idx)
+        zeros = torch.zeros_like(rows)
+        with _installed(base, swap), unembed_at(base, family, idx):
+            logits = resume(base, family, prefix, low, rows, zeros, prefix.resid[low][rows, :width], ids)
+        return logits.float().cpu().view(s, m, *logits.shape[1:]).transpose(0, 1)
+
+    row_end = index.max(dim=1).values + 1  # [b]: the columns a metric reads
+    return by_length(row_end, run).transpose(0, 1)  # rows of similar length together (less padding)

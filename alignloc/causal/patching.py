@@ -37,11 +37,17 @@ from __future__ import annotations
 import logging
 from contextlib import ExitStack, nullcontext
 
-import numpy as np
 import torch
 from jaxtyping import Float, Int
 
-from alignloc.causal.metrics import ScoredBatch, resolve_metric, score, scored_batch, scored_logits
+from alignloc.causal.metrics import (
+    ScoredBatch,
+    pack,
+    resolve_metric,
+    score,
+    scored_batch,
+    scored_logits,
+)
 from alignloc.models.hooks import edit, record, unembed_at
 from alignloc.models.pair import LoadedModel, ModelPair
 from alignloc.models.resume import Prefix, record_prefix, resume, resumes_exactly, window
@@ -136,29 +142,6 @@ def entry_layers(sites: list[Site]) -> list[int]:
     return sorted({_entry(s)[0] for s in sites})
 
 
-def pack(lengths: list[int], max_rows: int, overhead: float = 32.0) -> list[list[int]]:
-    """Items (patched prompt rows) grouped into resumed forwards: indices, longest first.
-
-    A forward computes ``len(group) x max(length)`` row-positions, plus a fixed cost worth
-    ``overhead`` of them (per-call work, small-matrix inefficiency); groups of items sorted by
-    length are chosen to minimise the sum (dynamic programming), at most ``max_rows`` to a group.
-    """
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    ls = np.array([lengths[i] for i in order], dtype=float)
-    n = len(ls)
-    best, cut = np.zeros(n + 1), np.zeros(n + 1, dtype=int)
-    for j in range(1, n + 1):  # best[j]: the first j items; the last group is order[i:j], as long as ls[i]
-        i = np.arange(max(0, j - max_rows), j)
-        cost = best[i] + overhead + (j - i) * ls[i]
-        cut[j] = i[int(np.argmin(cost))]
-        best[j] = cost.min()
-    groups, j = [], n
-    while j:
-        groups.append(order[cut[j] : j])
-        j = cut[j]
-    return groups[::-1]
-
-
 def run_cells_resumed(recipient: LoadedModel, ids: torch.Tensor, batch: ScoredBatch, prefix: Prefix,
                       donor_acts: dict[Site, torch.Tensor], cells: list[Cell], metric: str,
                       ref_logprobs: torch.Tensor | None = None, max_rows: int = 256) -> torch.Tensor:
@@ -171,7 +154,7 @@ def run_cells_resumed(recipient: LoadedModel, ids: torch.Tensor, batch: ScoredBa
     unpatched run, and is not run again.
     """
     b = ids.shape[0]
-    row_end = batch.index.max(dim=1).values + 1  # [b]: one past each row's last scored position
+    row_end = batch.row_end  # [b]: one past each row's last scored position
     unpatched = score(prefix_scored(prefix, batch), batch, metric, ref_logprobs)
     out = unpatched.repeat(len(cells), 1)  # [n_cells, b]
     by_site: dict[Site, list[int]] = {}

@@ -49,7 +49,7 @@ def batches(tokenizer, prompts: list[Prompt], bos: bool, max_len: int | None, ba
 @torch.no_grad()
 def per_prompt(model: LoadedModel, parts: list[ScoredBatch], metric: str) -> Float[torch.Tensor, " n"]:
     """The metric (``logprob`` or ``logit_diff``) of each prompt under ``model``."""
-    return torch.cat([score(scored_logits(model, b), b, metric).float() for b in parts])
+    return torch.cat([score(scored_logits(model, b, grouped=True), b, metric).float() for b in parts])
 
 
 def ranking_from_windows(windows: dict) -> list[int]:
@@ -118,7 +118,7 @@ def with_base_foils(base: LoadedModel, parts: list[ScoredBatch]) -> list[ScoredB
     position (its second choice where that is the target's first token)."""
     out = []
     for b in parts:
-        top2 = scored_logits(base, b)[:, 0].topk(2, dim=-1).indices  # [b, 2]: column 0 = the last context token
+        top2 = scored_logits(base, b, grouped=True)[:, 0].topk(2, dim=-1).indices  # [b, 2]: column 0 = the last context token
         foil = [f if f >= 0 else int(t2[1] if int(t2[0]) == t[0] else t2[0]) for f, t2, t in zip(b.foil, top2, b.tgt, strict=True)]
         out.append(dataclasses.replace(b, foil=foil))
     return out

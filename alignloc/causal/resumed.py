@@ -5,7 +5,8 @@ residual stream entering block ``k`` is the recipient's own, recorded once (``mo
 ``ResumedScorer`` records each batch of prompts once per recipient (the inputs of every block), and
 ``scores(k)`` runs only blocks ``k..L-1`` (then the final norm and unembedding) from the recorded
 residual, and unembeds only the scored positions: a sweep over windows computes about half the
-blocks a full forward per graft would. The
+blocks a full forward per graft would. Rows of similar length run together, each cut after its last
+scored position (``metrics.by_length``), so a batch of short and long prompts pads less. The
 numbers equal the full forwards' (``resumes_exactly`` is checked on the first batch; a family whose
 forward will not resume falls back to full forwards).
 """
@@ -17,7 +18,7 @@ import logging
 import torch
 from jaxtyping import Float
 
-from alignloc.causal.metrics import ScoredBatch, score, scored_batch, scored_logits
+from alignloc.causal.metrics import ScoredBatch, by_length, score, scored_batch, scored_logits
 from alignloc.models.hooks import unembed_at
 from alignloc.models.pair import LoadedModel
 from alignloc.models.resume import Prefix, record_prefix, resume, resumes_exactly, window
@@ -63,12 +64,16 @@ class ResumedScorer:
         at most), computing blocks ``start..L-1`` only (all of them from block 0, or if resuming is not exact)."""
         b, prefix = self.parts[part], self.prefixes[part]
         if start == 0 or not self.exact:
-            return scored_logits(self.lm, b)
-        rows = torch.arange(b.ids.shape[0])
-        starts = torch.zeros_like(rows)
-        with unembed_at(self.lm.model, self.lm.family, b.index):  # the scored positions only
-            return resume(self.lm.model, self.lm.family, prefix, start, rows, starts,
-                          window(prefix.resid[start], starts, b.ids.shape[1]), b.ids).float().cpu()
+            return scored_logits(self.lm, b, grouped=True)
+
+        def run(rows: torch.Tensor, width: int) -> torch.Tensor:
+            starts = torch.zeros_like(rows)
+            with unembed_at(self.lm.model, self.lm.family, b.index[rows]):  # the scored positions only
+                return resume(self.lm.model, self.lm.family, prefix, start, rows, starts,
+                              window(prefix.resid[start][rows.to(prefix.resid[start].device)], starts, width),
+                              b.ids).float().cpu()
+
+        return by_length(b.row_end, run)  # rows of similar length together: less padding, the same values
 
     @torch.no_grad()
     def scores(self, start: int = 0, metric: str = "logprob", parts: list[ScoredBatch] | None = None
