@@ -100,6 +100,32 @@ def test_resumed_profile_equals_the_full_forwards(zoo_tiny):
         concentration_profile(pair, prompts[:8], True, ranking, ranking_source="test", resumed=scorers)
 
 
+def test_saturated_profile_reads_both_metrics_off_one_forward_per_graft(zoo_tiny):
+    """A saturated profile reads the log-prob and the logit difference off the same forwards (2 + 2k passes, not
+    twice that), and its logit-difference gap is the one computed directly (the base's own next token as foil)."""
+    from alignloc.causal.metrics import score, scored_batch, scored_logits
+    from alignloc.causal.profile import base_foils, concentration_profile
+    from alignloc.models.families import get_module
+
+    pair = load_pair("zoo:chat-sft-full")
+    prompts = [p for p in organism_prompts("chat-sft-full") if p.kind == "behavior"][:16]
+    calls = []
+    hooks = [get_module(m.model, m.family.final_norm).register_forward_hook(lambda *_: calls.append(1))
+             for m in (pair.base, pair.tuned)]
+    try:
+        prof = concentration_profile(pair, prompts, True, [3, 1, 2, 0], ranking_source="test", n_boot=50, batch_size=16)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert prof["saturated"] and prof["passes"] == 2 + 2 * 4
+    assert len(calls) == prof["passes"]  # one batch of 16 prompts, one forward per pass (a single length group)
+    b = scored_batch(pair.tokenizer, prompts, True, pair.base.max_len)
+    foiled = base_foils(b, scored_logits(pair.base, b))
+    gap = score(scored_logits(pair.tuned, b), foiled, "logit_diff") - score(scored_logits(pair.base, b), foiled, "logit_diff")
+    assert prof["logit_diff_profile"]["gap"] == pytest.approx(float(gap.detach().mean()), abs=1e-4)
+    assert prof["logprob_profile"]["gap"] != pytest.approx(prof["logit_diff_profile"]["gap"], abs=1e-3)
+
+
 def test_resumed_mask_samples_equal_the_full_forwards(zoo_tiny):
     """Each sampled mask's forward starts at its lowest grafted block from the base's recorded run: the same losses,
     hence the same gates, as full forwards (and fewer blocks computed)."""

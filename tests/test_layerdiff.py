@@ -124,7 +124,7 @@ def test_cli_layer_diff_on_an_organism_without_prompt_file(zoo_tiny, tmp_path, c
     plan, ran = rep["causal"]["plan"]["behavior"], rep["causal"]["localize"]["behavior"]
     # the plan printed before the run counts the passes each stage then records
     assert plan["windows"] == ran["windows"]["passes"] and plan["mask"] == ran["mask"]["passes"]["forward"]
-    assert ran["profile"]["passes"] == plan["profile_saturated" if ran["profile"]["saturated"] else "profile"]
+    assert ran["profile"]["passes"] == plan["profile"]
     assert rep["verdict"]["changed_layers"] == [2] and rep["verdict"]["behavior_layers"] == [2]
     assert rep["verdict"]["behavior"]["basis"] == "causal"
     loc = rep["causal"]["localize"]["behavior"]

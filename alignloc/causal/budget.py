@@ -88,15 +88,15 @@ def patch_cells(n_layers: int, extras: bool, window: int, triage: bool = False, 
 def plan(n_layers: int, sizes: list[int], mask_steps: int, n_prompts: int, mask: DeltaMask | None = None) -> dict:
     """Each stage's forward passes for localizing the gap of ``n_prompts`` prompts on ``n_layers`` layers.
 
-    ``windows`` and ``profile`` count passes over the prompt set (the profile twice where the tuned
-    model saturates: ``profile_saturated``); ``mask`` counts forwards of one mask batch."""
+    ``windows`` and ``profile`` count passes over the prompt set (the profile reads both of its metrics off
+    the same passes); ``mask`` counts forwards of one mask batch."""
     m = DeltaMask(steps=mask_steps) if mask is None else mask
     n_sets = n_layers
     batches = math.ceil(n_prompts / m.batch_size)
     return {"n_prompts": n_prompts, "n_layers": n_layers, "sizes": sizes,
             "windows": 2 + 2 * sum(n_layers - w + 1 for w in sizes),
             "mask": 0 if mask_steps == 0 else 2 * batches + mask_steps * m.samples,
-            "profile": 2 + 2 * n_sets, "profile_saturated": 2 * (2 + 2 * n_sets)}
+            "profile": 2 + 2 * n_sets}
 
 
 @torch.no_grad()
@@ -121,11 +121,11 @@ def plan_lines(budget: Budget, plans: dict[str, dict], seconds_per_batch: float)
         if kind == "patching":
             continue
         mask_batch = DeltaMask().batch_size / PROFILE_BATCH * seconds_per_batch
-        est = p["windows"] * per_set(p["n_prompts"]) + p["mask"] * mask_batch + p["profile_saturated"] * per_set(p["n_prompts"])
+        est = p["windows"] * per_set(p["n_prompts"]) + p["mask"] * mask_batch + p["profile"] * per_set(p["n_prompts"])
         total += est
         lines.append(f"  {kind.replace('_', ' ')} ({p['n_prompts']} prompts, {p['n_layers']} layers): graft windows "
-                     f"{p['sizes']} {p['windows']} passes; mask {p['mask']} batch forwards; profile {p['profile']} passes "
-                     f"({p['profile_saturated']} if the tuned model saturates); at most {est / 60:.1f} min")
+                     f"{p['sizes']} {p['windows']} passes; mask {p['mask']} batch forwards; profile {p['profile']} passes; "
+                     f"at most {est / 60:.1f} min")
     for part in plans.get("patching", []):  # a patched cell resumes its run where the patch enters: half a pass at most
         est = part["cells"] / 2 * per_set(part["n_prompts"])
         total += est

@@ -46,12 +46,6 @@ def batches(tokenizer, prompts: list[Prompt], bos: bool, max_len: int | None, ba
     return [scored_batch(tokenizer, prompts[s : s + batch_size], bos, max_len) for s in range(0, len(prompts), batch_size)]
 
 
-@torch.no_grad()
-def per_prompt(model: LoadedModel, parts: list[ScoredBatch], metric: str) -> Float[torch.Tensor, " n"]:
-    """The metric (``logprob`` or ``logit_diff``) of each prompt under ``model``."""
-    return torch.cat([score(scored_logits(model, b, grouped=True), b, metric).float() for b in parts])
-
-
 def ranking_from_windows(windows: dict) -> list[int]:
     """Layers ordered by single-layer grafting, ``sufficiency + necessity`` (the window sweep's size 1);
     ties by the smaller mean of the two, then the layer index."""
@@ -61,29 +55,42 @@ def ranking_from_windows(windows: dict) -> list[int]:
     return sorted(score_of, key=lambda i: (-score_of[i], i))
 
 
-def _measure(pair: ModelPair, parts: list[ScoredBatch], metric: str, sets: list[list[int]], n_boot: int,
-             seed: int, resumed: tuple[ResumedScorer, ResumedScorer] | None = None) -> tuple[dict, torch.Tensor]:
-    """The profile on ``metric``, and the tuned model's per-prompt values (each graft resumed at its lowest
-    layer with ``resumed``, the scorers of base and tuned on ``parts``' batches)."""
-    def run(side: int, model: LoadedModel, start: int) -> torch.Tensor:
-        return resumed[side].scores(start, metric, parts) if resumed else per_prompt(model, parts, metric)
+@torch.no_grad()
+def _graft_scores(pair: ModelPair, parts: list[ScoredBatch], sets: list[list[int]],
+                  resumed: tuple[ResumedScorer, ResumedScorer] | None) -> dict[str, tuple]:
+    """Each prompt's ``logprob`` and ``logit_diff`` (to its foil, or the base's own next token where it has none)
+    under base, tuned and every set grafted both ways: ``{metric: (m_base [n], m_tuned [n], up [k, n], down [k, n])}``.
+    Each graft is one forward (from its lowest layer with ``resumed``, the scorers of base and tuned on ``parts``'
+    batches) whose logits both metrics read."""
+    def logits(side: int, model: LoadedModel, start: int) -> list[torch.Tensor]:
+        if resumed:
+            return [resumed[side].logits(i, start) for i in range(len(parts))]
+        return [scored_logits(model, b, grouped=True) for b in parts]
 
-    m_base, m_tuned = run(0, pair.base, 0), run(1, pair.tuned, 0)
+    base_logits = logits(0, pair.base, 0)
+    foiled = [base_foils(b, lg) for b, lg in zip(parts, base_logits, strict=True)]
+
+    def scored(lgs: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"logprob": torch.cat([score(lg, b, "logprob").float() for lg, b in zip(lgs, parts, strict=True)]),
+                "logit_diff": torch.cat([score(lg, b, "logit_diff").float() for lg, b in zip(lgs, foiled, strict=True)])}
+
+    ref = (scored(base_logits), scored(logits(1, pair.tuned, 0)))
     up, down = [], []
-    for s in iterate(sets, f"concentration profile ({metric})", unit="set"):
+    for s in iterate(sets, "concentration profile", unit="set"):
         with grafted(pair.base, pair.tuned, s) as m:
-            up.append(run(0, m, min(s)))
+            up.append(scored(logits(0, m, min(s))))
         with grafted(pair.tuned, pair.base, s) as m:
-            down.append(run(1, m, min(s)))
-    out = profile_from(m_base, m_tuned, torch.stack(up), torch.stack(down), sets, n_boot, seed)
-    return out | {"metric": metric, "passes": 2 + 2 * len(sets)}, m_tuned
+            down.append(scored(logits(1, m, min(s))))
+    return {k: (ref[0][k], ref[1][k], torch.stack([u[k] for u in up]), torch.stack([d[k] for d in down]))
+            for k in ("logprob", "logit_diff")}
 
 
 def concentration_profile(pair: ModelPair, prompts: list[Prompt], bos: bool, ranking: list[int], *,
                           ranking_source: str, n_boot: int = 1000, seed: int = 0, batch_size: int = 16,
                           resumed: tuple[ResumedScorer, ResumedScorer] | None = None) -> dict:
     """The profile of the gap of ``prompts`` (those with a target) over the nested top-k sets of ``ranking``;
-    re-measured on the logit difference to the foil when the log-prob saturates (see the module docstring).
+    re-read on the logit difference to the foil when the log-prob saturates (see the module docstring): both
+    metrics are read off the same forwards, ``2 + 2 k`` passes over the prompts in all.
 
     ``resumed``: ``ResumedScorer``s of base and tuned on the same prompts (e.g. the graft windows'): every set
     is then scored from its lowest layer up, with the same numbers (``causal.resumed``)."""
@@ -94,31 +101,27 @@ def concentration_profile(pair: ModelPair, prompts: list[Prompt], bos: bool, ran
     if sum(len(b.tgt) for b in parts) != len(chosen):
         raise ValueError("resumed: scorers of other prompts than these")
     sets = [sorted(ranking[:k]) for k in range(1, len(ranking) + 1)]
-    out, tuned_lp = _measure(pair, parts, "logprob", sets, n_boot, seed, resumed)
+    scores = _graft_scores(pair, parts, sets, resumed)
+    passes = 2 + 2 * len(sets)
+    out = profile_from(*scores["logprob"], sets, n_boot, seed) | {"metric": "logprob", "passes": passes}
     lengths = torch.tensor([max(len(t), 1) for b in parts for t in b.tgt], dtype=torch.float32)
-    p_tuned = float((tuned_lp / lengths).exp().mean())
+    p_tuned = float((scores["logprob"][1] / lengths).exp().mean())
     out |= {"ranking": list(ranking), "ranking_source": ranking_source,
             "tuned_target_probability": p_tuned, "saturated": p_tuned >= SATURATED}
     if out["saturated"]:
-        if not all(p.foil for p in chosen):
-            parts = with_base_foils(pair.base, parts)
-        alt, _ = _measure(pair, parts, "logit_diff", sets, n_boot, seed, resumed)
+        alt = profile_from(*scores["logit_diff"], sets, n_boot, seed) | {"metric": "logit_diff", "passes": passes}
         foils = "the prompts' foils" if all(p.foil for p in chosen) else "the base model's own next token where a prompt has no foil"
         return {**out, "metric": "logprob+logit_diff", "necessity": alt["necessity"], "k_necessary": alt["k_necessary"],
-                "passes": out["passes"] + alt["passes"], "logprob_profile": out, "logit_diff_profile": alt,
+                "logprob_profile": out, "logit_diff_profile": alt,
                 "note": f"the tuned model gives its targets probability {p_tuned:.2f} per token, where the log-prob "
                         "saturates when a part of the change is reverted: sufficiency is read on the log-prob, necessity "
                         f"on the logit difference of the target's first token to {foils}"}
     return out
 
 
-@torch.no_grad()
-def with_base_foils(base: LoadedModel, parts: list[ScoredBatch]) -> list[ScoredBatch]:
-    """``parts`` with a foil on every row that has none: the base model's top next token at the last context
-    position (its second choice where that is the target's first token)."""
-    out = []
-    for b in parts:
-        top2 = scored_logits(base, b, grouped=True)[:, 0].topk(2, dim=-1).indices  # [b, 2]: column 0 = the last context token
-        foil = [f if f >= 0 else int(t2[1] if int(t2[0]) == t[0] else t2[0]) for f, t2, t in zip(b.foil, top2, b.tgt, strict=True)]
-        out.append(dataclasses.replace(b, foil=foil))
-    return out
+def base_foils(b: ScoredBatch, base_logits: Float[torch.Tensor, "b k d_vocab"]) -> ScoredBatch:
+    """``b`` with a foil on every row that has none: the base model's top next token at the last context position
+    (its second choice where that is the target's first token), read off the base's ``scored_logits`` of ``b``."""
+    top2 = base_logits[:, 0].topk(2, dim=-1).indices  # [b, 2]: column 0 = the last context token
+    foil = [f if f >= 0 else int(t2[1] if int(t2[0]) == t[0] else t2[0]) for f, t2, t in zip(b.foil, top2, b.tgt, strict=True)]
+    return dataclasses.replace(b, foil=foil)
