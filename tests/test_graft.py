@@ -150,7 +150,23 @@ def test_stacked_mask_samples_equal_one_forward_each(zoo_tiny):
     prompts = [p for p in organism_prompts("refusal-lora-L2") if p.kind == "behavior"][:32]
     stacked = DeltaMask(steps=25, batch_size=16).fit(pair, prompts, True)
     alone = DeltaMask(steps=25, batch_size=16, stack=False).fit(pair, prompts, True)
-    assert stacked.passes_["stacked_forwards"] == 25 and alone.passes_["stacked_forwards"] == 0
+    assert stacked.passes_["stacked_forwards"] > 0 == alone.passes_["stacked_forwards"]
+    assert not stacked.passes_["stack_fallback"]  # the one-time check agreed: no step fell back to one forward each
     assert stacked.history_ == pytest.approx(alone.history_, abs=1e-5)
     assert stacked.gates_.tolist() == pytest.approx(alone.gates_.tolist(), abs=1e-5)
     assert stacked.ranking_ == alone.ranking_
+
+
+def test_mask_samples_drawn_again_take_their_earlier_loss(zoo_tiny):
+    """A mask drawn again on the same batch is not rerun: the same losses and gates as rerunning every draw (two
+    batches, so a loss reused from the other batch would show), with most draws reused on this 4-layer organism."""
+    from alignloc.causal.mask import DeltaMask
+
+    pair = load_pair("zoo:refusal-lora-L2")
+    prompts = [p for p in organism_prompts("refusal-lora-L2") if p.kind == "behavior"][:32]
+    reused = DeltaMask(steps=40, batch_size=16).fit(pair, prompts, True)
+    rerun = DeltaMask(steps=40, batch_size=16, reuse=False).fit(pair, prompts, True)
+    assert rerun.passes_["reused_samples"] == 0 and reused.passes_["reused_samples"] > reused.passes_["distinct_samples"]
+    assert reused.passes_["distinct_samples"] + reused.passes_["reused_samples"] <= 40 * 4
+    assert reused.history_ == pytest.approx(rerun.history_, abs=1e-5)
+    assert reused.gates_.tolist() == pytest.approx(rerun.gates_.tolist(), abs=1e-5) and reused.ranking_ == rerun.ranking_

@@ -29,7 +29,9 @@ of the reference model and one of the base, and ``2 k`` forward passes for the r
 check. A sampled mask leaves the base's blocks below its lowest grafted unit untouched, so its
 forward resumes the base's recorded run there (``causal.resumed``; ``resume=False`` for full
 forwards): as the gates of layers that carry nothing fall, the samples compute fewer blocks
-(``passes_["blocks_computed"]``: the mean share of blocks computed per sampled forward). Memory:
+(``passes_["blocks_computed"]``: the mean share of blocks computed per sampled forward). A mask
+drawn again on the same batch takes the loss it had (``passes_["reused_samples"]``; the rest,
+``distinct_samples``, ran): as the gates settle near 0 or 1, most draws repeat. Memory:
 the two models only (``reinforce`` swaps the sampled units' weights in place; ``relaxed`` builds
 ``base + g * delta`` per forward, one transient parameter set).
 
@@ -127,6 +129,7 @@ class DeltaMask:
     seed: int = 0
     resume: bool = True  # reinforce: each sample's forward starts at its lowest grafted block (same numbers)
     stack: bool = True  # reinforce, per layer: a step's distinct samples share one forward (``causal.mixed``)
+    reuse: bool = True  # reinforce: a mask drawn again on the same batch takes its earlier loss (same numbers)
     history_: list[float] = field(default_factory=list, repr=False)
 
     def _batches(self, pair: ModelPair, prompts: list[Prompt], bos: bool, ref: str,
@@ -213,7 +216,7 @@ class DeltaMask:
         can_stack = (self.stack and not relaxed and scorer is not None and scorer.exact
                      and self.granularity == "layer" and -1 not in block_cols)
         checked = [False]
-        counts = {"distinct": 0, "stacked_forwards": 0}
+        counts = {"distinct": 0, "reused": 0, "stacked_forwards": 0, "steps_run": 0, "stack_fallback": False}
 
         def stacked(zs: torch.Tensor, step: int, b: dict) -> torch.Tensor:
             """``objective`` of masks ``zs [s, unit]`` (none grafting the embedding) in one mixed forward."""
@@ -230,16 +233,23 @@ class DeltaMask:
                 out = out + torch.stack([self.knowledge_weight * _kl(k["ref"], masked_logp(g, k)) / scale for g in zs])
             return out
 
-        def sample_losses(z: torch.Tensor, step: int, b: dict) -> torch.Tensor:
-            """``objective`` of each sampled mask ``z [sample, unit]``: each distinct mask once; those that leave
-            the embedding as it is stacked into one forward where the pair allows (checked once against one
-            forward per mask), the others one forward each."""
+        memo: dict[tuple, float] = {}  # (batch, knowledge batch, mask bits) -> loss: a mask drawn again is not rerun
+
+        def sample_losses(z: torch.Tensor, step: int, b: dict, batch: int) -> torch.Tensor:
+            """``objective`` of each sampled mask ``z [sample, unit]``: each distinct mask once (a mask already
+            scored on this batch in an earlier step takes that loss); those that leave the embedding as it is
+            stacked into one forward where the pair allows (checked once against one forward per mask), the
+            others one forward each."""
             nonlocal can_stack
             uniq, inverse = torch.unique(z, dim=0, return_inverse=True)
-            counts["distinct"] += len(uniq)
-            vals = torch.empty(len(uniq))
-            together = [j for j in range(len(uniq)) if can_stack and not ("embed" in col and uniq[j, col["embed"]] > 0.5)]
-            for j in range(len(uniq)):
+            keys = [(batch, step % len(know) if know else -1, u.bool().numpy().tobytes()) for u in uniq]
+            vals = torch.tensor([memo.get(k, math.nan) for k in keys])
+            todo = [j for j in range(len(uniq)) if not self.reuse or keys[j] not in memo]
+            counts["distinct"] += len(todo)
+            counts["reused"] += len(uniq) - len(todo)
+            counts["steps_run"] += bool(todo)
+            together = [j for j in todo if can_stack and not ("embed" in col and uniq[j, col["embed"]] > 0.5)]
+            for j in todo:
                 if j not in together:
                     vals[j] = objective(uniq[j], step, b)
             if together:
@@ -253,14 +263,16 @@ class DeltaMask:
                     if not torch.allclose(alone, vals[together], rtol=1e-4, atol=1e-5):
                         log.warning("delta mask: stacked samples differ from one forward each (largest difference "
                                     "%.1e); one forward per sample", float((alone - vals[together]).abs().max()))
-                        can_stack = False
+                        can_stack, counts["stack_fallback"] = False, True
                         vals[together] = alone
+            memo.update({keys[j]: float(vals[j]) for j in todo})
             return vals[inverse]
 
         seen_z: list[torch.Tensor] = []
         seen_loss: list[torch.Tensor] = []
         for step in iterate(range(self.steps), "delta mask", unit="step"):
-            b = behavior[int(torch.randint(len(behavior), (1,), generator=gen))]
+            batch = int(torch.randint(len(behavior), (1,), generator=gen))
+            b = behavior[batch]
             opt.zero_grad()
             if relaxed:
                 with torch.enable_grad():
@@ -272,7 +284,7 @@ class DeltaMask:
                 p = torch.sigmoid(theta.detach())
                 z = (torch.rand(self.samples, len(units), generator=gen) < p).float()  # [sample, unit]
                 with torch.no_grad():
-                    losses = sample_losses(z, step, b)  # [sample]
+                    losses = sample_losses(z, step, b, batch)  # [sample]
                 resid = _residuals(losses, z, seen_z, seen_loss)  # [sample, unit]
                 grad = (resid * (z - p)).mean(0)  # d E[loss] / d theta
                 theta.grad = grad + self.sparsity * p * (1 - p) / len(units)
@@ -288,7 +300,9 @@ class DeltaMask:
         self.passes_ = {"forward_backward": 0 if not relaxed else self.steps * per_step,
                         "forward": len(behavior) * 2 + len(know) + (0 if relaxed else self.steps * self.samples * per_step),
                         "blocks_computed": round(sum(computed) / len(computed), 4) if computed else 1.0,
-                        "distinct_samples": counts["distinct"], "stacked_forwards": counts["stacked_forwards"]}
+                        "distinct_samples": counts["distinct"], "reused_samples": counts["reused"],
+                        "steps_run": counts["steps_run"], "stacked_forwards": counts["stacked_forwards"],
+                        "stack_fallback": counts["stack_fallback"]}
         n = pair.n_layers
         self.layer_gates_ = [max((float(g) for u, g in zip(units, self.gates_, strict=True) if unit_layer(u) == layer),
                                  default=0.0) for layer in range(n)]
