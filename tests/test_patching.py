@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from alignloc.analyses.outputs import full_target_logprobs, teacher_forced_batch
-from alignloc.causal.attribution import attribution_sweep
+from alignloc.causal.attribution import attribution_sweep, attribution_sweeps
 from alignloc.causal.patching import patch_sweep
 from alignloc.causal.triage import confirm, spearman, triaged_layers
 from alignloc.models.hooks import count_hooks, edit, run_recording
@@ -98,6 +98,15 @@ def test_attribution_ranks_layers_like_exact_patching(zoo_tiny, name):
     assert spearman(exact, approx) >= 0.8
     assert count_hooks(pair.base.model) == 0
     assert all(p.grad is None for p in pair.base.model.parameters())
+    # several kinds from one forward and backward: each the same as alone (a grid window per kind)
+    together = attribution_sweeps(pair, prompts, {"attn_out": None, "mlp_out": None, "resid_pre": 3})
+    for kind, window in (("attn_out", None), ("mlp_out", None), ("resid_pre", 3)):
+        alone = attribution_sweep(pair, prompts, kind=kind, window=window)
+        assert together[kind]["offsets"] == alone["offsets"] and together[kind]["kind"] == kind
+        assert together[kind]["recovered"] == pytest.approx(alone["recovered"], abs=1e-6), kind
+        torch.testing.assert_close(torch.tensor(together[kind]["by_position"]), torch.tensor(alone["by_position"]),
+                                   atol=1e-6, rtol=0)
+    assert count_hooks(pair.base.model) == 0
 
 
 def test_triage_patches_exactly_the_layers_attribution_ranks_first(zoo_tiny):

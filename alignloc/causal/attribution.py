@@ -21,28 +21,30 @@ from alignloc.prompts import Prompt
 from alignloc.sites import Site
 
 
-def _attribute(recipient: LoadedModel, donor: LoadedModel, tokenizer, prompts: list[Prompt], kind: str,
-               layers: list[int], metric: str, bos: bool, batch_size: int, corrupt: bool,
-               window: int | None) -> dict:
-    """Shared body: per-layer estimate (all positions) and the ``[layer][offset]`` grid."""
+def _attribute(recipient: LoadedModel, donor: LoadedModel, tokenizer, prompts: list[Prompt], kinds: dict[str, int | None],
+               layers: list[int], metric: str, bos: bool, batch_size: int, corrupt: bool) -> dict[str, dict]:
+    """Shared body, per site kind (``kinds``: kind -> its grid's ``window``): the per-layer estimate (all positions)
+    and the ``[layer][offset]`` grid. Every kind's sites are read off the same forward and backward per batch (the
+    gradient at a site does not depend on which other sites are watched)."""
     chosen = [p for p in prompts if p.target]
     if not chosen:
         raise ValueError("attribution patching needs prompts with a 'target' to score")
     metric = resolve_metric(metric, chosen)
-    sites = [Site(layer, kind) for layer in layers]
-    offsets = context_offsets(tokenizer, chosen, bos, recipient.max_len, window)
-    est, by_offset, m_rec, m_don = [], [], [], []
+    sites = {kind: [Site(layer, kind) for layer in layers] for kind in kinds}
+    every = [site for kind in kinds for site in sites[kind]]
+    offsets = {kind: context_offsets(tokenizer, chosen, bos, recipient.max_len, window) for kind, window in kinds.items()}
+    est, by_offset, m_rec, m_don = {k: [] for k in kinds}, {k: [] for k in kinds}, [], []
     for s in range(0, len(chosen), batch_size):
         part = chosen[s : s + batch_size]
         clean = scored_batch(tokenizer, part, bos, recipient.max_len)
         ids = scored_batch(tokenizer, part, bos, recipient.max_len, "corrupt_text", like=clean).ids if corrupt else clean.ids
         with torch.no_grad():
-            donor_logits, donor_acts = forward_recording(donor, clean, sites)
+            donor_logits, donor_acts = forward_recording(donor, clean, every)
         ref = torch.log_softmax(donor_logits.float(), -1) if metric == "kl" else None
         m_don.append(score(donor_logits, clean, metric, ref))
         seen: dict[Site, torch.Tensor] = {}
         with ExitStack() as stack, torch.enable_grad():
-            for site in sites:
+            for site in every:
                 def keep(act, site=site, seen=seen):
                     act.retain_grad()
                     seen[site] = act
@@ -51,20 +53,25 @@ def _attribute(recipient: LoadedModel, donor: LoadedModel, tokenizer, prompts: l
             m.sum().backward()
         recipient.model.zero_grad(set_to_none=True)
         m_rec.append(m.detach())
-        cells = torch.stack([((donor_acts[site].to(seen[site].device) - seen[site].detach()) * seen[site].grad).sum(-1).cpu()
-                             * clean.mask for site in sites])  # [layer, b, pos]
-        est.append(cells.sum(-1))
         rows = torch.arange(len(part))
-        by_offset.append(torch.stack([cells[:, rows, clean.last + o] for o in offsets], -1))  # [layer, b, offset]
+        for kind in kinds:
+            cells = torch.stack([((donor_acts[site].to(seen[site].device) - seen[site].detach()) * seen[site].grad).sum(-1).cpu()
+                                 * clean.mask for site in sites[kind]])  # [layer, b, pos]
+            est[kind].append(cells.sum(-1))
+            by_offset[kind].append(torch.stack([cells[:, rows, clean.last + o] for o in offsets[kind]], -1))  # [layer, b, offset]
     rec, don = torch.cat(m_rec), torch.cat(m_don)
-    total, grid = torch.cat(est, dim=1).mean(1), torch.cat(by_offset, dim=1).mean(1)
     gap = float(don.mean() - rec.mean())
     nan = float("nan")
-    return {"kind": kind, "metric": metric, "layers": layers, "n": len(chosen), "gap": gap,
-            "recipient": float(rec.mean()), "donor": float(don.mean()),
-            "estimated_delta": total.tolist(),
-            "recovered": (total / gap).tolist() if gap else [nan] * len(layers),
-            "offsets": offsets, "by_position": (grid / gap).tolist() if gap else [[nan] * len(offsets)] * len(layers)}
+    out = {}
+    for kind in kinds:
+        total, grid = torch.cat(est[kind], dim=1).mean(1), torch.cat(by_offset[kind], dim=1).mean(1)
+        out[kind] = {"kind": kind, "metric": metric, "layers": layers, "n": len(chosen), "gap": gap,
+                     "recipient": float(rec.mean()), "donor": float(don.mean()),
+                     "estimated_delta": total.tolist(),
+                     "recovered": (total / gap).tolist() if gap else [nan] * len(layers),
+                     "offsets": offsets[kind],
+                     "by_position": (grid / gap).tolist() if gap else [[nan] * len(offsets[kind])] * len(layers)}
+    return out
 
 
 def attribution_sweep(pair: ModelPair, prompts: list[Prompt], kind: str = "resid_post", layers: list[int] | None = None,
@@ -75,12 +82,20 @@ def attribution_sweep(pair: ModelPair, prompts: list[Prompt], kind: str = "resid
     ``recovered[L]`` estimates ``patch_sweep(..., positions="all")``; ``by_position[L][j]``
     estimates ``positions="each"`` at ``offsets[j]`` (as fractions of the gap).
     """
+    return attribution_sweeps(pair, prompts, {kind: window}, layers, direction, metric, bos, batch_size)[kind]
+
+
+def attribution_sweeps(pair: ModelPair, prompts: list[Prompt], kinds: dict[str, int | None], layers: list[int] | None = None,
+                       direction: str = "tuned_into_base", metric: str = "logprob", bos: bool = True,
+                       batch_size: int = 8) -> dict[str, dict]:
+    """``attribution_sweep`` of several site kinds at once (``kinds``: kind -> its grid's ``window``), each the
+    same result as alone, from one forward and backward of the recipient and one forward of the donor per batch."""
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
     recipient, donor = (pair.base, pair.tuned) if direction == "tuned_into_base" else (pair.tuned, pair.base)
     layers = list(range(pair.n_layers)) if layers is None else layers
-    out = _attribute(recipient, donor, pair.tokenizer, prompts, kind, layers, metric, bos, batch_size, False, window)
-    return {"setting": "cross_model", "direction": direction, **out}
+    out = _attribute(recipient, donor, pair.tokenizer, prompts, kinds, layers, metric, bos, batch_size, False)
+    return {kind: {"setting": "cross_model", "direction": direction, **r} for kind, r in out.items()}
 
 
 def within_attribution_sweep(pair: ModelPair, prompts: list[Prompt], side: str = "base", kind: str = "resid_post",
@@ -91,5 +106,5 @@ def within_attribution_sweep(pair: ModelPair, prompts: list[Prompt], side: str =
         raise ValueError(f"side must be 'base' or 'tuned', got {side!r}")
     model = pair.base if side == "base" else pair.tuned
     layers = list(range(pair.n_layers)) if layers is None else layers
-    out = _attribute(model, model, pair.tokenizer, prompts, kind, layers, metric, bos, batch_size, True, window)
+    out = _attribute(model, model, pair.tokenizer, prompts, {kind: window}, layers, metric, bos, batch_size, True)[kind]
     return {"setting": "within_model", "side": side, **out}

@@ -30,7 +30,7 @@ import torch
 from alignloc.analyses.outputs import answer_tokens
 from alignloc.analyses.verdict import VerdictConfig
 from alignloc.analyses.verdict_text import gap_text
-from alignloc.causal.attribution import attribution_sweep, within_attribution_sweep
+from alignloc.causal.attribution import attribution_sweeps, within_attribution_sweep
 from alignloc.causal.localize import localize
 from alignloc.causal.mask import DeltaMask
 from alignloc.causal.patching import patch_sweep, within_sweep
@@ -60,19 +60,21 @@ def patch_block(pair: ModelPair, prompts: list[Prompt], metric: str, bos: bool, 
         return confirm(run(triaged_layers(layers, estimate, k)), estimate, layers)
 
     patch = {"per_layer": {}, "kept": {}}
-    attr = {"per_layer": {}}
+    # every estimate of one direction from one forward and backward per batch
+    into_base = attribution_sweeps(pair, prompts, {**dict.fromkeys(PER_LAYER), "resid_pre": window}, metric=metric, bos=bos)
+    attr = {"per_layer": {kind: into_base[kind] for kind in PER_LAYER}, "grid": into_base["resid_pre"]}
+    kept_triaged = [kind for kind in PER_LAYER if kind != "resid_post" and k < n_layers]
+    kept_est = attribution_sweeps(pair, prompts, dict.fromkeys(kept_triaged), direction="base_into_tuned", metric=metric,
+                                  bos=bos) if kept_triaged else {}
     for kind in PER_LAYER:
-        attr["per_layer"][kind] = attribution_sweep(pair, prompts, kind=kind, metric=metric, bos=bos)
         for key, direction in (("per_layer", "tuned_into_base"), ("kept", "base_into_tuned")):
             run = lambda ls, kind=kind, direction=direction: patch_sweep(  # noqa: E731
                 pair, prompts, kind=kind, layers=ls, metric=metric, bos=bos, direction=direction)
             if kind == "resid_post" or k >= n_layers or (key == "per_layer" and verdict_reads):
                 patch[key][kind] = run(None)  # a whole residual is too far from linear to triage
             else:
-                est = attr["per_layer"][kind] if key == "per_layer" else attribution_sweep(
-                    pair, prompts, kind=kind, metric=metric, bos=bos, direction=direction)
+                est = attr["per_layer"][kind] if key == "per_layer" else kept_est[kind]
                 patch[key][kind] = triaged(est["recovered"], run)
-    attr["grid"] = attribution_sweep(pair, prompts, kind="resid_pre", metric=metric, bos=bos, window=window)
     patch["grid"] = triaged(attr["grid"]["by_position"], lambda ls: patch_sweep(
         pair, prompts, kind="resid_pre", layers=ls, positions="each", metric=metric, bos=bos, window=window))
     both = [(e, a) for site in PER_LAYER for e, a in zip(patch["per_layer"][site]["recovered"],
