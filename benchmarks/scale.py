@@ -105,7 +105,7 @@ class Peak:
 
 # (module, attribute) pairs whose time the causal breakdown adds up; nested calls count in both
 BREAKDOWN = [("alignloc.experiments.layerdiff", "collect"), ("alignloc.experiments.layerdiff", "measure"),
-             ("alignloc.causal.report", "patch_sweep"), ("alignloc.causal.report", "attribution_sweeps"),
+             ("alignloc.causal.report", "patch_sweeps"), ("alignloc.causal.report", "attribution_sweeps"),
              ("alignloc.causal.report", "within_sweep"), ("alignloc.causal.report", "within_attribution_sweep"),
              ("alignloc.causal.report", "localize"), ("alignloc.causal.localize", "window_sweep"),
              ("alignloc.causal.localize", "patch_sweep"), ("alignloc.causal.mask", "DeltaMask.fit")]

@@ -109,6 +109,30 @@ def test_attribution_ranks_layers_like_exact_patching(zoo_tiny, name):
     assert count_hooks(pair.base.model) == 0
 
 
+def test_patch_sweeps_share_one_recording_and_equal_each_sweep_alone(zoo_tiny):
+    """Several sweeps of one direction (per-layer, a layer subset, a layer x position grid) from one recorded run of
+    each model per batch: the donor runs once per batch, not once per sweep, and each result is the sweep's alone."""
+    from alignloc.causal.patching import Job, patch_sweeps
+    from alignloc.models.families import get_module
+
+    pair = load_pair("zoo:refusal-lora-L2")
+    prompts = [p for p in organism_prompts("refusal-lora-L2") if p.kind == "behavior"][:16]
+    jobs = [Job("resid_post"), Job("mlp_out", [1, 2]), Job("resid_pre", [0, 2], "each", 3)]
+    calls = []
+    hook = get_module(pair.tuned.model, pair.tuned.family.final_norm).register_forward_hook(lambda *_: calls.append(1))
+    try:
+        together = patch_sweeps(pair, prompts, jobs)
+    finally:
+        hook.remove()
+    assert len(calls) == 2  # 16 prompts in batches of 8: one donor forward per batch for the three sweeps
+    for job, res in zip(jobs, together, strict=True):
+        alone = patch_sweep(pair, prompts, kind=job.kind, layers=job.layers, positions=job.positions, window=job.window)
+        assert res["layers"] == alone["layers"] and res["kind"] == job.kind and res.get("offsets") == alone.get("offsets")
+        assert res["gap"] == pytest.approx(alone["gap"], abs=1e-6)
+        torch.testing.assert_close(torch.tensor(res["recovered"]), torch.tensor(alone["recovered"]), atol=1e-5, rtol=0)
+    assert count_hooks(pair.base.model) == 0
+
+
 def test_triage_patches_exactly_the_layers_attribution_ranks_first(zoo_tiny):
     """Attribution ranks the layers of a base-into-tuned MLP sweep; exact patching of the top 2 gives the full sweep's
     values there (None elsewhere), with the planted layer among them and the agreement recorded."""

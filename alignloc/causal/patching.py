@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import ExitStack, nullcontext
+from typing import NamedTuple
 
 import torch
 from jaxtyping import Float, Int
@@ -231,60 +232,80 @@ def by_length(tokenizer, prompts: list[Prompt], bos: bool, max_len: int | None) 
     return [prompts[i] for i in sorted(range(len(prompts)), key=lens.__getitem__)]
 
 
+class Job(NamedTuple):
+    """One sweep of a multi-sweep call: a site kind, its layers (None: all), which positions (``POSITIONS``) and the
+    grid's ``window`` (``each``)."""
+
+    kind: str
+    layers: list[int] | None = None
+    positions: str = "all"
+    window: int | None = None
+
+
 @torch.no_grad()
-def _sweep(recipient: LoadedModel, donor: LoadedModel, tokenizer, prompts: list[Prompt], kind: str,
-           layers: list[int], positions: str, metric: str, bos: bool, batch_size: int, corrupt: bool,
-           window: int | None, max_rows: int, reuse_prefix: bool) -> dict:
-    """The shared body of ``patch_sweep`` and ``within_sweep``."""
-    if positions not in POSITIONS:
-        raise ValueError(f"positions must be one of {POSITIONS}, got {positions!r}")
+def _sweeps(recipient: LoadedModel, donor: LoadedModel, tokenizer, prompts: list[Prompt], jobs: list[Job],
+            metric: str, bos: bool, batch_size: int, corrupt: bool, max_rows: int, reuse_prefix: bool) -> list[dict]:
+    """The shared body of ``patch_sweep(s)`` and ``within_sweep``: every job's cells from one recorded run of each
+    model per batch (the recipient's run, entered at every job's blocks, and the donor's activations at every site)."""
+    if bad := [j.positions for j in jobs if j.positions not in POSITIONS]:
+        raise ValueError(f"positions must be one of {POSITIONS}, got {bad[0]!r}")
     chosen = [p for p in prompts if p.target]
     if not chosen:
         raise ValueError("patching needs prompts with a 'target' to score")
     metric = resolve_metric(metric, chosen)
-    sites = [Site(layer, kind) for layer in layers]
     max_len = recipient.max_len
-    offsets = {"all": [None], "last": [0]}.get(positions) or context_offsets(tokenizer, chosen, bos, max_len, window)
-    cells = [(s, o) for s in sites for o in offsets]
+    n_layers = recipient.model.config.num_hidden_layers
+    sites = [[Site(layer, j.kind) for layer in (range(n_layers) if j.layers is None else j.layers)] for j in jobs]
+    every = list(dict.fromkeys(s for job_sites in sites for s in job_sites))
+    offsets = [{"all": [None], "last": [0]}.get(j.positions) or context_offsets(tokenizer, chosen, bos, max_len, j.window)
+               for j in jobs]
+    cells = [[(s, o) for s in job_sites for o in offs] for job_sites, offs in zip(sites, offsets, strict=True)]
     chosen = by_length(tokenizer, chosen, bos, max_len)  # per-prompt scores: the order does not change the means
-    m_rec, m_don, m_patch, seen = [], [], [], [set() for _ in offsets]
-    label = f"patching {kind} ({'within ' + recipient.ref if corrupt else recipient.ref + ' <- ' + donor.ref})"
+    m_rec, m_don = [], []
+    m_patch: list[list[torch.Tensor]] = [[] for _ in jobs]
+    seen = [[set() for _ in offs] for offs in offsets]
+    kinds = ", ".join(dict.fromkeys(j.kind for j in jobs))
+    label = f"patching {kinds} ({'within ' + recipient.ref if corrupt else recipient.ref + ' <- ' + donor.ref})"
     for s in iterate(range(0, len(chosen), batch_size), label, unit="batch"):
         part = chosen[s : s + batch_size]
         clean = scored_batch(tokenizer, part, bos, max_len)
         rec_ids = scored_batch(tokenizer, part, bos, max_len, text="corrupt_text", like=clean).ids if corrupt else clean.ids
-        donor_logits, donor_acts = forward_recording(donor, clean, sites)
+        donor_logits, donor_acts = forward_recording(donor, clean, every)
         ref = torch.log_softmax(donor_logits.float(), -1) if metric == "kl" else None
         m_don.append(score(donor_logits, clean, metric, ref))
         if reuse_prefix:
-            prefix = record_prefix(recipient.model, recipient.family, rec_ids, clean.mask, entry_layers(sites), sites)
+            prefix = record_prefix(recipient.model, recipient.family, rec_ids, clean.mask, entry_layers(every), every)
             if s == 0 and not can_resume(recipient, rec_ids, clean, prefix):
                 log.warning("patching: resuming %s's forward does not reproduce it; running full forwards",
                             recipient.ref)
                 reuse_prefix = False
         if reuse_prefix:
             m_rec.append(score(prefix_scored(prefix, clean), clean, metric, ref))
-            m_patch.append(run_cells_resumed(recipient, rec_ids, clean, prefix, donor_acts, cells, metric, ref,
-                                             max_rows))
         else:
             m_rec.append(score(scored_logits(recipient, clean, rec_ids), clean, metric, ref))
-            m_patch.append(run_cells(recipient, rec_ids, clean, donor_acts, cells, metric, ref, max_rows))
-        if positions == "each":
-            _offset_tokens(clean, offsets, seen)
-    rec, don, patched = torch.cat(m_rec), torch.cat(m_don), torch.cat(m_patch, dim=1)  # [n], [n], [cell, n]
+        for i, job_cells in enumerate(cells):
+            m_patch[i].append(run_cells_resumed(recipient, rec_ids, clean, prefix, donor_acts, job_cells, metric, ref,
+                                                max_rows) if reuse_prefix else
+                              run_cells(recipient, rec_ids, clean, donor_acts, job_cells, metric, ref, max_rows))
+            if jobs[i].positions == "each":
+                _offset_tokens(clean, offsets[i], seen[i])
+    rec, don = torch.cat(m_rec), torch.cat(m_don)  # [n], [n]
     gap = float(don.mean() - rec.mean())
-    means = patched.mean(dim=1)
-    recovered = (means - rec.mean()) / gap if gap else torch.full_like(means, float("nan"))
-    out = {"kind": kind, "positions": positions, "metric": metric, "layers": layers, "n": len(chosen),
-           "recipient": float(rec.mean()), "donor": float(don.mean()), "gap": gap,
-           "engine": "resumed" if reuse_prefix else "full"}
-    if positions == "each":
-        grid = (len(layers), len(offsets))
-        out.update(offsets=offsets, tokens=_token_labels(tokenizer, seen), patched=means.view(grid).tolist(),
-                   recovered=recovered.view(grid).tolist())
-    else:
-        out.update(patched=means.tolist(), recovered=recovered.tolist())
-    return out
+    results = []
+    for job, job_sites, offs, job_seen, parts in zip(jobs, sites, offsets, seen, m_patch, strict=True):
+        means = torch.cat(parts, dim=1).mean(dim=1)  # [cell]
+        recovered = (means - rec.mean()) / gap if gap else torch.full_like(means, float("nan"))
+        out = {"kind": job.kind, "positions": job.positions, "metric": metric, "layers": [s.layer for s in job_sites],
+               "n": len(chosen), "recipient": float(rec.mean()), "donor": float(don.mean()), "gap": gap,
+               "engine": "resumed" if reuse_prefix else "full"}
+        if job.positions == "each":
+            grid = (len(job_sites), len(offs))
+            out.update(offsets=offs, tokens=_token_labels(tokenizer, job_seen), patched=means.view(grid).tolist(),
+                       recovered=recovered.view(grid).tolist())
+        else:
+            out.update(patched=means.tolist(), recovered=recovered.tolist())
+        results.append(out)
+    return results
 
 
 def patch_sweep(pair: ModelPair, prompts: list[Prompt], kind: str = "resid_post", layers: list[int] | None = None,
@@ -300,14 +321,21 @@ def patch_sweep(pair: ModelPair, prompts: list[Prompt], kind: str = "resid_post"
     full forward per cell (``max_rows`` rows each) instead of resuming the recipient's run (the
     result's ``engine`` says which ran). Returns JSON-ready lists.
     """
+    return patch_sweeps(pair, prompts, [Job(kind, layers, positions, window)], direction, metric, bos, batch_size,
+                        max_rows, reuse_prefix)[0]
+
+
+def patch_sweeps(pair: ModelPair, prompts: list[Prompt], jobs: list[Job], direction: str = "tuned_into_base",
+                 metric: str = "logprob", bos: bool = True, batch_size: int = 8, max_rows: int = 256,
+                 reuse_prefix: bool = True) -> list[dict]:
+    """``patch_sweep`` of each job (site kind, layers, positions, window), each the same result as alone, from one
+    recorded run of each model per batch instead of one per job."""
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
     recipient, donor = (pair.base, pair.tuned) if direction == "tuned_into_base" else (pair.tuned, pair.base)
-    layers = list(range(pair.n_layers)) if layers is None else layers
-    out = _sweep(recipient, donor, pair.tokenizer, prompts, kind, layers, positions, metric, bos, batch_size,
-                 corrupt=False, window=window, max_rows=max_rows,
-                 reuse_prefix=reuse_prefix)
-    return {"setting": "cross_model", "direction": direction, **out}
+    out = _sweeps(recipient, donor, pair.tokenizer, prompts, jobs, metric, bos, batch_size, corrupt=False,
+                  max_rows=max_rows, reuse_prefix=reuse_prefix)
+    return [{"setting": "cross_model", "direction": direction, **r} for r in out]
 
 
 def within_sweep(pair: ModelPair, prompts: list[Prompt], side: str = "base", kind: str = "resid_post",
@@ -323,8 +351,6 @@ def within_sweep(pair: ModelPair, prompts: list[Prompt], side: str = "base", kin
     if side not in ("base", "tuned"):
         raise ValueError(f"side must be 'base' or 'tuned', got {side!r}")
     model = pair.base if side == "base" else pair.tuned
-    layers = list(range(pair.n_layers)) if layers is None else layers
-    out = _sweep(model, model, pair.tokenizer, prompts, kind, layers, positions, metric, bos, batch_size,
-                 corrupt=True, window=window, max_rows=max_rows,
-                 reuse_prefix=reuse_prefix)
+    out = _sweeps(model, model, pair.tokenizer, prompts, [Job(kind, layers, positions, window)], metric, bos, batch_size,
+                  corrupt=True, max_rows=max_rows, reuse_prefix=reuse_prefix)[0]
     return {"setting": "within_model", "side": side, **out}

@@ -33,7 +33,7 @@ from alignloc.analyses.verdict_text import gap_text
 from alignloc.causal.attribution import attribution_sweeps, within_attribution_sweep
 from alignloc.causal.localize import localize
 from alignloc.causal.mask import DeltaMask
-from alignloc.causal.patching import patch_sweep, within_sweep
+from alignloc.causal.patching import Job, patch_sweeps, within_sweep
 from alignloc.causal.triage import confirm, confirm_count, spearman, triaged_layers
 from alignloc.models.pair import LoadedModel, ModelPair
 from alignloc.prompts import Prompt
@@ -66,17 +66,22 @@ def patch_block(pair: ModelPair, prompts: list[Prompt], metric: str, bos: bool, 
     kept_triaged = [kind for kind in PER_LAYER if kind != "resid_post" and k < n_layers]
     kept_est = attribution_sweeps(pair, prompts, dict.fromkeys(kept_triaged), direction="base_into_tuned", metric=metric,
                                   bos=bos) if kept_triaged else {}
-    for kind in PER_LAYER:
-        for key, direction in (("per_layer", "tuned_into_base"), ("kept", "base_into_tuned")):
-            run = lambda ls, kind=kind, direction=direction: patch_sweep(  # noqa: E731
-                pair, prompts, kind=kind, layers=ls, metric=metric, bos=bos, direction=direction)
-            if kind == "resid_post" or k >= n_layers or (key == "per_layer" and verdict_reads):
-                patch[key][kind] = run(None)  # a whole residual is too far from linear to triage
+    # per direction, the estimate each sweep is triaged by (None: every layer exact) and one call for all its sweeps
+    estimates = {(key, kind): None if kind == "resid_post" or k >= n_layers or (key == "per_layer" and verdict_reads)
+                 else (attr["per_layer"][kind] if key == "per_layer" else kept_est[kind])["recovered"]
+                 for key in ("per_layer", "kept") for kind in PER_LAYER}  # a whole residual is too far from linear
+    estimates["grid", "resid_pre"] = None if k >= n_layers else attr["grid"]["by_position"]
+    for direction, keys in (("tuned_into_base", ("per_layer", "grid")), ("base_into_tuned", ("kept",))):
+        todo = [(key, kind) for key, kind in estimates if key in keys]
+        jobs = [Job(kind, None if estimates[key, kind] is None else triaged_layers(layers, estimates[key, kind], k),
+                    "each" if key == "grid" else "all", window if key == "grid" else None) for key, kind in todo]
+        for (key, kind), res in zip(todo, patch_sweeps(pair, prompts, jobs, direction, metric, bos), strict=True):
+            est = estimates[key, kind]
+            done = res if est is None else confirm(res, est, layers)
+            if key == "grid":
+                patch["grid"] = done
             else:
-                est = attr["per_layer"][kind] if key == "per_layer" else kept_est[kind]
-                patch[key][kind] = triaged(est["recovered"], run)
-    patch["grid"] = triaged(attr["grid"]["by_position"], lambda ls: patch_sweep(
-        pair, prompts, kind="resid_pre", layers=ls, positions="each", metric=metric, bos=bos, window=window))
+                patch[key][kind] = done
     both = [(e, a) for site in PER_LAYER for e, a in zip(patch["per_layer"][site]["recovered"],
                                                            attr["per_layer"][site]["recovered"], strict=True) if e is not None]
     attr["spearman_vs_exact"] = spearman([e for e, _ in both], [a for _, a in both])  # the per-layer cells of all three sites
