@@ -108,7 +108,7 @@ BREAKDOWN = [("alignloc.experiments.layerdiff", "collect"), ("alignloc.experimen
              ("alignloc.causal.report", "patch_sweeps"), ("alignloc.causal.report", "attribution_sweeps"),
              ("alignloc.causal.report", "within_sweep"), ("alignloc.causal.report", "within_attribution_sweep"),
              ("alignloc.causal.report", "localize"), ("alignloc.causal.localize", "window_sweep"),
-             ("alignloc.causal.localize", "patch_sweep"), ("alignloc.causal.mask", "DeltaMask.fit")]
+             ("alignloc.causal.localize", "patch_sweeps"), ("alignloc.causal.mask", "DeltaMask.fit")]
 
 
 @contextmanager

@@ -24,7 +24,7 @@ from alignloc.analyses.concentration import at_k
 from alignloc.analyses.outputs import answer_tokens
 from alignloc.causal.graft import carrier_window, window_sweep
 from alignloc.causal.mask import DeltaMask
-from alignloc.causal.patching import patch_sweep
+from alignloc.causal.patching import Job, patch_sweeps
 from alignloc.causal.profile import concentration_profile, ranking_from_windows
 from alignloc.causal.resumed import ResumedScorer
 from alignloc.models.pair import ModelPair
@@ -101,8 +101,8 @@ def localize(pair: ModelPair, prompts: list[Prompt], bos: bool, *, sizes: list[i
         return out
     t0 = time.time()
     if patching is None:
-        patching = {k: patch_sweep(pair, chosen, kind=k, positions="all", bos=bos, batch_size=batch_size)
-                    for k in sites}
+        patching = dict(zip(sites, patch_sweeps(pair, chosen, [Job(k) for k in sites], bos=bos, batch_size=batch_size),
+                            strict=True))  # one recorded run of each model per batch for every site
     out["patching"] = patch_summary(patching)
     out["seconds"]["patching"] = round(time.time() - t0, 2)
     return out
