@@ -159,3 +159,34 @@ def test_the_causal_methods_leave_out_answers_both_models_wrote():
     ps = [Prompt("a", "x", "behavior", target=" yes"), Prompt("b", "x", "behavior", target=" no", meta={"same_answer": True}),
           Prompt("c", "x", "behavior"), Prompt("d", "x", "knowledge", target=" Paris")]
     assert [p.id for p in changed_behavior(ps)] == ["a"]
+
+
+def test_triaged_patch_block_runs_the_cells_its_plan_counts(zoo_tiny):
+    """``--budget standard``'s patch block on an 8-layer organism: the cells it patches are those ``patch_cells`` plans
+    (a third of the layers of the sweeps the verdict does not read, the grid's top cells by attribution), and each
+    confirmed grid cell equals the full grid's."""
+    from alignloc.causal.budget import patch_cells
+    from alignloc.causal.report import PATCH_WINDOW, patch_block
+    from alignloc.causal.triage import confirm_cells, triaged_cells
+
+    name = "refusal-lora-L5-natural-large"
+    pair = load_pair(f"zoo:{name}")
+    prompts = [p for p in organism_prompts(name) if p.kind == "behavior" and p.target][:16]
+    n = pair.n_layers
+    blk = patch_block(pair, prompts, "logprob", True, PATCH_WINDOW, triage=True, verdict_reads=True)
+    grid = blk["patch"]["grid"]
+    offsets = grid["offsets"]
+    ran = lambda rows: sum(v is not None for row in rows for v in (row if isinstance(row, list) else [row]))  # noqa: E731
+    cells = sum(ran(blk["patch"][key][kind]["recovered"]) for key in ("per_layer", "kept") for kind in blk["patch"][key])
+    cells += ran(grid["recovered"])
+    assert n == 8 and cells == patch_cells(n, True, len(offsets), triage=True, verdict_reads=True)
+    est = blk["attribution"]["grid"]["by_position"]
+    top = triaged_cells(list(range(n)), est, offsets, confirm_cells(n, len(offsets)))
+    confirmed = {(layer, o) for layer, row in zip(grid["layers"], grid["recovered"], strict=True)
+                 for o, v in zip(offsets, row, strict=True) if v is not None}
+    assert confirmed == set(top) and len(top) < n * len(offsets)
+    full = patch_sweep(pair, prompts, kind="resid_pre", positions="each", window=PATCH_WINDOW)
+    for layer, o in top:
+        assert grid["recovered"][layer][offsets.index(o)] == pytest.approx(full["recovered"][layer][offsets.index(o)], abs=1e-5)
+    best = max(((layer, j) for layer in range(n) for j in range(len(offsets))), key=lambda c: abs(full["recovered"][c[0]][c[1]]))
+    assert (best[0], offsets[best[1]]) in confirmed  # the largest exact cell is among those attribution kept

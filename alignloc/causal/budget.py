@@ -34,7 +34,7 @@ from alignloc import progress
 from alignloc.causal.graft import window_sizes
 from alignloc.causal.mask import DeltaMask
 from alignloc.causal.metrics import scored_batch, scored_logits
-from alignloc.causal.triage import confirm_count
+from alignloc.causal.triage import confirm_cells, confirm_count
 from alignloc.models.pair import LoadedModel, ModelPair
 from alignloc.prompts import Prompt
 
@@ -82,7 +82,8 @@ def patch_cells(n_layers: int, extras: bool, window: int, triage: bool = False, 
     of the prompts the verdict reads (``verdict_reads``)."""
     k = confirm_count(n_layers) if triage else n_layers
     per_layer = VERDICT_SITES * n_layers if verdict_reads or not triage else n_layers + (VERDICT_SITES - 1) * k
-    return per_layer + (n_layers + (VERDICT_SITES - 1 + window) * k if extras else 0)
+    grid = confirm_cells(n_layers, window) if triage else window * n_layers
+    return per_layer + (n_layers + (VERDICT_SITES - 1) * k + grid if extras else 0)
 
 
 def plan(n_layers: int, sizes: list[int], mask_steps: int, n_prompts: int, mask: DeltaMask | None = None) -> dict:

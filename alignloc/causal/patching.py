@@ -232,6 +232,11 @@ def by_length(tokenizer, prompts: list[Prompt], bos: bool, max_len: int | None) 
     return [prompts[i] for i in sorted(range(len(prompts)), key=lens.__getitem__)]
 
 
+def _cells(grid: Float[torch.Tensor, "layer offset"], ran: torch.Tensor) -> list[list[float | None]]:
+    """A grid as JSON-ready rows; a cell not run (``ran`` False) is None."""
+    return [[v if r else None for v, r in zip(row, run_row, strict=True)] for row, run_row in zip(grid.tolist(), ran.tolist(), strict=True)]
+
+
 class Job(NamedTuple):
     """One sweep of a multi-sweep call: a site kind, its layers (None: all), which positions (``POSITIONS``) and the
     grid's ``window`` (``each``)."""
@@ -240,6 +245,7 @@ class Job(NamedTuple):
     layers: list[int] | None = None
     positions: str = "all"
     window: int | None = None
+    cells: list[tuple[int, int]] | None = None  # ``each``: the (layer, offset) cells to patch (None: every one)
 
 
 @torch.no_grad()
@@ -259,7 +265,8 @@ def _sweeps(recipient: LoadedModel, donor: LoadedModel, tokenizer, prompts: list
     every = list(dict.fromkeys(s for job_sites in sites for s in job_sites))
     offsets = [{"all": [None], "last": [0]}.get(j.positions) or context_offsets(tokenizer, chosen, bos, max_len, j.window)
                for j in jobs]
-    cells = [[(s, o) for s in job_sites for o in offs] for job_sites, offs in zip(sites, offsets, strict=True)]
+    cells = [[(s, o) for s in job_sites for o in offs if j.cells is None or (s.layer, o) in j.cells]
+             for j, job_sites, offs in zip(jobs, sites, offsets, strict=True)]
     chosen = by_length(tokenizer, chosen, bos, max_len)  # per-prompt scores: the order does not change the means
     m_rec, m_don = [], []
     m_patch: list[list[torch.Tensor]] = [[] for _ in jobs]
@@ -292,16 +299,20 @@ def _sweeps(recipient: LoadedModel, donor: LoadedModel, tokenizer, prompts: list
     rec, don = torch.cat(m_rec), torch.cat(m_don)  # [n], [n]
     gap = float(don.mean() - rec.mean())
     results = []
-    for job, job_sites, offs, job_seen, parts in zip(jobs, sites, offsets, seen, m_patch, strict=True):
-        means = torch.cat(parts, dim=1).mean(dim=1)  # [cell]
+    for job, job_sites, offs, job_cells, job_seen, parts in zip(jobs, sites, offsets, cells, seen, m_patch, strict=True):
+        ran = torch.cat(parts, dim=1).mean(dim=1)  # [cell run]
+        means = torch.full((len(job_sites) * len(offs),), float("nan"))  # every cell; NaN where not run
+        at = {(s, o): i for i, (s, o) in enumerate((s, o) for s in job_sites for o in offs)}
+        was_run = torch.zeros(len(means), dtype=torch.bool)
+        means[[at[c] for c in job_cells]], was_run[[at[c] for c in job_cells]] = ran, True
         recovered = (means - rec.mean()) / gap if gap else torch.full_like(means, float("nan"))
         out = {"kind": job.kind, "positions": job.positions, "metric": metric, "layers": [s.layer for s in job_sites],
                "n": len(chosen), "recipient": float(rec.mean()), "donor": float(don.mean()), "gap": gap,
                "engine": "resumed" if reuse_prefix else "full"}
         if job.positions == "each":
             grid = (len(job_sites), len(offs))
-            out.update(offsets=offs, tokens=_token_labels(tokenizer, job_seen), patched=means.view(grid).tolist(),
-                       recovered=recovered.view(grid).tolist())
+            out.update(offsets=offs, tokens=_token_labels(tokenizer, job_seen), patched=_cells(means.view(grid), was_run.view(grid)),
+                       recovered=_cells(recovered.view(grid), was_run.view(grid)))
         else:
             out.update(patched=means.tolist(), recovered=recovered.tolist())
         results.append(out)

@@ -34,7 +34,14 @@ from alignloc.causal.attribution import attribution_sweeps, within_attribution_s
 from alignloc.causal.localize import localize
 from alignloc.causal.mask import DeltaMask
 from alignloc.causal.patching import Job, patch_sweeps, within_sweep
-from alignloc.causal.triage import confirm, confirm_count, spearman, triaged_layers
+from alignloc.causal.triage import (
+    confirm,
+    confirm_cells,
+    confirm_count,
+    spearman,
+    triaged_cells,
+    triaged_layers,
+)
 from alignloc.models.pair import LoadedModel, ModelPair
 from alignloc.prompts import Prompt
 
@@ -48,7 +55,7 @@ def patch_block(pair: ModelPair, prompts: list[Prompt], metric: str, bos: bool, 
     """Cross-model patching, attribution and within-model grids for one prompt kind. With ``triage`` the sweeps
     the verdict does not read (attention and MLP outputs base into tuned, the grids, and where not
     ``verdict_reads`` the attention and MLP outputs tuned into base too) patch exactly only the layers
-    attribution ranks first (``causal.triage``); the whole residual (too far from linear for the estimate to
+    attribution ranks first (the grid: its top cells; ``causal.triage``); the whole residual (too far from linear for the estimate to
     rank it) and, for the prompts the verdict reads, the per-layer tuned-into-base sweeps stay exact."""
     n_layers = pair.n_layers
     k = confirm_count(n_layers) if triage else n_layers
@@ -70,11 +77,18 @@ def patch_block(pair: ModelPair, prompts: list[Prompt], metric: str, bos: bool, 
     estimates = {(key, kind): None if kind == "resid_post" or k >= n_layers or (key == "per_layer" and verdict_reads)
                  else (attr["per_layer"][kind] if key == "per_layer" else kept_est[kind])["recovered"]
                  for key in ("per_layer", "kept") for kind in PER_LAYER}  # a whole residual is too far from linear
-    estimates["grid", "resid_pre"] = None if k >= n_layers else attr["grid"]["by_position"]
+    grid_est, offsets = attr["grid"]["by_position"], attr["grid"]["offsets"]
+    estimates["grid", "resid_pre"] = None if k >= n_layers else grid_est
+    cells = None if k >= n_layers else triaged_cells(layers, grid_est, offsets, confirm_cells(n_layers, len(offsets)))
+
+    def job(key: str, kind: str) -> Job:
+        if key == "grid":  # the grid's top cells by the estimate
+            return Job(kind, None if cells is None else sorted({layer for layer, _ in cells}), "each", window, cells)
+        return Job(kind, None if estimates[key, kind] is None else triaged_layers(layers, estimates[key, kind], k))
+
     for direction, keys in (("tuned_into_base", ("per_layer", "grid")), ("base_into_tuned", ("kept",))):
         todo = [(key, kind) for key, kind in estimates if key in keys]
-        jobs = [Job(kind, None if estimates[key, kind] is None else triaged_layers(layers, estimates[key, kind], k),
-                    "each" if key == "grid" else "all", window if key == "grid" else None) for key, kind in todo]
+        jobs = [job(key, kind) for key, kind in todo]
         for (key, kind), res in zip(todo, patch_sweeps(pair, prompts, jobs, direction, metric, bos), strict=True):
             est = estimates[key, kind]
             done = res if est is None else confirm(res, est, layers)

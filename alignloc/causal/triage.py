@@ -3,8 +3,9 @@
 An exact patch sweep costs a (resumed) forward per cell; attribution patching
 (``causal.attribution``) estimates every cell from one backward pass. ``triaged_layers`` ranks the
 layers by the largest estimated effect in any of their cells and keeps the top ``k``; the sweep then
-patches those layers exactly, and ``confirm`` lays the exact values out over every layer (``None``
-where a layer was not confirmed) with the agreement of the two: the Spearman correlation of
+patches those layers exactly (for a layer x position grid, ``triaged_cells`` keeps the top cells
+instead), and ``confirm`` lays the exact values out over every layer (``None`` where a layer or
+cell was not confirmed) with the agreement of the two: the Spearman correlation of
 estimate and exact value over the confirmed cells, and whether the layer with the largest exact
 effect is the one attribution put first. The exact per-layer patching that the verdict reads is
 never triaged (``causal.report``); the report's other sweeps are, under ``--budget standard``.
@@ -20,6 +21,21 @@ import torch
 def confirm_count(n_layers: int) -> int:
     """How many layers a triaged sweep patches exactly: a third of them, at least 4 (every layer of a small model)."""
     return min(n_layers, max(4, math.ceil(n_layers / 3)))
+
+
+def confirm_cells(n_layers: int, width: int) -> int:
+    """How many cells of a ``n_layers x width`` layer x position grid a triaged grid patches exactly: as many as
+    ``confirm_count`` layers of a third of the positions (every cell where ``confirm_count`` is every layer)."""
+    k = confirm_count(n_layers)
+    return n_layers * width if k >= n_layers else k * max(1, math.ceil(width / 3))
+
+
+def triaged_cells(layers: list[int], estimates: list[list], offsets: list[int], n: int) -> list[tuple[int, int]]:
+    """The ``n`` ``(layer, offset)`` cells of a grid (``estimates[layer][offset]``) whose estimated effect is largest
+    in magnitude (NaN counts as 0; ties to the earlier layer, then offset), in grid order."""
+    cells = [(i, j) for i in range(len(layers)) for j in range(len(offsets))]
+    order = sorted(cells, key=lambda c: -_strength(estimates[c[0]][c[1]]))
+    return sorted((layers[i], offsets[j]) for i, j in order[:n])
 
 
 def _strength(row) -> float:
