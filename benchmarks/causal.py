@@ -5,11 +5,16 @@ widths, depths and vocabularies; tuned = base + noise on every block). On ``--pr
 prompts (the real tier's knowledge, chat and refusal questions, each with its target), it runs what
 ``causal.localize`` and ``causal.report`` run for one prompt kind, twice:
 
-- **earlier engine**: every graft a full forward (windows, profile), the mask's samples one full
-  forward each, every layer of the report's extra patch sweeps patched exactly;
-- **today's engine**: grafts resumed at their first block from each model's recorded run
-  (``causal.resumed``), the mask's samples resumed and stacked into one forward per step
-  (``causal.mixed``), the extra sweeps triaged by attribution (``causal.triage``).
+- **earlier engine**: the package as it was at ``--earlier`` (default ``EARLIER``, the last commit before
+  the engine below), extracted with ``git archive`` and run in a process of its own: every graft a full
+  forward (windows, profile), the mask's samples one full forward each, every patch sweep exact, each
+  with its own recorded runs, one attribution pass per site kind, padded batches;
+- **today's engine** (this checkout): grafts resumed at their first block from each model's recorded
+  run (``causal.resumed``), rows of similar length together (``metrics.by_length``), the mask's samples
+  resumed, stacked into one forward per step (``causal.mixed``) and not rerun when drawn again, the
+  profile's two metrics off one forward per graft, the sweeps of one direction from one recording
+  (``patch_sweeps``) and one attribution pass per direction, the extra sweeps triaged by attribution
+  (``causal.triage``).
 
 Stages: ``windows`` (graft windows of ``--sizes``), ``mask`` (``--mask-steps``), ``profile`` (over the
 single-layer ranking), ``patching`` (the report's patch block of the prompts the verdict reads: per-layer
@@ -23,7 +28,7 @@ profile's smallest k carrying 80% each way). `layer-diff --causal` runs these st
 prompts and the knowledge facts that moved (windows, mask, profile) and patching for each prompt kind.
 
     python benchmarks/causal.py [--models smollm2-135m,qwen2.5-0.5b,gemma-3-270m] [--prompts 16]
-        [--sizes 1,2,4] [--mask-steps 20] [--device cpu]
+        [--sizes 1,2,4] [--mask-steps 20] [--device cpu] [--earlier REV] [--json rows.json]
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 STAGES = ("windows", "mask", "profile", "patching", "patching_other")
+EARLIER = "c712b2e"  # the last commit before the causal engine's changes below: its package is the earlier engine
 
 
 def _timed(fn):
@@ -62,63 +68,91 @@ def _k_at(prof: dict, share: float = 0.8) -> int | None:
     return None
 
 
-def run(name: str, args, tok) -> dict:
-    """Both engines on one config: per-stage seconds, ratios, largest differences and the agreement."""
+def stages(name: str, args, tok, earlier: bool) -> dict:
+    """Each stage's seconds and numbers with the ``alignloc`` on ``sys.path``: today's engine, or with ``earlier``
+    the earlier one's API (``window_sweep`` without scorers, ``report._kind_block`` without triage)."""
     import torch
     from scale import build_pair, prompts
 
+    from alignloc.causal import report
     from alignloc.causal.graft import target_metric, window_sweep
     from alignloc.causal.mask import DeltaMask
     from alignloc.causal.profile import concentration_profile, ranking_from_windows
-    from alignloc.causal.report import patch_block
-    from alignloc.causal.resumed import ResumedScorer
 
+    torch.manual_seed(0)
     pair = build_pair(name, tok, args.device)
     ps = [p for p in prompts(args.prompts) if p.target]
     bos, sizes = True, [int(x) for x in args.sizes.split(",")]
     metric = target_metric(ps, None, bos)
-    t, diff, out = {"old": {}, "new": {}}, {}, {}
-
-    win_old, t["old"]["windows"] = _timed(lambda: window_sweep(pair, metric, sizes))
-    scorers, t_rec = _timed(lambda: (ResumedScorer(pair.base, ps, bos, 8), ResumedScorer(pair.tuned, ps, bos, 8)))
-    win_new, t_win = _timed(lambda: window_sweep(pair, metric, sizes, resumed=scorers))
-    t["new"]["windows"] = t_rec + t_win  # the recorded runs serve the profile too
-    diff["windows"] = max(_max_diff(win_old["windows"][w][k], win_new["windows"][w][k])
-                          for w in win_old["windows"] for k in ("sufficiency", "necessity"))
-
-    mask_old, t["old"]["mask"] = _timed(lambda: DeltaMask(steps=args.mask_steps, resume=False, stack=False).fit(pair, ps, bos))
-    mask_new, t["new"]["mask"] = _timed(lambda: DeltaMask(steps=args.mask_steps).fit(pair, ps, bos))
-    diff["mask"] = float((mask_old.gates_ - mask_new.gates_).abs().max())
-
-    ranking = ranking_from_windows(win_old)
+    t, res = {}, {}
     prof_kw = dict(ranking_source="single-layer grafting", n_boot=100, batch_size=8)
-    prof_old, t["old"]["profile"] = _timed(lambda: concentration_profile(pair, ps, bos, ranking, **prof_kw))
-    prof_new, t["new"]["profile"] = _timed(lambda: concentration_profile(pair, ps, bos, ranking, resumed=scorers, **prof_kw))
-    diff["profile"] = max(_max_diff(prof_old[k]["mean"], prof_new[k]["mean"]) for k in ("sufficiency", "necessity"))
+    if earlier:
+        win, t["windows"] = _timed(lambda: window_sweep(pair, metric, sizes))
+    else:
+        from alignloc.causal.resumed import ResumedScorer
 
-    ext = {}
+        scorers, t_rec = _timed(lambda: (ResumedScorer(pair.base, ps, bos, 8), ResumedScorer(pair.tuned, ps, bos, 8)))
+        win, t_win = _timed(lambda: window_sweep(pair, metric, sizes, resumed=scorers))
+        t["windows"] = t_rec + t_win  # the recorded runs serve the profile too
+        prof_kw["resumed"] = scorers
+    res["windows"] = [win["windows"][w][k] for w in win["windows"] for k in ("sufficiency", "necessity")]
+    mask, t["mask"] = _timed(lambda: DeltaMask(steps=args.mask_steps).fit(pair, ps, bos))
+    res["mask"] = mask.gates_.tolist()
+    ranking = ranking_from_windows(win)
+    prof, t["profile"] = _timed(lambda: concentration_profile(pair, ps, bos, ranking, **prof_kw))
+    res["profile"] = [prof[k]["mean"] for k in ("sufficiency", "necessity")]
+    blocks = {}
     for stage, reads in (("patching", True), ("patching_other", False)):
-        ext_old, t["old"][stage] = _timed(lambda: patch_block(pair, ps, "logprob", bos, 12, triage=False))
-        ext[stage], t["new"][stage] = _timed(lambda reads=reads: patch_block(pair, ps, "logprob", bos, 12, triage=True,
-                                                                              verdict_reads=reads))
-        diff[stage] = max([_max_diff(ext_old["patch"][key][k]["recovered"], ext[stage]["patch"][key][k]["recovered"])
-                           for key in ("per_layer", "kept") for k in ext_old["patch"][key]]
-                          + [_max_diff(ext_old["patch"]["grid"]["recovered"], ext[stage]["patch"]["grid"]["recovered"])])
-    blk = ext["patching_other"]["patch"]
-    triage = {f"{key}.{k}": v["triage"] for key in ("per_layer", "kept") for k, v in blk[key].items() if "triage" in v}
-    triage["grid"] = blk["grid"].get("triage", {})
+        if earlier and stage == "patching_other":  # the earlier engine ran the same block for every prompt kind
+            blocks[stage], t[stage] = blocks["patching"], t["patching"]
+        elif earlier:
+            blocks[stage], t[stage] = _timed(lambda: report._kind_block(pair, ps, "logprob", bos, 12))
+        else:
+            blocks[stage], t[stage] = _timed(lambda reads=reads: report.patch_block(pair, ps, "logprob", bos, 12, triage=True,
+                                                                                     verdict_reads=reads))
+        blk = blocks[stage]["patch"]
+        res[stage] = [blk[key][k]["recovered"] for key in ("per_layer", "kept") for k in sorted(blk[key])] + [blk["grid"]["recovered"]]
+    out = {"seconds": t, "results": res, "top_layer": ranking[0], "mask_ranking": mask.ranking_, "profile_k80": _k_at(prof),
+           "threads": torch.get_num_threads(), "layers": pair.n_layers, "prompts": len(ps)}
+    if not earlier:
+        blk = blocks["patching_other"]["patch"]
+        triage = {f"{key}.{k}": v["triage"] for key in ("per_layer", "kept") for k, v in blk[key].items() if "triage" in v}
+        triage["grid"] = blk["grid"].get("triage", {})
+        out["triage"] = {k: {"confirmed": v.get("confirmed"), "top_layer_agrees": v.get("top_layer_agrees"),
+                             "spearman": v.get("spearman")} for k, v in triage.items()}
+        out["mask_passes"] = mask.passes_
+    return out
 
-    same = {"top_layer": ranking[0] == ranking_from_windows(win_new)[0], "mask_ranking": mask_old.ranking_ == mask_new.ranking_,
-            "profile_k80": _k_at(prof_old) == _k_at(prof_new)}
-    total_old, total_new = sum(t["old"].values()), sum(t["new"].values())
-    out = {"model": name, "layers": pair.n_layers, "prompts": len(ps), "threads": torch.get_num_threads(),
-           "sizes": sizes, "mask_steps": args.mask_steps, "seconds": t, "max_abs_diff": diff,
+
+def earlier_stages(name: str, args, tok_dir: Path) -> dict:
+    """``stages`` of the earlier engine: the package as it was at ``args.earlier`` (``git archive``), in a fresh process."""
+    import json
+    import subprocess
+
+    with tempfile.TemporaryDirectory() as d:
+        src = subprocess.run(["git", "-C", str(ROOT), "archive", args.earlier, "alignloc"], check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", d], input=src, check=True)
+        out = Path(d) / "stages.json"
+        subprocess.run([sys.executable, __file__, "--models", name, "--prompts", str(args.prompts), "--sizes", args.sizes,
+                        "--mask-steps", str(args.mask_steps), "--device", args.device, "--stages-of", d,
+                        "--tokenizer", str(tok_dir), "--json", str(out)], check=True)
+        return json.loads(out.read_text())
+
+
+def run(name: str, args, tok, tok_dir: Path) -> dict:
+    """Both engines on one config: per-stage seconds, ratios, largest differences and the agreement."""
+    old = earlier_stages(name, args, tok_dir)
+    new = stages(name, args, tok, earlier=False)
+    diff = {s: _max_diff(old["results"][s], new["results"][s]) for s in STAGES}
+    same = {k: old[k] == new[k] for k in ("top_layer", "mask_ranking", "profile_k80")}
+    total_old, total_new = sum(old["seconds"].values()), sum(new["seconds"].values())
+    out = {"model": name, "layers": new["layers"], "prompts": new["prompts"], "threads": new["threads"],
+           "earlier": args.earlier, "sizes": args.sizes, "mask_steps": args.mask_steps,
+           "seconds": {"old": old["seconds"], "new": new["seconds"]}, "max_abs_diff": diff,
            "total_old_s": round(total_old, 1), "total_new_s": round(total_new, 1),
-           "ratio": round(total_old / total_new, 2), "same_localization": same,
-           "triage": {k: {"confirmed": v.get("confirmed"), "top_layer_agrees": v.get("top_layer_agrees"),
-                          "spearman": v.get("spearman")} for k, v in triage.items()},
-           "mask_passes": mask_new.passes_}
-    print(f"{name}: {pair.n_layers} layers, {len(ps)} prompts: earlier engine {out['total_old_s']} s, today's "
+           "ratio": round(total_old / total_new, 2), "same_localization": same, "triage": new["triage"],
+           "mask_passes": new["mask_passes"]}
+    print(f"{name}: {out['layers']} layers, {out['prompts']} prompts: earlier engine {out['total_old_s']} s, today's "
           f"{out['total_new_s']} s (x{out['ratio']}); same localization: {same}", flush=True)
     return out
 
@@ -141,21 +175,31 @@ def main(argv: list[str] | None = None) -> list[dict]:
     """Parse the options, run each config, print the table (and ``--json`` the rows)."""
     import json
 
-    from scale import tokenizer
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="smollm2-135m")
     ap.add_argument("--prompts", type=int, default=16)
     ap.add_argument("--sizes", default="1,2,4")
     ap.add_argument("--mask-steps", type=int, default=20)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--earlier", default=EARLIER, help="the commit whose engine is the earlier one")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    ap.add_argument("--stages-of", default=None, help=argparse.SUPPRESS)  # internal: run the package found there
+    ap.add_argument("--tokenizer", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    from scale import tokenizer
+
+    if args.stages_of:  # the earlier engine's process: its package first on the path
+        sys.path.insert(0, args.stages_of)
+        from transformers import AutoTokenizer
+
+        out = stages(args.models, args, AutoTokenizer.from_pretrained(args.tokenizer), earlier=True)
+        args.json.write_text(json.dumps(out) + "\n")
+        return [out]
     with tempfile.TemporaryDirectory() as d:
         tok = tokenizer(Path(d))
         rows = []
         for m in args.models.split(","):
-            rows.append(run(m, args, tok))
+            rows.append(run(m, args, tok, Path(d)))
             if args.json:  # after each config, so a run cut short keeps what it measured
                 args.json.write_text(json.dumps(rows, indent=1) + "\n")
     print("\n" + "\n".join(table(rows)))
