@@ -81,16 +81,29 @@ def test_resumed_windows_equal_the_full_forwards(zoo_tiny):
 def test_resumed_profile_equals_the_full_forwards(zoo_tiny):
     """The concentration profile scored from each set's lowest layer with the windows' scorers: the same profile,
     on the log-prob and (this organism saturates) on the logit difference to the base's own next token."""
+    from alignloc.causal.metrics import pack
     from alignloc.causal.profile import concentration_profile
     from alignloc.causal.resumed import ResumedScorer
+    from alignloc.models.families import get_module
 
     pair = load_pair("zoo:chat-sft-full")
     prompts = [p for p in organism_prompts("chat-sft-full") if p.kind == "behavior"][:16]
     ranking = [3, 1, 2, 0]
     full = concentration_profile(pair, prompts, True, ranking, ranking_source="test", n_boot=50, batch_size=8)
     scorers = (ResumedScorer(pair.base, prompts, True, 8), ResumedScorer(pair.tuned, prompts, True, 8))
-    fast = concentration_profile(pair, prompts, True, ranking, ranking_source="test", n_boot=50, batch_size=8,
-                                 resumed=scorers)
+    blocks = []  # one entry per block call of either model
+    hooks = [block.register_forward_pre_hook(lambda *_: blocks.append(1)) for m in (pair.base, pair.tuned)
+             for block in get_module(m.model, m.family.layers)]
+    try:
+        fast = concentration_profile(pair, prompts, True, ranking, ranking_source="test", n_boot=50, batch_size=8,
+                                     resumed=scorers)
+    finally:
+        for h in hooks:
+            h.remove()
+    # each set enters at the layer it adds, from the previous set's graft ({3}, {1,3}, {1,2,3}, {0..3}: blocks 3, 1, 2,
+    # 0), not at its lowest layer (3, 1, 1, 0): per length group, 2 full runs + 2 x (1 + 3 + 2 + 4) blocks, not 2 x 11
+    groups = sum(len(pack(b.row_end.tolist(), 256)) for b in scorers[0].parts)
+    assert len(blocks) == groups * (2 * 4 + 2 * 10)
     assert full["saturated"] and fast["metric"] == full["metric"] == "logprob+logit_diff"
     for prof in ("logprob_profile", "logit_diff_profile"):
         for key in ("sufficiency", "necessity"):

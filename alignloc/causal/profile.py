@@ -62,10 +62,24 @@ def _graft_scores(pair: ModelPair, parts: list[ScoredBatch], sets: list[list[int
     under base, tuned and every set grafted both ways: ``{metric: (m_base [n], m_tuned [n], up [k, n], down [k, n])}``.
     Each graft is one forward (from its lowest layer with ``resumed``, the scorers of base and tuned on ``parts``'
     batches) whose logits both metrics read."""
-    def logits(side: int, model: LoadedModel, start: int) -> list[torch.Tensor]:
-        if resumed:
+    # per side and batch, the residual entering each block under the previous set's graft (blocks above its lowest
+    # layer): the next set adds one layer r and equals it below r, so its forward enters block r from there
+    kept: list[list[dict[int, torch.Tensor]]] = [[{} for _ in parts] for _ in range(2)]
+
+    def logits(side: int, model: LoadedModel, start: int, new: int | None = None) -> list[torch.Tensor]:
+        if not resumed:
+            return [scored_logits(model, b, grouped=True) for b in parts]
+        if new is None:
             return [resumed[side].logits(i, start) for i in range(len(parts))]
-        return [scored_logits(model, b, grouped=True) for b in parts]
+        out = []
+        for i, prev in enumerate(kept[side]):
+            hidden = prev.get(new)  # None: below the previous graft's lowest layer, the recipient's own run
+            keep = {layer: v for layer, v in prev.items() if layer < new}
+            out.append(resumed[side].logits(i, new, hidden, keep))
+            if hidden is not None:
+                keep[new] = hidden
+            kept[side][i] = keep
+        return out
 
     base_logits = logits(0, pair.base, 0)
     foiled = [base_foils(b, lg) for b, lg in zip(parts, base_logits, strict=True)]
@@ -75,12 +89,15 @@ def _graft_scores(pair: ModelPair, parts: list[ScoredBatch], sets: list[list[int
                 "logit_diff": torch.cat([score(lg, b, "logit_diff").float() for lg, b in zip(lgs, foiled, strict=True)])}
 
     ref = (scored(base_logits), scored(logits(1, pair.tuned, 0)))
-    up, down = [], []
+    up, down, previous = [], [], set()
     for s in iterate(sets, "concentration profile", unit="set"):
+        added = set(s) - previous
+        new = min(added) if previous <= set(s) and added else None  # a nested set: the first block that differs
+        previous = set(s)
         with grafted(pair.base, pair.tuned, s) as m:
-            up.append(scored(logits(0, m, min(s))))
+            up.append(scored(logits(0, m, min(s) if new is None else new, new)))
         with grafted(pair.tuned, pair.base, s) as m:
-            down.append(scored(logits(1, m, min(s))))
+            down.append(scored(logits(1, m, min(s) if new is None else new, new)))
     return {k: (ref[0][k], ref[1][k], torch.stack([u[k] for u in up]), torch.stack([d[k] for d in down]))
             for k in ("logprob", "logit_diff")}
 

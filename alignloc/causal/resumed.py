@@ -19,10 +19,11 @@ import torch
 from jaxtyping import Float
 
 from alignloc.causal.metrics import ScoredBatch, by_length, score, scored_batch, scored_logits
-from alignloc.models.hooks import unembed_at
+from alignloc.models.hooks import record, unembed_at
 from alignloc.models.pair import LoadedModel
 from alignloc.models.resume import Prefix, record_prefix, resume, resumes_exactly, window
 from alignloc.prompts import Prompt
+from alignloc.sites import Site
 
 log = logging.getLogger(__name__)
 
@@ -59,19 +60,34 @@ class ResumedScorer:
             return False
 
     @torch.no_grad()
-    def logits(self, part: int, start: int = 0) -> Float[torch.Tensor, "b k d_vocab"]:
+    def logits(self, part: int, start: int = 0, hidden: torch.Tensor | None = None,
+               keep: dict[int, torch.Tensor] | None = None) -> Float[torch.Tensor, "b k d_vocab"]:
         """``scored_logits`` of batch ``part`` under the recipient as it is now (grafted at blocks ``>= start``
-        at most), computing blocks ``start..L-1`` only (all of them from block 0, or if resuming is not exact)."""
+        at most), computing blocks ``start..L-1`` only (all of them from block 0, or if resuming is not exact).
+
+        ``hidden``: the residual entering block ``start`` (``[b, pos, d_model]``) where it is not the recorded
+        run's: that of another graft that equals this one below ``start`` (as ``keep`` returns it). ``keep``: a
+        dict that gets the residual entering every block after ``start`` (columns past a row's last scored
+        position are not computed). ``start=0`` is a full forward (the embedding's too) unless ``hidden`` or
+        ``keep`` is given: then the forward enters block 0, the embedding being the recipient's own."""
         b, prefix = self.parts[part], self.prefixes[part]
-        if start == 0 or not self.exact:
+        if not self.exact or (start == 0 and hidden is None and keep is None):  # block 0 too: the embedding may be grafted
             return scored_logits(self.lm, b, grouped=True)
+        entering = prefix.resid[start] if hidden is None else hidden
+        after = list(range(start + 1, self.n_layers)) if keep is not None else []
+        if keep is not None:
+            keep.update({layer: torch.empty_like(entering) for layer in after})
 
         def run(rows: torch.Tensor, width: int) -> torch.Tensor:
             starts = torch.zeros_like(rows)
-            with unembed_at(self.lm.model, self.lm.family, b.index[rows]):  # the scored positions only
-                return resume(self.lm.model, self.lm.family, prefix, start, rows, starts,
-                              window(prefix.resid[start][rows.to(prefix.resid[start].device)], starts, width),
-                              b.ids).float().cpu()
+            sites = [Site(layer, "resid_pre") for layer in after]
+            with record(self.lm.model, self.lm.family, sites) as acts, \
+                    unembed_at(self.lm.model, self.lm.family, b.index[rows]):  # the scored positions only
+                out = resume(self.lm.model, self.lm.family, prefix, start, rows, starts,
+                             window(entering[rows.to(entering.device)], starts, width), b.ids).float().cpu()
+            for site in sites:
+                keep[site.layer][rows.to(entering.device), :width] = acts[site]
+            return out
 
         return by_length(b.row_end, run)  # rows of similar length together: less padding, the same values
 
