@@ -20,6 +20,7 @@ from contextlib import contextmanager
 import torch
 
 from alignloc.analyses.weights import module_of
+from alignloc.causal.resumed import Chain
 from alignloc.models.pair import LoadedModel, ModelPair
 from alignloc.models.placement import PlacementError
 from alignloc.progress import stage
@@ -128,7 +129,8 @@ def window_sizes(n_layers: int, spec: str | list[int] | None = None) -> list[int
 def window_sweep(pair: ModelPair, metric: Metric, sizes: list[int] | None = None,
                  modules: tuple[str, ...] | None = None, resumed: tuple | None = None) -> dict:
     """Sufficiency and necessity of every contiguous window ``i..i+w-1`` for each size ``w``
-    (``resumed``: see ``graft_effect``; a window at block ``i`` then computes blocks ``i..`` only).
+    (``resumed``: see ``graft_effect``; a window at block ``i`` then computes blocks ``i..`` only, and a larger
+    window of the same start only the blocks from the end of the smaller one, ``causal.resumed.Chain``).
 
     Costs ``2 + 2 * sum_w (n_layers - w + 1)`` metric evaluations (forward passes over the prompts).
     Returns JSON-ready ``{"base", "tuned", "gap", "sizes", "windows": {w: {"starts", "sufficiency",
@@ -137,16 +139,31 @@ def window_sweep(pair: ModelPair, metric: Metric, sizes: list[int] | None = None
     n = pair.n_layers
     sizes = window_sizes(n) if sizes is None else sizes
     m_base, m_tuned = metric(pair.base), metric(pair.tuned)
-    windows, passes = {}, 2
+    effects: dict[tuple[int, int], tuple[float, float]] = {}
     with stage("graft windows", total=sum(n - w + 1 for w in sizes), unit="window") as advance:
-        for w in sizes:
-            starts = list(range(n - w + 1))
-            eff = []
-            for i in starts:
-                eff.append(graft_effect(pair, metric, list(range(i, i + w)), m_base, m_tuned, modules, resumed))
-                advance()
-            windows[str(w)] = {"starts": starts, "sufficiency": [e[0] for e in eff], "necessity": [e[1] for e in eff]}
-            passes += 2 * len(starts)
+        if resumed and modules is None:  # per start, the windows grow: each enters at the blocks it adds
+            gap = m_tuned - m_base
+            for i in range(n):
+                chains, new = (Chain(resumed[0]), Chain(resumed[1])), i
+                for w in [w for w in sizes if i + w <= n]:
+                    with grafted(pair.base, pair.tuned, list(range(i, i + w))):
+                        up = float(chains[0].scores(new).nanmean())
+                    with grafted(pair.tuned, pair.base, list(range(i, i + w))):
+                        down = float(chains[1].scores(new).nanmean())
+                    effects[w, i] = ((up - m_base) / gap, (m_tuned - down) / gap) if gap else (float("nan"), float("nan"))
+                    new = i + w
+                    advance()
+        else:
+            for w in sizes:
+                for i in range(n - w + 1):
+                    effects[w, i] = graft_effect(pair, metric, list(range(i, i + w)), m_base, m_tuned, modules, resumed)
+                    advance()
+    windows, passes = {}, 2
+    for w in sizes:
+        starts = list(range(n - w + 1))
+        windows[str(w)] = {"starts": starts, "sufficiency": [effects[w, i][0] for i in starts],
+                           "necessity": [effects[w, i][1] for i in starts]}
+        passes += 2 * len(starts)
     return {"base": m_base, "tuned": m_tuned, "gap": m_tuned - m_base, "sizes": sizes, "n_layers": n,
             "modules": list(modules or []), "windows": windows, "passes": passes,
             "engine": "resumed" if resumed and all(r.exact for r in resumed) else "full"}

@@ -33,7 +33,7 @@ from jaxtyping import Float
 from alignloc.analyses.concentration import profile_from
 from alignloc.causal.graft import grafted
 from alignloc.causal.metrics import ScoredBatch, score, scored_batch, scored_logits
-from alignloc.causal.resumed import ResumedScorer
+from alignloc.causal.resumed import Chain, ResumedScorer
 from alignloc.models.pair import LoadedModel, ModelPair
 from alignloc.progress import iterate
 from alignloc.prompts import Prompt
@@ -62,24 +62,14 @@ def _graft_scores(pair: ModelPair, parts: list[ScoredBatch], sets: list[list[int
     under base, tuned and every set grafted both ways: ``{metric: (m_base [n], m_tuned [n], up [k, n], down [k, n])}``.
     Each graft is one forward (from its lowest layer with ``resumed``, the scorers of base and tuned on ``parts``'
     batches) whose logits both metrics read."""
-    # per side and batch, the residual entering each block under the previous set's graft (blocks above its lowest
-    # layer): the next set adds one layer r and equals it below r, so its forward enters block r from there
-    kept: list[list[dict[int, torch.Tensor]]] = [[{} for _ in parts] for _ in range(2)]
+    chains = (Chain(resumed[0]), Chain(resumed[1])) if resumed else None  # each set adds one layer to the previous
 
     def logits(side: int, model: LoadedModel, start: int, new: int | None = None) -> list[torch.Tensor]:
         if not resumed:
             return [scored_logits(model, b, grouped=True) for b in parts]
         if new is None:
             return [resumed[side].logits(i, start) for i in range(len(parts))]
-        out = []
-        for i, prev in enumerate(kept[side]):
-            hidden = prev.get(new)  # None: below the previous graft's lowest layer, the recipient's own run
-            keep = {layer: v for layer, v in prev.items() if layer < new}
-            out.append(resumed[side].logits(i, new, hidden, keep))
-            if hidden is not None:
-                keep[new] = hidden
-            kept[side][i] = keep
-        return out
+        return [chains[side].logits(i, new) for i in range(len(parts))]
 
     base_logits = logits(0, pair.base, 0)
     foiled = [base_foils(b, lg) for b, lg in zip(parts, base_logits, strict=True)]

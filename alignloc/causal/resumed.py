@@ -105,3 +105,31 @@ class ResumedScorer:
     def mean(self, start: int = 0) -> float:
         """The mean over prompts (as ``graft.target_metric``)."""
         return float(self.scores(start).nanmean())
+
+
+class Chain:
+    """Successive grafts of one recipient, each adding layers to the previous one (nested sets, or windows of one
+    start growing): a graft equals the previous one below the first layer it adds, so its forward enters there with
+    the previous graft's residual (kept per batch) and computes the blocks from there on only."""
+
+    def __init__(self, scorer: ResumedScorer):
+        self.scorer = scorer
+        self.kept: list[dict[int, torch.Tensor]] = [{} for _ in scorer.parts]  # the last graft's residuals, per batch
+
+    def logits(self, part: int, new: int) -> Float[torch.Tensor, "b k d_vocab"]:
+        """Batch ``part``'s scored logits under the recipient as it is now: the last graft plus layers from ``new``
+        up (the recipient's own run below its lowest grafted layer, where nothing is kept)."""
+        prev = self.kept[part]
+        hidden = prev.get(new)
+        keep = {layer: v for layer, v in prev.items() if layer < new}
+        out = self.scorer.logits(part, new, hidden, keep)
+        if hidden is not None:
+            keep[new] = hidden
+        self.kept[part] = keep
+        return out
+
+    def scores(self, new: int, metric: str = "logprob", parts: list[ScoredBatch] | None = None) -> Float[torch.Tensor, " n"]:
+        """Each prompt's ``metric`` (as ``ResumedScorer.scores``) under the recipient as it is now."""
+        parts = self.scorer.parts if parts is None else parts
+        return torch.cat([score(self.logits(i, new), b, metric).float() for i, b in enumerate(parts)])
+
