@@ -66,7 +66,7 @@ class ScoredBatch:
 
 
 def pack(lengths: list[int], max_rows: int, overhead: float = 32.0) -> list[list[int]]:
-    """Items (patched prompt rows) grouped into resumed forwards: indices, longest first.
+    """Items (prompt rows, or patched prompt rows) grouped into forwards by length: indices, longest first.
 
     A forward computes ``len(group) x max(length)`` row-positions, plus a fixed cost worth
     ``overhead`` of them (per-call work, small-matrix inefficiency); groups of items sorted by
