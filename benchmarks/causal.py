@@ -10,7 +10,7 @@ prompts (the real tier's knowledge, chat and refusal questions, each with its ta
   forward (windows, profile), the mask's samples one full forward each, every patch sweep exact, each
   with its own recorded runs, one attribution pass per site kind, padded batches;
 - **today's engine** (this checkout): grafts resumed at their first block from each model's recorded
-  run (``causal.resumed``), rows of similar length together (``metrics.by_length``), the mask's samples
+  run (``causal.resumed``), rows of similar length together (``metrics.in_length_groups``), the mask's samples
   resumed, stacked into one forward per step (``causal.mixed``) and not rerun when drawn again, the
   profile's two metrics off one forward per graft, the sweeps of one direction from one recording
   (``patch_sweeps``) and one attribution pass per direction, the extra sweeps triaged by attribution

@@ -17,6 +17,7 @@ from alignloc.causal.metrics import resolve_metric, score, scored_batch, scored_
 from alignloc.causal.patching import DIRECTIONS, context_offsets, forward_recording
 from alignloc.models.hooks import edit
 from alignloc.models.pair import LoadedModel, ModelPair
+from alignloc.progress import iterate
 from alignloc.prompts import Prompt
 from alignloc.sites import Site
 
@@ -34,7 +35,8 @@ def _attribute(recipient: LoadedModel, donor: LoadedModel, tokenizer, prompts: l
     every = [site for kind in kinds for site in sites[kind]]
     offsets = {kind: context_offsets(tokenizer, chosen, bos, recipient.max_len, window) for kind, window in kinds.items()}
     est, by_offset, m_rec, m_don = {k: [] for k in kinds}, {k: [] for k in kinds}, [], []
-    for s in range(0, len(chosen), batch_size):
+    label = f"attribution {', '.join(kinds)} ({'within ' + recipient.ref if corrupt else recipient.ref + ' <- ' + donor.ref})"
+    for s in iterate(range(0, len(chosen), batch_size), label, unit="batch"):
         part = chosen[s : s + batch_size]
         clean = scored_batch(tokenizer, part, bos, recipient.max_len)
         ids = scored_batch(tokenizer, part, bos, recipient.max_len, "corrupt_text", like=clean).ids if corrupt else clean.ids

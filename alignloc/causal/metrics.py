@@ -88,7 +88,7 @@ def pack(lengths: list[int], max_rows: int, overhead: float = 32.0) -> list[list
     return groups[::-1]
 
 
-def by_length(row_end: Int[torch.Tensor, " b"], run: Callable[[Int[torch.Tensor, " m"], int], torch.Tensor],
+def in_length_groups(row_end: Int[torch.Tensor, " b"], run: Callable[[Int[torch.Tensor, " m"], int], torch.Tensor],
               max_rows: int = 256) -> torch.Tensor:
     """``run(rows, width)`` on groups of rows of similar ``row_end`` (``pack``), each computing its rows'
     first ``width`` positions only, reassembled in row order (``run`` returns ``[m, ...]``, row-wise).
@@ -111,13 +111,13 @@ def scored_logits(model, batch: ScoredBatch, ids: Int[torch.Tensor, "n pos"] | N
     """Logits of ``model`` (a LoadedModel) on ``ids`` (default ``batch.ids``; may hold ``n = c * b``
     stacked copies of the batch) at ``batch.index`` only, on the CPU: what ``score`` reads.
 
-    ``grouped``: one forward per group of rows of similar length (``by_length``), each cut after its last
+    ``grouped``: one forward per group of rows of similar length (``in_length_groups``), each cut after its last
     scored position: the same values on fewer positions. Only where no hook reads the batch by row or
     position (patching and attribution hooks do: they keep the default)."""
     ids = batch.ids if ids is None else ids
     c = ids.shape[0] // len(batch.ctx_lens)
     if grouped and c == 1:
-        return by_length(batch.row_end, lambda rows, width: logits_at(
+        return in_length_groups(batch.row_end, lambda rows, width: logits_at(
             model.model, model.family, ids[rows, :width], batch.mask[rows, :width], batch.index[rows], forward))
     return logits_at(model.model, model.family, ids, batch.mask.repeat(c, 1), batch.index.repeat(c, 1), forward)
 

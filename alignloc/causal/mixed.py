@@ -10,7 +10,7 @@ into one forward of the base model in which every block from the lowest grafted 
 - the other rows run the base's or the tuned model's block ``l``, one call for each side on its rows.
 
 So each row computes the blocks its own resumed forward computes, in one call per block and side
-instead of one forward per mask (per group of prompts of similar length, ``metrics.by_length``), and the final norm and unembedding (the scored positions only,
+instead of one forward per mask (per group of prompts of similar length, ``metrics.in_length_groups``), and the final norm and unembedding (the scored positions only,
 ``hooks.unembed_at``) follow each row's head bit. A mask that grafts the embedding is not stacked
 (the caller runs it alone). ``stacks_exactly`` checks the stacked logits against one forward per mask.
 """
@@ -23,7 +23,7 @@ from contextlib import ExitStack, contextmanager
 import torch
 from jaxtyping import Bool, Float, Int
 
-from alignloc.causal.metrics import by_length
+from alignloc.causal.metrics import in_length_groups
 from alignloc.models.families import Family, get_module
 from alignloc.models.hooks import unembed_at
 from alignloc.models.resume import Prefix, resume
@@ -160,4 +160,4 @@ def mixed_logits(base: torch.nn.Module, tuned: torch.nn.Module, family: Family, 
         return logits.float().cpu().view(s, m, *logits.shape[1:]).transpose(0, 1)
 
     row_end = index.max(dim=1).values + 1  # [b]: the columns a metric reads
-    return by_length(row_end, run).transpose(0, 1)  # rows of similar length together (less padding)
+    return in_length_groups(row_end, run).transpose(0, 1)  # rows of similar length together (less padding)

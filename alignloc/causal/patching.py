@@ -265,8 +265,9 @@ def _sweeps(recipient: LoadedModel, donor: LoadedModel, tokenizer, prompts: list
     every = list(dict.fromkeys(s for job_sites in sites for s in job_sites))
     offsets = [{"all": [None], "last": [0]}.get(j.positions) or context_offsets(tokenizer, chosen, bos, max_len, j.window)
                for j in jobs]
-    cells = [[(s, o) for s in job_sites for o in offs if j.cells is None or (s.layer, o) in j.cells]
-             for j, job_sites, offs in zip(jobs, sites, offsets, strict=True)]
+    keep = [None if j.cells is None else set(j.cells) for j in jobs]
+    cells = [[(s, o) for s in job_sites for o in offs if wanted is None or (s.layer, o) in wanted]
+             for wanted, job_sites, offs in zip(keep, sites, offsets, strict=True)]
     chosen = by_length(tokenizer, chosen, bos, max_len)  # per-prompt scores: the order does not change the means
     m_rec, m_don = [], []
     m_patch: list[list[torch.Tensor]] = [[] for _ in jobs]

@@ -64,30 +64,31 @@ def _graft_scores(pair: ModelPair, parts: list[ScoredBatch], sets: list[list[int
     batches) whose logits both metrics read."""
     chains = (Chain(resumed[0]), Chain(resumed[1])) if resumed else None  # each set adds one layer to the previous
 
-    def logits(side: int, model: LoadedModel, start: int, new: int | None = None) -> list[torch.Tensor]:
+    def logits(side: int, model: LoadedModel, new: int | None = None) -> list[torch.Tensor]:
+        """Per batch, the scored logits of ``model`` as it is now: the model itself (``new`` None), or grafted with
+        the previous set plus layer ``new``."""
         if not resumed:
             return [scored_logits(model, b, grouped=True) for b in parts]
         if new is None:
-            return [resumed[side].logits(i, start) for i in range(len(parts))]
+            return [resumed[side].logits(i) for i in range(len(parts))]
         return [chains[side].logits(i, new) for i in range(len(parts))]
 
-    base_logits = logits(0, pair.base, 0)
+    base_logits = logits(0, pair.base)
     foiled = [base_foils(b, lg) for b, lg in zip(parts, base_logits, strict=True)]
 
     def scored(lgs: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         return {"logprob": torch.cat([score(lg, b, "logprob").float() for lg, b in zip(lgs, parts, strict=True)]),
                 "logit_diff": torch.cat([score(lg, b, "logit_diff").float() for lg, b in zip(lgs, foiled, strict=True)])}
 
-    ref = (scored(base_logits), scored(logits(1, pair.tuned, 0)))
+    ref = (scored(base_logits), scored(logits(1, pair.tuned)))
     up, down, previous = [], [], set()
     for s in iterate(sets, "concentration profile", unit="set"):
-        added = set(s) - previous
-        new = min(added) if previous <= set(s) and added else None  # a nested set: the first block that differs
+        new = min(set(s) - previous)  # the sets are nested: the layer this one adds
         previous = set(s)
         with grafted(pair.base, pair.tuned, s) as m:
-            up.append(scored(logits(0, m, min(s) if new is None else new, new)))
+            up.append(scored(logits(0, m, new)))
         with grafted(pair.tuned, pair.base, s) as m:
-            down.append(scored(logits(1, m, min(s) if new is None else new, new)))
+            down.append(scored(logits(1, m, new)))
     return {k: (ref[0][k], ref[1][k], torch.stack([u[k] for u in up]), torch.stack([d[k] for d in down]))
             for k in ("logprob", "logit_diff")}
 

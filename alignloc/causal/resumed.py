@@ -6,7 +6,7 @@ residual stream entering block ``k`` is the recipient's own, recorded once (``mo
 ``scores(k)`` runs only blocks ``k..L-1`` (then the final norm and unembedding) from the recorded
 residual, and unembeds only the scored positions: a sweep over windows computes about half the
 blocks a full forward per graft would. Rows of similar length run together, each cut after its last
-scored position (``metrics.by_length``), so a batch of short and long prompts pads less. The
+scored position (``metrics.in_length_groups``), so a batch of short and long prompts pads less. The
 numbers equal the full forwards' (``resumes_exactly`` is checked on the first batch; a family whose
 forward will not resume falls back to full forwards).
 """
@@ -18,7 +18,13 @@ import logging
 import torch
 from jaxtyping import Float
 
-from alignloc.causal.metrics import ScoredBatch, by_length, score, scored_batch, scored_logits
+from alignloc.causal.metrics import (
+    ScoredBatch,
+    in_length_groups,
+    score,
+    scored_batch,
+    scored_logits,
+)
 from alignloc.models.hooks import record, unembed_at
 from alignloc.models.pair import LoadedModel
 from alignloc.models.resume import Prefix, record_prefix, resume, resumes_exactly, window
@@ -89,7 +95,7 @@ class ResumedScorer:
                 keep[site.layer][rows.to(entering.device), :width] = acts[site]
             return out
 
-        return by_length(b.row_end, run)  # rows of similar length together: less padding, the same values
+        return in_length_groups(b.row_end, run)  # rows of similar length together: less padding, the same values
 
     @torch.no_grad()
     def scores(self, start: int = 0, metric: str = "logprob", parts: list[ScoredBatch] | None = None
