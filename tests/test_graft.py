@@ -61,7 +61,7 @@ def test_graft_modules_and_restore_on_error(llama_pair):
 def test_resumed_windows_equal_the_full_forwards(zoo_tiny):
     """A window grafted at block i starts there from the recipient's recorded residual: the same numbers as full
     forwards (to 1e-5 of the gap), every window and both ways."""
-    from alignloc.causal.graft import target_metric, window_sweep
+    from alignloc.causal.graft import carrier_window, target_metric, window_sweep
     from alignloc.causal.resumed import ResumedScorer
 
     pair = load_pair("zoo:chat-sft-lower-drift")  # every layer moved: no window is trivially 0
@@ -76,6 +76,18 @@ def test_resumed_windows_equal_the_full_forwards(zoo_tiny):
             assert fast["windows"][w][key] == pytest.approx(full["windows"][w][key], abs=1e-5), (w, key)
     assert scorers[0].mean(0) == pytest.approx(full["base"], abs=1e-5)
     assert scorers[0].mean(2) == pytest.approx(full["base"], abs=1e-5)  # resumed, ungrafted: the model itself
+    # triaged: a window of 2 is reverted only where it brings half the gap; the rest of the numbers are the same
+    tri = window_sweep(pair, metric, [1, 2], resumed=scorers, necessity_at=0.5)
+    n = pair.n_layers
+    assert tri["windows"]["1"]["necessity"] == pytest.approx(full["windows"]["1"]["necessity"], abs=1e-5)
+    suff, nec = full["windows"]["2"]["sufficiency"], full["windows"]["2"]["necessity"]
+    wide = [i for i, s in enumerate(suff) if s >= 0.5]
+    assert 0 < len(wide) < n - 1 and tri["confirmed"] == len(wide), suff  # both cases occur
+    for i, got in enumerate(tri["windows"]["2"]["necessity"]):
+        assert (got == pytest.approx(nec[i], abs=1e-5)) if i in wide else got is None, (i, got)
+    assert tri["windows"]["2"]["sufficiency"] == pytest.approx(suff, abs=1e-5)
+    assert tri["passes"] == 2 + (2 * n - 1) + n + len(wide) < full["passes"]
+    assert carrier_window(tri) == carrier_window(full) is not None
 
 
 def test_resumed_profile_equals_the_full_forwards(zoo_tiny):

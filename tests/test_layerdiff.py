@@ -123,7 +123,8 @@ def test_cli_layer_diff_on_an_organism_without_prompt_file(zoo_tiny, tmp_path, c
     rep = json.loads((out / "report.json").read_text())
     plan, ran = rep["causal"]["plan"]["behavior"], rep["causal"]["localize"]["behavior"]
     # the plan printed before the run counts the passes each stage then records
-    assert plan["windows"] == ran["windows"]["passes"] and plan["mask"] == ran["mask"]["passes"]["forward"]
+    assert plan["windows"] + ran["windows"]["confirmed"] == ran["windows"]["passes"]  # + the wider windows reverted
+    assert ran["windows"]["confirmed"] <= plan["windows_confirm"] and plan["mask"] == ran["mask"]["passes"]["forward"]
     assert ran["profile"]["passes"] == plan["profile"]
     assert rep["verdict"]["changed_layers"] == [2] and rep["verdict"]["behavior_layers"] == [2]
     assert rep["verdict"]["behavior"]["basis"] == "causal"

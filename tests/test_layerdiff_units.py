@@ -285,7 +285,9 @@ def test_the_quick_budget_runs_what_its_plan_says(llama_pair, tmp_path, capsys):
     assert p["budget"] == "quick" and "causal budget 'quick'" in err and "min in all" in err
     assert loc["n"] == 32 == p["behavior"]["n_prompts"] and "mask" not in loc
     n = rep["pair"]["n_layers"]
-    assert loc["windows"]["sizes"] == [1, 2] and loc["windows"]["passes"] == p["behavior"]["windows"] == 2 + 2 * (2 * n - 1)
+    win = loc["windows"]  # every window's sufficiency, each layer's necessity, and the wider windows it confirms
+    assert win["sizes"] == [1, 2] and p["behavior"]["windows"] == 2 + (2 * n - 1) + n
+    assert win["passes"] == p["behavior"]["windows"] + win["confirmed"] and win["necessity_at"] == 0.5
     # quick patches only what the verdict reads: each block's attention, MLP and residual output, tuned into base
     assert rep["causal"]["patch"] == {} and p["patching"] == [{"prompts": "behavior", "n_prompts": 32, "cells": 3 * n}]
     assert set(loc["patching"]) == {"attn_out", "mlp_out", "resid_increment", "gap"} and len(loc["patching"]["mlp_out"]) == n
@@ -295,7 +297,9 @@ def test_the_quick_budget_runs_what_its_plan_says(llama_pair, tmp_path, capsys):
     assert patch_cells(30, True, 12, triage=True, verdict_reads=False) == 30 + 2 * 10 + 30 + 2 * 10 + 10 * 4
     assert patch_cells(4, True, 12, triage=True) == patch_cells(4, True, 12)  # every layer of a 4-layer model
     assert plan(30, [1, 2, 4], 100, 64) == {"n_prompts": 64, "n_layers": 30, "sizes": [1, 2, 4], "windows": 2 + 2 * (30 + 29 + 27),
-                                            "mask": 2 * 4 + 100 * 4, "profile": 62}
+                                            "windows_confirm": 0, "mask": 2 * 4 + 100 * 4, "profile": 62}
+    tri = plan(30, [1, 2, 4], 100, 64, triage=True)  # each layer's necessity; the wider windows' once confirmed
+    assert tri["windows"] == 2 + (30 + 29 + 27) + 30 and tri["windows_confirm"] == 29 + 27
     assert get("thorough").window_sizes(10) == [1, 2, 3, 4, 5] and get("standard").window_sizes(10) == [1, 2, 4]
     assert set(BUDGETS) == {"quick", "standard", "thorough"}
     assert main(["layer-diff", *map(str, llama_pair), "-p", str(tmp_path / "p.jsonl"), "--causal", "--budget", "huge",

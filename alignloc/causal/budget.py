@@ -11,15 +11,18 @@ many prompts of each kind the causal methods read.
   attribution patching and within-model grids, on every prompt kind), where the sweeps the verdict
   does not read are triaged: attribution estimates every layer, exact patching confirms the third
   of the layers it ranks first (``causal.triage``; every layer of a model of up to 4);
-- ``thorough``: every window size up to half the layers, a 300-step mask, 128 prompts, all patching,
-  every layer exact.
+- in both of these, a graft window of more than one layer is reverted (necessity) only where it brings
+  ``graft.CONFIRM_AT`` of the gap into the base: a carrier must be both sufficient and necessary, so the
+  verdict reads the same windows (the others' necessity is None);
+- ``thorough``: every window size up to half the layers, each both ways, a 300-step mask, 128 prompts, all
+  patching, every layer exact.
 
 ``--windows`` and ``--mask-steps`` given on their own override the budget's. ``plan`` counts each
 stage's forward passes in the units its report records (``windows.passes`` and ``profile.passes``:
 passes over the prompt set; ``mask.passes.forward``: forwards of one mask batch; ``patch_cells``: patched
 sites, each about half a pass or less, see ``causal.patching``), so a run can be checked against its plan; ``plan_lines`` prints them with an estimate in minutes from ``probe``, a
-timed forward of one batch. The estimate is an upper bound for windows and profile: grafts resume at
-their first layer (``causal.resumed``) and cost less than a full pass.
+timed forward of one batch. Windows and profile count full passes where grafts resume at their first
+layer (``causal.resumed``) and cost about half of one, which leaves room for the windows a triage confirms.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from dataclasses import dataclass
 import torch
 
 from alignloc import progress
-from alignloc.causal.graft import window_sizes
+from alignloc.causal.graft import CONFIRM_AT, window_sizes
 from alignloc.causal.mask import DeltaMask
 from alignloc.causal.metrics import scored_batch, scored_logits
 from alignloc.causal.triage import confirm_cells, confirm_count
@@ -86,16 +89,21 @@ def patch_cells(n_layers: int, extras: bool, window: int, triage: bool = False, 
     return per_layer + (n_layers + (VERDICT_SITES - 1) * k + grid if extras else 0)
 
 
-def plan(n_layers: int, sizes: list[int], mask_steps: int, n_prompts: int, mask: DeltaMask | None = None) -> dict:
+def plan(n_layers: int, sizes: list[int], mask_steps: int, n_prompts: int, mask: DeltaMask | None = None,
+         triage: bool = False) -> dict:
     """Each stage's forward passes for localizing the gap of ``n_prompts`` prompts on ``n_layers`` layers.
 
     ``windows`` and ``profile`` count passes over the prompt set (the profile reads both of its metrics off
-    the same passes); ``mask`` counts forwards of one mask batch."""
+    the same passes); ``mask`` counts forwards of one mask batch. With ``triage`` (``graft.window_sweep``'s
+    ``necessity_at``), ``windows`` counts every window's sufficiency and each single layer's necessity; the run adds
+    one pass per window of more than one layer that it confirms (``windows.confirmed``, at most ``windows_confirm``)."""
     m = DeltaMask(steps=mask_steps) if mask is None else mask
     n_sets = n_layers
     batches = math.ceil(n_prompts / m.batch_size)
+    windows = sum(n_layers - w + 1 for w in sizes)
+    wider = sum(n_layers - w + 1 for w in sizes if w > 1)
     return {"n_prompts": n_prompts, "n_layers": n_layers, "sizes": sizes,
-            "windows": 2 + 2 * sum(n_layers - w + 1 for w in sizes),
+            "windows": 2 + 2 * windows - (wider if triage else 0), "windows_confirm": wider if triage else 0,
             "mask": 0 if mask_steps == 0 else 2 * batches + mask_steps * m.samples,
             "profile": 2 + 2 * n_sets}
 
@@ -124,15 +132,17 @@ def plan_lines(budget: Budget, plans: dict[str, dict], seconds_per_batch: float)
         mask_batch = DeltaMask().batch_size / PROFILE_BATCH * seconds_per_batch
         est = p["windows"] * per_set(p["n_prompts"]) + p["mask"] * mask_batch + p["profile"] * per_set(p["n_prompts"])
         total += est
+        confirm = (f" + 1 per wider window that brings {CONFIRM_AT:.0%} of the gap (at most {p['windows_confirm']})"
+                   if p.get("windows_confirm") else "")
         lines.append(f"  {kind.replace('_', ' ')} ({p['n_prompts']} prompts, {p['n_layers']} layers): graft windows "
-                     f"{p['sizes']} {p['windows']} passes; mask {p['mask']} batch forwards; profile {p['profile']} passes; "
-                     f"at most {est / 60:.1f} min")
+                     f"{p['sizes']} {p['windows']} passes{confirm}; mask {p['mask']} batch forwards; profile {p['profile']} "
+                     f"passes; about {est / 60:.1f} min")
     for part in plans.get("patching", []):  # a patched cell resumes its run where the patch enters: half a pass at most
         est = part["cells"] / 2 * per_set(part["n_prompts"])
         total += est
         lines.append(f"  patching, {part['prompts']} ({part['n_prompts']} prompts): {part['cells']} cells; at most "
                      f"{est / 60:.1f} min")
-    lines.append(f"  estimate: at most {total / 60:.1f} min in all")
+    lines.append(f"  estimate: about {total / 60:.1f} min in all")
     return lines
 
 
@@ -144,10 +154,10 @@ def announce(pair: ModelPair, prompts: list[Prompt], moved: list[Prompt], budget
     from alignloc.causal.report import PATCH_WINDOW, changed_behavior, patched_prompts
 
     behavior, knowledge = changed_behavior(prompts)[: budget.n], moved[: budget.n]
-    plans: dict = {kind: plan(pair.n_layers, sizes, mask_steps, len(ps)) for kind, ps in
+    plans: dict = {kind: plan(pair.n_layers, sizes, mask_steps, len(ps), triage=budget.triage) for kind, ps in
                    (("behavior", behavior), ("knowledge", knowledge)) if ps}
     if behavior and versus_control:
-        plans["behavior_vs_control"] = plan(pair.n_layers, sizes, mask_steps, len(behavior))
+        plans["behavior_vs_control"] = plan(pair.n_layers, sizes, mask_steps, len(behavior), triage=budget.triage)
     plans["patching"] = [{"prompts": name, "n_prompts": len(ps),
                           "cells": patch_cells(pair.n_layers, extras, PATCH_WINDOW, extras and budget.triage,
                                                verdict_reads=name == "behavior" or not extras)}

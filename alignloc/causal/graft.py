@@ -126,47 +126,67 @@ def window_sizes(n_layers: int, spec: str | list[int] | None = None) -> list[int
     return sorted(set(sizes))
 
 
+CONFIRM_AT = 0.5  # a window's necessity is run where its sufficiency reaches this share of the gap (triage)
+
+
 def window_sweep(pair: ModelPair, metric: Metric, sizes: list[int] | None = None,
-                 modules: tuple[str, ...] | None = None, resumed: tuple | None = None) -> dict:
+                 modules: tuple[str, ...] | None = None, resumed: tuple | None = None,
+                 necessity_at: float | None = None) -> dict:
     """Sufficiency and necessity of every contiguous window ``i..i+w-1`` for each size ``w``
     (``resumed``: see ``graft_effect``; a window at block ``i`` then computes blocks ``i..`` only, and a larger
     window of the same start only the blocks from the end of the smaller one, ``causal.resumed.Chain``).
 
-    Costs ``2 + 2 * sum_w (n_layers - w + 1)`` metric evaluations (forward passes over the prompts).
+    ``necessity_at`` (a triage, e.g. ``CONFIRM_AT``): a window of more than one layer is reverted (necessity) only
+    where its sufficiency is at least this share of the gap, its necessity None elsewhere: a carrier must be both
+    (``carrier_window``, the verdict's bar 0.8), so no carrier is missed. Single layers always run both ways
+    (``profile.ranking_from_windows`` reads them). None: every window both ways.
+
+    Costs ``2 + 2 * sum_w (n_layers - w + 1)`` metric evaluations (forward passes over the prompts) without triage;
+    with it ``2 + sum_w (n_layers - w + 1) + n_layers`` plus one per window confirmed (``confirmed``).
     Returns JSON-ready ``{"base", "tuned", "gap", "sizes", "windows": {w: {"starts", "sufficiency",
-    "necessity"}}, "passes"}``.
+    "necessity"}}, "passes", "necessity_at", "confirmed"}``.
     """
     n = pair.n_layers
     sizes = window_sizes(n) if sizes is None else sizes
     m_base, m_tuned = metric(pair.base), metric(pair.tuned)
-    effects: dict[tuple[int, int], tuple[float, float]] = {}
+    gap = m_tuned - m_base
+    chained = bool(resumed) and modules is None  # per start, the windows grow: each enters at the blocks it adds
+    effects: dict[tuple[int, int], tuple[float, float | None]] = {}
+    passes = 2
+
+    def graft_score(side: int, layers: list[int], chain: Chain | None, new: int) -> float:
+        """The metric of the base (``side`` 0) with ``layers`` from the tuned model, or of the tuned (1) reverted."""
+        recipient, donor = (pair.base, pair.tuned) if side == 0 else (pair.tuned, pair.base)
+        with grafted(recipient, donor, layers, modules) as m:
+            if chain is not None:
+                return float(chain.scores(new).nanmean())
+            return resumed[side].mean(min(layers)) if resumed else metric(m)
+
     with stage("graft windows", total=sum(n - w + 1 for w in sizes), unit="window") as advance:
-        if resumed and modules is None:  # per start, the windows grow: each enters at the blocks it adds
-            gap = m_tuned - m_base
-            for i in range(n):
-                chains, new = (Chain(resumed[0]), Chain(resumed[1])), i
-                for w in [w for w in sizes if i + w <= n]:
-                    with grafted(pair.base, pair.tuned, list(range(i, i + w))):
-                        up = float(chains[0].scores(new).nanmean())
-                    with grafted(pair.tuned, pair.base, list(range(i, i + w))):
-                        down = float(chains[1].scores(new).nanmean())
-                    effects[w, i] = ((up - m_base) / gap, (m_tuned - down) / gap) if gap else (float("nan"), float("nan"))
-                    new = i + w
-                    advance()
-        else:
-            for w in sizes:
-                for i in range(n - w + 1):
-                    effects[w, i] = graft_effect(pair, metric, list(range(i, i + w)), m_base, m_tuned, modules, resumed)
-                    advance()
-    windows, passes = {}, 2
+        for i in range(n):
+            todo = [w for w in sizes if i + w <= n]
+            up: dict[int, float] = {}
+            chain, new = (Chain(resumed[0]) if chained else None), i
+            for w in todo:
+                up[w] = (graft_score(0, list(range(i, i + w)), chain, new) - m_base) / gap if gap else float("nan")
+                new, passes = i + w, passes + 1
+            chain, new = (Chain(resumed[1]) if chained else None), i
+            for w in todo:
+                down = None
+                if necessity_at is None or w == 1 or up[w] >= necessity_at:
+                    down = (m_tuned - graft_score(1, list(range(i, i + w)), chain, new)) / gap if gap else float("nan")
+                    new, passes = i + w, passes + 1
+                effects[w, i] = (up[w], down)
+                advance()
+    windows = {}
     for w in sizes:
         starts = list(range(n - w + 1))
         windows[str(w)] = {"starts": starts, "sufficiency": [effects[w, i][0] for i in starts],
                            "necessity": [effects[w, i][1] for i in starts]}
-        passes += 2 * len(starts)
-    return {"base": m_base, "tuned": m_tuned, "gap": m_tuned - m_base, "sizes": sizes, "n_layers": n,
-            "modules": list(modules or []), "windows": windows, "passes": passes,
-            "engine": "resumed" if resumed and all(r.exact for r in resumed) else "full"}
+    confirmed = sum(1 for (w, _), (_, d) in effects.items() if w > 1 and d is not None) if necessity_at is not None else None
+    return {"base": m_base, "tuned": m_tuned, "gap": gap, "sizes": sizes, "n_layers": n,
+            "modules": list(modules or []), "windows": windows, "passes": passes, "necessity_at": necessity_at,
+            "confirmed": confirmed, "engine": "resumed" if resumed and all(r.exact for r in resumed) else "full"}
 
 
 def carrier_window(sweep: dict, threshold: float = 0.8) -> dict | None:
@@ -174,7 +194,8 @@ def carrier_window(sweep: dict, threshold: float = 0.8) -> dict | None:
     the best such window of that size; None when no swept window carries the gap."""
     for w in sweep["sizes"]:
         row = sweep["windows"][str(w)]
-        scores = [min(s, n) for s, n in zip(row["sufficiency"], row["necessity"], strict=True)]
+        scores = [min(s, n) if n is not None else float("nan")  # None: not reverted (triage), not a carrier
+                  for s, n in zip(row["sufficiency"], row["necessity"], strict=True)]
         ok = [i for i, x in enumerate(scores) if x == x and x >= threshold]
         if ok:
             best = max(ok, key=lambda i: scores[i])

@@ -22,7 +22,7 @@ import time
 
 from alignloc.analyses.concentration import at_k
 from alignloc.analyses.outputs import answer_tokens
-from alignloc.causal.graft import carrier_window, window_sweep
+from alignloc.causal.graft import CONFIRM_AT, carrier_window, window_sweep
 from alignloc.causal.mask import DeltaMask
 from alignloc.causal.patching import Job, patch_sweeps
 from alignloc.causal.profile import concentration_profile, ranking_from_windows
@@ -56,14 +56,16 @@ def patch_summary(per_layer: dict[str, dict]) -> dict:
 
 def localize(pair: ModelPair, prompts: list[Prompt], bos: bool, *, sizes: list[int] | None = None, carrier_at: float = 0.8, mask: DeltaMask | None = None,
              knowledge: list[Prompt] | None = None, patching: dict[str, dict] | None = None,
-             batch_size: int = 8, n_boot: int = 1000, seed: int = 0, sites: tuple[str, ...] = PATCH_SITES) -> dict:
+             batch_size: int = 8, n_boot: int = 1000, seed: int = 0, sites: tuple[str, ...] = PATCH_SITES,
+             triage: bool = False) -> dict:
     """Windows, mask, concentration profile and patching for the gap of ``prompts`` (those with a target); JSON-ready.
 
     ``mask=None`` uses ``DeltaMask()`` defaults; pass ``DeltaMask(steps=0)`` to skip fitting. The profile
     (``causal.profile``) follows the mask's ranking, or single-layer grafting's without a mask; the mask's
     selection is read off it (``mask.recovery.selected``: the profile's set of that size, on the log-prob).
     ``patching`` may hold per-site ``patch_sweep`` results already computed on the same prompts; ``sites=()``
-    skips patching.
+    skips patching. ``triage``: a window of more than one layer is reverted only where its sufficiency reaches
+    ``graft.CONFIRM_AT`` of the gap (a carrier must be both; ``--budget standard`` and ``quick``).
     """
     from alignloc.causal.graft import target_metric
 
@@ -73,7 +75,7 @@ def localize(pair: ModelPair, prompts: list[Prompt], bos: bool, *, sizes: list[i
     metric = target_metric(chosen, None, bos)
     t0 = time.time()
     resumed = (ResumedScorer(pair.base, chosen, bos, batch_size), ResumedScorer(pair.tuned, chosen, bos, batch_size))
-    win = window_sweep(pair, metric, sizes, resumed=resumed)  # the scorers serve the profile below too
+    win = window_sweep(pair, metric, sizes, resumed=resumed, necessity_at=CONFIRM_AT if triage else None)  # the scorers serve the profile below too
     out = {"n": len(chosen), "gap": win["gap"], "answer_tokens": float(answer_tokens(pair.tokenizer, chosen).mean()),
            "windows": win, "carrier": carrier_window(win, carrier_at),
            "carrier_at": carrier_at, "seconds": {"windows": round(time.time() - t0, 2)}}

@@ -158,7 +158,9 @@ def causal_report(pair: ModelPair, prompts: list[Prompt], bos: bool, n: int = 64
     resamples give the concentration profile's intervals. ``patch_extras=False`` leaves ``patch`` empty:
     only the per-layer patching the verdict reads runs (inside ``localize``), as ``--budget quick`` does.
     ``triage``: the sweeps of ``patch`` that the verdict does not read patch exactly only the layers attribution
-    ranks first (``causal.triage``; ``--budget standard``); False patches every layer (``thorough``).
+    ranks first (``causal.triage``), and a graft window of more than one layer is reverted only where it brings
+    ``graft.CONFIRM_AT`` of the gap (``localize``; ``--budget standard``); False runs every layer and window
+    (``thorough``).
     """
     out: dict = {"patch": {}, "localize": {},
                  "settings": {"n": n, "window": window, "sizes": sizes, "mask_steps": mask_steps,
@@ -174,17 +176,18 @@ def causal_report(pair: ModelPair, prompts: list[Prompt], bos: bool, n: int = 64
         done = out["patch"]["behavior"]["patch"]["per_layer"] if "behavior" in out["patch"] else None
         out["localize"]["behavior"] = localize(pair, behavior, bos, sizes=sizes, patching=done,
                                                mask=DeltaMask(steps=mask_steps), knowledge=knowledge,
-                                               n_boot=n_boot, seed=seed)
+                                               n_boot=n_boot, seed=seed, triage=triage)
     if moved:
         out["localize"]["knowledge"] = localize(pair, moved[:n], bos, sizes=sizes, mask=DeltaMask(steps=mask_steps),
-                                                n_boot=n_boot, seed=seed)
+                                                n_boot=n_boot, seed=seed, triage=triage)
     elif knowledge:
         out["localize"]["knowledge_note"] = "no knowledge prompt's fact moved by more than 2 nats: nothing to localize"
     return out
 
 
 def versus_control(pair: ModelPair, control: LoadedModel, prompts: list[Prompt], bos: bool, n: int = 64,
-                   sizes: list[int] | None = None, mask_steps: int = 100, n_boot: int = 1000, seed: int = 0) -> dict:
+                   sizes: list[int] | None = None, mask_steps: int = 100, n_boot: int = 1000, seed: int = 0,
+                   triage: bool = True) -> dict:
     """Localization of the part of the behavior gap that the control does not share: the same windows, mask and
     profile (no patching) on the pair (control, tuned), i.e. tuned against control rather than against the base.
     Where the control is the tuned model's training without the edit (a drift, continued pretraining), this gap is
@@ -194,4 +197,4 @@ def versus_control(pair: ModelPair, control: LoadedModel, prompts: list[Prompt],
         return {}
     vs = ModelPair(base=control, tuned=pair.tuned, name=f"{control.ref} -> {pair.tuned.ref}")
     return {"behavior": localize(vs, behavior, bos, sizes=sizes, mask=DeltaMask(steps=mask_steps), n_boot=n_boot,
-                                 seed=seed, sites=())}
+                                 seed=seed, sites=(), triage=triage)}

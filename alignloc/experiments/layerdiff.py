@@ -217,7 +217,7 @@ def layer_diff(
             from alignloc.causal.report import versus_control as localize_vs_control
 
             vs = localize_vs_control(pair, control, prompts, bos, n=spend.n, sizes=windows, mask_steps=mask_steps,
-                                     n_boot=n_boot, seed=seed)
+                                     n_boot=n_boot, seed=seed, triage=spend.triage)
             causal_block["versus_control"] = vs
             if "behavior" in vs:
                 localization["behavior_vs_control"] = vs["behavior"]

@@ -164,6 +164,9 @@ def causal_markdown(causal: dict) -> list[str]:
             row = win["windows"][str(w)]
             cells = [f"{fmt(a, 2)} / {fmt(b, 2)}" for a, b in zip(row["sufficiency"], row["necessity"], strict=True)]
             md.append(f"| {w} | " + " | ".join(cells + ["-"] * (win["n_layers"] - len(cells))) + " |")
+        if win.get("necessity_at") is not None:
+            md += ["", f"Necessity '-': the window was not reverted, since it brings under {win['necessity_at']:.0%} of the "
+                   f"gap and cannot carry it ({win['confirmed']} wider windows reverted; `--budget thorough` reverts all)."]
         c = loc.get("carrier")
         md += ["", f"Carrier window (smallest with both >= {loc['carrier_at']}): "
                + (f"layers {c['layers']} ({fmt(c['sufficiency'], 2)} / {fmt(c['necessity'], 2)})" if c else "none")]
