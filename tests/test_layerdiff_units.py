@@ -293,8 +293,8 @@ def test_the_quick_budget_runs_what_its_plan_says(llama_pair, tmp_path, capsys):
     assert set(loc["patching"]) == {"attn_out", "mlp_out", "resid_increment", "gap"} and len(loc["patching"]["mlp_out"]) == n
     assert f"patching, behavior (32 prompts): {3 * n} cells" in err
     assert patch_cells(30, False, 12) == 90 and patch_cells(30, True, 12) == 180 + 360
-    assert patch_cells(30, True, 12, triage=True) == 90 + 30 + 2 * 10 + 10 * 4  # a third of the layers; grid: 40 cells
-    assert patch_cells(30, True, 12, triage=True, verdict_reads=False) == 30 + 2 * 10 + 30 + 2 * 10 + 10 * 4
+    assert patch_cells(30, True, 12, triage=True) == 90 + 3 * 10 + 10 * 4  # a third of the layers; grid: 40 cells
+    assert patch_cells(30, True, 12, triage=True, verdict_reads=False) == 3 * 10 + 3 * 10 + 10 * 4
     assert patch_cells(4, True, 12, triage=True) == patch_cells(4, True, 12)  # every layer of a 4-layer model
     assert plan(30, [1, 2, 4], 100, 64) == {"n_prompts": 64, "n_layers": 30, "sizes": [1, 2, 4], "windows": 2 + 2 * (30 + 29 + 27),
                                             "windows_confirm": 0, "mask": 2 * 4 + 100 * 4, "profile": 62}

@@ -8,7 +8,7 @@ import torch
 from alignloc.analyses.outputs import full_target_logprobs, teacher_forced_batch
 from alignloc.causal.attribution import attribution_sweep, attribution_sweeps
 from alignloc.causal.patching import patch_sweep
-from alignloc.causal.triage import confirm, spearman, triaged_layers
+from alignloc.causal.triage import confirm, spaced_layers, spearman, triaged_layers
 from alignloc.models.hooks import count_hooks, edit, run_recording
 from alignloc.models.pair import load_pair
 from alignloc.sites import Site
@@ -180,6 +180,8 @@ def test_triaged_patch_block_runs_the_cells_its_plan_counts(zoo_tiny):
     cells = sum(ran(blk["patch"][key][kind]["recovered"]) for key in ("per_layer", "kept") for kind in blk["patch"][key])
     cells += ran(grid["recovered"])
     assert n == 8 and cells == patch_cells(n, True, len(offsets), triage=True, verdict_reads=True)
+    kept = blk["patch"]["kept"]["resid_post"]  # the whole residual: evenly spaced layers, the last one included
+    assert kept["triage"]["confirmed"] == spaced_layers(list(range(n)), 4) == [1, 3, 5, 7]
     est = blk["attribution"]["grid"]["by_position"]
     top = triaged_cells(list(range(n)), est, offsets, confirm_cells(n, len(offsets)))
     confirmed = {(layer, o) for layer, row in zip(grid["layers"], grid["recovered"], strict=True)

@@ -9,8 +9,9 @@ many prompts of each kind the causal methods read.
 - ``standard`` (the default): windows 1, 2, 4, ... up to half the layers, a 100-step mask, 64 prompts,
   and the whole patching block of the report (also base into tuned, a layer x position grid,
   attribution patching and within-model grids, on every prompt kind), where the sweeps the verdict
-  does not read are triaged: attribution estimates every layer, exact patching confirms the third
-  of the layers it ranks first (``causal.triage``; every layer of a model of up to 4);
+  does not read (all but the per-layer sweeps tuned into base on the behavior prompts) are triaged:
+  attribution estimates every layer, exact patching confirms the third of the layers it ranks first
+  (``causal.triage``; every layer of a model of up to 4);
 - in both of these, a graft window of more than one layer is reverted (necessity) only where it brings
   ``graft.CONFIRM_AT`` of the gap into the base: a carrier must be both sufficient and necessary, so the
   verdict reads the same windows (the others' necessity is None);
@@ -80,13 +81,13 @@ VERDICT_SITES = 3  # attn_out, mlp_out, resid_post: the per-layer patching ``cau
 
 def patch_cells(n_layers: int, extras: bool, window: int, triage: bool = False, verdict_reads: bool = True) -> int:
     """Patched cells of one prompt set: the per-layer sites (tuned into base), and with ``extras`` the same
-    base into tuned and the layer x position grid over ``window`` positions. With ``triage``, every site but
-    the whole residual is patched on ``triage.confirm_count`` layers only, except the tuned-into-base sweeps
-    of the prompts the verdict reads (``verdict_reads``)."""
+    base into tuned and the layer x position grid over ``window`` positions. With ``triage``, every sweep is
+    patched on ``triage.confirm_count`` layers only (the grid on ``confirm_cells``), except the tuned-into-base
+    sweeps of the prompts the verdict reads (``verdict_reads``)."""
     k = confirm_count(n_layers) if triage else n_layers
-    per_layer = VERDICT_SITES * n_layers if verdict_reads or not triage else n_layers + (VERDICT_SITES - 1) * k
+    per_layer = VERDICT_SITES * (n_layers if verdict_reads or not triage else k)
     grid = confirm_cells(n_layers, window) if triage else window * n_layers
-    return per_layer + (n_layers + (VERDICT_SITES - 1) * k + grid if extras else 0)
+    return per_layer + (VERDICT_SITES * k + grid if extras else 0)
 
 
 def plan(n_layers: int, sizes: list[int], mask_steps: int, n_prompts: int, mask: DeltaMask | None = None,

@@ -38,6 +38,7 @@ from alignloc.causal.triage import (
     confirm,
     confirm_cells,
     confirm_count,
+    spaced_layers,
     spearman,
     triaged_cells,
     triaged_layers,
@@ -53,10 +54,11 @@ PATCH_WINDOW = 12  # context positions of the layer x position grids
 def patch_block(pair: ModelPair, prompts: list[Prompt], metric: str, bos: bool, window: int, triage: bool = False,
                 verdict_reads: bool = True) -> dict:
     """Cross-model patching, attribution and within-model grids for one prompt kind. With ``triage`` the sweeps
-    the verdict does not read (attention and MLP outputs base into tuned, the grids, and where not
-    ``verdict_reads`` the attention and MLP outputs tuned into base too) patch exactly only the layers
-    attribution ranks first (the grid: its top cells; ``causal.triage``); the whole residual (too far from linear for the estimate to
-    rank it) and, for the prompts the verdict reads, the per-layer tuned-into-base sweeps stay exact."""
+    the verdict does not read (every per-layer sweep base into tuned, the grids, and where not ``verdict_reads`` the
+    per-layer sweeps tuned into base too) patch exactly only the layers attribution ranks first (the grid: its top
+    cells; the whole residual, which the estimate does not rank: evenly spaced layers; ``causal.triage``), each
+    reported with its estimate and their agreement; for the prompts the verdict reads, the per-layer tuned-into-base
+    sweeps stay exact."""
     n_layers = pair.n_layers
     k = confirm_count(n_layers) if triage else n_layers
     layers = list(range(n_layers))
@@ -70,13 +72,13 @@ def patch_block(pair: ModelPair, prompts: list[Prompt], metric: str, bos: bool, 
     # every estimate of one direction from one forward and backward per batch
     into_base = attribution_sweeps(pair, prompts, {**dict.fromkeys(PER_LAYER), "resid_pre": window}, metric=metric, bos=bos)
     attr = {"per_layer": {kind: into_base[kind] for kind in PER_LAYER}, "grid": into_base["resid_pre"]}
-    kept_triaged = [kind for kind in PER_LAYER if kind != "resid_post" and k < n_layers]
+    kept_triaged = list(PER_LAYER) if k < n_layers else []
     kept_est = attribution_sweeps(pair, prompts, dict.fromkeys(kept_triaged), direction="base_into_tuned", metric=metric,
                                   bos=bos) if kept_triaged else {}
     # per direction, the estimate each sweep is triaged by (None: every layer exact) and one call for all its sweeps
-    estimates = {(key, kind): None if kind == "resid_post" or k >= n_layers or (key == "per_layer" and verdict_reads)
+    estimates = {(key, kind): None if k >= n_layers or (key == "per_layer" and verdict_reads)
                  else (attr["per_layer"][kind] if key == "per_layer" else kept_est[kind])["recovered"]
-                 for key in ("per_layer", "kept") for kind in PER_LAYER}  # a whole residual is too far from linear
+                 for key in ("per_layer", "kept") for kind in PER_LAYER}
     grid_est, offsets = attr["grid"]["by_position"], attr["grid"]["offsets"]
     estimates["grid", "resid_pre"] = None if k >= n_layers else grid_est
     cells = None if k >= n_layers else triaged_cells(layers, grid_est, offsets, confirm_cells(n_layers, len(offsets)))
@@ -84,7 +86,10 @@ def patch_block(pair: ModelPair, prompts: list[Prompt], metric: str, bos: bool, 
     def job(key: str, kind: str) -> Job:
         if key == "grid":  # the grid's top cells by the estimate
             return Job(kind, None if cells is None else sorted({layer for layer, _ in cells}), "each", window, cells)
-        return Job(kind, None if estimates[key, kind] is None else triaged_layers(layers, estimates[key, kind], k))
+        if estimates[key, kind] is None:
+            return Job(kind)
+        # the whole residual: evenly spaced layers (the estimate does not rank it); the components: attribution's top
+        return Job(kind, spaced_layers(layers, k) if kind == "resid_post" else triaged_layers(layers, estimates[key, kind], k))
 
     for direction, keys in (("tuned_into_base", ("per_layer", "grid")), ("base_into_tuned", ("kept",))):
         todo = [(key, kind) for key, kind in estimates if key in keys]
