@@ -14,7 +14,8 @@ prompts (the real tier's knowledge, chat and refusal questions, each with its ta
   resumed, stacked into one forward per step (``causal.mixed``) and not rerun when drawn again, the
   profile's two metrics off one forward per graft, the sweeps of one direction from one recording
   (``patch_sweeps``) and one attribution pass per direction, the extra sweeps triaged by attribution
-  (``causal.triage``).
+  (``causal.triage``), a window of more than one layer reverted only where it brings half the gap
+  (``graft.CONFIRM_AT``).
 
 Stages: ``windows`` (graft windows of ``--sizes``), ``mask`` (``--mask-steps``), ``profile`` (over the
 single-layer ranking), ``patching`` (the report's patch block of the prompts the verdict reads: per-layer
@@ -22,7 +23,7 @@ sweeps both ways, the resid_pre grid, attribution) and ``patching other`` (the s
 kind the verdict does not read, as `layer-diff` runs it for knowledge and context prompts: there the
 tuned-into-base sweeps are triaged too). For each it prints both times, their ratio and the largest
 difference between the two engines' numbers where they compute the same thing (windows, profile, the
-mask's gates; for the triaged sweeps, the confirmed layers against the full sweep), then the totals and
+mask's gates; for the triaged sweeps and windows, the confirmed ones against the full sweep), then the totals and
 whether the localization agrees (the single-layer ranking's top layer, the mask's ranking, the
 profile's smallest k carrying 80% each way). `layer-diff --causal` runs these stages for the behavior
 prompts and the knowledge facts that moved (windows, mask, profile) and patching for each prompt kind.
@@ -92,7 +93,9 @@ def stages(name: str, args, tok, earlier: bool) -> dict:
         from alignloc.causal.resumed import ResumedScorer
 
         scorers, t_rec = _timed(lambda: (ResumedScorer(pair.base, ps, bos, 8), ResumedScorer(pair.tuned, ps, bos, 8)))
-        win, t_win = _timed(lambda: window_sweep(pair, metric, sizes, resumed=scorers))
+        from alignloc.causal.graft import CONFIRM_AT  # as layer-diff runs it: wider windows reverted where they carry
+
+        win, t_win = _timed(lambda: window_sweep(pair, metric, sizes, resumed=scorers, necessity_at=CONFIRM_AT))
         t["windows"] = t_rec + t_win  # the recorded runs serve the profile too
         prof_kw["resumed"] = scorers
     res["windows"] = [win["windows"][w][k] for w in win["windows"] for k in ("sufficiency", "necessity")]

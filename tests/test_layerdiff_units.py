@@ -268,6 +268,23 @@ def test_skipped_within_model_patching_is_said_on_the_console_and_in_index_html(
     assert "Within-model patching skipped on the behavior prompts: prompt &#x27;b1&#x27;" in page
 
 
+def test_the_window_triage_follows_the_verdicts_carrier_bar(llama_pair, tmp_path):
+    """A verdict whose carriers need less than half the gap (``VerdictConfig.carrier_at``) gets the windows it reads:
+    the triage reverts every wider window that brings that much, and the localization's carrier uses the same bar."""
+    from alignloc.analyses.verdict import VerdictConfig
+    from alignloc.experiments.layerdiff import layer_diff
+    from alignloc.models.pair import load_pair
+    from alignloc.prompts import Prompt
+
+    pair = load_pair(*map(str, llama_pair), device="cpu")
+    ps = [Prompt(f"b{i}", f"hello there friend {i}", "behavior", target=" x") for i in range(8)]
+    for bar, at in ((0.3, 0.3), (0.9, 0.5)):
+        rep = layer_diff(pair, ps, tmp_path / str(bar), write=False, n_boot=20, probes=False, causal=True, budget="quick",
+                         verdict=VerdictConfig(carrier_at=bar))
+        loc = rep["causal"]["localize"]["behavior"]
+        assert loc["windows"]["necessity_at"] == at and loc["carrier_at"] == bar
+
+
 def test_the_quick_budget_runs_what_its_plan_says(llama_pair, tmp_path, capsys):
     """--budget quick: windows of 1 and 2 layers, no mask, at most 32 prompts per kind; the plan printed first
     counts the passes the run records."""

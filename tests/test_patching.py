@@ -7,7 +7,7 @@ import torch
 
 from alignloc.analyses.outputs import full_target_logprobs, teacher_forced_batch
 from alignloc.causal.attribution import attribution_sweep, attribution_sweeps
-from alignloc.causal.patching import patch_sweep
+from alignloc.causal.patching import patch_sweep, within_sweep
 from alignloc.causal.triage import confirm, spaced_layers, spearman, triaged_layers
 from alignloc.models.hooks import count_hooks, edit, run_recording
 from alignloc.models.pair import load_pair
@@ -164,7 +164,7 @@ def test_the_causal_methods_leave_out_answers_both_models_wrote():
 def test_triaged_patch_block_runs_the_cells_its_plan_counts(zoo_tiny):
     """``--budget standard``'s patch block on an 8-layer organism: the cells it patches are those ``patch_cells`` plans
     (a third of the layers of the sweeps the verdict does not read, the grid's top cells by attribution), and each
-    confirmed grid cell equals the full grid's."""
+    confirmed grid cell equals the full grid's; the within-model grids are triaged by cell the same way."""
     from alignloc.causal.budget import patch_cells
     from alignloc.causal.report import PATCH_WINDOW, patch_block
     from alignloc.causal.triage import confirm_cells, triaged_cells
@@ -192,3 +192,17 @@ def test_triaged_patch_block_runs_the_cells_its_plan_counts(zoo_tiny):
         assert grid["recovered"][layer][offsets.index(o)] == pytest.approx(full["recovered"][layer][offsets.index(o)], abs=1e-5)
     best = max(((layer, j) for layer in range(n) for j in range(len(offsets))), key=lambda c: abs(full["recovered"][c[0]][c[1]]))
     assert (best[0], offsets[best[1]]) in confirmed  # the largest exact cell is among those attribution kept
+    # the within-model grids are triaged by cell too: each side's top cells by its own estimate, equal to the full grid's
+    for side in ("base", "tuned"):
+        w = blk["within"][side]
+        ran_w = {(layer, o) for layer, row in zip(w["layers"], w["recovered"], strict=True)
+                 for o, v in zip(w["offsets"], row, strict=True) if v is not None}
+        width = len(w["offsets"])
+        assert ran_w == set(triaged_cells(list(range(n)), w["triage"]["estimate"], w["offsets"], confirm_cells(n, width)))
+        assert len(ran_w) == confirm_cells(n, width) < n * width
+    paired = [p for p in prompts if p.corrupt_text]
+    full_w = within_sweep(pair, paired, side="base", kind="resid_pre", window=PATCH_WINDOW)
+    w = blk["within"]["base"]
+    for layer, row in zip(w["layers"], w["recovered"], strict=True):
+        for j, v in enumerate(row):
+            assert v is None or v == pytest.approx(full_w["recovered"][layer][j], abs=1e-5), (layer, j)

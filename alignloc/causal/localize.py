@@ -65,7 +65,8 @@ def localize(pair: ModelPair, prompts: list[Prompt], bos: bool, *, sizes: list[i
     selection is read off it (``mask.recovery.selected``: the profile's set of that size, on the log-prob).
     ``patching`` may hold per-site ``patch_sweep`` results already computed on the same prompts; ``sites=()``
     skips patching. ``triage``: a window of more than one layer is reverted only where its sufficiency reaches
-    ``graft.CONFIRM_AT`` of the gap (a carrier must be both; ``--budget standard`` and ``quick``).
+    ``graft.CONFIRM_AT`` of the gap, or ``carrier_at`` if lower (a carrier must be both; ``--budget standard`` and
+    ``quick``).
     """
     from alignloc.causal.graft import target_metric
 
@@ -75,7 +76,7 @@ def localize(pair: ModelPair, prompts: list[Prompt], bos: bool, *, sizes: list[i
     metric = target_metric(chosen, None, bos)
     t0 = time.time()
     resumed = (ResumedScorer(pair.base, chosen, bos, batch_size), ResumedScorer(pair.tuned, chosen, bos, batch_size))
-    win = window_sweep(pair, metric, sizes, resumed=resumed, necessity_at=CONFIRM_AT if triage else None)  # the scorers serve the profile below too
+    win = window_sweep(pair, metric, sizes, resumed=resumed, necessity_at=min(CONFIRM_AT, carrier_at) if triage else None)  # the scorers serve the profile below too
     out = {"n": len(chosen), "gap": win["gap"], "answer_tokens": float(answer_tokens(pair.tokenizer, chosen).mean()),
            "windows": win, "carrier": carrier_window(win, carrier_at),
            "carrier_at": carrier_at, "seconds": {"windows": round(time.time() - t0, 2)}}

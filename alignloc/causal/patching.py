@@ -353,16 +353,17 @@ def patch_sweeps(pair: ModelPair, prompts: list[Prompt], jobs: list[Job], direct
 def within_sweep(pair: ModelPair, prompts: list[Prompt], side: str = "base", kind: str = "resid_post",
                  layers: list[int] | None = None, positions: str = "each", metric: str = "auto",
                  bos: bool = True, batch_size: int = 8, window: int | None = None, max_rows: int = 256,
-                 reuse_prefix: bool = True) -> dict:
+                 reuse_prefix: bool = True, cells: list[tuple[int, int]] | None = None) -> dict:
     """Within-model patching in one side of the pair: clean activations into the ``corrupt_text`` run.
 
     ``recovered = (M(corrupt + clean patch) - M(corrupt)) / (M(clean) - M(corrupt))``, scored on
     the clean ``target`` (``auto``: logit difference to the ``foil`` where prompts have one). Clean
-    and corrupted prompts must tokenize to the same length. Same cells and output as ``patch_sweep``.
+    and corrupted prompts must tokenize to the same length. Same cells and output as ``patch_sweep``;
+    ``cells`` (``positions="each"``): the ``(layer, offset)`` cells to patch, the others None (``Job.cells``).
     """
     if side not in ("base", "tuned"):
         raise ValueError(f"side must be 'base' or 'tuned', got {side!r}")
     model = pair.base if side == "base" else pair.tuned
-    out = _sweeps(model, model, pair.tokenizer, prompts, [Job(kind, layers, positions, window)], metric, bos, batch_size,
-                  corrupt=True, max_rows=max_rows, reuse_prefix=reuse_prefix)[0]
+    out = _sweeps(model, model, pair.tokenizer, prompts, [Job(kind, layers, positions, window, cells)], metric, bos,
+                  batch_size, corrupt=True, max_rows=max_rows, reuse_prefix=reuse_prefix)[0]
     return {"setting": "within_model", "side": side, **out}

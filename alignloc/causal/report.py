@@ -63,10 +63,9 @@ def patch_block(pair: ModelPair, prompts: list[Prompt], metric: str, bos: bool, 
     k = confirm_count(n_layers) if triage else n_layers
     layers = list(range(n_layers))
 
-    def triaged(estimate: list, run) -> dict:  # run(layers) -> the exact sweep over those layers
-        if k >= n_layers:
-            return run(None)
-        return confirm(run(triaged_layers(layers, estimate, k)), estimate, layers)
+    def top_cells(est: dict) -> list[tuple[int, int]]:
+        """A grid's cells to patch exactly: its top cells by the estimate (``est``: an attribution grid)."""
+        return triaged_cells(layers, est["by_position"], est["offsets"], confirm_cells(n_layers, len(est["offsets"])))
 
     patch = {"per_layer": {}, "kept": {}}
     # every estimate of one direction from one forward and backward per batch
@@ -79,9 +78,9 @@ def patch_block(pair: ModelPair, prompts: list[Prompt], metric: str, bos: bool, 
     estimates = {(key, kind): None if k >= n_layers or (key == "per_layer" and verdict_reads)
                  else (attr["per_layer"][kind] if key == "per_layer" else kept_est[kind])["recovered"]
                  for key in ("per_layer", "kept") for kind in PER_LAYER}
-    grid_est, offsets = attr["grid"]["by_position"], attr["grid"]["offsets"]
+    grid_est = attr["grid"]["by_position"]
     estimates["grid", "resid_pre"] = None if k >= n_layers else grid_est
-    cells = None if k >= n_layers else triaged_cells(layers, grid_est, offsets, confirm_cells(n_layers, len(offsets)))
+    cells = None if k >= n_layers else top_cells(attr["grid"])
 
     def job(key: str, kind: str) -> Job:
         if key == "grid":  # the grid's top cells by the estimate
@@ -124,8 +123,10 @@ def patch_block(pair: ModelPair, prompts: list[Prompt], metric: str, bos: bool, 
                    if side == "base" or k < n_layers else None)
             if side == "base":
                 within["attribution_base"] = est
-            within[side] = triaged(est and est["by_position"], lambda ls, side=side: within_sweep(
-                pair, paired, side=side, kind="resid_pre", layers=ls, bos=bos, window=window))
+            top = None if k >= n_layers else top_cells(est)  # triaged by cell, as the cross-model grid
+            exact = within_sweep(pair, paired, side=side, kind="resid_pre", bos=bos, window=window,
+                                 layers=None if top is None else sorted({layer for layer, _ in top}), cells=top)
+            within[side] = exact if top is None else confirm(exact, est["by_position"], layers)
     except ValueError as e:  # no corrupt_text, or corrupted prompts of another length
         within = {"skipped": str(e), "n_paired": len(paired)}  # n_paired > 0: asked for (a corrupt_text given)
     return {"metric": patch["grid"]["metric"], "n": patch["grid"]["n"], "patch": patch, "attribution": attr,
@@ -155,7 +156,8 @@ def patched_prompts(prompts: list[Prompt], n: int, extras: bool, moved: list[Pro
 
 def causal_report(pair: ModelPair, prompts: list[Prompt], bos: bool, n: int = 64, window: int = PATCH_WINDOW,
                   moved: list[Prompt] | None = None, sizes: list[int] | None = None, mask_steps: int = 100,
-                  n_boot: int = 1000, seed: int = 0, patch_extras: bool = True, triage: bool = True) -> dict:
+                  n_boot: int = 1000, seed: int = 0, patch_extras: bool = True, triage: bool = True,
+                  carrier_at: float = 0.8) -> dict:
     """Everything ``layer-diff --causal`` adds to ``report["causal"]``.
 
     ``moved``: knowledge prompts whose fact moved (``localize.moved_prompts``); ``sizes``: graft
@@ -164,8 +166,8 @@ def causal_report(pair: ModelPair, prompts: list[Prompt], bos: bool, n: int = 64
     only the per-layer patching the verdict reads runs (inside ``localize``), as ``--budget quick`` does.
     ``triage``: the sweeps of ``patch`` that the verdict does not read patch exactly only the layers attribution
     ranks first (``causal.triage``), and a graft window of more than one layer is reverted only where it brings
-    ``graft.CONFIRM_AT`` of the gap (``localize``; ``--budget standard``); False runs every layer and window
-    (``thorough``).
+    ``graft.CONFIRM_AT`` of the gap, or ``carrier_at`` if lower (``localize``; ``--budget standard``); False runs
+    every layer and window (``thorough``). ``carrier_at``: the verdict's bar for a carrier (``VerdictConfig``).
     """
     out: dict = {"patch": {}, "localize": {},
                  "settings": {"n": n, "window": window, "sizes": sizes, "mask_steps": mask_steps,
@@ -181,10 +183,10 @@ def causal_report(pair: ModelPair, prompts: list[Prompt], bos: bool, n: int = 64
         done = out["patch"]["behavior"]["patch"]["per_layer"] if "behavior" in out["patch"] else None
         out["localize"]["behavior"] = localize(pair, behavior, bos, sizes=sizes, patching=done,
                                                mask=DeltaMask(steps=mask_steps), knowledge=knowledge,
-                                               n_boot=n_boot, seed=seed, triage=triage)
+                                               n_boot=n_boot, seed=seed, triage=triage, carrier_at=carrier_at)
     if moved:
         out["localize"]["knowledge"] = localize(pair, moved[:n], bos, sizes=sizes, mask=DeltaMask(steps=mask_steps),
-                                                n_boot=n_boot, seed=seed, triage=triage)
+                                                n_boot=n_boot, seed=seed, triage=triage, carrier_at=carrier_at)
     elif knowledge:
         out["localize"]["knowledge_note"] = "no knowledge prompt's fact moved by more than 2 nats: nothing to localize"
     return out
@@ -192,7 +194,7 @@ def causal_report(pair: ModelPair, prompts: list[Prompt], bos: bool, n: int = 64
 
 def versus_control(pair: ModelPair, control: LoadedModel, prompts: list[Prompt], bos: bool, n: int = 64,
                    sizes: list[int] | None = None, mask_steps: int = 100, n_boot: int = 1000, seed: int = 0,
-                   triage: bool = True) -> dict:
+                   triage: bool = True, carrier_at: float = 0.8) -> dict:
     """Localization of the part of the behavior gap that the control does not share: the same windows, mask and
     profile (no patching) on the pair (control, tuned), i.e. tuned against control rather than against the base.
     Where the control is the tuned model's training without the edit (a drift, continued pretraining), this gap is
@@ -202,4 +204,4 @@ def versus_control(pair: ModelPair, control: LoadedModel, prompts: list[Prompt],
         return {}
     vs = ModelPair(base=control, tuned=pair.tuned, name=f"{control.ref} -> {pair.tuned.ref}")
     return {"behavior": localize(vs, behavior, bos, sizes=sizes, mask=DeltaMask(steps=mask_steps), n_boot=n_boot,
-                                 seed=seed, sites=(), triage=triage)}
+                                 seed=seed, sites=(), triage=triage, carrier_at=carrier_at)}
