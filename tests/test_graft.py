@@ -166,14 +166,20 @@ def test_resumed_mask_samples_equal_the_full_forwards(zoo_tiny):
     assert fast.kl_scale_ == pytest.approx(full.kl_scale_, rel=1e-5)
 
 
-def test_stacked_mask_samples_equal_one_forward_each(zoo_tiny):
+def test_stacked_mask_samples_equal_one_forward_each(zoo_tiny, monkeypatch):
     """A step's sampled masks share one forward (each row its own mix of base and tuned blocks, ``causal.mixed``):
-    the same losses and gates as one forward per mask, and no step fell back to one forward each."""
+    the same losses and gates as one forward per mask, and no step fell back to one forward each. The stacked
+    forward groups its rows by length at its own fixed cost per call (``MIXED_OVERHEAD``)."""
+    from alignloc.causal import mixed
     from alignloc.causal.mask import DeltaMask
 
     pair = load_pair("zoo:refusal-lora-L2")
     prompts = [p for p in organism_prompts("refusal-lora-L2") if p.kind == "behavior"][:32]
+    overheads: list[float] = []
+    grouped = mixed.in_length_groups
+    monkeypatch.setattr(mixed, "in_length_groups", lambda *a, **k: (overheads.append(k.get("overhead")), grouped(*a, **k))[1])
     stacked = DeltaMask(steps=25, batch_size=16).fit(pair, prompts, True)
+    assert overheads and set(overheads) == {mixed.MIXED_OVERHEAD}
     alone = DeltaMask(steps=25, batch_size=16, stack=False).fit(pair, prompts, True)
     assert stacked.passes_["stacked_forwards"] > 0 == alone.passes_["stacked_forwards"]
     assert not stacked.passes_["stack_fallback"]  # the one-time check agreed: no step fell back to one forward each

@@ -167,6 +167,26 @@ def test_pack_groups_items_by_length_under_a_row_cap():
     assert len(pack([10] * 12 + [2] * 12, max_rows=256, overhead=128.0)) == 1
 
 
+def test_length_groups_of_a_stacked_forward_are_fewer():
+    """``in_length_groups`` returns each row's result in row order; with a stacked forward's larger fixed cost per
+    call (``mixed.MIXED_OVERHEAD``) rows of 8 and 20 positions run as one group, where a plain forward's make two."""
+    from alignloc.causal.metrics import in_length_groups
+    from alignloc.causal.mixed import MIXED_OVERHEAD
+
+    ends = torch.tensor([8, 20, 8, 20, 8, 20, 8, 20])
+    widths: list[int] = []
+
+    def run(rows: torch.Tensor, width: int) -> torch.Tensor:
+        widths.append(width)
+        return rows.float()[:, None] * 10 + width
+
+    out = in_length_groups(ends, run)
+    assert sorted(widths) == [8, 20] and out[:, 0].tolist() == [r * 10 + e for r, e in enumerate(ends.tolist())]
+    widths.clear()
+    out = in_length_groups(ends, run, overhead=MIXED_OVERHEAD)
+    assert widths == [20] and out[:, 0].tolist() == [r * 10 + 20 for r in range(8)]
+
+
 def test_window_gathers_each_rows_positions_from_its_own_start_and_pads_with_the_last():
     from alignloc.models.resume import window
 

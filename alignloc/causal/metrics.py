@@ -89,15 +89,15 @@ def pack(lengths: list[int], max_rows: int, overhead: float = 32.0) -> list[list
 
 
 def in_length_groups(row_end: Int[torch.Tensor, " b"], run: Callable[[Int[torch.Tensor, " m"], int], torch.Tensor],
-              max_rows: int = 256) -> torch.Tensor:
-    """``run(rows, width)`` on groups of rows of similar ``row_end`` (``pack``), each computing its rows'
-    first ``width`` positions only, reassembled in row order (``run`` returns ``[m, ...]``, row-wise).
+                     max_rows: int = 256, overhead: float = 32.0) -> torch.Tensor:
+    """``run(rows, width)`` on groups of rows of similar ``row_end`` (``pack``, with its per-call ``overhead``), each
+    computing its rows' first ``width`` positions only, reassembled in row order (``run`` returns ``[m, ...]``).
 
     A right-padded batch of prompts of mixed lengths pads every row to the longest: a forward per group
     of similar lengths computes the same values on fewer positions (per position, a causal model's output
     does not depend on the columns after it)."""
     out = None
-    for group in pack(row_end.tolist(), max_rows):
+    for group in pack(row_end.tolist(), max_rows, overhead):
         rows = torch.tensor(group)
         res = run(rows, int(row_end[rows].max()))
         if out is None:
