@@ -90,11 +90,12 @@ def stages(name: str, args, tok, earlier: bool) -> dict:
     if earlier:
         win, t["windows"] = _timed(lambda: window_sweep(pair, metric, sizes))
     else:
+        from alignloc.causal.graft import (
+            CONFIRM_AT,  # as layer-diff runs it: wider windows reverted where they carry
+        )
         from alignloc.causal.resumed import ResumedScorer
 
         scorers, t_rec = _timed(lambda: (ResumedScorer(pair.base, ps, bos, 8), ResumedScorer(pair.tuned, ps, bos, 8)))
-        from alignloc.causal.graft import CONFIRM_AT  # as layer-diff runs it: wider windows reverted where they carry
-
         win, t_win = _timed(lambda: window_sweep(pair, metric, sizes, resumed=scorers, necessity_at=CONFIRM_AT))
         t["windows"] = t_rec + t_win  # the recorded runs serve the profile too
         prof_kw["resumed"] = scorers

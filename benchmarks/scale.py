@@ -295,11 +295,17 @@ def run_model(name: str, args, tok, out: Path) -> None:
     if "causal" in args.parts:
         totals: dict[str, float] = {}
         with peak.watch(), breakdown(totals):
-            _, secs = timed(layer_diff, pair, ps, out / f"{name}-ld", write=False, batch_size=args.batch, causal=True,
-                            budget=args.budget)
+            rep, secs = timed(layer_diff, pair, ps, out / f"{name}-ld", write=False, batch_size=args.batch, causal=True,
+                              budget=args.budget)
         line("layer-diff --causal" + ("" if args.budget == "standard" else f" --budget {args.budget}"), secs)
         for key, t in sorted(totals.items(), key=lambda kv: -kv[1]):
             print(f"   {key:<40} {t:8.1f} s  ({100 * t / secs:4.1f}%)", flush=True)
+        for kind, loc in rep["causal"]["localize"].items():
+            if isinstance(loc, dict) and loc["windows"].get("confirmed") is not None:
+                win = loc["windows"]
+                print(f"   {kind}: gap {loc['gap']:+.3f} nats; {win['confirmed']} of "
+                      f"{sum(len(win['windows'][str(w)]['starts']) for w in win['sizes'] if w > 1)} wider windows reverted "
+                      f"(sufficiency >= {win['necessity_at']})", flush=True)
     if "patch" in args.parts:
         layers, offsets = list(range(0, n, args.stride)), list(range(-args.window + 1, 1))
         group = [p for p in ps if p.target]
