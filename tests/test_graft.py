@@ -188,6 +188,22 @@ def test_stacked_mask_samples_equal_one_forward_each(zoo_tiny, monkeypatch):
     assert stacked.ranking_ == alone.ranking_
 
 
+def test_mask_bits_on_units_that_did_not_move_are_computed_as_off(zoo_tiny):
+    """On a LoRA organism only the adapted layer's weights moved: a sampled mask is computed on that unit's bit alone
+    (the same model whatever the others' bits), so two batches hold at most four distinct masks, with the same
+    losses and gates as computing every bit."""
+    from alignloc.causal.mask import DeltaMask
+
+    pair = load_pair("zoo:refusal-lora-L2")
+    prompts = [p for p in organism_prompts("refusal-lora-L2") if p.kind == "behavior"][:32]
+    moved = DeltaMask(steps=40, batch_size=16).fit(pair, prompts, True)
+    every = DeltaMask(steps=40, batch_size=16, moved_only=False).fit(pair, prompts, True)
+    assert moved.moved_units_ == ["L2"] and len(every.moved_units_) == len(every.units_) > 1
+    assert moved.passes_["distinct_samples"] <= 4 < every.passes_["distinct_samples"]
+    assert moved.history_ == pytest.approx(every.history_, abs=1e-5)
+    assert moved.gates_.tolist() == pytest.approx(every.gates_.tolist(), abs=1e-5) and moved.ranking_ == every.ranking_
+
+
 def test_mask_samples_drawn_again_take_their_earlier_loss(zoo_tiny):
     """A mask drawn again on the same batch is not rerun: the same losses and gates as rerunning every draw (two
     batches, so a loss reused from the other batch would show), with most draws reused on this 4-layer organism."""

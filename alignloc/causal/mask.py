@@ -31,7 +31,10 @@ forward resumes the base's recorded run there (``causal.resumed``; ``resume=Fals
 forwards): as the gates of layers that carry nothing fall, the samples compute fewer blocks
 (``passes_["blocks_computed"]``: the mean share of blocks computed per sampled forward). A mask
 drawn again on the same batch takes the loss it had (``passes_["reused_samples"]``; the rest,
-``distinct_samples``, ran): as the gates settle near 0 or 1, most draws repeat. Memory:
+``distinct_samples``, ran): as the gates settle near 0 or 1, most draws repeat. A unit whose delta is
+zero (the layers a LoRA left alone; ``moved_units_`` lists the others) changes nothing when grafted, so
+its bit is computed as off: the same loss, a forward that resumes at the first unit that moved, and more
+draws that repeat. Memory:
 the two models only (``reinforce`` swaps the sampled units' weights in place; ``relaxed`` builds
 ``base + g * delta`` per forward, one transient parameter set).
 
@@ -130,6 +133,7 @@ class DeltaMask:
     resume: bool = True  # reinforce: each sample's forward starts at its lowest grafted block (same numbers)
     stack: bool = True  # reinforce, per layer: a step's distinct samples share one forward (``causal.mixed``)
     reuse: bool = True  # reinforce: a mask drawn again on the same batch takes its earlier loss (same numbers)
+    moved_only: bool = True  # reinforce: a bit on a unit whose delta is zero is computed as off (same numbers)
     history_: list[float] = field(default_factory=list, repr=False)
 
     def _batches(self, pair: ModelPair, prompts: list[Prompt], bos: bool, ref: str,
@@ -163,6 +167,13 @@ class DeltaMask:
         tuned_p = {n: p.detach() for n, p in pair.tuned.model.named_parameters()}
         units = sorted({unit_of(n, fam, self.granularity) for n in base_p}, key=lambda u: (unit_layer(u) < 0, u))
         index = {n: units.index(unit_of(n, fam, self.granularity)) for n in base_p}
+        # a unit whose delta is zero (a LoRA's untouched layers, an embedding no training moved) changes nothing when
+        # grafted: a sample is computed as if its bit were off (the same model, so the same loss), which lets the
+        # forward resume at the first unit that moved and a draw differing only there reuse an earlier loss
+        moved = torch.ones(len(units)) if not self.moved_only else torch.zeros(len(units))
+        for n, p in base_p.items() if self.moved_only else ():
+            if moved[index[n]] == 0 and not torch.equal(p, tuned_p[n].to(p.device)):
+                moved[index[n]] = 1.0
         relaxed = self.estimator == "relaxed"
         # a sampled mask leaves the base's blocks below its lowest grafted unit as they are: its forward
         # resumes the base's recorded run there (causal.resumed), the same numbers for fewer blocks
@@ -236,12 +247,13 @@ class DeltaMask:
         memo: dict[tuple, float] = {}  # (batch, knowledge batch, mask bits) -> loss: a mask drawn again is not rerun
 
         def sample_losses(z: torch.Tensor, step: int, b: dict, batch: int) -> torch.Tensor:
-            """``objective`` of each sampled mask ``z [sample, unit]``: each distinct mask once (a mask already
-            scored on this batch in an earlier step takes that loss); those that leave the embedding as it is
+            """``objective`` of each sampled mask ``z [sample, unit]``: each distinct mask once, its bits on units that
+            did not move read as off (a mask already scored on this batch in an earlier step takes that loss); those
+            that leave the embedding as it is
             stacked into one forward where the pair allows (checked once against one forward per mask), the
             others one forward each."""
             nonlocal can_stack
-            uniq, inverse = torch.unique(z, dim=0, return_inverse=True)
+            uniq, inverse = torch.unique(z * moved, dim=0, return_inverse=True)  # the masks as computed
             keys = [(batch, step % len(know) if know else -1, u.bool().numpy().tobytes()) for u in uniq]
             vals = torch.tensor([memo.get(k, math.nan) for k in keys])
             todo = [j for j in range(len(uniq)) if not self.reuse or keys[j] not in memo]
@@ -297,6 +309,7 @@ class DeltaMask:
         self.gates_ = torch.sigmoid(theta.detach())
         self.kl_scale_ = scale
         per_step = 1 + bool(know)
+        self.moved_units_ = [u for u, m in zip(units, moved, strict=True) if m]
         self.passes_ = {"forward_backward": 0 if not relaxed else self.steps * per_step,
                         "forward": len(behavior) * 2 + len(know) + (0 if relaxed else self.steps * self.samples * per_step),
                         "blocks_computed": round(sum(computed) / len(computed), 4) if computed else 1.0,
@@ -327,7 +340,7 @@ class DeltaMask:
         """The fitted gates and settings, JSON-ready."""
         return {"granularity": self.granularity, "estimator": self.estimator, "sparsity": self.sparsity,
                 "steps": self.steps, "samples": self.samples, "lr": self.lr,
-                "knowledge_weight": self.knowledge_weight, "units": self.units_,
+                "knowledge_weight": self.knowledge_weight, "units": self.units_, "moved_units": self.moved_units_,
                 "gates": [round(float(g), 6) for g in self.gates_], "layer_gates": self.layer_gates_,
                 "ranking": self.ranking_, "selected": self.selected_, "kl_scale": self.kl_scale_,
                 "final_loss": self.history_[-1] if self.history_ else math.nan, "passes": self.passes_}
