@@ -88,12 +88,21 @@ def graft_effect(pair: ModelPair, metric: Metric, layers: list[int], m_base: flo
     ``resumed``: ``(ResumedScorer of the base, of the tuned model)`` on the metric's prompts
     (``causal.resumed``): each grafted model then runs from block ``min(layers)`` only, with the same result."""
     gap = m_tuned - m_base
-    start = min(layers)
-    with grafted(pair.base, pair.tuned, layers, modules) as m:
-        up = resumed[0].mean(start) if resumed else metric(m)
-    with grafted(pair.tuned, pair.base, layers, modules) as m:
-        down = resumed[1].mean(start) if resumed else metric(m)
+    up = grafted_metric(pair, metric, 0, layers, modules, resumed)
+    down = grafted_metric(pair, metric, 1, layers, modules, resumed)
     return ((up - m_base) / gap, (m_tuned - down) / gap) if gap else (float("nan"), float("nan"))
+
+
+def grafted_metric(pair: ModelPair, metric: Metric, side: int, layers: list[int], modules: tuple[str, ...] | None = None,
+                   resumed: tuple | None = None, chain: Chain | None = None, new: int | None = None) -> float:
+    """``metric`` of the base with ``layers`` from the tuned model (``side`` 0) or of the tuned model with them
+    reverted (1); ``resumed`` (see ``graft_effect``) runs from ``min(layers)``, ``chain`` from block ``new`` with the
+    previous graft of a growing set (``causal.resumed.Chain``)."""
+    recipient, donor = (pair.base, pair.tuned) if side == 0 else (pair.tuned, pair.base)
+    with grafted(recipient, donor, layers, modules) as m:
+        if chain is not None:
+            return float(chain.scores(new).nanmean())
+        return resumed[side].mean(min(layers)) if resumed else metric(m)
 
 
 def graft_sweep(pair: ModelPair, metric: Metric, layers: list[int] | None = None,
@@ -154,27 +163,21 @@ def window_sweep(pair: ModelPair, metric: Metric, sizes: list[int] | None = None
     effects: dict[tuple[int, int], tuple[float, float | None]] = {}
     passes = 2
 
-    def graft_score(side: int, layers: list[int], chain: Chain | None, new: int) -> float:
-        """The metric of the base (``side`` 0) with ``layers`` from the tuned model, or of the tuned (1) reverted."""
-        recipient, donor = (pair.base, pair.tuned) if side == 0 else (pair.tuned, pair.base)
-        with grafted(recipient, donor, layers, modules) as m:
-            if chain is not None:
-                return float(chain.scores(new).nanmean())
-            return resumed[side].mean(min(layers)) if resumed else metric(m)
-
     with stage("graft windows", total=sum(n - w + 1 for w in sizes), unit="window") as advance:
         for i in range(n):
             todo = [w for w in sizes if i + w <= n]
             up: dict[int, float] = {}
             chain, new = (Chain(resumed[0]) if chained else None), i
             for w in todo:
-                up[w] = (graft_score(0, list(range(i, i + w)), chain, new) - m_base) / gap if gap else float("nan")
+                m = grafted_metric(pair, metric, 0, list(range(i, i + w)), modules, resumed, chain, new)
+                up[w] = (m - m_base) / gap if gap else float("nan")
                 new, passes = i + w, passes + 1
             chain, new = (Chain(resumed[1]) if chained else None), i
             for w in todo:
                 down = None
                 if necessity_at is None or w == 1 or up[w] >= necessity_at:
-                    down = (m_tuned - graft_score(1, list(range(i, i + w)), chain, new)) / gap if gap else float("nan")
+                    m = grafted_metric(pair, metric, 1, list(range(i, i + w)), modules, resumed, chain, new)
+                    down = (m_tuned - m) / gap if gap else float("nan")
                     new, passes = i + w, passes + 1
                 effects[w, i] = (up[w], down)
                 advance()

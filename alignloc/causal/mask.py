@@ -170,10 +170,12 @@ class DeltaMask:
         # a unit whose delta is zero (a LoRA's untouched layers, an embedding no training moved) changes nothing when
         # grafted: a sample is computed as if its bit were off (the same model, so the same loss), which lets the
         # forward resume at the first unit that moved and a draw differing only there reuse an earlier loss
-        moved = torch.ones(len(units)) if not self.moved_only else torch.zeros(len(units))
-        for n, p in base_p.items() if self.moved_only else ():
-            if moved[index[n]] == 0 and not torch.equal(p, tuned_p[n].to(p.device)):
-                moved[index[n]] = 1.0
+        moved = torch.ones(len(units))  # [unit]: 1 where the delta is not zero
+        if self.moved_only:
+            moved.zero_()
+            for n, p in base_p.items():
+                if moved[index[n]] == 0 and not torch.equal(p, tuned_p[n].to(p.device)):
+                    moved[index[n]] = 1.0
         relaxed = self.estimator == "relaxed"
         # a sampled mask leaves the base's blocks below its lowest grafted unit as they are: its forward
         # resumes the base's recorded run there (causal.resumed), the same numbers for fewer blocks
@@ -249,9 +251,8 @@ class DeltaMask:
         def sample_losses(z: torch.Tensor, step: int, b: dict, batch: int) -> torch.Tensor:
             """``objective`` of each sampled mask ``z [sample, unit]``: each distinct mask once, its bits on units that
             did not move read as off (a mask already scored on this batch in an earlier step takes that loss); those
-            that leave the embedding as it is
-            stacked into one forward where the pair allows (checked once against one forward per mask), the
-            others one forward each."""
+            that leave the embedding as it is stacked into one forward where the pair allows (checked once against
+            one forward per mask), the others one forward each."""
             nonlocal can_stack
             uniq, inverse = torch.unique(z * moved, dim=0, return_inverse=True)  # the masks as computed
             keys = [(batch, step % len(know) if know else -1, u.bool().numpy().tobytes()) for u in uniq]
