@@ -88,3 +88,23 @@ def test_the_minimum_gap_is_per_answer_so_a_per_token_gap_is_counted_over_its_an
     lens = functional_block("behavior", None, [3], [], cfg, 8, output_gap=0.34, answer_tokens=1.0)
     assert lens["layers"] == [] and "+0.34 nats, under 0.5 per answer" in lens["reason"]
     assert functional_block("behavior", None, [3], [], cfg, 8, output_gap=0.34, answer_tokens=16.0)["layers"] == [3]
+
+
+def test_a_profile_cut_at_half_the_layers_grades_as_the_whole_one_and_says_where_it_stopped():
+    """The standard budget grafts the profile's top-k sets up to half the layers (``VerdictConfig.max_share``): the
+    verdict names no larger set, so each grade reads the same off the cut profile, which the block and its sentence
+    mark (``max_k``); a level reached only by a larger set reads None there."""
+    from alignloc.analyses.verdict_text import _profile_text
+
+    cfg = VerdictConfig()
+    for suff, nec, grade in (([0.5, 0.9, 1.0, 1, 1, 1, 1, 1], [0.4, 0.85, 1, 1, 1, 1, 1, 1], "localized"),
+                             ([0.97, 0.98, 1, 1, 1, 1, 1, 1], [0.3, 0.4, 0.5, 0.6, 0.8, 0.9, 1, 1], "concentrated"),
+                             ([0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1, 1], [0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1, 1], "distributed")):
+        whole, cut = _loc(suff, nec), _loc(suff[:4], nec[:4])
+        a, b = functional_block("behavior", whole, [], [], cfg, 8), functional_block("behavior", cut, [], [], cfg, 8)
+        assert a["grade"] == b["grade"] == grade and a["layers"] == b["layers"]
+        assert a.get("sufficient") == b.get("sufficient") and a.get("carrier") == b.get("carrier")
+        assert "max_k" not in a["profile"] and b["profile"]["max_k"] == 4
+    assert b["profile"]["k_sufficient"]["0.8"] is None and a["profile"]["k_sufficient"]["0.8"] == 6
+    assert "no top-k set of at most 4 layers brings 80% of the gap into the base or removes 80%" in _profile_text(b)
+    assert "no top-k set of at most" not in _profile_text(a) and "the top 6 bring 80%" in _profile_text(a)

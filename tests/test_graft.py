@@ -121,6 +121,16 @@ def test_resumed_profile_equals_the_full_forwards(zoo_tiny):
         for key in ("sufficiency", "necessity"):
             for stat in ("mean", "lo", "hi"):
                 assert fast[prof][key][stat] == pytest.approx(full[prof][key][stat], abs=1e-5), (prof, key, stat)
+    # stopped at k = 2 (``max_k``, as the standard budget stops at half the layers): the whole profile's first two sets
+    capped = concentration_profile(pair, prompts, True, ranking, ranking_source="test", n_boot=50, batch_size=8,
+                                   resumed=scorers, max_k=2)
+    assert capped["sets"] == full["sets"][:2] == [[3], [1, 3]] and capped["passes"] == 2 + 2 * 2 and capped["max_k"] == 2
+    for prof in ("logprob_profile", "logit_diff_profile"):
+        for key in ("sufficiency", "necessity"):
+            for stat in ("mean", "lo", "hi"):
+                assert capped[prof][key][stat] == pytest.approx(full[prof][key][stat][:2], abs=1e-5), (prof, key, stat)
+        for key in ("k_sufficient", "k_necessary"):  # a level reached within two sets keeps its k; the others None
+            assert capped[prof][key] == {q: k if k is not None and k <= 2 else None for q, k in full[prof][key].items()}
     with pytest.raises(ValueError, match="other prompts"):
         concentration_profile(pair, prompts[:8], True, ranking, ranking_source="test", resumed=scorers)
 

@@ -125,7 +125,9 @@ def test_cli_layer_diff_on_an_organism_without_prompt_file(zoo_tiny, tmp_path, c
     # the plan printed before the run counts the passes each stage then records
     assert plan["windows"] + ran["windows"]["confirmed"] == ran["windows"]["passes"]  # + the wider windows reverted
     assert ran["windows"]["confirmed"] <= plan["windows_confirm"] and plan["mask"] == ran["mask"]["passes"]["forward"]
-    assert ran["profile"]["passes"] == plan["profile"]
+    # the profile grafts the sets the verdict reads: up to half the layers, or the mask's selection if larger
+    assert plan["profile_k"] == 2 == len(ran["profile"]["sets"]) and ran["profile"]["max_k"] == 2
+    assert ran["profile"]["passes"] == plan["profile"] + 2 * max(0, len(ran["mask"]["selected"]) - plan["profile_k"])
     assert rep["verdict"]["changed_layers"] == [2] and rep["verdict"]["behavior_layers"] == [2]
     assert rep["verdict"]["behavior"]["basis"] == "causal"
     loc = rep["causal"]["localize"]["behavior"]

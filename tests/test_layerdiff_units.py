@@ -314,9 +314,10 @@ def test_the_quick_budget_runs_what_its_plan_says(llama_pair, tmp_path, capsys):
     assert patch_cells(30, True, 12, triage=True, verdict_reads=False) == 3 * 10 + 3 * 10 + 10 * 4
     assert patch_cells(4, True, 12, triage=True) == patch_cells(4, True, 12)  # every layer of a 4-layer model
     assert plan(30, [1, 2, 4], 100, 64) == {"n_prompts": 64, "n_layers": 30, "sizes": [1, 2, 4], "windows": 2 + 2 * (30 + 29 + 27),
-                                            "windows_confirm": 0, "mask": 2 * 4 + 100 * 4, "profile": 62}
+                                            "windows_confirm": 0, "mask": 2 * 4 + 100 * 4, "profile": 62, "profile_k": 30}
     tri = plan(30, [1, 2, 4], 100, 64, triage=True)  # each layer's necessity; the wider windows' once confirmed
     assert tri["windows"] == 2 + (30 + 29 + 27) + 30 and tri["windows_confirm"] == 29 + 27
+    assert tri["profile"] == 2 + 2 * 15 and tri["profile_k"] == 15  # the sets of up to half the layers
     assert get("thorough").window_sizes(10) == [1, 2, 3, 4, 5] and get("standard").window_sizes(10) == [1, 2, 4]
     assert set(BUDGETS) == {"quick", "standard", "thorough"}
     assert main(["layer-diff", *map(str, llama_pair), "-p", str(tmp_path / "p.jsonl"), "--causal", "--budget", "huge",

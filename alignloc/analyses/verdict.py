@@ -225,6 +225,8 @@ def functional_block(kind: str, loc: dict | None, lens_flags: list[int], weight_
     if prof:
         block["profile"] = {key: prof[key] for key in ("metric", "ranking_source", "k_sufficient", "k_necessary",
                                                         "saturated", "tuned_target_probability") if key in prof}
+        if len(prof["sets"]) < n_layers:  # the budget grafted the sets of up to max_k layers only
+            block["profile"]["max_k"] = len(prof["sets"])
     if best is None:
         block["localized"] = False
         small = int(cfg.max_share * n_layers)

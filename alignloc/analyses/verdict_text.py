@@ -73,11 +73,16 @@ def _profile_text(block: dict) -> str:
     k_s, k_n = p["k_sufficient"].get("0.8"), p["k_necessary"].get("0.8")
     sat = ("; the log-prob saturates, so necessity is read on the logit difference to the foil"
            if p["metric"] == "logprob+logit_diff" else "")
-    bring = (f"the top {k_s} bring 80% of the gap into the base" if k_s else
-             "no top-k set brings 80% of the gap into the base")
-    remove = (f"reverting the top {k_n} removes 80% from the tuned model" if k_n else
-              "no top-k set removes 80% from the tuned model when reverted")
-    return f"; concentration profile (layers ranked by {p['ranking_source']}): {bring}, {remove}{sat}"
+    upto = f" of at most {p['max_k']} layers" if p.get("max_k") else ""  # a profile the budget stopped early
+    if not k_s and not k_n:
+        found = f"no top-k set{upto} brings 80% of the gap into the base or removes 80% from the tuned model when reverted"
+    else:
+        bring = (f"the top {k_s} bring 80% of the gap into the base" if k_s else
+                 f"no top-k set{upto} brings 80% of the gap into the base")
+        remove = (f"reverting the top {k_n} removes 80% from the tuned model" if k_n else
+                  f"no top-k set{upto} removes 80% from the tuned model when reverted")
+        found = f"{bring}, {remove}"
+    return f"; concentration profile (layers ranked by {p['ranking_source']}): {found}{sat}"
 
 
 def summary_lines(blocks: dict, changed: list[int], know, beh, flags, has_control: bool, cfg: Any,  # a VerdictConfig

@@ -14,9 +14,11 @@ many prompts of each kind the causal methods read.
   (``causal.triage``; every layer of a model of up to 4);
 - in both of these, a graft window of more than one layer is reverted (necessity) only where it brings
   ``graft.CONFIRM_AT`` of the gap into the base: a carrier must be both sufficient and necessary, so the
-  verdict reads the same windows (the others' necessity is None);
+  verdict reads the same windows (the others' necessity is None); and the concentration profile grafts the
+  top-k sets of up to half the layers (the verdict's ``max_share``; the mask's selection if it is larger):
+  the verdict names no larger set;
 - ``thorough``: every window size up to half the layers, each both ways, a 300-step mask, 128 prompts, all
-  patching, every layer exact.
+  patching, every layer exact, the whole profile.
 
 ``--windows`` and ``--mask-steps`` given on their own override the budget's. ``plan`` counts each
 stage's forward passes in the units its report records (``windows.passes`` and ``profile.passes``:
@@ -35,7 +37,9 @@ from dataclasses import dataclass
 import torch
 
 from alignloc import progress
+from alignloc.analyses.verdict import VerdictConfig
 from alignloc.causal.graft import CONFIRM_AT, window_sizes
+from alignloc.causal.localize import profile_sets
 from alignloc.causal.mask import DeltaMask
 from alignloc.causal.metrics import scored_batch, scored_logits
 from alignloc.causal.triage import confirm_cells, confirm_count
@@ -91,22 +95,24 @@ def patch_cells(n_layers: int, extras: bool, window: int, triage: bool = False, 
 
 
 def plan(n_layers: int, sizes: list[int], mask_steps: int, n_prompts: int, mask: DeltaMask | None = None,
-         triage: bool = False) -> dict:
+         triage: bool = False, verdict: VerdictConfig | None = None) -> dict:
     """Each stage's forward passes for localizing the gap of ``n_prompts`` prompts on ``n_layers`` layers.
 
     ``windows`` and ``profile`` count passes over the prompt set (the profile reads both of its metrics off
     the same passes); ``mask`` counts forwards of one mask batch. With ``triage`` (``graft.window_sweep``'s
     ``necessity_at``), ``windows`` counts every window's sufficiency and each single layer's necessity; the run adds
-    one pass per window of more than one layer that it confirms (``windows.confirmed``, at most ``windows_confirm``)."""
+    one pass per window of more than one layer that it confirms (``windows.confirmed``, at most ``windows_confirm``);
+    ``profile`` counts the sets of up to ``profile_k`` layers (``localize.profile_sets`` of ``verdict``'s bars), and the
+    run adds two passes per layer the mask selects beyond that."""
     m = DeltaMask(steps=mask_steps) if mask is None else mask
-    n_sets = n_layers
+    n_sets = profile_sets(n_layers, verdict or VerdictConfig()) if triage else n_layers
     batches = math.ceil(n_prompts / m.batch_size)
     windows = sum(n_layers - w + 1 for w in sizes)
     wider = sum(n_layers - w + 1 for w in sizes if w > 1)
     return {"n_prompts": n_prompts, "n_layers": n_layers, "sizes": sizes,
             "windows": 2 + 2 * windows - (wider if triage else 0), "windows_confirm": wider if triage else 0,
             "mask": 0 if mask_steps == 0 else 2 * batches + mask_steps * m.samples,
-            "profile": 2 + 2 * n_sets}
+            "profile": 2 + 2 * n_sets, "profile_k": n_sets}
 
 
 @torch.no_grad()
@@ -133,11 +139,13 @@ def plan_lines(budget: Budget, plans: dict[str, dict], seconds_per_batch: float)
         mask_batch = DeltaMask().batch_size / PROFILE_BATCH * seconds_per_batch
         est = p["windows"] * per_set(p["n_prompts"]) + p["mask"] * mask_batch + p["profile"] * per_set(p["n_prompts"])
         total += est
+        sets = (f" (sets of up to {p['profile_k']} layers{', or the mask selection' if p['mask'] else ''})"
+                if p.get("profile_k", p["n_layers"]) < p["n_layers"] else "")
         confirm = (f" + 1 per wider window that brings {CONFIRM_AT:.0%} of the gap (at most {p['windows_confirm']})"
                    if p.get("windows_confirm") else "")
         lines.append(f"  {kind.replace('_', ' ')} ({p['n_prompts']} prompts, {p['n_layers']} layers): graft windows "
                      f"{p['sizes']} {p['windows']} passes{confirm}; mask {p['mask']} batch forwards; profile {p['profile']} "
-                     f"passes; about {est / 60:.1f} min")
+                     f"passes{sets}; about {est / 60:.1f} min")
     for part in plans.get("patching", []):  # a patched cell resumes its run where the patch enters: half a pass at most
         est = part["cells"] / 2 * per_set(part["n_prompts"])
         total += est
@@ -148,17 +156,18 @@ def plan_lines(budget: Budget, plans: dict[str, dict], seconds_per_batch: float)
 
 
 def announce(pair: ModelPair, prompts: list[Prompt], moved: list[Prompt], budget: Budget, sizes: list[int],
-             mask_steps: int, bos: bool, versus_control: bool = False) -> dict:
+             mask_steps: int, bos: bool, versus_control: bool = False, verdict: VerdictConfig | None = None) -> dict:
     """The plan of ``causal_report`` on ``prompts`` (knowledge localized on the ``moved`` facts; with
     ``versus_control`` the behavior gap again against the control, without patching), printed with its
     estimate before the run (``progress.note``); returns ``{"budget", kind: plan, "patching": [...]}`` for the report."""
     from alignloc.causal.report import PATCH_WINDOW, changed_behavior, patched_prompts
 
     behavior, knowledge = changed_behavior(prompts)[: budget.n], moved[: budget.n]
-    plans: dict = {kind: plan(pair.n_layers, sizes, mask_steps, len(ps), triage=budget.triage) for kind, ps in
+    plans: dict = {kind: plan(pair.n_layers, sizes, mask_steps, len(ps), triage=budget.triage, verdict=verdict) for kind, ps in
                    (("behavior", behavior), ("knowledge", knowledge)) if ps}
     if behavior and versus_control:
-        plans["behavior_vs_control"] = plan(pair.n_layers, sizes, mask_steps, len(behavior), triage=budget.triage)
+        plans["behavior_vs_control"] = plan(pair.n_layers, sizes, mask_steps, len(behavior), triage=budget.triage,
+                                            verdict=verdict)
     plans["patching"] = [{"prompts": name, "n_prompts": len(ps),
                           "cells": patch_cells(pair.n_layers, extras, PATCH_WINDOW, extras and budget.triage,
                                                verdict_reads=name == "behavior" or not extras)}

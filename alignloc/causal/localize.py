@@ -22,6 +22,7 @@ import time
 
 from alignloc.analyses.concentration import at_k
 from alignloc.analyses.outputs import answer_tokens
+from alignloc.analyses.verdict import VerdictConfig
 from alignloc.causal.graft import CONFIRM_AT, carrier_window, window_sweep
 from alignloc.causal.mask import DeltaMask
 from alignloc.causal.patching import Job, patch_sweeps
@@ -44,6 +45,13 @@ def moved_prompts(prompts: list[Prompt], lp_base, lp_tuned, nats: float = 2.0) -
     return [p for p, d in moved if d * sign > 0]
 
 
+def profile_sets(n_layers: int, verdict: VerdictConfig, selected: int = 0) -> int:
+    """The largest top-k set the verdict reads off a concentration profile: ``max_share`` of the layers (a larger set
+    localizes nothing, as a window of more than half the layers), or ``selected``, the mask's selection, if larger
+    (its recovery is read off the profile's set of that size)."""
+    return max(int(verdict.max_share * n_layers), selected, 1)
+
+
 def patch_summary(per_layer: dict[str, dict]) -> dict:
     """Per-layer recovered fractions of the component sites and the resid_post increments."""
     out = {k: per_layer[k]["recovered"] for k in ("attn_out", "mlp_out") if k in per_layer}
@@ -54,7 +62,8 @@ def patch_summary(per_layer: dict[str, dict]) -> dict:
     return out
 
 
-def localize(pair: ModelPair, prompts: list[Prompt], bos: bool, *, sizes: list[int] | None = None, carrier_at: float = 0.8, mask: DeltaMask | None = None,
+def localize(pair: ModelPair, prompts: list[Prompt], bos: bool, *, sizes: list[int] | None = None,
+             verdict: VerdictConfig | None = None, mask: DeltaMask | None = None,
              knowledge: list[Prompt] | None = None, patching: dict[str, dict] | None = None,
              batch_size: int = 8, n_boot: int = 1000, seed: int = 0, sites: tuple[str, ...] = PATCH_SITES,
              triage: bool = False) -> dict:
@@ -64,15 +73,19 @@ def localize(pair: ModelPair, prompts: list[Prompt], bos: bool, *, sizes: list[i
     (``causal.profile``) follows the mask's ranking, or single-layer grafting's without a mask; the mask's
     selection is read off it (``mask.recovery.selected``: the profile's set of that size, on the log-prob).
     ``patching`` may hold per-site ``patch_sweep`` results already computed on the same prompts; ``sites=()``
-    skips patching. ``triage``: a window of more than one layer is reverted only where its sufficiency reaches
-    ``graft.CONFIRM_AT`` of the gap, or ``carrier_at`` if lower (a carrier must be both; ``--budget standard`` and
-    ``quick``).
+    skips patching. ``verdict``: the bars the verdict reads this evidence with (``VerdictConfig``: ``carrier_at``,
+    the share of the gap a carrier carries both ways; ``max_share``, the most layers it may hold). ``triage``
+    (``--budget standard`` and ``quick``) runs only what those bars read: a window of more than one layer is reverted
+    only where its sufficiency reaches ``graft.CONFIRM_AT`` of the gap, or ``carrier_at`` if lower (a carrier must be
+    both), and the profile stops at ``profile_sets`` layers (``max_share`` of them, or the mask's selection if larger).
     """
     from alignloc.causal.graft import target_metric
 
     chosen = [p for p in prompts if p.target]
     if not chosen:
         raise ValueError("localization needs prompts with a 'target'")
+    verdict = verdict or VerdictConfig()
+    carrier_at = verdict.carrier_at
     metric = target_metric(chosen, None, bos)
     t0 = time.time()
     resumed = (ResumedScorer(pair.base, chosen, bos, batch_size), ResumedScorer(pair.tuned, chosen, bos, batch_size))
@@ -89,8 +102,9 @@ def localize(pair: ModelPair, prompts: list[Prompt], bos: bool, *, sizes: list[i
     t0 = time.time()
     fitted = mask.steps > 0
     ranking = mask.ranking_ if fitted else ranking_from_windows(win)
+    cap = profile_sets(pair.n_layers, verdict, len(mask.selected_) if fitted else 0) if triage else None
     prof = concentration_profile(pair, chosen, bos, ranking, ranking_source="mask" if fitted else "single-layer grafting",
-                                 n_boot=n_boot, seed=seed, batch_size=batch_size, resumed=resumed)
+                                 n_boot=n_boot, seed=seed, batch_size=batch_size, resumed=resumed, max_k=cap)
     del resumed
     out["profile"] = prof
     out["seconds"]["profile"] = round(time.time() - t0, 2)

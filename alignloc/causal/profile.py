@@ -95,26 +95,28 @@ def _graft_scores(pair: ModelPair, parts: list[ScoredBatch], sets: list[list[int
 
 def concentration_profile(pair: ModelPair, prompts: list[Prompt], bos: bool, ranking: list[int], *,
                           ranking_source: str, n_boot: int = 1000, seed: int = 0, batch_size: int = 16,
-                          resumed: tuple[ResumedScorer, ResumedScorer] | None = None) -> dict:
+                          resumed: tuple[ResumedScorer, ResumedScorer] | None = None, max_k: int | None = None) -> dict:
     """The profile of the gap of ``prompts`` (those with a target) over the nested top-k sets of ``ranking``;
     re-read on the logit difference to the foil when the log-prob saturates (see the module docstring): both
     metrics are read off the same forwards, ``2 + 2 k`` passes over the prompts in all.
 
     ``resumed``: ``ResumedScorer``s of base and tuned on the same prompts (e.g. the graft windows'): every set
-    is then scored from its lowest layer up, with the same numbers (``causal.resumed``)."""
+    is then scored from its lowest layer up, with the same numbers (``causal.resumed``). ``max_k``: only the sets
+    of at most ``max_k`` layers (the first ``max_k`` of the whole profile, with the same numbers; ``k_sufficient``
+    and ``k_necessary`` are then None where no set of at most ``max_k`` layers reaches the level)."""
     chosen = [p for p in prompts if p.target]
     if not chosen:
         raise ValueError("a concentration profile needs prompts with a 'target'")
     parts = resumed[0].parts if resumed else batches(pair.tokenizer, chosen, bos, pair.tuned.max_len, batch_size)
     if sum(len(b.tgt) for b in parts) != len(chosen):
         raise ValueError("resumed: scorers of other prompts than these")
-    sets = [sorted(ranking[:k]) for k in range(1, len(ranking) + 1)]
+    sets = [sorted(ranking[:k]) for k in range(1, min(len(ranking), max_k or len(ranking)) + 1)]
     scores = _graft_scores(pair, parts, sets, resumed)
     passes = 2 + 2 * len(sets)
     out = profile_from(*scores["logprob"], sets, n_boot, seed) | {"metric": "logprob", "passes": passes}
     lengths = torch.tensor([max(len(t), 1) for b in parts for t in b.tgt], dtype=torch.float32)
     p_tuned = float((scores["logprob"][1] / lengths).exp().mean())
-    out |= {"ranking": list(ranking), "ranking_source": ranking_source,
+    out |= {"ranking": list(ranking), "ranking_source": ranking_source, "max_k": len(sets),
             "tuned_target_probability": p_tuned, "saturated": p_tuned >= SATURATED}
     if out["saturated"]:
         alt = profile_from(*scores["logit_diff"], sets, n_boot, seed) | {"metric": "logit_diff", "passes": passes}

@@ -157,7 +157,7 @@ def patched_prompts(prompts: list[Prompt], n: int, extras: bool, moved: list[Pro
 def causal_report(pair: ModelPair, prompts: list[Prompt], bos: bool, n: int = 64, window: int = PATCH_WINDOW,
                   moved: list[Prompt] | None = None, sizes: list[int] | None = None, mask_steps: int = 100,
                   n_boot: int = 1000, seed: int = 0, patch_extras: bool = True, triage: bool = True,
-                  carrier_at: float = 0.8) -> dict:
+                  verdict: VerdictConfig | None = None) -> dict:
     """Everything ``layer-diff --causal`` adds to ``report["causal"]``.
 
     ``moved``: knowledge prompts whose fact moved (``localize.moved_prompts``); ``sizes``: graft
@@ -165,9 +165,10 @@ def causal_report(pair: ModelPair, prompts: list[Prompt], bos: bool, n: int = 64
     resamples give the concentration profile's intervals. ``patch_extras=False`` leaves ``patch`` empty:
     only the per-layer patching the verdict reads runs (inside ``localize``), as ``--budget quick`` does.
     ``triage``: the sweeps of ``patch`` that the verdict does not read patch exactly only the layers attribution
-    ranks first (``causal.triage``), and a graft window of more than one layer is reverted only where it brings
-    ``graft.CONFIRM_AT`` of the gap, or ``carrier_at`` if lower (``localize``; ``--budget standard``); False runs
-    every layer and window (``thorough``). ``carrier_at``: the verdict's bar for a carrier (``VerdictConfig``).
+    ranks first (``causal.triage``), and the localization runs only what the verdict's bars read (``localize``: a
+    graft window of more than one layer reverted only where it brings ``graft.CONFIRM_AT`` of the gap, or the carrier
+    bar if lower; the concentration profile up to ``localize.profile_sets`` layers; ``--budget standard``); False runs
+    every layer, window and set (``thorough``). ``verdict``: the verdict's bars (``VerdictConfig``).
     """
     out: dict = {"patch": {}, "localize": {},
                  "settings": {"n": n, "window": window, "sizes": sizes, "mask_steps": mask_steps,
@@ -183,10 +184,10 @@ def causal_report(pair: ModelPair, prompts: list[Prompt], bos: bool, n: int = 64
         done = out["patch"]["behavior"]["patch"]["per_layer"] if "behavior" in out["patch"] else None
         out["localize"]["behavior"] = localize(pair, behavior, bos, sizes=sizes, patching=done,
                                                mask=DeltaMask(steps=mask_steps), knowledge=knowledge,
-                                               n_boot=n_boot, seed=seed, triage=triage, carrier_at=carrier_at)
+                                               n_boot=n_boot, seed=seed, triage=triage, verdict=verdict)
     if moved:
         out["localize"]["knowledge"] = localize(pair, moved[:n], bos, sizes=sizes, mask=DeltaMask(steps=mask_steps),
-                                                n_boot=n_boot, seed=seed, triage=triage, carrier_at=carrier_at)
+                                                n_boot=n_boot, seed=seed, triage=triage, verdict=verdict)
     elif knowledge:
         out["localize"]["knowledge_note"] = "no knowledge prompt's fact moved by more than 2 nats: nothing to localize"
     return out
@@ -194,7 +195,7 @@ def causal_report(pair: ModelPair, prompts: list[Prompt], bos: bool, n: int = 64
 
 def versus_control(pair: ModelPair, control: LoadedModel, prompts: list[Prompt], bos: bool, n: int = 64,
                    sizes: list[int] | None = None, mask_steps: int = 100, n_boot: int = 1000, seed: int = 0,
-                   triage: bool = True, carrier_at: float = 0.8) -> dict:
+                   triage: bool = True, verdict: VerdictConfig | None = None) -> dict:
     """Localization of the part of the behavior gap that the control does not share: the same windows, mask and
     profile (no patching) on the pair (control, tuned), i.e. tuned against control rather than against the base.
     Where the control is the tuned model's training without the edit (a drift, continued pretraining), this gap is
@@ -204,4 +205,4 @@ def versus_control(pair: ModelPair, control: LoadedModel, prompts: list[Prompt],
         return {}
     vs = ModelPair(base=control, tuned=pair.tuned, name=f"{control.ref} -> {pair.tuned.ref}")
     return {"behavior": localize(vs, behavior, bos, sizes=sizes, mask=DeltaMask(steps=mask_steps), n_boot=n_boot,
-                                 seed=seed, sites=(), triage=triage, carrier_at=carrier_at)}
+                                 seed=seed, sites=(), triage=triage, verdict=verdict)}

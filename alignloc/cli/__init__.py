@@ -187,8 +187,9 @@ def layer_diff_cmd(
                                 "patching with layer x position grids, attribution; the verdict then names layers from them."),
     budget: str = typer.Option("standard", help="With --causal: quick (windows 1,2, no mask, 32 prompts per kind) | standard "
                                "(windows 1, 2, 4, ... up to half the layers, a 100-step mask, 64 prompts; the sweeps the "
-                               "verdict does not read triaged) | thorough (every window size up to half, each both ways, 300 "
-                               "steps, 128 prompts, every cell exact); its plan and estimate print first."),
+                               "verdict does not read triaged, the profile's sets up to half the layers) | thorough (every "
+                               "window size up to half, each both ways, 300 steps, 128 prompts, every cell and set); its plan "
+                               "and estimate print first."),
     windows: str | None = typer.Option(None, help="With --causal: graft window sizes, e.g. '1,2,4' (default: the budget's)."),
     mask_steps: int | None = typer.Option(None, help="With --causal: steps of the learned delta mask, 0 skips it (default: "
                                           "the budget's)."),

@@ -207,18 +207,18 @@ def layer_diff(
         if versus_control is None:
             versus_control = control is not None and bool(control.meta.get("twin"))
         versus_control = versus_control and control is not None
-        plan = budgets.announce(pair, prompts, moved, spend, windows, mask_steps, bos, versus_control)
-        carrier_at = (config or VerdictConfig()).carrier_at  # the bar the verdict's carriers must meet
+        bars = config or VerdictConfig()  # the bars the verdict reads the causal evidence with
+        plan = budgets.announce(pair, prompts, moved, spend, windows, mask_steps, bos, versus_control, bars)
         causal_block = causal_report(pair, prompts, bos, n=spend.n, moved=moved, sizes=windows, mask_steps=mask_steps,
                                      n_boot=n_boot, seed=seed, patch_extras=spend.patch_extras,
-                                     triage=spend.triage, carrier_at=carrier_at)
+                                     triage=spend.triage, verdict=bars)
         causal_block["plan"] = plan
         localization = dict(causal_block["localize"])
         if versus_control:  # the part of the gap the control does not share
             from alignloc.causal.report import versus_control as localize_vs_control
 
             vs = localize_vs_control(pair, control, prompts, bos, n=spend.n, sizes=windows, mask_steps=mask_steps,
-                                     n_boot=n_boot, seed=seed, triage=spend.triage, carrier_at=carrier_at)
+                                     n_boot=n_boot, seed=seed, triage=spend.triage, verdict=bars)
             causal_block["versus_control"] = vs
             if "behavior" in vs:
                 localization["behavior_vs_control"] = vs["behavior"]

@@ -123,6 +123,9 @@ def profile_markdown(prof: dict | None) -> list[str]:
           + " / ".join(str(prof["k_necessary"][q] or "-") for q in ("0.5", "0.8", "0.9")) + "."]
     if prof.get("note"):
         md += ["", f"Note: {prof['note']}."]
+    if len(prof["sets"]) < len(prof["ranking"]):  # the budget stopped where the verdict stops reading
+        md += ["", f"Sets of up to {len(prof['sets'])} of the {len(prof['ranking'])} layers: the verdict names no larger "
+               "set (`--budget thorough` grafts them all)."]
     md += ["", "| k | layers | sufficiency | necessity |", "|---|---|---|---|"]
     md += [f"| {k + 1} | {prof['sets'][k]} | {_ci(prof['sufficiency'], k)} | {_ci(prof['necessity'], k)} |"
            for k in range(len(prof["sets"]))]
