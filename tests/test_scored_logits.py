@@ -135,3 +135,26 @@ def test_grouped_forwards_give_the_same_logits_on_fewer_positions(llama_pair):
         got = scorer.logits(0, start=1)
     assert not torch.allclose(want, padded, atol=1e-3)  # the graft changed the model
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("d_vocab", [50, 262144])
+def test_rows_reduced_a_few_at_a_time_equal_the_log_softmax_of_the_block(d_vocab):
+    """Target log-probs (``logit - logsumexp`` per scored row) and the delta mask's KL (``sum p log p - p . x + sum p
+    logsumexp(x)``), reduced ``CHUNK_BYTES`` of rows at a time (8 rows of a 262k vocabulary: here three chunks), equal
+    the log-softmax of the whole block, including rows without a target, a single-token one and a mean per token."""
+    from alignloc.analyses.outputs import gather_target_logprobs, logsumexp_at
+    from alignloc.causal.mask import _kl, _reference
+
+    g = torch.Generator().manual_seed(0)
+    logits = 4 * torch.randn(6, 4, d_vocab, generator=g)  # [b, k, d_vocab]
+    tgt, mean = [[1, 2, 3], [], [4], [5, 6, 7, 8], [9, 9], [0, 3, 1, 2]], [False, False, True, True, False, False]
+    logp = torch.log_softmax(logits, -1)
+    want = torch.tensor([logp[b, torch.arange(len(t)), t].sum() / (len(t) if m else 1) if t else float("nan")
+                         for b, (t, m) in enumerate(zip(tgt, mean, strict=True))])
+    got = gather_target_logprobs(logits, tgt, mean)
+    assert torch.equal(got.isnan(), want.isnan()) and torch.allclose(got.nan_to_num(), want.nan_to_num(), rtol=3e-6, atol=1e-5)
+    rows, cols = torch.arange(6).repeat_interleave(4), torch.arange(4).repeat(6)  # 24 rows
+    assert torch.allclose(logsumexp_at(logits, rows, cols), torch.logsumexp(logits, -1).view(-1), rtol=3e-6, atol=1e-5)
+    ref = torch.log_softmax(4 * torch.randn(24, d_vocab, generator=g), -1)
+    plain = (ref.exp() * (ref - logp[rows, cols])).sum(-1).mean()
+    assert float(_kl(_reference(ref), logits, rows, cols)) == pytest.approx(float(plain), rel=1e-5)

@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 import torch
 from jaxtyping import Float
 
+from alignloc.analyses.outputs import CHUNK_BYTES
 from alignloc.analyses.weights import module_of
 from alignloc.causal.graft import graft_effect, swapped
 from alignloc.causal.metrics import scored_batch, scored_logits
@@ -90,9 +91,25 @@ def _target_positions(batch) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.tensor(rows), torch.tensor(cols)
 
 
-def _kl(ref_logp: Float[torch.Tensor, "k d_vocab"], logp: Float[torch.Tensor, "k d_vocab"]) -> torch.Tensor:
-    """Mean KL(ref || model) over rows."""
-    return (ref_logp.exp() * (ref_logp - logp)).sum(-1).mean()
+def _reference(ref_logp: Float[torch.Tensor, "k d_vocab"]) -> dict[str, torch.Tensor]:
+    """What ``_kl`` needs of the reference distributions: ``p`` [k, d_vocab], ``sum p log p`` and ``sum p`` per row [k]
+    (1 up to float32 rounding, which over a 262k vocabulary is worth 1e-5 of a KL)."""
+    p = ref_logp.exp()
+    return {"p": p, "plogp": (p * ref_logp).sum(-1), "psum": p.sum(-1)}
+
+
+def _kl(ref: dict[str, torch.Tensor], logits: Float[torch.Tensor, "b n d_vocab"], rows: torch.Tensor,
+        cols: torch.Tensor) -> torch.Tensor:
+    """Mean KL(ref || softmax(logits[rows, cols])) over the rows: ``sum p log p - p . x + logsumexp(x) sum p`` per row,
+    gathered and reduced a few rows at a time (``outputs.CHUNK_BYTES``: no fresh tens-of-MiB temporary per sample with
+    a large vocabulary, and no log-softmax of the rows)."""
+    step = max(1, CHUNK_BYTES // max(1, logits.shape[-1] * 4))
+    parts = []
+    for s in range(0, len(rows), step):
+        x = logits[rows[s : s + step], cols[s : s + step]].float()  # [step, d_vocab]
+        parts.append(ref["plogp"][s : s + step] - torch.linalg.vecdot(ref["p"][s : s + step], x)
+                     + torch.logsumexp(x, -1) * ref["psum"][s : s + step])
+    return torch.cat(parts).mean()
 
 
 def _residuals(losses: Float[torch.Tensor, " k"], z: Float[torch.Tensor, "k unit"], seen_z: list[torch.Tensor],
@@ -146,7 +163,7 @@ class DeltaMask:
             rows, cols = _target_positions(b)
             with torch.no_grad():
                 logits = scored_logits(pair.side(ref), b, grouped=True)  # [b, k, d_vocab]
-            out.append({"batch": b, "rows": rows, "cols": cols, "ref": torch.log_softmax(logits[rows, cols], -1),
+            out.append({"batch": b, "rows": rows, "cols": cols, "ref": _reference(torch.log_softmax(logits[rows, cols].float(), -1)),
                         "resume": (scorer, i) if scorer is not None else None})
         return out
 
@@ -190,7 +207,7 @@ class DeltaMask:
             on = [unit_layer(u) for u, gu in zip(units, g, strict=True) if gu > 0.5 and u != "head"]
             return 0 if "embed" in [u for u, gu in zip(units, g, strict=True) if gu > 0.5] else min(on, default=n_layers - 1)
 
-        def masked_logp(g: torch.Tensor, b: dict) -> torch.Tensor:
+        def masked_logits(g: torch.Tensor, b: dict) -> torch.Tensor:
             if relaxed:  # base + g * delta, built per forward (no stored copy of the delta)
                 params = {n: p + g[index[n]].to(p.device) * (tuned_p[n].to(p.device) - p) for n, p in base_p.items()}
                 logits = scored_logits(pair.base, b["batch"],
@@ -200,11 +217,11 @@ class DeltaMask:
                 with swapped(pair.base, pair.tuned, [n for n in base_p if g[index[n]] > 0.5]):
                     logits = b["resume"][0].logits(b["resume"][1], start) if b["resume"] else scored_logits(pair.base, b["batch"], grouped=True)
                 computed.append(1 - start / n_layers if b["resume"] is None or b["resume"][0].exact else 1.0)
-            return torch.log_softmax(logits[b["rows"], b["cols"]], -1)
+            return logits  # [b, k, d_vocab]
 
         with torch.no_grad():  # the full gap in KL units: base (all gates 0) against the tuned model
             zero = torch.zeros(len(units))
-            scale = float(sum(_kl(b["ref"], masked_logp(zero, b)) for b in behavior) / len(behavior))
+            scale = float(sum(_kl(b["ref"], masked_logits(zero, b), b["rows"], b["cols"]) for b in behavior) / len(behavior))
         scale = max(scale, 1e-6)
         gen = torch.Generator().manual_seed(self.seed)
         init = (3.0 if relaxed else 0.0) if self.init is None else self.init
@@ -215,10 +232,10 @@ class DeltaMask:
         model.eval()
 
         def objective(g: torch.Tensor, step: int, b: dict) -> torch.Tensor:
-            out = _kl(b["ref"], masked_logp(g, b)) / scale
+            out = _kl(b["ref"], masked_logits(g, b), b["rows"], b["cols"]) / scale
             if know:
                 k = know[step % len(know)]
-                out = out + self.knowledge_weight * _kl(k["ref"], masked_logp(g, k)) / scale
+                out = out + self.knowledge_weight * _kl(k["ref"], masked_logits(g, k), k["rows"], k["cols"]) / scale
             return out
 
         # stacking: the units of each block, of the final norm and of the unembedding (the embedding's when tied)
@@ -240,10 +257,11 @@ class DeltaMask:
             logits = mixed_logits(model, pair.tuned.model, fam, sc.prefixes[part], b["batch"].ids, b["batch"].index,
                                   blocks, head, on[:, col[unembed_unit]])  # [s, b, k, d_vocab]
             computed.extend((1 - first_changed(blocks).float() / n_layers).tolist())
-            out = torch.stack([_kl(b["ref"], torch.log_softmax(lg[b["rows"], b["cols"]], -1)) / scale for lg in logits])
+            out = torch.stack([_kl(b["ref"], lg, b["rows"], b["cols"]) / scale for lg in logits])
             if know:
                 k = know[step % len(know)]
-                out = out + torch.stack([self.knowledge_weight * _kl(k["ref"], masked_logp(g, k)) / scale for g in zs])
+                out = out + torch.stack([self.knowledge_weight * _kl(k["ref"], masked_logits(g, k), k["rows"], k["cols"]) / scale
+                                         for g in zs])
             return out
 
         memo: dict[tuple, float] = {}  # (batch, knowledge batch, mask bits) -> loss: a mask drawn again is not rerun
