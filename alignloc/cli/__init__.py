@@ -370,6 +370,15 @@ def trajectory_cmd(
     typer.echo(f"trajectory: {out / 'trajectory.html'}  {out / 'trajectory.json'}")
 
 
+def entry() -> int:
+    """The ``alignloc`` command: the process is the command's, so glibc keeps freed memory for reuse
+    (``models.heap.keep_freed_memory``: large tensors without a page fault each), then ``main``."""
+    from alignloc.models.heap import keep_freed_memory
+
+    keep_freed_memory()
+    return main()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI with ``argv`` (default: sys.argv[1:]); return the exit code (0, 2 for a user error, 130 if interrupted)."""
     try:

@@ -2,6 +2,6 @@
 
 import sys
 
-from alignloc.cli import main
+from alignloc.cli import entry
 
-sys.exit(main())
+sys.exit(entry())
