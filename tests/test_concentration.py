@@ -108,3 +108,16 @@ def test_a_profile_cut_at_half_the_layers_grades_as_the_whole_one_and_says_where
     assert b["profile"]["k_sufficient"]["0.8"] is None and a["profile"]["k_sufficient"]["0.8"] == 6
     assert "no top-k set of at most 4 layers brings 80% of the gap into the base or removes 80%" in _profile_text(b)
     assert "no top-k set of at most" not in _profile_text(a) and "the top 6 bring 80%" in _profile_text(a)
+
+
+def test_the_profile_table_says_where_the_budget_stopped_it():
+    """The report's profile table marks a profile cut before the last layer, and only such a profile."""
+    from alignloc.report.causal import profile_markdown
+
+    def prof(k: int) -> dict:
+        suff = [0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1, 1][:k]
+        return {**_profile(suff, suff), "metric": "logprob", "ranking_source": "mask", "ranking": list(range(8))}
+
+    cut, whole = "\n".join(profile_markdown(prof(4))), "\n".join(profile_markdown(prof(8)))
+    assert "Sets of up to 4 of the 8 layers: the verdict names no larger set" in cut and "| 4 | [0, 1, 2, 3] |" in cut
+    assert "Sets of up to" not in whole and "| 8 |" in whole

@@ -62,13 +62,18 @@ def scored_index(ctx_lens: list[int], tgt: list[list[int]]) -> Int[torch.Tensor,
 CHUNK_BYTES = 8 << 20  # rows of logits reduced at a time: temporaries glibc serves from its heap (not a fresh mmap)
 
 
+def chunk_rows(d_vocab: int) -> int:
+    """How many float32 rows of ``d_vocab`` logits make ``CHUNK_BYTES`` (at least one)."""
+    return max(1, CHUNK_BYTES // max(1, d_vocab * 4))
+
+
 def logsumexp_at(logits: Float[torch.Tensor, "... d_vocab"], *index: Int[torch.Tensor, " n"]) -> Float[torch.Tensor, " n"]:
     """``logsumexp`` (float32) of the rows ``logits[index]`` (e.g. ``rows, cols`` into ``[b, k, d_vocab]``), gathered
     and reduced a few at a time: with a 262k vocabulary the gathered rows and the reduction's temporary are tens of
     MiB each, which glibc maps fresh and page-faults in every time (on the Gemma-3-270M configuration the delta mask's
     KL of one sample took 143 ms that way and 21 ms in chunks of ``CHUNK_BYTES``)."""
     n = len(index[0])
-    step = max(1, CHUNK_BYTES // max(1, logits.shape[-1] * 4))
+    step = chunk_rows(logits.shape[-1])
     parts = [torch.logsumexp(logits[tuple(i[s : s + step] for i in index)].float(), -1) for s in range(0, n, step)]
     return torch.cat(parts) if parts else torch.zeros(0)
 

@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 import torch
 from jaxtyping import Float
 
-from alignloc.analyses.outputs import CHUNK_BYTES
+from alignloc.analyses.outputs import chunk_rows
 from alignloc.analyses.weights import module_of
 from alignloc.causal.graft import graft_effect, swapped
 from alignloc.causal.metrics import scored_batch, scored_logits
@@ -101,9 +101,9 @@ def _reference(ref_logp: Float[torch.Tensor, "k d_vocab"]) -> dict[str, torch.Te
 def _kl(ref: dict[str, torch.Tensor], logits: Float[torch.Tensor, "b n d_vocab"], rows: torch.Tensor,
         cols: torch.Tensor) -> torch.Tensor:
     """Mean KL(ref || softmax(logits[rows, cols])) over the rows: ``sum p log p - p . x + logsumexp(x) sum p`` per row,
-    gathered and reduced a few rows at a time (``outputs.CHUNK_BYTES``: no fresh tens-of-MiB temporary per sample with
+    gathered and reduced a few rows at a time (``outputs.chunk_rows``: no fresh tens-of-MiB temporary per sample with
     a large vocabulary, and no log-softmax of the rows)."""
-    step = max(1, CHUNK_BYTES // max(1, logits.shape[-1] * 4))
+    step = chunk_rows(logits.shape[-1])
     parts = []
     for s in range(0, len(rows), step):
         x = logits[rows[s : s + step], cols[s : s + step]].float()  # [step, d_vocab]

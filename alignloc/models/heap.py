@@ -9,7 +9,8 @@ from fresh memory and 14 ms from reused memory. ``keep_freed_memory`` sets glibc
 block) for the rest of the process: the command line does so at its start, before any model loads, since
 set later it gained less (a localization on the Gemma configuration: 115 s as is, 96 s set at the start,
 107 s set just before it). The numbers computed are the same; the process keeps its peak memory instead
-of returning it (``--one-at-a-time`` then reuses a released model's memory rather than returning it). Where
+of returning it (with ``--one-at-a-time`` a released model's memory stays with the process for the next
+load; that mode's peak was measured without this setting, ``benchmarks/memory.py``). Where
 the C library is not glibc (macOS, musl, Windows), or with ``ALIGNLOC_HEAP=system`` in the environment,
 nothing changes.
 """
