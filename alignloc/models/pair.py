@@ -23,6 +23,7 @@ import torch
 
 from alignloc.errors import UserError, one_line
 from alignloc.models.families import Family, family_for
+from alignloc.models.linear import use_packed_linears
 from alignloc.models.load_options import LoadOptions
 from alignloc.models.loading import load_causal_lm
 from alignloc.models.placement import (
@@ -157,6 +158,7 @@ def _get_model(self: LoadedModel) -> torch.nn.Module:
 
 
 def _set_model(self: LoadedModel, model: torch.nn.Module) -> None:
+    use_packed_linears(model)  # float32 on the CPU: oneDNN's packed kernel, the same products faster
     self._model = model
     self._config = model.config
     self._dtype = next(model.parameters()).dtype
