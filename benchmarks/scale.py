@@ -374,8 +374,11 @@ def main(argv: list[str] | None = None) -> None:
         from alignloc.models.heap import keep_freed_memory
 
         keep_freed_memory()
+    from alignloc.models import linear
+
     print(f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores, "
-          f"heap {'as glibc has it' if args.system_heap else 'freed memory kept for reuse'}")
+          f"heap {'as glibc has it' if args.system_heap else 'freed memory kept for reuse'}, float32 linear layers on "
+          f"{'oneDNN packed weights' if linear.available() else 'torch kernel'} (ALIGNLOC_LINEAR=torch for torch's)")
     with tempfile.TemporaryDirectory() as tmp:
         tok = tokenizer(Path(tmp) / "tokenizer")
         for name in args.models.split(","):
