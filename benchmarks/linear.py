@@ -23,6 +23,7 @@ import argparse
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -42,24 +43,19 @@ def per_call(fn, seconds: float = 2.0) -> float:
     return (time.perf_counter() - t) / n
 
 
+@contextmanager
 def unpacked(model: torch.nn.Module):
-    """A context in which ``model``'s ``PackedLinear`` layers run torch's kernel."""
-    from contextlib import contextmanager
-
+    """Within the block, ``model``'s ``PackedLinear`` layers run torch's kernel (plain ``nn.Linear`` again)."""
     from alignloc.models.linear import PackedLinear
 
-    @contextmanager
-    def ctx():
-        layers = [m for m in model.modules() if type(m) is PackedLinear]
+    layers = [m for m in model.modules() if type(m) is PackedLinear]
+    for m in layers:
+        m.__class__ = torch.nn.Linear
+    try:
+        yield
+    finally:
         for m in layers:
-            m.__class__ = torch.nn.Linear
-        try:
-            yield
-        finally:
-            for m in layers:
-                m.__class__ = PackedLinear
-
-    return ctx()
+            m.__class__ = PackedLinear
 
 
 def model_rows(name: str, args, tok) -> None:
@@ -107,9 +103,11 @@ def model_rows(name: str, args, tok) -> None:
 def product_ratio(rows: int, k: int, n: int) -> float:
     """torch's time over the packed kernel's for ``[rows, k] @ [k, n]``."""
     x, w = torch.randn(rows, k), torch.randn(n, k)
+    from alignloc.models.linear import _product
+
     packed = torch.ops.mkldnn._reorder_linear_weight(w, None)
     slow = per_call(lambda: F.linear(x, w), 0.5)
-    fast = per_call(lambda: torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], ""), 0.5)
+    fast = per_call(lambda: _product(x, packed, None), 0.5)
     return slow / fast
 
 
